@@ -1,0 +1,228 @@
+//! Types shared between the decnet eBPF programs and the userspace daemon.
+//!
+//! Everything here crosses the kernel/user boundary as raw bytes, so every type is
+//! `#[repr(C)]`, `Copy`, padded explicitly and size-checked at compile time. Addresses and
+//! ports stay in network byte order, exactly as they were on the wire; userspace converts.
+//! Numeric ids (event kinds, stat indices) are never reused once published.
+#![no_std]
+
+/// Name of the RingBuf map that carries [`RawEvent`]s to userspace.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the decoy map: [`DecoyKey`] -> decky id (`u32`).
+pub const DECOYS_MAP: &str = "DECOYS";
+/// Name of the per-CPU stats array, indexed by [`Stat`].
+pub const STATS_MAP: &str = "STATS";
+/// Name of the LRU flow map used for "first of flow" decisions.
+pub const FLOWS_MAP: &str = "FLOWS";
+
+/// Default ring size in bytes (power of two, multiple of the page size). At ~270 bytes per
+/// record this holds about 60 000 events: tens of milliseconds of a flood.
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+/// Maximum number of decoy addresses.
+pub const MAX_DECOYS: u32 = 4096;
+/// Flows remembered for "first of flow" decisions; the oldest are evicted first.
+pub const MAX_FLOWS: u32 = 65536;
+
+/// Longest TCP option block (60-byte header minus the fixed 20).
+pub const TCP_OPTIONS_MAX: usize = 40;
+/// Bytes of L4 payload copied into each event.
+pub const PAYLOAD_MAX: usize = 128;
+
+/// What the kernel decided a packet was. Ids are stable; never reuse one.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A SYN without ACK/FIN/RST: someone opens (or scans) a port.
+    TcpSyn = 1,
+    /// A flag combination a normal established flow never sends (null, FIN, Xmas, SYN+FIN...)
+    /// or an ACK-carrying segment for which no handshake was seen (ACK / window / Maimon scan).
+    TcpProbe = 2,
+    /// The first payload-carrying segment of a flow.
+    TcpPayload = 3,
+    /// Any other segment of a known flow, at most once per flow.
+    TcpSegment = 4,
+    /// A UDP datagram (every one).
+    UdpProbe = 5,
+    /// An ICMP / ICMPv6 echo request (every one).
+    IcmpEcho = 6,
+    /// Any other ICMP / ICMPv6 message, at most once per flow (type/code pair).
+    IcmpOther = 7,
+    /// Any other IP protocol, or a non-first fragment, at most once per flow.
+    IpOther = 8,
+}
+
+impl EventKind {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::TcpSyn,
+            2 => Self::TcpProbe,
+            3 => Self::TcpPayload,
+            4 => Self::TcpSegment,
+            5 => Self::UdpProbe,
+            6 => Self::IcmpEcho,
+            7 => Self::IcmpOther,
+            8 => Self::IpOther,
+            _ => return None,
+        })
+    }
+}
+
+/// Indices into the per-CPU [`STATS_MAP`]. Stable; append only.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Every frame the program ran on.
+    PacketsSeen = 0,
+    /// IP packets whose destination is a decoy.
+    PacketsToDecoy = 1,
+    /// Events submitted to the ring.
+    EventsEmitted = 2,
+    /// Events lost because the ring was full (`bpf_ringbuf_reserve` failed).
+    RingReserveFailed = 3,
+    /// Frames that were cut short or had impossible header values.
+    Malformed = 4,
+    /// Decoy packets that were deliberately not emitted (repeat of a flow already reported).
+    DecoyNotEmitted = 5,
+}
+
+/// Number of slots in the stats array (leave room to append without resizing).
+pub const STAT_COUNT: u32 = 16;
+pub const STAT_NAMES: [(Stat, &str); 6] = [
+    (Stat::PacketsSeen, "packets_seen"),
+    (Stat::PacketsToDecoy, "packets_to_decoy"),
+    (Stat::EventsEmitted, "events_emitted"),
+    (Stat::RingReserveFailed, "ring_reserve_failed"),
+    (Stat::Malformed, "malformed"),
+    (Stat::DecoyNotEmitted, "decoy_not_emitted"),
+];
+
+/// Address family tags stored in [`RawEvent::family`].
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// TCP flag bits as they appear in the low 9 bits of the data-offset/flags word.
+pub mod tcp_flags {
+    pub const FIN: u16 = 0x001;
+    pub const SYN: u16 = 0x002;
+    pub const RST: u16 = 0x004;
+    pub const PSH: u16 = 0x008;
+    pub const ACK: u16 = 0x010;
+    pub const URG: u16 = 0x020;
+    pub const ECE: u16 = 0x040;
+    pub const CWR: u16 = 0x080;
+    pub const NS: u16 = 0x100;
+}
+
+/// A decoy address: IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`) so one map serves both.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DecoyKey {
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<DecoyKey>() == 16);
+
+/// Flow identity (attacker -> decoy direction). For ICMP the ports hold type and code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// Bits in [`FlowState::seen`].
+pub const FLOW_SEEN_SYN: u32 = 1;
+pub const FLOW_SEEN_PAYLOAD: u32 = 2;
+pub const FLOW_SEEN_OTHER: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowState {
+    pub seen: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowState>() == 8);
+
+/// One observed packet, as the kernel hands it to userspace.
+///
+/// Multi-byte header fields (`seq`, `ack`, ports, `window`, `urg_ptr`, `ip_id`) are copied
+/// from the wire untouched, i.e. big-endian; `tcp_flags`, `ip_len` and `payload_len` are
+/// computed in the kernel and are native-endian.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    /// An [`EventKind`] id.
+    pub kind: u32,
+    pub ifindex: u32,
+    pub decky_id: u32,
+    /// IPv4 total length, or 40 + IPv6 payload length.
+    pub ip_len: u32,
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP/UDP ports; for ICMP echo the identifier and sequence number.
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub window: u16,
+    pub urg_ptr: u16,
+    /// All nine TCP flag bits.
+    pub tcp_flags: u16,
+    /// IPv4 identification (0 for IPv6).
+    pub ip_id: u16,
+    /// L4 payload length according to the headers (may exceed what was copied).
+    pub payload_len: u32,
+    /// IP protocol number of the transport header (after IPv6 extension headers).
+    pub proto: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    /// IPv4 TOS or IPv6 traffic class.
+    pub tos: u8,
+    /// 1 when the IPv4 Don't-Fragment bit is set.
+    pub df: u8,
+    /// Bytes valid in `options`.
+    pub opt_len: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Bytes valid in `payload`.
+    pub payload_cap: u8,
+    /// Number of VLAN tags that were skipped (0..=2).
+    pub vlan_depth: u8,
+    /// Innermost VLAN id (0 when untagged).
+    pub vlan_id: u16,
+    pub _pad: [u8; 4],
+    pub options: [u8; TCP_OPTIONS_MAX],
+    pub payload: [u8; PAYLOAD_MAX],
+}
+pub const RAW_EVENT_SIZE: usize = 264;
+const _: () = assert!(core::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);
+const _: () = assert!(core::mem::align_of::<RawEvent>() <= 8);
+
+impl RawEvent {
+    /// Reinterprets a ring entry. `None` when the entry is too short to be an event.
+    pub fn from_bytes(buf: &[u8]) -> Option<Self> {
+        if buf.len() < RAW_EVENT_SIZE {
+            return None;
+        }
+        // SAFETY: the length was checked, RawEvent is plain old data with no invalid bit
+        // patterns, and read_unaligned copes with any alignment of the ring entry.
+        Some(unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<RawEvent>()) })
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all of these are repr(C), Copy and valid for every bit pattern.
+    unsafe impl aya::Pod for super::DecoyKey {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowState {}
+    unsafe impl aya::Pod for super::RawEvent {}
+}

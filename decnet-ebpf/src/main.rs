@@ -1,0 +1,563 @@
+//! decnet kernel side: the XDP ingress program on a decoy interface.
+//!
+//! Every packet costs one decoy-map lookup; only packets to a decoy become events. The
+//! program never drops or redirects anything: it observes. Every path, including parse
+//! failures, returns `XDP_PASS`. Events are built directly in the reserved ring entry so the
+//! 264-byte record never touches the 512-byte BPF stack.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    macros::{map, xdp},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::XdpContext,
+};
+use aya_log_ebpf::debug;
+use decnet_common::{
+    DEFAULT_RING_BYTES, DecoyKey, EventKind, FAMILY_V4, FAMILY_V6, FLOW_SEEN_OTHER,
+    FLOW_SEEN_PAYLOAD, FLOW_SEEN_SYN, FlowKey, FlowState, MAX_DECOYS, MAX_FLOWS, PAYLOAD_MAX,
+    RawEvent, STAT_COUNT, Stat, tcp_flags,
+};
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+#[map(name = "DECOYS")]
+static DECOYS: HashMap<DecoyKey, u32> = HashMap::with_max_entries(MAX_DECOYS, 0);
+
+#[map(name = "FLOWS")]
+static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map(name = "STATS")]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+// IPv6 extension headers we step over to reach the transport header.
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AH: u8 = 51;
+const IPV6_DSTOPTS: u8 = 60;
+const IPV6_MAX_EXT: usize = 6;
+
+/// Why parsing stopped; every variant still returns XDP_PASS.
+enum Stop {
+    /// Not for us (non-IP, non-decoy): counted only as seen.
+    Pass,
+    /// Cut short or impossible header values.
+    Malformed,
+}
+
+#[inline(always)]
+fn bump(stat: Stat) {
+    if let Some(p) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// The one bounds check: a pointer to `len` bytes at `off`, or Malformed.
+#[inline(always)]
+fn bytes_at(ctx: &XdpContext, off: usize, len: usize) -> Result<*const u8, Stop> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + len > end {
+        return Err(Stop::Malformed);
+    }
+    Ok((start + off) as *const u8)
+}
+
+#[inline(always)]
+fn be16(p: *const u8, i: usize) -> u16 {
+    // SAFETY: callers checked the range with bytes_at.
+    unsafe { u16::from_be_bytes([*p.add(i), *p.add(i + 1)]) }
+}
+
+#[inline(always)]
+fn raw16(p: *const u8, i: usize) -> u16 {
+    // Wire bytes kept in network order (see RawEvent docs).
+    unsafe { u16::from_ne_bytes([*p.add(i), *p.add(i + 1)]) }
+}
+
+#[inline(always)]
+fn raw32(p: *const u8, i: usize) -> u32 {
+    unsafe { u32::from_ne_bytes([*p.add(i), *p.add(i + 1), *p.add(i + 2), *p.add(i + 3)]) }
+}
+
+/// Header facts gathered before the decision to emit.
+struct Parsed {
+    src: [u8; 16],
+    dst: [u8; 16],
+    family: u8,
+    ttl: u8,
+    tos: u8,
+    df: u8,
+    ip_id: u16,
+    ip_len: u32,
+    proto: u8,
+    /// Offset of the transport header; 0 for a non-first fragment (no L4 header).
+    l4_off: usize,
+    /// Bytes from l4_off to the end of the IP packet.
+    l4_len: u32,
+    vlan_depth: u8,
+    vlan_id: u16,
+}
+
+#[xdp]
+pub fn decnet_xdp(ctx: XdpContext) -> u32 {
+    bump(Stat::PacketsSeen);
+    match try_decnet_xdp(&ctx) {
+        Ok(()) | Err(Stop::Pass) => {}
+        Err(Stop::Malformed) => {
+            bump(Stat::Malformed);
+            // Off unless userspace raises AYA_LOG_LEVEL to debug.
+            debug!(&ctx, "decnet: malformed frame");
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Baseline for benchmarks: the cheapest possible XDP program.
+#[xdp]
+pub fn decnet_xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn try_decnet_xdp(ctx: &XdpContext) -> Result<(), Stop> {
+    let p = parse_ip(ctx)?;
+    let key = DecoyKey { addr: p.dst };
+    // SAFETY: plain u32 value, read once.
+    let decky_id = match unsafe { DECOYS.get(&key) } {
+        Some(id) => *id,
+        None => return Err(Stop::Pass),
+    };
+    bump(Stat::PacketsToDecoy);
+    match p.proto {
+        IPPROTO_TCP if p.l4_off != 0 => tcp(ctx, &p, decky_id),
+        IPPROTO_UDP if p.l4_off != 0 => udp(ctx, &p, decky_id),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if p.l4_off != 0 => icmp(ctx, &p, decky_id),
+        _ => {
+            if first_of_flow(&p, 0, 0, FLOW_SEEN_OTHER) {
+                emit(ctx, &p, decky_id, EventKind::IpOther, 0, |_| {});
+            } else {
+                bump(Stat::DecoyNotEmitted);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[inline(always)]
+fn parse_ip(ctx: &XdpContext) -> Result<Parsed, Stop> {
+    let eth = bytes_at(ctx, 0, ETH_HLEN)?;
+    let mut ethertype = be16(eth, 12);
+    let mut off = ETH_HLEN;
+    let mut vlan_depth = 0u8;
+    let mut vlan_id = 0u16;
+    // Up to two tags: 802.1ad outer + 802.1Q inner (QinQ).
+    for _ in 0..2 {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        let tag = bytes_at(ctx, off, 4)?;
+        vlan_id = be16(tag, 0) & 0x0fff;
+        ethertype = be16(tag, 2);
+        off += 4;
+        vlan_depth += 1;
+    }
+    let avail = (ctx.data_end() - ctx.data()) as u32;
+    match ethertype {
+        ETH_P_IP => parse_v4(ctx, off, avail, vlan_depth, vlan_id),
+        ETH_P_IPV6 => parse_v6(ctx, off, avail, vlan_depth, vlan_id),
+        _ => Err(Stop::Pass),
+    }
+}
+
+#[inline(always)]
+fn parse_v4(
+    ctx: &XdpContext,
+    off: usize,
+    avail: u32,
+    vlan_depth: u8,
+    vlan_id: u16,
+) -> Result<Parsed, Stop> {
+    let ip = bytes_at(ctx, off, 20)?;
+    // SAFETY: 20 bytes checked above.
+    let vihl = unsafe { *ip };
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < 20 {
+        return Err(Stop::Malformed);
+    }
+    // Options must be present in the frame too.
+    bytes_at(ctx, off, ihl)?;
+    let tot_len = be16(ip, 2) as u32;
+    if tot_len < ihl as u32 || off as u32 + tot_len > avail {
+        return Err(Stop::Malformed);
+    }
+    let frag = be16(ip, 6);
+    let mut dst = [0u8; 16];
+    let mut src = [0u8; 16];
+    dst[10] = 0xff;
+    dst[11] = 0xff;
+    src[10] = 0xff;
+    src[11] = 0xff;
+    unsafe {
+        for i in 0..4 {
+            src[12 + i] = *ip.add(12 + i);
+            dst[12 + i] = *ip.add(16 + i);
+        }
+    }
+    let first_fragment = frag & 0x1fff == 0;
+    Ok(Parsed {
+        src,
+        dst,
+        family: FAMILY_V4,
+        tos: unsafe { *ip.add(1) },
+        ttl: unsafe { *ip.add(8) },
+        proto: unsafe { *ip.add(9) },
+        df: ((frag & 0x4000) != 0) as u8,
+        ip_id: raw16(ip, 4),
+        ip_len: tot_len,
+        l4_off: if first_fragment { off + ihl } else { 0 },
+        l4_len: tot_len - ihl as u32,
+        vlan_depth,
+        vlan_id,
+    })
+}
+
+#[inline(always)]
+fn parse_v6(
+    ctx: &XdpContext,
+    off: usize,
+    avail: u32,
+    vlan_depth: u8,
+    vlan_id: u16,
+) -> Result<Parsed, Stop> {
+    let ip = bytes_at(ctx, off, 40)?;
+    if unsafe { *ip } >> 4 != 6 {
+        return Err(Stop::Malformed);
+    }
+    let payload_len = be16(ip, 4) as u32;
+    if off as u32 + 40 + payload_len > avail {
+        return Err(Stop::Malformed);
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    unsafe {
+        for i in 0..16 {
+            src[i] = *ip.add(8 + i);
+            dst[i] = *ip.add(24 + i);
+        }
+    }
+    let mut next = unsafe { *ip.add(6) };
+    let mut l4 = off + 40;
+    let mut first_fragment = true;
+    for _ in 0..IPV6_MAX_EXT {
+        let ext_len = match next {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+                let h = bytes_at(ctx, l4, 2)?;
+                (unsafe { *h.add(1) } as usize + 1) * 8
+            }
+            IPV6_AH => {
+                let h = bytes_at(ctx, l4, 2)?;
+                (unsafe { *h.add(1) } as usize + 2) * 4
+            }
+            IPV6_FRAGMENT => {
+                let h = bytes_at(ctx, l4, 8)?;
+                if be16(h, 2) & 0xfff8 != 0 {
+                    first_fragment = false;
+                }
+                8
+            }
+            _ => break,
+        };
+        let h = bytes_at(ctx, l4, 1)?;
+        next = unsafe { *h };
+        // Keep the offset bounded for the verifier; real chains are far shorter.
+        l4 = (l4 + ext_len) & 0x3fff;
+    }
+    let ext_total = (l4 - (off + 40)) as u32;
+    if ext_total > payload_len {
+        return Err(Stop::Malformed);
+    }
+    let vtc = be16(ip, 0);
+    Ok(Parsed {
+        src,
+        dst,
+        family: FAMILY_V6,
+        tos: ((vtc >> 4) & 0xff) as u8,
+        ttl: unsafe { *ip.add(7) },
+        proto: next,
+        df: 0,
+        ip_id: 0,
+        ip_len: 40 + payload_len,
+        l4_off: if first_fragment { l4 } else { 0 },
+        l4_len: payload_len - ext_total,
+        vlan_depth,
+        vlan_id,
+    })
+}
+
+/// Records `bit` for the flow; true when it was not set before (so the caller emits).
+#[inline(always)]
+fn first_of_flow(p: &Parsed, sport: u16, dport: u16, bit: u32) -> bool {
+    let key = FlowKey {
+        src: p.src,
+        dst: p.dst,
+        src_port: sport,
+        dst_port: dport,
+        proto: p.proto,
+        _pad: [0; 3],
+    };
+    if let Some(st) = FLOWS.get_ptr_mut(&key) {
+        // SAFETY: LRU value pointer valid for this program run; racing updates on two CPUs
+        // at worst emit one extra event, never lose one.
+        unsafe {
+            if (*st).seen & bit != 0 {
+                return false;
+            }
+            (*st).seen |= bit;
+        }
+        return true;
+    }
+    let _ = FLOWS.insert(&key, &FlowState { seen: bit, _pad: 0 }, 0);
+    true
+}
+
+#[inline(always)]
+fn flow_state(p: &Parsed, sport: u16, dport: u16) -> Option<*mut FlowState> {
+    let key = FlowKey {
+        src: p.src,
+        dst: p.dst,
+        src_port: sport,
+        dst_port: dport,
+        proto: p.proto,
+        _pad: [0; 3],
+    };
+    FLOWS.get_ptr_mut(&key)
+}
+
+#[inline(always)]
+fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
+    let off = p.l4_off & 0xffff;
+    let th = bytes_at(ctx, off, 20)?;
+    let doff = ((unsafe { *th.add(12) } >> 4) as usize) * 4;
+    if doff < 20 || doff as u32 > p.l4_len {
+        return Err(Stop::Malformed);
+    }
+    bytes_at(ctx, off, doff)?;
+    let flags = be16(th, 12) & 0x01ff;
+    let sport = raw16(th, 0);
+    let dport = raw16(th, 2);
+    let payload_len = p.l4_len - doff as u32;
+
+    use tcp_flags::*;
+    let kind = if flags & SYN != 0 && flags & (ACK | FIN | RST) == 0 {
+        let key = FlowKey {
+            src: p.src,
+            dst: p.dst,
+            src_port: sport,
+            dst_port: dport,
+            proto: p.proto,
+            _pad: [0; 3],
+        };
+        let _ = FLOWS.insert(
+            &key,
+            &FlowState {
+                seen: FLOW_SEEN_SYN,
+                _pad: 0,
+            },
+            0,
+        );
+        Some(EventKind::TcpSyn)
+    } else if flags & ACK == 0 && flags & (SYN | FIN | RST | PSH | URG) != RST {
+        // Without ACK, a real flow only ever sends a SYN or a bare RST: anything else here
+        // is a stealth probe (null, FIN, Xmas, SYN+FIN, ...).
+        Some(EventKind::TcpProbe)
+    } else {
+        match flow_state(p, sport, dport) {
+            // ACK-carrying (or bare RST) segment with no handshake seen: ACK/window/Maimon.
+            None => Some(EventKind::TcpProbe),
+            Some(st) => {
+                let seen = unsafe { (*st).seen };
+                if payload_len > 0 && seen & FLOW_SEEN_PAYLOAD == 0 {
+                    unsafe { (*st).seen = seen | FLOW_SEEN_PAYLOAD };
+                    Some(EventKind::TcpPayload)
+                } else if seen & FLOW_SEEN_OTHER == 0 && payload_len == 0 {
+                    unsafe { (*st).seen = seen | FLOW_SEEN_OTHER };
+                    Some(EventKind::TcpSegment)
+                } else {
+                    None
+                }
+            }
+        }
+    };
+    let Some(kind) = kind else {
+        bump(Stat::DecoyNotEmitted);
+        return Ok(());
+    };
+    let opt_len = (doff - 20) as u32;
+    let payload_off = (off + doff) as u32;
+    emit(ctx, p, decky_id, kind, payload_len, |ev| {
+        ev.src_port = sport;
+        ev.dst_port = dport;
+        ev.seq = raw32(th, 4);
+        ev.ack = raw32(th, 8);
+        ev.tcp_flags = flags;
+        ev.window = raw16(th, 14);
+        ev.urg_ptr = raw16(th, 18);
+        ev.opt_len = opt_len as u8;
+        if opt_len > 0 {
+            // Written so the verifier can see 1 <= n <= 64 (opt_len is at most 40 here).
+            let n = ((opt_len - 1) & 0x3f) + 1;
+            unsafe {
+                bpf_xdp_load_bytes(
+                    ctx.ctx,
+                    (off + 20) as u32,
+                    ev.options.as_mut_ptr().cast(),
+                    n,
+                )
+            };
+        }
+        copy_payload(ctx, ev, payload_off, payload_len);
+    });
+    Ok(())
+}
+
+#[inline(always)]
+fn udp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
+    let off = p.l4_off & 0xffff;
+    let uh = bytes_at(ctx, off, 8)?;
+    if p.l4_len < 8 {
+        return Err(Stop::Malformed);
+    }
+    let payload_len = p.l4_len - 8;
+    let payload_off = (off + 8) as u32;
+    emit(ctx, p, decky_id, EventKind::UdpProbe, payload_len, |ev| {
+        ev.src_port = raw16(uh, 0);
+        ev.dst_port = raw16(uh, 2);
+        copy_payload(ctx, ev, payload_off, payload_len);
+    });
+    Ok(())
+}
+
+#[inline(always)]
+fn icmp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
+    let off = p.l4_off & 0xffff;
+    let ih = bytes_at(ctx, off, 8)?;
+    if p.l4_len < 8 {
+        return Err(Stop::Malformed);
+    }
+    let ty = unsafe { *ih };
+    let code = unsafe { *ih.add(1) };
+    let echo = (p.proto == IPPROTO_ICMP && ty == 8) || (p.proto == IPPROTO_ICMPV6 && ty == 128);
+    let kind = if echo {
+        EventKind::IcmpEcho
+    } else if first_of_flow(p, ty as u16, code as u16, FLOW_SEEN_OTHER) {
+        EventKind::IcmpOther
+    } else {
+        bump(Stat::DecoyNotEmitted);
+        return Ok(());
+    };
+    let payload_len = p.l4_len - 8;
+    let payload_off = (off + 8) as u32;
+    emit(ctx, p, decky_id, kind, payload_len, |ev| {
+        ev.icmp_type = ty;
+        ev.icmp_code = code;
+        if echo {
+            ev.src_port = raw16(ih, 4);
+            ev.dst_port = raw16(ih, 6);
+        }
+        copy_payload(ctx, ev, payload_off, payload_len);
+    });
+    Ok(())
+}
+
+#[inline(always)]
+fn copy_payload(ctx: &XdpContext, ev: &mut RawEvent, off: u32, payload_len: u32) {
+    let cap = if payload_len > PAYLOAD_MAX as u32 {
+        PAYLOAD_MAX as u32
+    } else {
+        payload_len
+    };
+    ev.payload_cap = cap as u8;
+    if cap > 0 {
+        // Written so the verifier can see 1 <= n <= 128.
+        let n = ((cap - 1) & (PAYLOAD_MAX as u32 - 1)) + 1;
+        let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, off, ev.payload.as_mut_ptr().cast(), n) };
+        if r != 0 {
+            ev.payload_cap = 0;
+        }
+    }
+}
+
+/// Reserves a ring entry, fills the common fields, lets `fill` add the L4 ones, submits.
+#[inline(always)]
+fn emit(
+    ctx: &XdpContext,
+    p: &Parsed,
+    decky_id: u32,
+    kind: EventKind,
+    payload_len: u32,
+    fill: impl FnOnce(&mut RawEvent),
+) {
+    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+        bump(Stat::RingReserveFailed);
+        return;
+    };
+    // SAFETY: the entry is exclusively ours until submit; every scalar is written below and
+    // the option/payload arrays are only read up to opt_len/payload_cap.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.src_addr = p.src;
+    ev.dst_addr = p.dst;
+    ev.kind = kind as u32;
+    ev.ifindex = ctx.ingress_ifindex() as u32;
+    ev.decky_id = decky_id;
+    ev.ip_len = p.ip_len;
+    ev.seq = 0;
+    ev.ack = 0;
+    ev.src_port = 0;
+    ev.dst_port = 0;
+    ev.window = 0;
+    ev.urg_ptr = 0;
+    ev.tcp_flags = 0;
+    ev.ip_id = p.ip_id;
+    ev.payload_len = payload_len;
+    ev.proto = p.proto;
+    ev.family = p.family;
+    ev.ttl = p.ttl;
+    ev.tos = p.tos;
+    ev.df = p.df;
+    ev.opt_len = 0;
+    ev.icmp_type = 0;
+    ev.icmp_code = 0;
+    ev.payload_cap = 0;
+    ev.vlan_depth = p.vlan_depth;
+    ev.vlan_id = p.vlan_id;
+    ev._pad = [0; 4];
+    fill(ev);
+    entry.submit(0);
+    bump(Stat::EventsEmitted);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,214 @@
+//! Run configuration: command-line flags, `DECNET_*` environment variables and an optional
+//! TOML file, merged in that order of precedence (flag > env > file > default).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::sensor::{Decoy, XdpModeChoice};
+
+pub const DEFAULT_DATA_DIR: &str = "./decnet-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {0}: {1}")]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("no interface: pass --iface IFACE (or DECNET_IFACE, or `iface` in the config file)")]
+    NoIface,
+    #[error("no decoy: pass at least one --decoy IP[=NAME]")]
+    NoDecoy,
+    #[error("decoy {0} is listed twice")]
+    DuplicateDecoy(std::net::IpAddr),
+    #[error("config file {path}: decoy `{value}`: {msg}")]
+    BadDecoy {
+        path: PathBuf,
+        value: String,
+        msg: String,
+    },
+}
+
+/// Flags of `decnet run`. Every flag also reads `DECNET_<FLAG>`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Interface the decoy addresses live on (the XDP program attaches here).
+    #[arg(long, env = "DECNET_IFACE")]
+    pub iface: Option<String>,
+    /// A decoy address and an optional decky name; repeat for several (env: comma-separated).
+    #[arg(
+        long = "decoy",
+        value_name = "IP[=NAME]",
+        env = "DECNET_DECOY",
+        value_delimiter = ','
+    )]
+    pub decoys: Vec<Decoy>,
+    /// Directory for the journal (events.jsonl) and the database [default: ./decnet-data].
+    #[arg(long, env = "DECNET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the HTTP API listens on [default: 127.0.0.1:8470].
+    #[arg(long, env = "DECNET_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// XDP attach mode: auto tries native (driver) mode, then generic SKB mode.
+    #[arg(long, value_enum, env = "DECNET_XDP_MODE")]
+    pub xdp_mode: Option<XdpModeChoice>,
+    /// TOML file with the same keys as the flags (iface, decoy, data_dir, listen, xdp_mode).
+    #[arg(long, env = "DECNET_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file. Unknown keys are an error, not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    iface: Option<String>,
+    #[serde(default)]
+    decoy: Vec<String>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    xdp_mode: Option<XdpModeChoice>,
+}
+
+/// Everything `decnet run` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub iface: String,
+    pub decoys: Vec<Decoy>,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub xdp_mode: XdpModeChoice,
+}
+
+impl RunConfig {
+    pub fn journal_path(&self) -> PathBuf {
+        self.data_dir.join("events.jsonl")
+    }
+
+    pub fn resolve(args: RunArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let decoys = if !args.decoys.is_empty() {
+            args.decoys
+        } else {
+            let path = args.config.clone().unwrap_or_default();
+            file.decoy
+                .iter()
+                .map(|s| {
+                    s.parse().map_err(|msg| ConfigError::BadDecoy {
+                        path: path.clone(),
+                        value: s.clone(),
+                        msg,
+                    })
+                })
+                .collect::<Result<Vec<Decoy>, _>>()?
+        };
+        if decoys.is_empty() {
+            return Err(ConfigError::NoDecoy);
+        }
+        for (i, d) in decoys.iter().enumerate() {
+            if decoys[..i].iter().any(|e| e.addr == d.addr) {
+                return Err(ConfigError::DuplicateDecoy(d.addr));
+            }
+        }
+        Ok(RunConfig {
+            iface: args.iface.or(file.iface).ok_or(ConfigError::NoIface)?,
+            decoys,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen: args.listen.or(file.listen).unwrap_or_else(default_listen),
+            xdp_mode: args.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
+        })
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8470))
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> RunArgs {
+        RunArgs::default()
+    }
+
+    #[test]
+    fn flags_beat_file_and_defaults_fill_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decnet.toml");
+        std::fs::write(
+            &path,
+            "iface = \"eth9\"\ndecoy = [\"10.0.0.5=db\"]\nxdp_mode = \"skb\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        let c = RunConfig::resolve(a).unwrap();
+        assert_eq!(c.iface, "eth9");
+        assert_eq!(c.decoys[0].name, "db");
+        assert_eq!(c.xdp_mode, XdpModeChoice::Skb);
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+
+        let mut a = args();
+        a.config = Some(path);
+        a.iface = Some("veth1".into());
+        a.decoys = vec!["10.0.0.7".parse().unwrap()];
+        let c = RunConfig::resolve(a).unwrap();
+        assert_eq!(c.iface, "veth1");
+        assert_eq!(c.decoys.len(), 1);
+        assert_eq!(c.decoys[0].name, "10.0.0.7");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_decoys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "iface = \"x\"\ndecoys = []\n").unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        let e = RunConfig::resolve(a).unwrap_err().to_string();
+        assert!(e.contains("decoys") && e.contains("bad.toml"), "{e}");
+
+        std::fs::write(&path, "iface = \"x\"\ndecoy = [\"300.1.1.1\"]\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let e = RunConfig::resolve(a).unwrap_err().to_string();
+        assert!(e.contains("300.1.1.1"), "{e}");
+    }
+
+    #[test]
+    fn missing_pieces_are_errors() {
+        assert!(matches!(
+            RunConfig::resolve(args()),
+            Err(ConfigError::NoDecoy)
+        ));
+        let mut a = args();
+        a.decoys = vec!["10.0.0.1".parse().unwrap()];
+        assert!(matches!(
+            RunConfig::resolve(a.clone()),
+            Err(ConfigError::NoIface)
+        ));
+        a.iface = Some("lo".into());
+        a.decoys.push("10.0.0.1=again".parse().unwrap());
+        assert!(matches!(
+            RunConfig::resolve(a),
+            Err(ConfigError::DuplicateDecoy(_))
+        ));
+    }
+}

@@ -1,0 +1,144 @@
+//! `decnet run`: wires the stages together and owns the shutdown order.
+//!
+//! Start: data dir -> load + fill decoys -> attach -> journal writer -> ring reader -> API.
+//! Stop: detach (no new events) -> reader drains the ring -> writer flushes and fsyncs ->
+//! final counters logged. That order is what makes "kernel emitted == journal written +
+//! counted drops" hold at exit.
+
+use std::{
+    os::unix::fs::DirBuilderExt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{io::unix::AsyncFd, sync::watch};
+
+use crate::{
+    api::{self, AppState},
+    collector::{JournalConfig, JournalWriter},
+    config::RunConfig,
+    sensor::{self, Sensor, SensorError, loader::LoadOptions},
+    stats::PipelineStats,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Sensor(#[from] SensorError),
+    #[error("data dir {0}: {1}")]
+    DataDir(std::path::PathBuf, #[source] std::io::Error),
+    #[error("journal {0}: {1}")]
+    Journal(std::path::PathBuf, #[source] std::io::Error),
+    #[error("listening on {0}: {1}")]
+    Listen(std::net::SocketAddr, #[source] std::io::Error),
+}
+
+/// Runs until `shutdown` becomes true.
+pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(&cfg.data_dir)
+        .map_err(|e| DaemonError::DataDir(cfg.data_dir.clone(), e))?;
+
+    let mut sensor = Sensor::load(&cfg.decoys, &LoadOptions::default())?;
+    let ring = sensor.take_ring()?;
+    let kernel = sensor.take_stats()?;
+    if let Some(logger) = sensor.take_logger() {
+        spawn_kernel_log_pump(logger);
+    }
+    let mode = sensor.attach(&cfg.iface, cfg.xdp_mode)?;
+    tracing::info!(iface = %cfg.iface, xdp_mode = %mode,
+        decoys = %cfg.decoys.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" "),
+        "XDP program attached");
+
+    let pipeline = Arc::new(PipelineStats::default());
+    let journal_path = cfg.journal_path();
+    let deckies: Arc<[String]> = cfg.decoys.iter().map(|d| d.name.clone()).collect();
+    let (journal, writer) = JournalWriter::spawn(
+        JournalConfig::new(journal_path.clone()),
+        deckies,
+        pipeline.clone(),
+    )
+    .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;
+    tracing::info!(path = %journal_path.display(), "journal open");
+
+    let (stop_reader, reader_rx) = watch::channel(false);
+    let reader = tokio::spawn(sensor::ring::run_reader(
+        ring,
+        journal,
+        pipeline.clone(),
+        reader_rx,
+    ));
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
+    tracing::info!(addr = %local, "API listening");
+    let state = AppState {
+        started: Instant::now(),
+        kernel: Some(kernel.clone()),
+        pipeline: pipeline.clone(),
+        attached: sensor.attached().map(|(i, m)| (i.to_owned(), m)),
+    };
+    let mut api_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let r = axum::serve(listener, api::app(state))
+            .with_graceful_shutdown(async move {
+                let _ = api_shutdown.wait_for(|v| *v).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+
+    let _ = shutdown.wait_for(|v| *v).await;
+    tracing::info!("shutting down: detaching, draining the ring, flushing the journal");
+    if let Err(e) = sensor.detach() {
+        tracing::warn!(error = %e, "detach failed; the link goes away with the process");
+    }
+    let _ = stop_reader.send(true);
+    match reader.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "ring reader failed"),
+        Err(e) => tracing::error!(error = %e, "ring reader task panicked"),
+    }
+    // The reader owned the only JournalHandle; with it gone the writer drains and exits.
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let k = kernel.read()?;
+    let p = pipeline.snapshot();
+    tracing::info!(
+        kernel_events_emitted = k.events_emitted,
+        ring_reserve_failed = k.ring_reserve_failed,
+        malformed = k.malformed,
+        ring_read = p.ring_read,
+        journal_written = p.journal_written,
+        channel_full_dropped = p.channel_full_dropped,
+        journal_write_failed = p.journal_write_failed,
+        decode_errors = p.decode_errors,
+        "stopped"
+    );
+    drop(sensor);
+    Ok(())
+}
+
+/// Forwards kernel aya-log records (rare: diagnostics only) into `tracing`.
+fn spawn_kernel_log_pump(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring fd for its whole life, which is the AsyncFd's.
+    match unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
+        Ok(mut fd) => {
+            tokio::spawn(async move {
+                while let Ok(mut guard) = fd.readable_mut().await {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "kernel log pump unavailable"),
+    }
+}

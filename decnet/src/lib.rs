@@ -1,0 +1,15 @@
+//! decnet: an eBPF-accelerated sensor and analyst for deception networks.
+//!
+//! Stages, one module each: [`sensor`] (kernel program, ring reader, decoding),
+//! [`collector`] (journal), [`api`] (HTTP), plus [`config`] and the [`daemon`] that wires
+//! them. See DESIGN.md for the architecture and the public contracts.
+
+pub mod api;
+pub mod collector;
+pub mod config;
+pub mod daemon;
+pub mod frames;
+pub mod sensor;
+pub mod services;
+pub mod stats;
+pub mod timefmt;

@@ -1,0 +1,335 @@
+//! Raw kernel events -> typed [`Probe`]s.
+//!
+//! The kernel copies header bytes verbatim; here they become host-order numbers, addresses,
+//! a parsed TCP option list and a service name. Decoding is pure and cheap (no syscalls, one
+//! allocation only when there is payload), because it runs for every event.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use bytes::Bytes;
+use decnet_common::{EventKind, FAMILY_V4, RawEvent, tcp_flags};
+
+use crate::services;
+
+/// Why an event could not be decoded (counted, never fatal).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("ring entry of {0} bytes is shorter than an event")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+}
+
+/// Parsed TCP options of one segment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    pub sack_ok: bool,
+    pub ts_val: Option<u32>,
+    pub ts_ecr: Option<u32>,
+    /// Option kinds in wire order, in p0f-like notation: `M1460,S,T,N,W7`.
+    pub layout: String,
+    /// True when an option ran past the end of the block (itself a fingerprint quirk).
+    pub malformed: bool,
+}
+
+/// Parses a TCP option block. Unknown kinds are kept in the layout as `?<kind>`.
+pub fn parse_tcp_options(raw: &[u8]) -> TcpOptions {
+    let mut o = TcpOptions::default();
+    let mut i = 0;
+    let push = |o: &mut TcpOptions, s: &str| {
+        if !o.layout.is_empty() {
+            o.layout.push(',');
+        }
+        o.layout.push_str(s);
+    };
+    while i < raw.len() {
+        let kind = raw[i];
+        match kind {
+            0 => {
+                push(&mut o, "E");
+                break;
+            }
+            1 => {
+                push(&mut o, "N");
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&len) = raw.get(i + 1) else {
+            o.malformed = true;
+            break;
+        };
+        let len = len as usize;
+        if len < 2 || i + len > raw.len() {
+            o.malformed = true;
+            break;
+        }
+        let body = &raw[i + 2..i + len];
+        match (kind, body.len()) {
+            (2, 2) => {
+                let mss = u16::from_be_bytes([body[0], body[1]]);
+                o.mss = Some(mss);
+                push(&mut o, &format!("M{mss}"));
+            }
+            (3, 1) => {
+                o.wscale = Some(body[0]);
+                push(&mut o, &format!("W{}", body[0]));
+            }
+            (4, 0) => {
+                o.sack_ok = true;
+                push(&mut o, "S");
+            }
+            (5, _) => push(&mut o, "K"),
+            (8, 8) => {
+                o.ts_val = Some(u32::from_be_bytes([body[0], body[1], body[2], body[3]]));
+                o.ts_ecr = Some(u32::from_be_bytes([body[4], body[5], body[6], body[7]]));
+                push(&mut o, "T");
+            }
+            _ => push(&mut o, &format!("?{kind}")),
+        }
+        i += len;
+    }
+    o
+}
+
+/// TCP flags in tcpdump-like letters, most significant first is not needed: fixed order
+/// `F S R P A U E C N` so equal sets always print the same.
+pub fn flag_string(flags: u16) -> String {
+    use tcp_flags::*;
+    let mut s = String::with_capacity(9);
+    for (bit, c) in [
+        (FIN, 'F'),
+        (SYN, 'S'),
+        (RST, 'R'),
+        (PSH, 'P'),
+        (ACK, 'A'),
+        (URG, 'U'),
+        (ECE, 'E'),
+        (CWR, 'C'),
+        (NS, 'N'),
+    ] {
+        if flags & bit != 0 {
+            s.push(c);
+        }
+    }
+    s
+}
+
+/// Scan technique implied by a probe's flags (names follow nmap's -s letters).
+pub fn probe_name(flags: u16) -> &'static str {
+    use tcp_flags::*;
+    let f = flags & (FIN | SYN | RST | PSH | ACK | URG);
+    match f {
+        0 => "null",
+        x if x == FIN => "fin",
+        x if x == FIN | PSH | URG => "xmas",
+        x if x == ACK => "ack",
+        x if x == FIN | ACK => "maimon",
+        x if x & (SYN | FIN) == SYN | FIN => "syn_fin",
+        x if x == RST => "rst",
+        x if x == RST | ACK => "rst_ack",
+        x if x & SYN != 0 && x & ACK != 0 => "syn_ack",
+        x if x & ACK != 0 => "ack_other",
+        _ => "odd_flags",
+    }
+}
+
+/// Journal event type for a kernel event kind.
+pub fn event_type(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::TcpSyn => "tcp_syn",
+        EventKind::TcpProbe => "tcp_probe",
+        EventKind::TcpPayload => "tcp_payload",
+        EventKind::TcpSegment => "tcp_segment",
+        EventKind::UdpProbe => "udp_probe",
+        EventKind::IcmpEcho | EventKind::IcmpOther => "icmp_probe",
+        EventKind::IpOther => "ip_probe",
+    }
+}
+
+/// One observed packet to a decoy, decoded.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub kind: EventKind,
+    /// CLOCK_MONOTONIC ns from the kernel.
+    pub mono_ns: u64,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub decky_id: u32,
+    pub ifindex: u32,
+    pub proto: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub ttl: u8,
+    pub tos: u8,
+    pub df: bool,
+    pub ip_id: u16,
+    pub ip_len: u32,
+    pub vlan_id: Option<u16>,
+    pub tcp: Option<TcpFields>,
+    pub icmp: Option<(u8, u8)>,
+    /// L4 payload length from the headers.
+    pub payload_len: u32,
+    /// The first bytes of the payload (at most 128).
+    pub payload: Bytes,
+}
+
+#[derive(Clone, Debug)]
+pub struct TcpFields {
+    pub flags: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    pub urg_ptr: u16,
+    pub options_raw: Bytes,
+    pub options: TcpOptions,
+}
+
+fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::V4(Ipv4Addr::new(raw[12], raw[13], raw[14], raw[15]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*raw))
+    }
+}
+
+impl Probe {
+    /// Decodes one ring entry.
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let ev = RawEvent::from_bytes(buf).ok_or(DecodeError::Short(buf.len()))?;
+        Self::from_raw(&ev)
+    }
+
+    pub fn from_raw(ev: &RawEvent) -> Result<Self, DecodeError> {
+        let kind = EventKind::from_u32(ev.kind).ok_or(DecodeError::UnknownKind(ev.kind))?;
+        let is_tcp = ev.proto == 6
+            && matches!(
+                kind,
+                EventKind::TcpSyn
+                    | EventKind::TcpProbe
+                    | EventKind::TcpPayload
+                    | EventKind::TcpSegment
+            );
+        let tcp = is_tcp.then(|| {
+            let n = (ev.opt_len as usize).min(ev.options.len());
+            let raw = &ev.options[..n];
+            TcpFields {
+                flags: ev.tcp_flags,
+                seq: u32::from_be(ev.seq),
+                ack: u32::from_be(ev.ack),
+                window: u16::from_be(ev.window),
+                urg_ptr: u16::from_be(ev.urg_ptr),
+                options: parse_tcp_options(raw),
+                options_raw: Bytes::copy_from_slice(raw),
+            }
+        });
+        let icmp = matches!(kind, EventKind::IcmpEcho | EventKind::IcmpOther)
+            .then_some((ev.icmp_type, ev.icmp_code));
+        let cap = (ev.payload_cap as usize).min(ev.payload.len());
+        Ok(Probe {
+            kind,
+            mono_ns: ev.ts_ns,
+            src: addr(ev.family, &ev.src_addr),
+            dst: addr(ev.family, &ev.dst_addr),
+            decky_id: ev.decky_id,
+            ifindex: ev.ifindex,
+            proto: ev.proto,
+            src_port: u16::from_be(ev.src_port),
+            dst_port: u16::from_be(ev.dst_port),
+            ttl: ev.ttl,
+            tos: ev.tos,
+            df: ev.df != 0,
+            ip_id: u16::from_be(ev.ip_id),
+            ip_len: ev.ip_len,
+            vlan_id: (ev.vlan_depth > 0).then_some(ev.vlan_id),
+            tcp,
+            icmp,
+            payload_len: ev.payload_len,
+            payload: if cap == 0 {
+                Bytes::new()
+            } else {
+                Bytes::copy_from_slice(&ev.payload[..cap])
+            },
+        })
+    }
+
+    pub fn event_type(&self) -> &'static str {
+        event_type(self.kind)
+    }
+
+    /// `ssh`, `http`, ... or `tcp/4444` when the port is not in the table; ICMP gives `icmp`.
+    pub fn service(&self) -> String {
+        match self.proto {
+            6 | 17 => services::service_name(self.proto, self.dst_port)
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    format!("{}/{}", services::proto_name(self.proto), self.dst_port)
+                }),
+            p => services::proto_name(p).to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_syn_options() {
+        // MSS 1460, SACK-permitted, TS, NOP, WS 7 (Linux connect()).
+        let raw = [
+            2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
+        let o = parse_tcp_options(&raw);
+        assert_eq!(o.mss, Some(1460));
+        assert_eq!(o.wscale, Some(7));
+        assert!(o.sack_ok);
+        assert_eq!(o.ts_val, Some(1));
+        assert_eq!(o.ts_ecr, Some(0));
+        assert_eq!(o.layout, "M1460,S,T,N,W7");
+        assert!(!o.malformed);
+    }
+
+    #[test]
+    fn truncated_option_is_flagged_not_read_past() {
+        let o = parse_tcp_options(&[2, 4, 5]);
+        assert!(o.malformed);
+        assert_eq!(o.mss, None);
+        let o = parse_tcp_options(&[1, 1, 8]);
+        assert!(o.malformed);
+        assert_eq!(o.layout, "N,N");
+        let o = parse_tcp_options(&[3, 0, 1]);
+        assert!(o.malformed);
+    }
+
+    #[test]
+    fn flag_names() {
+        use tcp_flags::*;
+        assert_eq!(probe_name(0), "null");
+        assert_eq!(probe_name(FIN), "fin");
+        assert_eq!(probe_name(FIN | PSH | URG), "xmas");
+        assert_eq!(probe_name(ACK), "ack");
+        assert_eq!(probe_name(FIN | ACK), "maimon");
+        assert_eq!(probe_name(SYN | FIN), "syn_fin");
+        assert_eq!(probe_name(SYN | FIN | PSH | URG), "syn_fin");
+        assert_eq!(flag_string(SYN | ECE | CWR), "SEC");
+        assert_eq!(flag_string(0x1ff), "FSRPAUECN");
+    }
+
+    #[test]
+    fn decode_rejects_short_and_unknown() {
+        assert_eq!(
+            Probe::decode(&[0u8; 10]).unwrap_err(),
+            DecodeError::Short(10)
+        );
+        let mut buf = [0u8; decnet_common::RAW_EVENT_SIZE];
+        buf[40] = 99; // kind
+        assert_eq!(
+            Probe::decode(&buf).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Loading the eBPF object, filling the decoy map, attaching XDP.
+//!
+//! Attachment goes through a bpf_link, so the program is detached by the kernel when the
+//! daemon exits for any reason, including SIGKILL: a crash never leaves a program behind.
+
+use std::fmt;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use decnet_common::{DECOYS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, MAX_DECOYS, STATS_MAP};
+
+use super::{Decoy, KernelStats, SensorError, decoy_key};
+
+/// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decnet-ebpf"));
+
+/// The main XDP program.
+pub const XDP_PROGRAM: &str = "decnet_xdp";
+/// A program that only returns XDP_PASS: the baseline in benchmarks.
+pub const XDP_PASS_PROGRAM: &str = "decnet_xdp_pass";
+
+/// `--xdp-mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeChoice {
+    /// Native (driver) mode, falling back to generic SKB mode.
+    #[default]
+    Auto,
+    Native,
+    Skb,
+}
+
+/// The mode an attachment ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    Native,
+    Skb,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Skb => "skb",
+        })
+    }
+}
+
+/// Tunables for loading.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Ring size in bytes; rounded up by the kernel rules (power of two pages).
+    pub ring_bytes: u32,
+    /// aya-log level enabled in the kernel: 0 = off, 1 error ... 5 trace. Default 2 (warn),
+    /// which keeps the per-packet debug diagnostics compiled out of the hot path at runtime.
+    pub kernel_log_level: u8,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            ring_bytes: DEFAULT_RING_BYTES,
+            kernel_log_level: 2,
+        }
+    }
+}
+
+/// A loaded (and possibly attached) decnet program set.
+pub struct Sensor {
+    ebpf: Ebpf,
+    link: Option<XdpLinkId>,
+    attached: Option<(String, AttachMode)>,
+}
+
+impl Sensor {
+    /// Loads and verifies the programs and fills the decoy map. Nothing is attached yet.
+    pub fn load(decoys: &[Decoy], opts: &LoadOptions) -> Result<Self, SensorError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(SensorError::NoObject);
+        }
+        if decoys.len() > MAX_DECOYS as usize {
+            return Err(SensorError::TooManyDecoys(decoys.len(), MAX_DECOYS));
+        }
+        let ring_bytes = opts.ring_bytes.max(4096).next_power_of_two();
+        let level = opts.kernel_log_level;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, ring_bytes)
+            .override_global("AYA_LOG_LEVEL", &level, false)
+            .load(EBPF_OBJECT)?;
+        {
+            let map = ebpf
+                .map_mut(DECOYS_MAP)
+                .ok_or(SensorError::MissingMap(DECOYS_MAP))?;
+            let mut map: HashMap<_, decnet_common::DecoyKey, u32> =
+                HashMap::try_from(map).map_err(|e| SensorError::Map(DECOYS_MAP, e))?;
+            for (i, d) in decoys.iter().enumerate() {
+                // Decky ids are 1-based positions in the decoy list; 0 never names a decky.
+                map.insert(decoy_key(d.addr), i as u32 + 1, 0)
+                    .map_err(|e| SensorError::Map(DECOYS_MAP, e))?;
+            }
+        }
+        for name in [XDP_PROGRAM, XDP_PASS_PROGRAM] {
+            Self::xdp(&mut ebpf, name)?
+                .load()
+                .map_err(|e| SensorError::Program(name, e))?;
+        }
+        Ok(Self {
+            ebpf,
+            link: None,
+            attached: None,
+        })
+    }
+
+    fn xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, SensorError> {
+        let prog = ebpf.program_mut(name).ok_or(SensorError::Program(
+            name,
+            aya::programs::ProgramError::NotLoaded,
+        ))?;
+        prog.try_into().map_err(|e| SensorError::Program(name, e))
+    }
+
+    /// Attaches the main program to `iface`. In `Auto` mode native is tried first, then SKB.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        choice: XdpModeChoice,
+    ) -> Result<AttachMode, SensorError> {
+        if nix_if_index(iface).is_none() {
+            return Err(SensorError::NoSuchInterface(iface.to_owned()));
+        }
+        let prog = Self::xdp(&mut self.ebpf, XDP_PROGRAM)?;
+        let tries: &[(XdpMode, AttachMode)] = match choice {
+            XdpModeChoice::Auto => &[
+                (XdpMode::Driver, AttachMode::Native),
+                (XdpMode::Skb, AttachMode::Skb),
+            ],
+            XdpModeChoice::Native => &[(XdpMode::Driver, AttachMode::Native)],
+            XdpModeChoice::Skb => &[(XdpMode::Skb, AttachMode::Skb)],
+        };
+        let mut last = None;
+        for &(mode, label) in tries {
+            match prog.attach(iface, mode) {
+                Ok(link) => {
+                    self.link = Some(link);
+                    self.attached = Some((iface.to_owned(), label));
+                    return Ok(label);
+                }
+                Err(e) => {
+                    tracing::info!(iface, mode = %label, error = %e, "XDP attach failed");
+                    last = Some((label, e));
+                }
+            }
+        }
+        let (label, source) = last.ok_or(SensorError::NoSuchInterface(iface.to_owned()))?;
+        Err(SensorError::Attach {
+            iface: iface.to_owned(),
+            mode: match label {
+                AttachMode::Native => "native",
+                AttachMode::Skb => "skb",
+            },
+            source,
+        })
+    }
+
+    /// Detaches the program (also happens on drop).
+    pub fn detach(&mut self) -> Result<(), SensorError> {
+        if let Some(link) = self.link.take() {
+            Self::xdp(&mut self.ebpf, XDP_PROGRAM)?
+                .detach(link)
+                .map_err(|e| SensorError::Program(XDP_PROGRAM, e))?;
+        }
+        self.attached = None;
+        Ok(())
+    }
+
+    pub fn attached(&self) -> Option<(&str, AttachMode)> {
+        self.attached.as_ref().map(|(i, m)| (i.as_str(), *m))
+    }
+
+    /// Takes the event ring out of the object (once).
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, SensorError> {
+        let map = self
+            .ebpf
+            .take_map(EVENTS_MAP)
+            .ok_or(SensorError::MissingMap(EVENTS_MAP))?;
+        RingBuf::try_from(map).map_err(|e| SensorError::Map(EVENTS_MAP, e))
+    }
+
+    /// Takes the stats array out of the object (once).
+    pub fn take_stats(&mut self) -> Result<KernelStats, SensorError> {
+        let map = self
+            .ebpf
+            .take_map(STATS_MAP)
+            .ok_or(SensorError::MissingMap(STATS_MAP))?;
+        let arr: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|e| SensorError::Map(STATS_MAP, e))?;
+        Ok(KernelStats::new(arr))
+    }
+
+    /// Routes kernel aya-log records into `tracing` (through the `log` facade).
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).ok()
+    }
+
+    /// Runs a loaded program once per `repeat` on `frame` with BPF_PROG_TEST_RUN. Returns
+    /// the XDP action and the kernel-measured mean duration per run.
+    pub fn test_run(
+        &mut self,
+        program: &'static str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), SensorError> {
+        let prog = Self::xdp(&mut self.ebpf, program)?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat.max(1);
+        let r = prog
+            .test_run(opts)
+            .map_err(|e| SensorError::Program(program, e))?;
+        Ok((r.return_value, r.duration))
+    }
+}
+
+/// ifindex of an interface, `None` when it does not exist.
+pub fn nix_if_index(iface: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(iface).ok()?;
+    // SAFETY: NUL-terminated string; if_nametoindex only reads it.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (idx != 0).then_some(idx)
+}

@@ -1,0 +1,111 @@
+//! The sensor stage: load the XDP program, fill the decoy map, attach to the decoy
+//! interface, and read the ring buffer into typed [`Probe`]s.
+//!
+//! - `loader`: object loading, decoy map, XDP attach with native -> SKB fallback.
+//! - `ring`: the AsyncFd ring reader, batching decoded probes to the journal writer.
+//! - `decode`: raw kernel event -> [`Probe`].
+//! - `kernel_stats`: the per-CPU counters, summed.
+
+pub mod decode;
+pub mod kernel_stats;
+pub mod loader;
+pub mod ring;
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+pub use decode::{Probe, TcpOptions};
+pub use kernel_stats::KernelStats;
+pub use loader::{AttachMode, Sensor, XdpModeChoice};
+
+/// Errors at the kernel boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error(
+        "this build has no eBPF object (built with AYA_BUILD_SKIP); rebuild after `cargo xtask setup`"
+    )]
+    NoObject,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program {0}: {1}")]
+    Program(&'static str, #[source] aya::programs::ProgramError),
+    #[error("eBPF map {0}: {1}")]
+    Map(&'static str, #[source] aya::maps::MapError),
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("interface {iface}: XDP attach failed in {mode} mode: {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("interface {0} does not exist")]
+    NoSuchInterface(String),
+    #[error("too many decoys: {0} (the kernel map holds {1})")]
+    TooManyDecoys(usize, u32),
+    #[error("ring buffer I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A decoy address and the decky name it reports as (`--decoy IP[=NAME]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoy {
+    pub addr: IpAddr,
+    pub name: String,
+}
+
+impl FromStr for Decoy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ip, name) = match s.split_once('=') {
+            Some((ip, name)) => (ip.trim(), Some(name.trim())),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("`{ip}` is not an IPv4 or IPv6 address (expected IP[=NAME])"))?;
+        let name = match name {
+            Some("") => return Err(format!("empty decky name in `{s}`")),
+            Some(n) => n.to_owned(),
+            None => addr.to_string(),
+        };
+        Ok(Decoy { addr, name })
+    }
+}
+
+impl fmt::Display for Decoy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.addr, self.name)
+    }
+}
+
+/// Decoy address as the kernel keys it: IPv4 mapped into IPv6.
+pub fn decoy_key(addr: IpAddr) -> decnet_common::DecoyKey {
+    let v6 = match addr {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    decnet_common::DecoyKey { addr: v6.octets() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoy_parsing() {
+        let d: Decoy = "10.0.0.1=web".parse().unwrap();
+        assert_eq!(d.name, "web");
+        let d: Decoy = "fd00::1".parse().unwrap();
+        assert_eq!(d.name, "fd00::1");
+        assert!("10.0.0.300".parse::<Decoy>().is_err());
+        assert!("10.0.0.1=".parse::<Decoy>().is_err());
+    }
+
+    #[test]
+    fn v4_keys_are_mapped() {
+        let k = decoy_key("10.1.2.3".parse().unwrap());
+        assert_eq!(&k.addr[10..], &[0xff, 0xff, 10, 1, 2, 3]);
+    }
+}

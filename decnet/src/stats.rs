@@ -1,0 +1,49 @@
+//! Userspace pipeline counters. Every place an event can be lost has one, so that
+//! kernel emitted == ring read == journal written + counted drops can be checked at any time.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Entries taken off the ring.
+    pub ring_read: AtomicU64,
+    /// Ring entries that did not decode (short or unknown kind).
+    pub decode_errors: AtomicU64,
+    /// Probes dropped because the reader -> writer channel was full.
+    pub channel_full_dropped: AtomicU64,
+    /// Journal lines written (handed to write(2) successfully).
+    pub journal_written: AtomicU64,
+    /// Journal lines lost to write errors (disk full, I/O error).
+    pub journal_write_failed: AtomicU64,
+    pub journal_bytes: AtomicU64,
+}
+
+/// A point-in-time copy for the API and logs.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PipelineSnapshot {
+    pub ring_read: u64,
+    pub decode_errors: u64,
+    pub channel_full_dropped: u64,
+    pub journal_written: u64,
+    pub journal_write_failed: u64,
+    pub journal_bytes: u64,
+}
+
+impl PipelineStats {
+    pub fn snapshot(&self) -> PipelineSnapshot {
+        PipelineSnapshot {
+            ring_read: self.ring_read.load(Relaxed),
+            decode_errors: self.decode_errors.load(Relaxed),
+            channel_full_dropped: self.channel_full_dropped.load(Relaxed),
+            journal_written: self.journal_written.load(Relaxed),
+            journal_write_failed: self.journal_write_failed.load(Relaxed),
+            journal_bytes: self.journal_bytes.load(Relaxed),
+        }
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}

@@ -1,0 +1,106 @@
+//! Wall-clock timestamps for journal records.
+//!
+//! The kernel stamps events with CLOCK_MONOTONIC (`bpf_ktime_get_ns`); records carry RFC 3339
+//! UTC with nanoseconds. [`WallClock`] holds the offset between the two clocks and formats
+//! without allocation, because it runs once per event at millions of events per second.
+
+use std::io::Write;
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; these clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// Converts monotonic kernel timestamps to wall-clock nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    offset_ns: i128,
+}
+
+impl WallClock {
+    /// Samples both clocks now. Call again to follow NTP steps (cheap: two vDSO calls).
+    pub fn now() -> Self {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        Self {
+            offset_ns: real - mono,
+        }
+    }
+
+    pub fn to_unix_ns(&self, mono_ns: u64) -> i128 {
+        mono_ns as i128 + self.offset_ns
+    }
+}
+
+/// Current wall-clock time in ns since the epoch.
+pub fn unix_now_ns() -> i128 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Writes `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (30 bytes) into `out`.
+pub fn write_rfc3339_ns(out: &mut Vec<u8>, unix_ns: i128) {
+    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    let (h, mi, s) = (sod / 3600, (sod / 60) % 60, sod % 60);
+    // write! to a Vec cannot fail.
+    let _ = write!(
+        out,
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{nanos:09}Z"
+    );
+}
+
+pub fn rfc3339_ns(unix_ns: i128) -> String {
+    let mut v = Vec::with_capacity(30);
+    write_rfc3339_ns(&mut v, unix_ns);
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339_ns(0), "1970-01-01T00:00:00.000000000Z");
+        // 2026-11-26T20:07:54.123456789Z
+        assert_eq!(
+            rfc3339_ns(1_795_723_674_123_456_789),
+            "2026-11-26T20:07:54.123456789Z"
+        );
+        // leap day
+        assert_eq!(
+            rfc3339_ns(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
+        assert_eq!(rfc3339_ns(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn wall_clock_maps_monotonic_now_to_about_now() {
+        let wc = WallClock::now();
+        let mono = clock_ns(libc::CLOCK_MONOTONIC) as u64;
+        let diff = (wc.to_unix_ns(mono) - unix_now_ns()).abs();
+        assert!(diff < 1_000_000_000, "offset off by {diff} ns");
+    }
+}
