@@ -1,0 +1,161 @@
+//! `cargo xtask run`: the demo decoy and signal handling around the daemon.
+//!
+//! The demo is a network namespace holding the attacker end of a veth pair; the decoy
+//! addresses sit on the host end, where the sensor attaches. Everything is removed on
+//! Ctrl-C or SIGTERM, and leftovers from a crashed run are removed before starting.
+
+use std::{
+    path::Path,
+    process::{Child, Command},
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::run;
+
+pub const NETNS: &str = "decnet-demo";
+pub const HOST_IF: &str = "dndemo0";
+pub const NS_IF: &str = "dndemo1";
+pub const DECOY_V4: &str = "10.203.0.1";
+pub const ATTACKER_V4: &str = "10.203.0.2";
+pub const DECOY_V6: &str = "fd00:dec0::1";
+pub const ATTACKER_V6: &str = "fd00:dec0::2";
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Catch SIGINT/SIGTERM so we get to clean up; called after the child is spawned, so the
+/// child keeps the default dispositions.
+fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("ip").args(args))
+}
+
+fn quiet_ip(args: &[&str]) {
+    let _ = Command::new("ip")
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// Removes the demo namespace and veth, whether or not they exist.
+pub fn cleanup() {
+    quiet_ip(&["link", "del", HOST_IF]);
+    quiet_ip(&["netns", "del", NETNS]);
+}
+
+fn create() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the demo creates a network namespace and attaches XDP: run as root (sudo -E cargo xtask run)"
+        );
+    }
+    cleanup();
+    ip(&["netns", "add", NETNS])?;
+    ip(&[
+        "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF,
+    ])?;
+    ip(&["link", "set", NS_IF, "netns", NETNS])?;
+    ip(&["addr", "add", &format!("{DECOY_V4}/24"), "dev", HOST_IF])?;
+    ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{DECOY_V6}/64"),
+        "dev",
+        HOST_IF,
+        "nodad",
+    ])?;
+    ip(&["link", "set", HOST_IF, "up"])?;
+    ip(&[
+        "-n",
+        NETNS,
+        "addr",
+        "add",
+        &format!("{ATTACKER_V4}/24"),
+        "dev",
+        NS_IF,
+    ])?;
+    ip(&[
+        "-n",
+        NETNS,
+        "-6",
+        "addr",
+        "add",
+        &format!("{ATTACKER_V6}/64"),
+        "dev",
+        NS_IF,
+        "nodad",
+    ])?;
+    ip(&["-n", NETNS, "link", "set", NS_IF, "up"])?;
+    ip(&["-n", NETNS, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+fn supervise(mut child: Child) -> anyhow::Result<std::process::ExitStatus> {
+    catch_signals();
+    let mut signalled = false;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for decnet")? {
+            return Ok(status);
+        }
+        if STOP.load(Ordering::SeqCst) && !signalled {
+            signalled = true;
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn run_demo(bin: &Path) -> anyhow::Result<()> {
+    create()?;
+    println!(
+        "\ndecnet demo: decoys {DECOY_V4} and {DECOY_V6} on {HOST_IF}; attacker namespace `{NETNS}`.\n\
+         Probe it from another terminal, for example:\n  \
+           sudo ip netns exec {NETNS} nmap -sS -p 1-1000 {DECOY_V4}\n  \
+           sudo ip netns exec {NETNS} hping3 -S -c 5 -p 22 {DECOY_V4}\n  \
+           sudo ip netns exec {NETNS} nmap -6 -sS -p 22,80 {DECOY_V6}\n\
+         Journal: ./decnet-data/events.jsonl   API: http://127.0.0.1:8470/api/v1/stats\n\
+         Ctrl-C detaches and removes the namespace.\n"
+    );
+    let child = Command::new(bin)
+        .args(["run", "--iface", HOST_IF])
+        .args(["--decoy", &format!("{DECOY_V4}=demo-web")])
+        .args(["--decoy", &format!("{DECOY_V6}=demo-web6")])
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()));
+    let result = child.and_then(supervise);
+    cleanup();
+    println!("decnet demo: namespace {NETNS} and veth {HOST_IF} removed");
+    let status = result?;
+    if !status.success() && !STOP.load(Ordering::SeqCst) {
+        bail!("decnet exited with {status}");
+    }
+    Ok(())
+}
+
+pub fn run_direct(bin: &Path, args: &[String]) -> anyhow::Result<()> {
+    let child = Command::new(bin)
+        .arg("run")
+        .args(args)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let status = supervise(child)?;
+    if !status.success() && !STOP.load(Ordering::SeqCst) {
+        bail!("decnet exited with {status}");
+    }
+    Ok(())
+}

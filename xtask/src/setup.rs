@@ -1,0 +1,184 @@
+//! Toolchain bootstrap for the eBPF side.
+
+use std::{ffi::OsString, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::{root, run};
+
+fn tools() -> PathBuf {
+    root().join(".tools")
+}
+
+/// PATH with `<workspace>/.tools/bin` first, so the project's bpf-linker wins.
+pub fn path_with_tools() -> OsString {
+    let mut parts = vec![tools().join("bin")];
+    parts.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(parts).unwrap_or_default()
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const MANUAL: &str = "\
+To install by hand:
+  rustup toolchain install nightly --profile minimal --component rust-src
+  NS=$(rustc +nightly --print sysroot); SO=$(cd $NS/lib && ls libLLVM.so.*)
+  MAJ=$(rustc +nightly -vV | sed -n 's/^LLVM version: \\([0-9]*\\).*/\\1/p')
+  mkdir -p .tools/llvm/lib && ln -sf $NS/lib/$SO .tools/llvm/lib/libLLVM.so && ln -sf $NS/lib/$SO .tools/llvm/lib/$SO
+  LLVM_PREFIX=$PWD/.tools/llvm cargo install bpf-linker --locked --no-default-features --features llvm-$MAJ --root $PWD/.tools";
+
+pub fn setup() -> anyhow::Result<()> {
+    ensure_nightly().context(MANUAL)?;
+    ensure_bpf_linker().context(MANUAL)?;
+    Ok(())
+}
+
+fn ensure_nightly() -> anyhow::Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed to build the eBPF side")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("setup: installing the nightly toolchain (the eBPF build needs -Z build-std)");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !comps.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: installing rust-src for the nightly toolchain");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// LLVM major version of the nightly, e.g. 22; derived, never hard-coded, because
+/// bpf-linker must link with the same LLVM that produced the bitcode.
+fn nightly_llvm_major() -> anyhow::Result<String> {
+    let vv = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?;
+    let line = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("`rustc +nightly -vV` printed no LLVM version")?;
+    Ok(line.split('.').next().unwrap_or("").to_owned())
+}
+
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    let major = nightly_llvm_major()?;
+    let bin = tools().join("bin/bpf-linker");
+    let stamp = tools().join("bpf-linker.llvm");
+    let installed = std::fs::read_to_string(&stamp).unwrap_or_default();
+    if bin.is_file() && installed.trim() == major {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: building bpf-linker against the nightly's LLVM {major} into {} (about a minute)",
+        tools().display()
+    );
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+    let libdir = PathBuf::from(sysroot.trim()).join("lib");
+    let so = std::fs::read_dir(&libdir)
+        .with_context(|| format!("reading {}", libdir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
+        .with_context(|| format!("no libLLVM shared library in {}", libdir.display()))?;
+    let prefix = tools().join("llvm");
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    // The linker loads libLLVM.so at build time and the versioned name at run time (RUNPATH).
+    for name in ["libLLVM.so", so.as_str()] {
+        let link = lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(libdir.join(&so), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .env("LLVM_PREFIX", &prefix)
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{major}"))
+            .arg("--root")
+            .arg(tools()),
+    )?;
+    std::fs::write(&stamp, &major).with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(())
+}
+
+/// Programs the end-to-end tests drive, with the Debian package that has each.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nmap", "nmap"),
+    ("hping3", "hping3"),
+    ("masscan", "masscan"),
+    ("tcpdump", "tcpdump"),
+];
+
+fn have(cmd: &str) -> bool {
+    std::env::split_paths(&path_with_tools())
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|d| d.join(cmd).is_file())
+}
+
+/// Installs missing scanners through apt when running as root; otherwise says what to do.
+pub fn test_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|(_, p)| *p)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if is_root && have("apt-get") {
+        eprintln!(
+            "setup: installing test tools with apt: {}",
+            missing.join(" ")
+        );
+        let _ = run(Command::new("apt-get").arg("update").arg("-qq"));
+        return run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"));
+    }
+    eprintln!(
+        "setup: missing test tools: {m}. The end-to-end tests need them and root; install with \
+         `sudo apt-get install {m}`. Tests that need root print `skipping:` without it.",
+        m = missing.join(" ")
+    );
+    Ok(())
+}
