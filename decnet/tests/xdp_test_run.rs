@@ -1,0 +1,483 @@
+//! The XDP program driven with BPF_PROG_TEST_RUN on crafted frames: every event kind,
+//! IPv4 options, IPv6 extension headers, VLAN tags, frames cut short at every byte, and
+//! traffic to non-decoys. Needs root (CAP_BPF); prints `skipping:` without it.
+
+use aya::maps::{MapData, RingBuf};
+use decnet::{
+    frames::{Frame, L4},
+    sensor::{
+        Decoy, KernelStats, Probe, Sensor,
+        kernel_stats::KernelCounters,
+        loader::{LoadOptions, XDP_PROGRAM},
+    },
+};
+use decnet_common::{EventKind, tcp_flags::*};
+
+const XDP_PASS: u32 = 2;
+const ATTACKER: &str = "10.9.0.2";
+const DECOY: &str = "10.9.0.1";
+const ATTACKER6: &str = "fd00:9::2";
+const DECOY6: &str = "fd00:9::1";
+
+struct Rig {
+    sensor: Sensor,
+    ring: RingBuf<MapData>,
+    stats: KernelStats,
+}
+
+fn rig() -> Option<Rig> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: BPF test_run needs root (CAP_BPF)");
+        return None;
+    }
+    let decoys: Vec<Decoy> = vec![
+        format!("{DECOY}=web").parse().unwrap(),
+        format!("{DECOY6}=web6").parse().unwrap(),
+    ];
+    let mut sensor = match Sensor::load(&decoys, &LoadOptions::default()) {
+        Ok(s) => s,
+        Err(decnet::sensor::SensorError::NoObject) => {
+            eprintln!("skipping: built without the eBPF object (AYA_BUILD_SKIP)");
+            return None;
+        }
+        Err(e) => panic!("loading the XDP program: {e}"),
+    };
+    let ring = sensor.take_ring().expect("ring");
+    let stats = sensor.take_stats().expect("stats");
+    Some(Rig {
+        sensor,
+        ring,
+        stats,
+    })
+}
+
+impl Rig {
+    /// Runs one frame; returns the probes it produced. Every run must say XDP_PASS.
+    fn run(&mut self, frame: &[u8]) -> Vec<Probe> {
+        let (action, _) = self
+            .sensor
+            .test_run(XDP_PROGRAM, frame, 1)
+            .expect("test_run");
+        assert_eq!(action, XDP_PASS, "the sensor must never drop or redirect");
+        let mut out = vec![];
+        while let Some(item) = self.ring.next() {
+            out.push(Probe::decode(&item).expect("every ring entry decodes"));
+        }
+        out
+    }
+
+    fn one(&mut self, frame: &[u8]) -> Probe {
+        let mut v = self.run(frame);
+        assert_eq!(v.len(), 1, "expected exactly one event, got {v:?}");
+        v.remove(0)
+    }
+
+    fn counters(&self) -> KernelCounters {
+        self.stats.read().expect("stats")
+    }
+}
+
+fn v4(l4: L4) -> Frame {
+    Frame::new(ATTACKER, DECOY, l4)
+}
+
+#[test]
+fn syn_fields_are_exact() {
+    let Some(mut r) = rig() else { return };
+    let mut f = v4(L4::Tcp {
+        sport: 40000,
+        dport: 22,
+        flags: SYN,
+        seq: 0xdeadbeef,
+        ack: 7,
+        window: 1024,
+        urg: 0,
+        options: vec![2, 4, 5, 180],
+        payload: vec![],
+    });
+    f.ttl = 42;
+    f.ip_id = 0xabcd;
+    f.tos = 0x10;
+    f.df = true;
+    let p = r.one(&f.build());
+    assert_eq!(p.kind, EventKind::TcpSyn);
+    assert_eq!(p.src.to_string(), ATTACKER);
+    assert_eq!(p.dst.to_string(), DECOY);
+    assert_eq!((p.src_port, p.dst_port, p.proto), (40000, 22, 6));
+    assert_eq!((p.ttl, p.ip_id, p.tos, p.df), (42, 0xabcd, 0x10, true));
+    assert_eq!(p.ip_len, 44);
+    assert_eq!(p.decky_id, 1);
+    let t = p.tcp.as_ref().expect("tcp fields");
+    assert_eq!(
+        (t.flags, t.seq, t.ack, t.window, t.urg_ptr),
+        (SYN, 0xdeadbeef, 7, 1024, 0)
+    );
+    assert_eq!(&t.options_raw[..], &[2, 4, 5, 180]);
+    assert_eq!(t.options.layout, "M1460");
+    assert_eq!(t.options.mss, Some(1460));
+    assert_eq!(p.service(), "ssh");
+    assert!(p.mono_ns > 0);
+    let c = r.counters();
+    assert_eq!(
+        (
+            c.packets_seen,
+            c.packets_to_decoy,
+            c.events_emitted,
+            c.malformed
+        ),
+        (1, 1, 1, 0)
+    );
+}
+
+#[test]
+fn all_nine_flag_bits_and_urgent_pointer() {
+    let Some(mut r) = rig() else { return };
+    let f = v4(L4::Tcp {
+        sport: 1,
+        dport: 2,
+        flags: 0x1ff,
+        seq: 0,
+        ack: 0,
+        window: 3,
+        urg: 0xf7f5,
+        options: vec![],
+        payload: vec![],
+    });
+    let p = r.one(&f.build());
+    assert_eq!(
+        p.kind,
+        EventKind::TcpProbe,
+        "SYN+FIN+ACK+RST is no normal segment"
+    );
+    let t = p.tcp.unwrap();
+    assert_eq!(t.flags, 0x1ff);
+    assert_eq!(t.urg_ptr, 0xf7f5);
+}
+
+#[test]
+fn stealth_probes_are_tcp_probes() {
+    let Some(mut r) = rig() else { return };
+    for (flags, name) in [
+        (0, "null"),
+        (FIN, "fin"),
+        (FIN | PSH | URG, "xmas"),
+        (ACK, "ack"),
+        (FIN | ACK, "maimon"),
+        (SYN | FIN, "syn_fin"),
+    ] {
+        let p = r.one(&v4(L4::tcp(5555, 80, flags, &[])).build());
+        assert_eq!(p.kind, EventKind::TcpProbe, "{name}");
+        assert_eq!(
+            decnet::sensor::decode::probe_name(p.tcp.unwrap().flags),
+            name
+        );
+    }
+    // The nmap ECN probe is a SYN (with CWR+ECE): it opens, so it is tcp_syn.
+    let p = r.one(&v4(L4::tcp(5556, 80, SYN | ECE | CWR, &[])).build());
+    assert_eq!(p.kind, EventKind::TcpSyn);
+}
+
+#[test]
+fn flow_first_payload_and_first_other_segment_once() {
+    let Some(mut r) = rig() else { return };
+    assert_eq!(
+        r.one(&v4(L4::syn(6000, 80)).build()).kind,
+        EventKind::TcpSyn
+    );
+    // Handshake-completing ACK: first non-payload segment of the flow.
+    let p = r.one(&v4(L4::tcp(6000, 80, ACK, &[])).build());
+    assert_eq!(p.kind, EventKind::TcpSegment);
+    // A second bare ACK in the same flow: nothing.
+    assert!(r.run(&v4(L4::tcp(6000, 80, ACK, &[])).build()).is_empty());
+    // First payload: captured.
+    let body = b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: Mozilla/5.00 (Nikto/2.1.6)\r\n\r\n";
+    let p = r.one(&v4(L4::tcp(6000, 80, ACK | PSH, body)).build());
+    assert_eq!(p.kind, EventKind::TcpPayload);
+    assert_eq!(&p.payload[..], &body[..]);
+    assert_eq!(p.payload_len, body.len() as u32);
+    // Second payload of the flow: nothing.
+    assert!(
+        r.run(&v4(L4::tcp(6000, 80, ACK | PSH, b"more")).build())
+            .is_empty()
+    );
+    // FIN+ACK inside a known flow is normal teardown, not a Maimon probe; it was the
+    // second "other" segment, so nothing.
+    assert!(
+        r.run(&v4(L4::tcp(6000, 80, FIN | ACK, &[])).build())
+            .is_empty()
+    );
+    let c = r.counters();
+    assert_eq!(c.events_emitted, 3);
+    assert_eq!(c.decoy_not_emitted, 3);
+    assert_eq!(c.packets_to_decoy, 6);
+}
+
+#[test]
+fn long_payload_is_capped_at_128_bytes() {
+    let Some(mut r) = rig() else { return };
+    r.one(&v4(L4::syn(6001, 80)).build());
+    let body: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let p = r.one(&v4(L4::tcp(6001, 80, ACK | PSH, &body)).build());
+    assert_eq!(p.payload_len, 1000);
+    assert_eq!(&p.payload[..], &body[..128]);
+}
+
+#[test]
+fn udp_every_datagram_with_payload() {
+    let Some(mut r) = rig() else { return };
+    for _ in 0..3 {
+        let p = r.one(
+            &v4(L4::Udp {
+                sport: 7000,
+                dport: 161,
+                payload: b"\x30\x26snmp".to_vec(),
+            })
+            .build(),
+        );
+        assert_eq!(p.kind, EventKind::UdpProbe);
+        assert_eq!((p.src_port, p.dst_port), (7000, 161));
+        assert_eq!(&p.payload[..], b"\x30\x26snmp");
+        assert_eq!(p.service(), "snmp");
+    }
+}
+
+#[test]
+fn icmp_echo_every_time_other_icmp_once() {
+    let Some(mut r) = rig() else { return };
+    for seq in 1..=2u8 {
+        let p = r.one(
+            &v4(L4::Icmp {
+                ty: 8,
+                code: 0,
+                rest: [0x12, 0x34, 0, seq],
+                payload: vec![0; 8],
+            })
+            .build(),
+        );
+        assert_eq!(p.kind, EventKind::IcmpEcho);
+        assert_eq!(p.icmp, Some((8, 0)));
+        assert_eq!((p.src_port, p.dst_port), (0x1234, seq as u16));
+    }
+    let unreach = v4(L4::Icmp {
+        ty: 3,
+        code: 3,
+        rest: [0; 4],
+        payload: vec![0; 28],
+    })
+    .build();
+    assert_eq!(r.one(&unreach).kind, EventKind::IcmpOther);
+    assert!(r.run(&unreach).is_empty());
+}
+
+#[test]
+fn other_protocols_and_fragments_once_per_flow() {
+    let Some(mut r) = rig() else { return };
+    let gre = v4(L4::Raw {
+        proto: 47,
+        payload: vec![0; 8],
+    })
+    .build();
+    let p = r.one(&gre);
+    assert_eq!(p.kind, EventKind::IpOther);
+    assert_eq!(p.proto, 47);
+    assert!(r.run(&gre).is_empty());
+    // A non-first IPv4 fragment carries no transport header: reported once, as IpOther.
+    let mut frag = v4(L4::Raw {
+        proto: 6,
+        payload: vec![0xaa; 16],
+    })
+    .build();
+    frag[20] = 0x00;
+    frag[21] = 0x10; // fragment offset 16 * 8
+    let p = r.one(&frag);
+    assert_eq!(p.kind, EventKind::IpOther);
+    assert!(p.tcp.is_none());
+}
+
+#[test]
+fn ipv4_options_are_skipped() {
+    let Some(mut r) = rig() else { return };
+    let mut f = v4(L4::syn(40001, 443));
+    f.ip_options = vec![0x94, 0x04, 0x00, 0x00, 1, 1, 1, 0]; // Router Alert, NOPs, EOL
+    let p = r.one(&f.build());
+    assert_eq!(p.kind, EventKind::TcpSyn);
+    assert_eq!((p.src_port, p.dst_port), (40001, 443));
+    assert_eq!(p.ip_len, 20 + 8 + 24);
+    assert_eq!(p.tcp.unwrap().options.mss, Some(1460));
+}
+
+#[test]
+fn ipv6_with_extension_headers() {
+    let Some(mut r) = rig() else { return };
+    let p = r.one(&Frame::new(ATTACKER6, DECOY6, L4::syn(50000, 22)).build());
+    assert_eq!(p.kind, EventKind::TcpSyn);
+    assert_eq!(p.src.to_string(), ATTACKER6);
+    assert_eq!(p.decky_id, 2);
+    assert_eq!(p.ttl, 64);
+    let mut f = Frame::new(ATTACKER6, DECOY6, L4::syn(50001, 80));
+    f.v6_ext = vec![0, 60]; // hop-by-hop, destination options
+    let p = r.one(&f.build());
+    assert_eq!(p.kind, EventKind::TcpSyn);
+    assert_eq!((p.src_port, p.dst_port), (50001, 80));
+    assert_eq!(p.tcp.unwrap().options.layout, "M1460");
+    let p = r.one(
+        &Frame::new(
+            ATTACKER6,
+            DECOY6,
+            L4::Icmp {
+                ty: 128,
+                code: 0,
+                rest: [0, 1, 0, 1],
+                payload: vec![],
+            },
+        )
+        .build(),
+    );
+    assert_eq!(p.kind, EventKind::IcmpEcho);
+    assert_eq!(p.proto, 58);
+    let p = r.one(
+        &Frame::new(
+            ATTACKER6,
+            DECOY6,
+            L4::Udp {
+                sport: 1,
+                dport: 53,
+                payload: vec![1, 2],
+            },
+        )
+        .build(),
+    );
+    assert_eq!(p.kind, EventKind::UdpProbe);
+}
+
+#[test]
+fn vlan_and_qinq() {
+    let Some(mut r) = rig() else { return };
+    let mut f = v4(L4::syn(1000, 23));
+    f.vlans = vec![(0x8100, 42)];
+    let p = r.one(&f.build());
+    assert_eq!(p.kind, EventKind::TcpSyn);
+    assert_eq!(p.vlan_id, Some(42));
+    let mut f = Frame::new(ATTACKER6, DECOY6, L4::syn(1001, 23));
+    f.vlans = vec![(0x88A8, 100), (0x8100, 7)];
+    let p = r.one(&f.build());
+    assert_eq!(p.kind, EventKind::TcpSyn);
+    assert_eq!(p.vlan_id, Some(7));
+    assert_eq!(p.dst_port, 23);
+}
+
+#[test]
+fn non_decoy_traffic_costs_a_lookup_and_passes() {
+    let Some(mut r) = rig() else { return };
+    assert!(
+        r.run(&Frame::new(ATTACKER, "10.9.0.77", L4::syn(1, 22)).build())
+            .is_empty()
+    );
+    assert!(
+        r.run(&Frame::new(ATTACKER6, "fd00:9::77", L4::syn(1, 22)).build())
+            .is_empty()
+    );
+    // Decoy as *source* (its own replies) is not an event either.
+    assert!(
+        r.run(&Frame::new(DECOY, ATTACKER, L4::tcp(22, 1, SYN | ACK, &[])).build())
+            .is_empty()
+    );
+    // ARP: not IP at all.
+    let mut arp = v4(L4::syn(1, 1)).build();
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    assert!(r.run(&arp).is_empty());
+    let c = r.counters();
+    assert_eq!(
+        (
+            c.packets_seen,
+            c.packets_to_decoy,
+            c.events_emitted,
+            c.malformed
+        ),
+        (4, 0, 0, 0)
+    );
+}
+
+#[test]
+fn frames_cut_short_anywhere_are_malformed_and_pass() {
+    let Some(mut r) = rig() else { return };
+    let mut with_opts = v4(L4::Tcp {
+        sport: 1,
+        dport: 22,
+        flags: ACK | PSH,
+        seq: 1,
+        ack: 1,
+        window: 9,
+        urg: 0,
+        options: vec![2, 4, 5, 180, 1, 3, 3, 7],
+        payload: b"SSH-2.0-x\r\n".to_vec(),
+    });
+    with_opts.ip_options = vec![1, 1, 1, 0];
+    let mut v6ext = Frame::new(ATTACKER6, DECOY6, L4::syn(2, 22));
+    v6ext.v6_ext = vec![0, 43, 60];
+    let mut qinq = v4(L4::Udp {
+        sport: 3,
+        dport: 53,
+        payload: vec![7; 20],
+    });
+    qinq.vlans = vec![(0x88A8, 1), (0x8100, 2)];
+    let icmp = v4(L4::Icmp {
+        ty: 8,
+        code: 0,
+        rest: [0; 4],
+        payload: vec![1; 16],
+    });
+    let mut total_cuts = 0u64;
+    for f in [with_opts, v6ext, qinq, icmp] {
+        let (full, marks) = f.build_with_offsets();
+        // The whole frame is fine (sanity: the cuts below are what makes it bad).
+        assert_eq!(r.run(&full).len(), 1);
+        // test_run needs at least an Ethernet header; cut at every length after that,
+        // which includes every header boundary in `marks`.
+        assert!(marks.iter().all(|&m| m >= 14 && m < full.len()));
+        for len in 14..full.len() {
+            let before = r.counters().malformed;
+            let out = r.run(&full[..len]);
+            assert!(
+                out.is_empty(),
+                "cut at {len} of {} produced {out:?}",
+                full.len()
+            );
+            assert_eq!(
+                r.counters().malformed,
+                before + 1,
+                "cut at {len} not counted as malformed"
+            );
+            total_cuts += 1;
+        }
+    }
+    let c = r.counters();
+    assert_eq!(c.malformed, total_cuts);
+    assert_eq!(c.ring_reserve_failed, 0);
+}
+
+#[test]
+fn impossible_header_values_are_malformed() {
+    let Some(mut r) = rig() else { return };
+    let good = v4(L4::syn(1, 22)).build();
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x44; // IHL 4 < 5
+    let mut bad_ver = good.clone();
+    bad_ver[14] = 0x55; // version 5 on an IPv4 ethertype
+    let mut bad_doff = good.clone();
+    bad_doff[14 + 20 + 12] = 0x40; // TCP data offset 4 < 5
+    let mut long_len = good.clone();
+    long_len[16] = 0x05; // total length 1280+ > frame
+    for (name, f) in [
+        ("ihl", bad_ihl),
+        ("version", bad_ver),
+        ("doff", bad_doff),
+        ("tot_len", long_len),
+    ] {
+        let before = r.counters().malformed;
+        assert!(r.run(&f).is_empty(), "{name}");
+        assert_eq!(r.counters().malformed, before + 1, "{name}");
+    }
+}
