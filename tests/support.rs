@@ -1,1 +1,368 @@
+//! Helpers for the end-to-end tests: namespaces and veth pairs made by the test itself, the
+//! real `decnet` binary as a child process, and readers for its journal and API.
+//!
+//! Traffic only ever goes to addresses created here. Every wait has a deadline.
 
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// True when the test may run; prints `skipping: <why>` otherwise.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root for network namespaces and XDP");
+        return false;
+    }
+    true
+}
+
+/// Panics with an install hint when a tool the test drives is missing.
+pub fn require_tool(tool: &str) {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .any(|d| d.join(tool).is_file());
+    assert!(
+        found,
+        "{tool} is not installed: `apt-get install {tool}` (cargo xtask test does it as root)"
+    );
+}
+
+/// The decnet binary: $DECNET_BIN (set by `cargo xtask test`) or target/debug/decnet.
+pub fn decnet_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("DECNET_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/decnet");
+    assert!(
+        p.is_file(),
+        "{} missing: run through `cargo xtask test`, or `cargo build -p decnet` first",
+        p.display()
+    );
+    p
+}
+
+fn sh(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace with the attacker end of a veth pair; the decoy addresses sit on the
+/// host end. Removed on drop.
+pub struct Lab {
+    pub ns: String,
+    pub host_if: String,
+    pub ns_if: String,
+    pub decoy: String,
+    pub attacker: String,
+    pub decoy6: String,
+    pub attacker6: String,
+}
+
+impl Lab {
+    /// `subnet` (1..=250) picks 10.231.<subnet>.0/24 and fd00:231:<subnet>::/64; tests use
+    /// distinct subnets so they can run in parallel.
+    pub fn new(subnet: u8) -> Lab {
+        let id = std::process::id() % 10_000 * 10 + NEXT.fetch_add(1, Ordering::SeqCst);
+        let lab = Lab {
+            ns: format!("dntest-{id}"),
+            host_if: format!("dnt{id}h"),
+            ns_if: format!("dnt{id}n"),
+            decoy: format!("10.231.{subnet}.1"),
+            attacker: format!("10.231.{subnet}.2"),
+            decoy6: format!("fd00:231:{subnet}::1"),
+            attacker6: format!("fd00:231:{subnet}::2"),
+        };
+        let ip = |args: &[&str]| sh(Command::new("ip").args(args));
+        ip(&["netns", "add", &lab.ns]);
+        ip(&[
+            "link",
+            "add",
+            &lab.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.ns_if,
+        ]);
+        ip(&["link", "set", &lab.ns_if, "netns", &lab.ns]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", lab.decoy),
+            "dev",
+            &lab.host_if,
+        ]);
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", lab.decoy6),
+            "dev",
+            &lab.host_if,
+            "nodad",
+        ]);
+        ip(&["link", "set", &lab.host_if, "up"]);
+        ip(&[
+            "-n",
+            &lab.ns,
+            "addr",
+            "add",
+            &format!("{}/24", lab.attacker),
+            "dev",
+            &lab.ns_if,
+        ]);
+        ip(&[
+            "-n",
+            &lab.ns,
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", lab.attacker6),
+            "dev",
+            &lab.ns_if,
+            "nodad",
+        ]);
+        ip(&["-n", &lab.ns, "link", "set", &lab.ns_if, "up"]);
+        ip(&["-n", &lab.ns, "link", "set", "lo", "up"]);
+        lab
+    }
+
+    /// Runs a command inside the attacker namespace, bounded by `timeout_s`.
+    pub fn exec(&self, args: &[&str], timeout_s: u32) -> Output {
+        let out = Command::new("timeout")
+            .arg(timeout_s.to_string())
+            .args(["ip", "netns", "exec", &self.ns])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("starting {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{args:?} in {} failed ({}): {}",
+            self.ns,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Whether the host end currently has an XDP program attached.
+    pub fn xdp_attached(&self) -> bool {
+        let out = sh(Command::new("ip").args(["-d", "link", "show", "dev", &self.host_if]));
+        String::from_utf8_lossy(&out.stdout).contains("xdp")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Whether a network namespace of that name exists.
+pub fn netns_exists(name: &str) -> bool {
+    let out = sh(Command::new("ip").args(["netns", "list"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name))
+}
+
+/// Whether an interface of that name exists in the root namespace.
+pub fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A running `decnet run` child. SIGKILLed on drop if still running.
+pub struct Daemon {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub api: SocketAddr,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(iface: &str, decoys: &[String], data_dir: &Path) -> Daemon {
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let log = data_dir.with_extension("log");
+        let logf = std::fs::File::create(&log).expect("daemon log file");
+        let mut cmd = Command::new(decnet_bin());
+        cmd.args(["run", "--iface", iface, "--listen", &api.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("DECNET_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf);
+        for d in decoys {
+            cmd.args(["--decoy", d]);
+        }
+        let child = cmd.spawn().expect("spawning decnet");
+        let mut d = Daemon {
+            child: Some(child),
+            data_dir: data_dir.to_owned(),
+            api,
+            log,
+        };
+        d.wait_healthy();
+        d
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("decnet exited early ({status}):\n{}", self.log_text());
+            }
+            if http_get(self.api, "/api/v1/health").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "decnet did not become healthy in 20 s:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn stats(&self) -> Value {
+        let (code, body) = http_get(self.api, "/api/v1/stats").expect("GET /api/v1/stats");
+        assert_eq!(code, 200, "stats: {body}");
+        serde_json::from_str(&body).expect("stats JSON")
+    }
+
+    /// Waits until every event the kernel emitted is accounted for in userspace (written
+    /// or counted as dropped) and nothing moved for 300 ms. Returns the final stats.
+    pub fn settle(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = Value::Null;
+        let mut stable_since = Instant::now();
+        loop {
+            let s = self.stats();
+            let emitted = s["kernel"]["events_emitted"].as_u64().unwrap_or(0);
+            let p = &s["pipeline"];
+            let accounted = [
+                "journal_written",
+                "channel_full_dropped",
+                "journal_write_failed",
+                "decode_errors",
+            ]
+            .iter()
+            .map(|k| p[*k].as_u64().unwrap_or(0))
+            .sum::<u64>();
+            if s != last {
+                last = s.clone();
+                stable_since = Instant::now();
+            } else if emitted == accounted && stable_since.elapsed() >= Duration::from_millis(300) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "pipeline did not settle: {s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.data_dir.join("events.jsonl")
+    }
+
+    /// Sends `signal` and waits (bounded) for exit.
+    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "decnet did not exit within 10 s of signal {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every journal line parsed; panics naming the line that is not JSON.
+pub fn read_journal(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("journal line {}: {e}: {l}", i + 1))
+        })
+        .collect()
+}
+
+/// Minimal HTTP/1.1 GET on loopback: (status, body), `None` when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}

@@ -113,7 +113,7 @@ fn syn_fields_are_exact() {
         (t.flags, t.seq, t.ack, t.window, t.urg_ptr),
         (SYN, 0xdeadbeef, 7, 1024, 0)
     );
-    assert_eq!(&t.options_raw[..], &[2, 4, 5, 180]);
+    assert_eq!(t.options_bytes(), &[2, 4, 5, 180]);
     assert_eq!(t.options.layout, "M1460");
     assert_eq!(t.options.mss, Some(1460));
     assert_eq!(p.service(), "ssh");

@@ -159,3 +159,45 @@ pub fn run_direct(bin: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn netns_listed() -> bool {
+        let out = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(NETNS))
+    }
+
+    fn link_present() -> bool {
+        Command::new("ip")
+            .args(["link", "show", "dev", HOST_IF])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// A second `create` after a "crash" (no cleanup) succeeds, and cleanup leaves nothing.
+    /// Note: uses the real demo names, so it removes a demo that is running right now.
+    #[test]
+    fn demo_survives_leftovers_and_cleans_up() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: the demo needs root to create a network namespace");
+            return;
+        }
+        create().expect("first create");
+        assert!(netns_listed() && link_present());
+        create().expect("create over leftovers");
+        assert!(netns_listed() && link_present());
+        cleanup();
+        assert!(!netns_listed(), "demo namespace left behind");
+        assert!(!link_present(), "demo veth left behind");
+    }
+}

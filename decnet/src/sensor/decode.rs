@@ -72,11 +72,13 @@ pub fn parse_tcp_options(raw: &[u8]) -> TcpOptions {
             (2, 2) => {
                 let mss = u16::from_be_bytes([body[0], body[1]]);
                 o.mss = Some(mss);
-                push(&mut o, &format!("M{mss}"));
+                push(&mut o, "M");
+                o.layout.push_str(itoa::Buffer::new().format(mss));
             }
             (3, 1) => {
                 o.wscale = Some(body[0]);
-                push(&mut o, &format!("W{}", body[0]));
+                push(&mut o, "W");
+                o.layout.push_str(itoa::Buffer::new().format(body[0]));
             }
             (4, 0) => {
                 o.sack_ok = true;
@@ -88,34 +90,42 @@ pub fn parse_tcp_options(raw: &[u8]) -> TcpOptions {
                 o.ts_ecr = Some(u32::from_be_bytes([body[4], body[5], body[6], body[7]]));
                 push(&mut o, "T");
             }
-            _ => push(&mut o, &format!("?{kind}")),
+            _ => {
+                push(&mut o, "?");
+                o.layout.push_str(itoa::Buffer::new().format(kind));
+            }
         }
         i += len;
     }
     o
 }
 
-/// TCP flags in tcpdump-like letters, most significant first is not needed: fixed order
-/// `F S R P A U E C N` so equal sets always print the same.
-pub fn flag_string(flags: u16) -> String {
+/// TCP flags as letters in the fixed order `F S R P A U E C N`, so equal sets always print
+/// the same. Writes into `buf` and returns the used part (no allocation: runs per event).
+pub fn flag_letters(flags: u16, buf: &mut [u8; 9]) -> &str {
     use tcp_flags::*;
-    let mut s = String::with_capacity(9);
+    let mut n = 0;
     for (bit, c) in [
-        (FIN, 'F'),
-        (SYN, 'S'),
-        (RST, 'R'),
-        (PSH, 'P'),
-        (ACK, 'A'),
-        (URG, 'U'),
-        (ECE, 'E'),
-        (CWR, 'C'),
-        (NS, 'N'),
+        (FIN, b'F'),
+        (SYN, b'S'),
+        (RST, b'R'),
+        (PSH, b'P'),
+        (ACK, b'A'),
+        (URG, b'U'),
+        (ECE, b'E'),
+        (CWR, b'C'),
+        (NS, b'N'),
     ] {
         if flags & bit != 0 {
-            s.push(c);
+            buf[n] = c;
+            n += 1;
         }
     }
-    s
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+pub fn flag_string(flags: u16) -> String {
+    flag_letters(flags, &mut [0; 9]).to_owned()
 }
 
 /// Scan technique implied by a probe's flags (names follow nmap's -s letters).
@@ -184,8 +194,16 @@ pub struct TcpFields {
     pub ack: u32,
     pub window: u16,
     pub urg_ptr: u16,
-    pub options_raw: Bytes,
+    /// Raw option bytes; inline because they are at most 40 and present on most segments.
+    pub options_raw: [u8; 40],
+    pub options_len: u8,
     pub options: TcpOptions,
+}
+
+impl TcpFields {
+    pub fn options_bytes(&self) -> &[u8] {
+        &self.options_raw[..(self.options_len as usize).min(40)]
+    }
 }
 
 fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
@@ -216,6 +234,8 @@ impl Probe {
         let tcp = is_tcp.then(|| {
             let n = (ev.opt_len as usize).min(ev.options.len());
             let raw = &ev.options[..n];
+            let mut options_raw = [0u8; 40];
+            options_raw[..n].copy_from_slice(raw);
             TcpFields {
                 flags: ev.tcp_flags,
                 seq: u32::from_be(ev.seq),
@@ -223,7 +243,8 @@ impl Probe {
                 window: u16::from_be(ev.window),
                 urg_ptr: u16::from_be(ev.urg_ptr),
                 options: parse_tcp_options(raw),
-                options_raw: Bytes::copy_from_slice(raw),
+                options_raw,
+                options_len: n as u8,
             }
         });
         let icmp = matches!(kind, EventKind::IcmpEcho | EventKind::IcmpOther)
