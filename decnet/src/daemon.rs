@@ -15,7 +15,7 @@ use tokio::{io::unix::AsyncFd, sync::watch};
 
 use crate::{
     api::{self, AppState},
-    collector::{JournalConfig, JournalWriter},
+    collector::{Collector, JournalConfig, JournalWriter},
     config::RunConfig,
     sensor::{self, Sensor, SensorError, loader::LoadOptions},
     stats::PipelineStats,
@@ -55,18 +55,16 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     let pipeline = Arc::new(PipelineStats::default());
     let journal_path = cfg.journal_path();
     let deckies: Arc<[String]> = cfg.decoys.iter().map(|d| d.name.clone()).collect();
-    let (journal, writer) = JournalWriter::spawn(
-        JournalConfig::new(journal_path.clone()),
-        deckies,
-        pipeline.clone(),
-    )
-    .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;
+    let (journal, writer) =
+        JournalWriter::spawn(JournalConfig::new(journal_path.clone()), pipeline.clone())
+            .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;
+    let collector = Collector::new(journal, deckies);
     tracing::info!(path = %journal_path.display(), "journal open");
 
     let (stop_reader, reader_rx) = watch::channel(false);
     let reader = tokio::spawn(sensor::ring::run_reader(
         ring,
-        journal,
+        collector,
         pipeline.clone(),
         reader_rx,
     ));
@@ -107,7 +105,8 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         Ok(Err(e)) => tracing::error!(error = %e, "ring reader failed"),
         Err(e) => tracing::error!(error = %e, "ring reader task panicked"),
     }
-    // The reader owned the only JournalHandle; with it gone the writer drains and exits.
+    // The reader owned the collector and with it the only JournalHandle; with it gone the
+    // writer drains and exits.
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let k = kernel.read()?;

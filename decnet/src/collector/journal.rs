@@ -1,11 +1,11 @@
 //! The journal writer: a dedicated thread that owns `events.jsonl`.
 //!
-//! The ring reader must never wait on disk, so it hands batches of probes over a bounded
-//! channel with `try_send`; when the channel is full the batch is counted as dropped, never
-//! queued without bound. The writer serializes into one buffer and appends it with a single
-//! write(2) per flush, so every write carries whole lines only (other processes may append
-//! to the same file with O_APPEND). It flushes at least every `flush_interval` and fsyncs on
-//! shutdown.
+//! The ring reader must never wait on disk, so the collector hands chunks of formatted lines
+//! over a bounded channel with `try_send`; when the channel is full the chunk's lines are
+//! counted as dropped, never queued without bound. The writer coalesces chunks and appends
+//! with one write(2) per flush; chunks hold whole lines only, so every write does too (other
+//! processes may append to the same file with O_APPEND). It flushes at least every
+//! `flush_interval` and fsyncs on shutdown.
 
 use std::{
     fs::{File, OpenOptions},
@@ -20,19 +20,31 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::record::write_probe_record;
-use crate::{sensor::Probe, stats::PipelineStats, timefmt::WallClock};
+use crate::stats::PipelineStats;
 
-/// A batch of probes handed from the ring reader to the writer.
-pub type Batch = Vec<Probe>;
+/// Whole journal lines, ready to append.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    pub lines: u64,
+}
+
+impl Chunk {
+    pub fn with_capacity(n: usize) -> Self {
+        Chunk {
+            bytes: Vec::with_capacity(n),
+            lines: 0,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct JournalConfig {
     pub path: PathBuf,
     /// Longest time a written record may sit in the userspace buffer.
     pub flush_interval: Duration,
-    /// Batches the channel holds before the reader starts counting drops.
-    pub channel_batches: usize,
+    /// Chunks (up to ~1 MiB each) the channel holds before the reader starts counting drops.
+    pub channel_chunks: usize,
 }
 
 impl JournalConfig {
@@ -40,7 +52,7 @@ impl JournalConfig {
         Self {
             path,
             flush_interval: Duration::from_millis(100),
-            channel_batches: 256,
+            channel_chunks: 256,
         }
     }
 }
@@ -48,18 +60,18 @@ impl JournalConfig {
 /// The reader's side: non-blocking hand-off with drop accounting.
 #[derive(Clone)]
 pub struct JournalHandle {
-    tx: SyncSender<Batch>,
+    tx: SyncSender<Chunk>,
     stats: Arc<PipelineStats>,
 }
 
 impl JournalHandle {
-    /// Hands a batch to the writer without blocking. A full or closed channel counts the
-    /// batch's probes in `channel_full_dropped` and returns false.
-    pub fn send(&self, batch: Batch) -> bool {
-        match self.tx.try_send(batch) {
+    /// Hands a chunk to the writer without blocking. A full or closed channel counts the
+    /// chunk's lines in `channel_full_dropped` and returns false.
+    pub fn send(&self, chunk: Chunk) -> bool {
+        match self.tx.try_send(chunk) {
             Ok(()) => true,
-            Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
-                PipelineStats::add(&self.stats.channel_full_dropped, b.len() as u64);
+            Err(TrySendError::Full(c)) | Err(TrySendError::Disconnected(c)) => {
+                PipelineStats::add(&self.stats.channel_full_dropped, c.lines);
                 false
             }
         }
@@ -77,19 +89,17 @@ const FLUSH_BYTES: usize = 1 << 20;
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl JournalWriter {
-    /// Opens (creating) the journal and starts the writer thread. `deckies[i]` names decky
-    /// id `i + 1`.
+    /// Opens (creating) the journal and starts the writer thread.
     pub fn spawn(
         cfg: JournalConfig,
-        deckies: Arc<[String]>,
         stats: Arc<PipelineStats>,
     ) -> io::Result<(JournalHandle, JournalWriter)> {
         let file = open_journal(&cfg.path)?;
-        let (tx, rx) = mpsc::sync_channel::<Batch>(cfg.channel_batches.max(1));
+        let (tx, rx) = mpsc::sync_channel::<Chunk>(cfg.channel_chunks.max(1));
         let st = stats.clone();
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || Writer::new(file, cfg, deckies, st).run(rx))?;
+            .spawn(move || Writer::new(file, cfg, st).run(rx))?;
         Ok((JournalHandle { tx, stats }, JournalWriter { thread }))
     }
 
@@ -112,7 +122,6 @@ pub(crate) fn open_journal(path: &std::path::Path) -> io::Result<File> {
 struct Writer {
     file: File,
     cfg: JournalConfig,
-    deckies: Arc<[String]>,
     stats: Arc<PipelineStats>,
     buf: Vec<u8>,
     lines: u64,
@@ -120,16 +129,10 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(
-        file: File,
-        cfg: JournalConfig,
-        deckies: Arc<[String]>,
-        stats: Arc<PipelineStats>,
-    ) -> Self {
+    fn new(file: File, cfg: JournalConfig, stats: Arc<PipelineStats>) -> Self {
         Self {
             file,
             cfg,
-            deckies,
             stats,
             buf: Vec::with_capacity(FLUSH_BYTES + 64 * 1024),
             lines: 0,
@@ -137,12 +140,12 @@ impl Writer {
         }
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Batch>) {
+    fn run(mut self, rx: mpsc::Receiver<Chunk>) {
         let mut last_flush = Instant::now();
         loop {
             let wait = self.cfg.flush_interval.saturating_sub(last_flush.elapsed());
             match rx.recv_timeout(wait) {
-                Ok(batch) => self.append(&batch),
+                Ok(chunk) => self.append(chunk),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -157,19 +160,18 @@ impl Writer {
         }
     }
 
-    fn append(&mut self, batch: &[Probe]) {
-        // One clock sample per batch follows NTP steps without a syscall per event.
-        let clock = WallClock::now();
-        for p in batch {
-            let decky = p
-                .decky_id
-                .checked_sub(1)
-                .and_then(|i| self.deckies.get(i as usize))
-                .map(String::as_str)
-                .unwrap_or("unknown");
-            write_probe_record(&mut self.buf, p, decky, clock.to_unix_ns(p.mono_ns), None);
+    fn append(&mut self, chunk: Chunk) {
+        if self.buf.is_empty() && chunk.bytes.len() >= FLUSH_BYTES {
+            // Big chunk, nothing pending: write it as is, no copy.
+            let Chunk { bytes, lines } = chunk;
+            let old = std::mem::replace(&mut self.buf, bytes);
+            self.lines = lines;
+            self.flush();
+            self.buf = old;
+            return;
         }
-        self.lines += batch.len() as u64;
+        self.buf.extend_from_slice(&chunk.bytes);
+        self.lines += chunk.lines;
     }
 
     fn flush(&mut self) {

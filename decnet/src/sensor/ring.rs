@@ -1,8 +1,8 @@
 //! The ring reader: an AsyncFd over the BPF ring buffer.
 //!
 //! Reading an entry is a load from shared memory; the only syscall is the epoll wait when
-//! the ring is empty. Entries are decoded in batches and handed to the journal writer
-//! without blocking; the task yields after each batch so a flood cannot starve the runtime.
+//! the ring is empty. Entries are decoded and handed to the collector in batches; the task
+//! yields after each batch so a flood cannot starve the runtime.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::watch};
 
 use super::{Probe, SensorError};
-use crate::{collector::JournalHandle, stats::PipelineStats};
+use crate::{collector::Collector, stats::PipelineStats};
 
 /// Probes per batch handed to the writer.
 pub const BATCH: usize = 4096;
@@ -18,7 +18,7 @@ pub const BATCH: usize = 4096;
 /// Reads until `shutdown` flips to true, then drains what is left in the ring and returns.
 pub async fn run_reader(
     ring: RingBuf<MapData>,
-    journal: JournalHandle,
+    mut collector: Collector,
     stats: Arc<PipelineStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SensorError> {
@@ -30,7 +30,7 @@ pub async fn run_reader(
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let empty = drain(guard.get_inner_mut(), &journal, &stats);
+                let empty = drain(guard.get_inner_mut(), &mut collector, &stats);
                 if empty {
                     guard.clear_ready();
                 }
@@ -40,20 +40,24 @@ pub async fn run_reader(
         tokio::task::yield_now().await;
     }
     // Final drain: everything the kernel submitted before we stopped reaches the journal.
-    while !drain(fd.get_mut(), &journal, &stats) {}
+    while !drain(fd.get_mut(), &mut collector, &stats) {}
     Ok(())
 }
 
-/// Moves up to one batch from the ring to the writer. Returns true when the ring is empty.
-pub fn drain(ring: &mut RingBuf<MapData>, journal: &JournalHandle, stats: &PipelineStats) -> bool {
-    let mut batch = Vec::with_capacity(BATCH);
+/// Moves up to one batch from the ring to the collector. Returns true when the ring is empty.
+pub fn drain(
+    ring: &mut RingBuf<MapData>,
+    collector: &mut Collector,
+    stats: &PipelineStats,
+) -> bool {
+    collector.tick();
     let mut read = 0u64;
     let mut bad = 0u64;
     let mut empty = true;
     while let Some(item) = ring.next() {
         read += 1;
         match Probe::decode(&item) {
-            Ok(p) => batch.push(p),
+            Ok(p) => collector.push(&p),
             Err(e) => {
                 bad += 1;
                 tracing::debug!(error = %e, "undecodable ring entry");
@@ -64,10 +68,8 @@ pub fn drain(ring: &mut RingBuf<MapData>, journal: &JournalHandle, stats: &Pipel
             break;
         }
     }
+    collector.ship();
     PipelineStats::add(&stats.ring_read, read);
     PipelineStats::add(&stats.decode_errors, bad);
-    if !batch.is_empty() {
-        journal.send(batch);
-    }
     empty
 }
