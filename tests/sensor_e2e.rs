@@ -45,7 +45,7 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
     if !require_root() {
         return;
     }
-    for t in ["nmap", "hping3", "ip"] {
+    for t in ["nmap", "hping3", "masscan", "ip"] {
         require_tool(t);
     }
     let lab = Lab::new(11);
@@ -172,6 +172,51 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
         assert_eq!(field(r, "ttl"), 64);
         assert_eq!(field(r, "dst_port"), 80);
         assert_eq!(r["service"], "http");
+    }
+
+    // masscan: TTL 255, window 1024, no options, and its IP ID tell
+    // (dst_ip ^ dst_port ^ seq) & 0xffff on every probe.
+    let mac = lab.host_mac();
+    lab.exec(
+        &[
+            "masscan",
+            d,
+            "-p1-20",
+            "--rate",
+            "2000",
+            "--wait",
+            "1",
+            "--adapter",
+            &lab.ns_if,
+            "--adapter-ip",
+            a,
+            "--router-mac",
+            &mac,
+        ],
+        60,
+    );
+    let recs = j.next_phase();
+    let syns = from(&recs, a, "tcp_syn");
+    assert_eq!(
+        ports(&syns),
+        (1..=20).collect(),
+        "masscan probes every port"
+    );
+    let dst: u32 = d.parse::<std::net::Ipv4Addr>().unwrap().into();
+    for r in &syns {
+        assert_eq!(field(r, "ttl"), 255, "{r}");
+        assert_eq!(field(r, "window"), 1024, "{r}");
+        assert_eq!(field(r, "options"), "", "{r}");
+        assert_eq!(field(r, "df"), false);
+        let (port, seq) = (
+            field(r, "dst_port").as_u64().unwrap() as u32,
+            field(r, "seq").as_u64().unwrap() as u32,
+        );
+        assert_eq!(
+            field(r, "ip_id").as_u64().unwrap() as u32,
+            (dst ^ port ^ seq) & 0xffff,
+            "masscan IP ID: {r}"
+        );
     }
 
     // IPv6 SYN scan reaches the IPv6 decoy.

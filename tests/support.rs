@@ -162,6 +162,14 @@ impl Lab {
         out
     }
 
+    /// MAC address of the host (decoy) end, for tools that need a next-hop MAC (masscan).
+    pub fn host_mac(&self) -> String {
+        std::fs::read_to_string(format!("/sys/class/net/{}/address", self.host_if))
+            .expect("host MAC")
+            .trim()
+            .to_owned()
+    }
+
     /// Whether the host end currently has an XDP program attached.
     pub fn xdp_attached(&self) -> bool {
         let out = sh(Command::new("ip").args(["-d", "link", "show", "dev", &self.host_if]));
