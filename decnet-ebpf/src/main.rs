@@ -309,17 +309,22 @@ fn parse_v6(
     })
 }
 
-/// Records `bit` for the flow; true when it was not set before (so the caller emits).
 #[inline(always)]
-fn first_of_flow(p: &Parsed, sport: u16, dport: u16, bit: u32) -> bool {
-    let key = FlowKey {
+fn flow_key(p: &Parsed, sport: u16, dport: u16) -> FlowKey {
+    FlowKey {
         src: p.src,
         dst: p.dst,
         src_port: sport,
         dst_port: dport,
         proto: p.proto,
         _pad: [0; 3],
-    };
+    }
+}
+
+/// Records `bit` for the flow; true when it was not set before (so the caller emits).
+#[inline(always)]
+fn first_of_flow(p: &Parsed, sport: u16, dport: u16, bit: u32) -> bool {
+    let key = flow_key(p, sport, dport);
     if let Some(st) = FLOWS.get_ptr_mut(&key) {
         // SAFETY: LRU value pointer valid for this program run; racing updates on two CPUs
         // at worst emit one extra event, never lose one.
@@ -333,19 +338,6 @@ fn first_of_flow(p: &Parsed, sport: u16, dport: u16, bit: u32) -> bool {
     }
     let _ = FLOWS.insert(&key, &FlowState { seen: bit, _pad: 0 }, 0);
     true
-}
-
-#[inline(always)]
-fn flow_state(p: &Parsed, sport: u16, dport: u16) -> Option<*mut FlowState> {
-    let key = FlowKey {
-        src: p.src,
-        dst: p.dst,
-        src_port: sport,
-        dst_port: dport,
-        proto: p.proto,
-        _pad: [0; 3],
-    };
-    FLOWS.get_ptr_mut(&key)
 }
 
 #[inline(always)]
@@ -364,14 +356,7 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
 
     use tcp_flags::*;
     let kind = if flags & SYN != 0 && flags & (ACK | FIN | RST) == 0 {
-        let key = FlowKey {
-            src: p.src,
-            dst: p.dst,
-            src_port: sport,
-            dst_port: dport,
-            proto: p.proto,
-            _pad: [0; 3],
-        };
+        let key = flow_key(p, sport, dport);
         let _ = FLOWS.insert(
             &key,
             &FlowState {
@@ -386,7 +371,7 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
         // is a stealth probe (null, FIN, Xmas, SYN+FIN, ...).
         Some(EventKind::TcpProbe)
     } else {
-        match flow_state(p, sport, dport) {
+        match FLOWS.get_ptr_mut(&flow_key(p, sport, dport)) {
             // ACK-carrying (or bare RST) segment with no handshake seen: ACK/window/Maimon.
             None => Some(EventKind::TcpProbe),
             Some(st) => {
