@@ -1,0 +1,289 @@
+//! The ingester loop: tail -> parse -> batch -> one transaction (rows + dead letters +
+//! cursor) -> wake downstream.
+//!
+//! Exactly once: the cursor saved with a batch points just past that batch's last line, and
+//! both are committed together, so a crash anywhere either keeps the whole batch and its
+//! cursor or neither; the restart resumes from the last committed cursor.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use super::{
+    parse::{dead_raw, parse_line},
+    tail::{Cursor, EndOfFile, Line, Tail},
+};
+use crate::store::{Batch, DeadLetter, Store, StoreError};
+
+/// `state` key of the journal cursor.
+pub const CURSOR_KEY: &str = "ingest_worker_position";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("journal {0}: {1}")]
+    Journal(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    pub data_dir: PathBuf,
+    pub base: String,
+    /// Rotated files to search (`events.jsonl.1` ..= `.keep`).
+    pub keep: usize,
+    /// A batch commits at this many lines...
+    pub batch_lines: usize,
+    /// ...or this long after its first line, whichever comes first.
+    pub batch_wait: Duration,
+    /// Without a wake-up from the writer (another process appending), look this often.
+    pub idle_poll: Duration,
+}
+
+impl IngestConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            base: "events.jsonl".into(),
+            keep: 16,
+            batch_lines: 1000,
+            batch_wait: Duration::from_millis(50),
+            idle_poll: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub rows: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub batches: AtomicU64,
+    pub commit_retries: AtomicU64,
+    pub rotations: AtomicU64,
+    pub truncations: AtomicU64,
+    pub cursor_lost: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct IngestSnapshot {
+    pub rows: u64,
+    pub dead_letters: u64,
+    pub batches: u64,
+    pub commit_retries: u64,
+    pub rotations: u64,
+    pub truncations: u64,
+    pub cursor_lost: u64,
+}
+
+impl IngestStats {
+    pub fn snapshot(&self) -> IngestSnapshot {
+        IngestSnapshot {
+            rows: self.rows.load(Relaxed),
+            dead_letters: self.dead_letters.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            commit_retries: self.commit_retries.load(Relaxed),
+            rotations: self.rotations.load(Relaxed),
+            truncations: self.truncations.load(Relaxed),
+            cursor_lost: self.cursor_lost.load(Relaxed),
+        }
+    }
+}
+
+pub struct Ingester {
+    store: Store,
+    cfg: IngestConfig,
+    stats: Arc<IngestStats>,
+    /// Poked by the journal writer after each flush.
+    wake: Arc<Notify>,
+    /// Bumped after every commit; the profiler and the SSE hub wait on it.
+    committed: watch::Sender<u64>,
+}
+
+impl Ingester {
+    pub fn new(store: Store, cfg: IngestConfig, wake: Arc<Notify>) -> Self {
+        Self {
+            store,
+            cfg,
+            stats: Arc::default(),
+            wake,
+            committed: watch::channel(0).0,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<IngestStats> {
+        self.stats.clone()
+    }
+
+    /// A receiver that changes after every committed batch.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    fn journal_err(&self, e: std::io::Error) -> IngestError {
+        IngestError::Journal(self.cfg.data_dir.join(&self.cfg.base), e)
+    }
+
+    /// Runs until `shutdown` is true, then ingests what is already in the journal, commits
+    /// and returns. With `until_idle`, returns as soon as the journal has been read to its
+    /// end (tools, benchmarks).
+    pub async fn run(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+        until_idle: bool,
+    ) -> Result<(), IngestError> {
+        let saved: Option<Cursor> = self.store.get_state_json(CURSOR_KEY).await?;
+        let mut tail = Tail::open(&self.cfg.data_dir, &self.cfg.base, self.cfg.keep, saved)
+            .map_err(|e| self.journal_err(e))?;
+        let mut batch = Batch::default();
+        let mut started: Option<Instant> = None;
+        let mut lines: Vec<Line> = Vec::with_capacity(self.cfg.batch_lines);
+        let mut stopping = false;
+        loop {
+            let room = self
+                .cfg
+                .batch_lines
+                .saturating_sub(batch.logs.len() + batch.dead.len())
+                .max(1);
+            lines.clear();
+            let n = tail
+                .read_lines(room, &mut lines)
+                .map_err(|e| self.journal_err(e))?;
+            for line in lines.drain(..) {
+                self.add_line(&mut batch, tail.file_name(), line);
+            }
+            if n > 0 && started.is_none() {
+                started = Some(Instant::now());
+            }
+            let size = batch.logs.len() + batch.dead.len();
+            let due = started.is_some_and(|t| t.elapsed() >= self.cfg.batch_wait);
+            if size >= self.cfg.batch_lines
+                || (size > 0 && (due || stopping || until_idle) && n == 0)
+            {
+                self.commit(&mut batch, &tail).await?;
+                started = None;
+                tokio::task::yield_now().await;
+                continue;
+            }
+            if n > 0 {
+                continue;
+            }
+            // End of the file for now.
+            match tail.at_end().map_err(|e| self.journal_err(e))? {
+                EndOfFile::Switched { torn } => {
+                    if let Some(l) = torn {
+                        let reason = "partial line at the end of a rotated journal file".to_owned();
+                        self.dead(&mut batch, tail.file_name(), l, reason);
+                    }
+                    // Commit the new file's cursor even with no rows, so a restart does not
+                    // walk the finished file again.
+                    self.commit(&mut batch, &tail).await?;
+                    started = None;
+                    continue;
+                }
+                EndOfFile::Truncated => continue,
+                EndOfFile::Wait => {}
+            }
+            self.sync_tail_events(&tail);
+            if stopping || until_idle {
+                if size > 0 {
+                    self.commit(&mut batch, &tail).await?;
+                }
+                return Ok(());
+            }
+            let wait = match started {
+                Some(t) => self.cfg.batch_wait.saturating_sub(t.elapsed()),
+                None => self.cfg.idle_poll,
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                r = shutdown.wait_for(|v| *v), if !stopping => {
+                    let _ = r;
+                    stopping = true;
+                }
+            }
+        }
+    }
+
+    fn add_line(&self, batch: &mut Batch, file: &str, line: Line) {
+        match parse_line(&line.bytes) {
+            Ok(log) => batch.logs.push(log),
+            Err(reason) => self.dead(batch, file, line, reason),
+        }
+    }
+
+    fn dead(&self, batch: &mut Batch, file: &str, line: Line, reason: String) {
+        batch.dead.push(DeadLetter {
+            file: file.to_owned(),
+            byte_offset: line.offset,
+            reason,
+            raw: dead_raw(&line.bytes),
+        });
+    }
+
+    fn sync_tail_events(&self, tail: &Tail) {
+        self.stats.rotations.store(tail.events.rotations, Relaxed);
+        self.stats
+            .truncations
+            .store(tail.events.truncations, Relaxed);
+        self.stats
+            .cursor_lost
+            .store(tail.events.cursor_lost, Relaxed);
+    }
+
+    /// Commits the batch with the tail's cursor. A busy or locked database is retried with
+    /// backoff (the batch stays in memory, nothing is lost); other errors end the run.
+    async fn commit(&self, batch: &mut Batch, tail: &Tail) -> Result<(), IngestError> {
+        let cursor = serde_json::to_string(&tail.cursor()).unwrap_or_default();
+        batch.cursor = Some((CURSOR_KEY.to_owned(), cursor));
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.store.commit_batch(batch).await {
+                Ok(()) => break,
+                Err(StoreError::Db(e)) if is_busy(&e) => {
+                    self.stats.commit_retries.fetch_add(1, Relaxed);
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database busy; retrying batch");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.stats.rows.fetch_add(batch.logs.len() as u64, Relaxed);
+        self.stats
+            .dead_letters
+            .fetch_add(batch.dead.len() as u64, Relaxed);
+        self.stats.batches.fetch_add(1, Relaxed);
+        if !batch.dead.is_empty() {
+            tracing::warn!(count = batch.dead.len(), first_reason = %batch.dead[0].reason, "journal lines dead-lettered");
+        }
+        *batch = Batch::default();
+        self.committed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+}
+
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            let code = d.code();
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without extended codes.
+            matches!(
+                code.as_deref()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .map(|c| c & 0xff),
+                Some(5 | 6)
+            )
+        }
+        sqlx::Error::PoolTimedOut => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,12 @@
+//! The ingest stage: journal -> SQLite, exactly once.
+//!
+//! - `tail`: following the journal by (device, inode, offset) across rotation/truncation.
+//! - `parse`: one line -> one row, or a dead letter with the reason.
+//! - `ingester`: batching (count or time, whichever first) and the commit that writes the
+//!   rows and the new cursor in one transaction.
+
+pub mod ingester;
+pub mod parse;
+pub mod tail;
+
+pub use ingester::{IngestConfig, IngestStats, Ingester};

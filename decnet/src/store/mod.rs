@@ -1,0 +1,309 @@
+//! The store: SQLite through sqlx (WAL, migrations embedded). [`Store`] owns every query;
+//! no SQL lives outside this module.
+
+use std::{path::Path, str::FromStr as _, sync::OnceLock, time::Duration};
+
+use sqlx::{
+    AssertSqlSafe, Row as _, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state {key}: {source}")]
+    State {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A journal record ready to insert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewLog {
+    pub ts: String,
+    pub decky: String,
+    pub service: String,
+    pub event_type: String,
+    pub attacker_ip: String,
+    /// The `fields` object as JSON text.
+    pub fields: String,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+}
+
+/// A journal line that could not be ingested.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    pub file: String,
+    pub byte_offset: u64,
+    pub reason: String,
+    pub raw: String,
+}
+
+/// An artifact extracted from a record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NewBounty {
+    pub attacker_ip: String,
+    pub kind: &'static str,
+    pub value: String,
+    pub ts: String,
+}
+
+/// Everything one ingest batch writes, committed in one transaction with the cursor.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub logs: Vec<NewLog>,
+    /// Bounties as (index into `logs` that produced it, bounty).
+    pub bounties: Vec<(usize, NewBounty)>,
+    pub dead: Vec<DeadLetter>,
+    /// (state key, JSON value) written in the same transaction.
+    pub cursor: Option<(String, String)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Rows per multi-row INSERT: fewer statements per batch is most of SQLite's speed here.
+const LOG_ROWS_PER_STMT: usize = 64;
+const LOG_COLS: usize = 8;
+
+fn multi_insert_logs() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let row = format!("({})", vec!["?"; LOG_COLS].join(","));
+        format!(
+            "INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id) VALUES {}",
+            vec![row; LOG_ROWS_PER_STMT].join(",")
+        )
+    })
+}
+
+impl Store {
+    /// Opens (creating) the database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// An in-memory database (tests).
+    pub async fn open_memory() -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM state WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    pub async fn get_state_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get_state(key).await? {
+            None => Ok(None),
+            Some(v) => serde_json::from_str(&v)
+                .map(Some)
+                .map_err(|source| StoreError::State {
+                    key: key.to_owned(),
+                    source,
+                }),
+        }
+    }
+
+    /// Writes a batch: logs, bounties (upserted), dead letters and the cursor, all in one
+    /// transaction. Either all of it is visible afterwards or none of it.
+    pub async fn commit_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut first_id: Option<i64> = None;
+        for chunk in batch.logs.chunks(LOG_ROWS_PER_STMT) {
+            let res = if chunk.len() == LOG_ROWS_PER_STMT {
+                let mut q = sqlx::query(AssertSqlSafe(multi_insert_logs()));
+                for l in chunk {
+                    q = q
+                        .bind(&l.ts)
+                        .bind(&l.decky)
+                        .bind(&l.service)
+                        .bind(&l.event_type)
+                        .bind(&l.attacker_ip)
+                        .bind(&l.fields)
+                        .bind(&l.trace_id)
+                        .bind(&l.span_id);
+                }
+                q.execute(&mut *tx).await?
+            } else {
+                let mut last = None;
+                for l in chunk {
+                    last = Some(
+                        sqlx::query(
+                            "INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id) \
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        )
+                        .bind(&l.ts)
+                        .bind(&l.decky)
+                        .bind(&l.service)
+                        .bind(&l.event_type)
+                        .bind(&l.attacker_ip)
+                        .bind(&l.fields)
+                        .bind(&l.trace_id)
+                        .bind(&l.span_id)
+                        .execute(&mut *tx)
+                        .await?,
+                    );
+                }
+                match last {
+                    Some(r) => r,
+                    None => continue,
+                }
+            };
+            // Ids in one transaction are consecutive (AUTOINCREMENT, single writer).
+            let last_id = res.last_insert_rowid();
+            if first_id.is_none() {
+                first_id = Some(last_id - chunk.len() as i64 + 1);
+            }
+        }
+        for (idx, b) in &batch.bounties {
+            let log_id = first_id.map(|f| f + *idx as i64);
+            sqlx::query(
+                "INSERT INTO bounties (attacker_ip, kind, value, first_seen, last_seen, count, first_log_id) \
+                 VALUES (?, ?, ?, ?, ?, 1, ?) \
+                 ON CONFLICT (attacker_ip, kind, value) DO UPDATE SET \
+                 last_seen = excluded.last_seen, count = count + 1",
+            )
+            .bind(&b.attacker_ip)
+            .bind(b.kind)
+            .bind(&b.value)
+            .bind(&b.ts)
+            .bind(&b.ts)
+            .bind(log_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
+        for d in &batch.dead {
+            sqlx::query(
+                "INSERT INTO dead_letters (received_at, file, byte_offset, reason, raw) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&now)
+            .bind(&d.file)
+            .bind(d.byte_offset as i64)
+            .bind(&d.reason)
+            .bind(&d.raw)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((key, value)) = &batch.cursor {
+            sqlx::query("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn count_logs(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM logs")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
+    }
+
+    pub async fn count_dead_letters(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM dead_letters")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
+    }
+
+    /// All dead letters, oldest first (tests, and the API later).
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows =
+            sqlx::query("SELECT file, byte_offset, reason, raw FROM dead_letters ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeadLetter {
+                file: r.get(0),
+                byte_offset: r.get::<i64, _>(1) as u64,
+                reason: r.get(2),
+                raw: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Logs after `after_id`, oldest first, at most `limit`.
+    pub async fn logs_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, NewLog)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id \
+             FROM logs WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    NewLog {
+                        ts: r.get(1),
+                        decky: r.get(2),
+                        service: r.get(3),
+                        event_type: r.get(4),
+                        attacker_ip: r.get(5),
+                        fields: r.get(6),
+                        trace_id: r.get(7),
+                        span_id: r.get(8),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    pub async fn bounties_for(&self, ip: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, value, count FROM bounties WHERE attacker_ip = ? ORDER BY id",
+        )
+        .bind(ip)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+}

@@ -1,0 +1,173 @@
+//! The ingester against a real SQLite file: exactly-once across restarts, dead letters,
+//! lines appended by other processes, rotation while stopped.
+
+use std::{io::Write as _, path::Path, sync::Arc};
+
+use decnet::{
+    ingest::{IngestConfig, Ingester},
+    store::Store,
+};
+use tokio::sync::{Notify, watch};
+
+fn line(i: usize) -> String {
+    format!(
+        r#"{{"ts":"2026-11-26T20:00:00.{i:09}Z","decky":"web","service":"ssh","event_type":"tcp_syn","attacker_ip":"10.0.{}.{}","fields":{{"dst_port":22,"n":{i}}}}}"#,
+        (i / 250) % 250,
+        i % 250 + 1
+    )
+}
+
+fn append(dir: &Path, name: &str, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+async fn ingest_once(dir: &Path, store: &Store) {
+    let ing = Ingester::new(
+        store.clone(),
+        IngestConfig::new(dir.to_owned()),
+        Arc::new(Notify::new()),
+    );
+    let (_tx, rx) = watch::channel(false);
+    ing.run(rx, true).await.expect("ingest");
+}
+
+async fn all_n(store: &Store) -> Vec<u64> {
+    let rows = store.logs_after(0, 1_000_000).await.unwrap();
+    rows.iter()
+        .map(|(_, l)| {
+            serde_json::from_str::<serde_json::Value>(&l.fields).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn restarts_neither_lose_nor_duplicate() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("decnet.db");
+    let text: String = (0..2500).map(|i| line(i) + "\n").collect();
+    append(d.path(), "events.jsonl", &text);
+    let store = Store::open(&db).await.unwrap();
+    ingest_once(d.path(), &store).await;
+    assert_eq!(store.count_logs().await.unwrap(), 2500);
+    // Nothing new: a second run adds nothing.
+    ingest_once(d.path(), &store).await;
+    assert_eq!(store.count_logs().await.unwrap(), 2500);
+    // A partial line waits for its newline.
+    let l = line(2500);
+    append(d.path(), "events.jsonl", &l[..10]);
+    drop(store);
+    let store = Store::open(&db).await.unwrap();
+    ingest_once(d.path(), &store).await;
+    assert_eq!(store.count_logs().await.unwrap(), 2500);
+    append(d.path(), "events.jsonl", &format!("{}\n", &l[10..]));
+    ingest_once(d.path(), &store).await;
+    assert_eq!(all_n(&store).await, (0..=2500).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn dead_letters_keep_reason_offset_and_text() {
+    let d = tempfile::tempdir().unwrap();
+    let good = line(1);
+    let bad = r#"{"ts":"t","decky":"d"}"#;
+    append(
+        d.path(),
+        "events.jsonl",
+        &format!("{good}\n{bad}\nnot json at all\n{}\n", line(2)),
+    );
+    let store = Store::open(&d.path().join("decnet.db")).await.unwrap();
+    ingest_once(d.path(), &store).await;
+    assert_eq!(store.count_logs().await.unwrap(), 2);
+    let dead = store.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].byte_offset, good.len() as u64 + 1);
+    assert!(dead[0].reason.contains("service"), "{}", dead[0].reason);
+    assert_eq!(dead[0].raw, bad);
+    assert_eq!(dead[0].file, "events.jsonl");
+    assert!(dead[1].reason.contains("not a journal record"));
+}
+
+#[tokio::test]
+async fn a_line_appended_by_echo_is_ingested_like_any_other() {
+    let d = tempfile::tempdir().unwrap();
+    append(d.path(), "events.jsonl", &format!("{}\n", line(0)));
+    let rec = r#"{"ts":"2026-11-26T21:00:00Z","decky":"honeypot-x","service":"http","event_type":"http_login","attacker_ip":"192.0.2.7","fields":{"user":"admin"}}"#;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo '{rec}' >> {}",
+            d.path().join("events.jsonl").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let store = Store::open(&d.path().join("decnet.db")).await.unwrap();
+    ingest_once(d.path(), &store).await;
+    let rows = store.logs_after(0, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].1.event_type, "http_login");
+    assert_eq!(rows[1].1.decky, "honeypot-x");
+    assert_eq!(rows[1].1.fields, r#"{"user":"admin"}"#);
+}
+
+#[tokio::test]
+async fn rotation_while_stopped_is_finished_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("decnet.db");
+    append(
+        d.path(),
+        "events.jsonl",
+        &(0..100).map(|i| line(i) + "\n").collect::<String>(),
+    );
+    let store = Store::open(&db).await.unwrap();
+    ingest_once(d.path(), &store).await;
+    // While the ingester is down: more lines, a rotation, more lines, another rotation.
+    append(
+        d.path(),
+        "events.jsonl",
+        &(100..200).map(|i| line(i) + "\n").collect::<String>(),
+    );
+    std::fs::rename(
+        d.path().join("events.jsonl"),
+        d.path().join("events.jsonl.1"),
+    )
+    .unwrap();
+    append(
+        d.path(),
+        "events.jsonl",
+        &(200..300).map(|i| line(i) + "\n").collect::<String>(),
+    );
+    std::fs::rename(
+        d.path().join("events.jsonl.1"),
+        d.path().join("events.jsonl.2"),
+    )
+    .unwrap();
+    std::fs::rename(
+        d.path().join("events.jsonl"),
+        d.path().join("events.jsonl.1"),
+    )
+    .unwrap();
+    append(
+        d.path(),
+        "events.jsonl",
+        &(300..400).map(|i| line(i) + "\n").collect::<String>(),
+    );
+    ingest_once(d.path(), &store).await;
+    assert_eq!(all_n(&store).await, (0..400).collect::<Vec<u64>>());
+    // A truncated live file restarts at 0 (and its new lines are ingested).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(d.path().join("events.jsonl"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(d.path(), "events.jsonl", &format!("{}\n", line(400)));
+    ingest_once(d.path(), &store).await;
+    assert_eq!(store.count_logs().await.unwrap(), 401);
+}
