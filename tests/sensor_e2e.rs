@@ -250,6 +250,9 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
     assert_eq!(k["malformed"], 0);
     let all = read_journal(&daemon.journal_path());
     assert_eq!(all.len() as u64, written);
+    // Every journal line reached SQLite exactly once, none dead-lettered.
+    assert_eq!(s["ingest"]["rows"].as_u64().unwrap(), written, "{s}");
+    assert_eq!(s["ingest"]["dead_letters"], 0, "{s}");
     let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
     for r in &all {
         *by_type

@@ -283,7 +283,8 @@ impl Daemon {
     }
 
     /// Waits until every event the kernel emitted is accounted for in userspace (written
-    /// or counted as dropped) and nothing moved for 300 ms. Returns the final stats.
+    /// or counted as dropped), every written line is ingested (row or dead letter), and
+    /// nothing moved for 300 ms. Returns the final stats.
     pub fn settle(&self) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut last = Value::Null;
@@ -301,10 +302,16 @@ impl Daemon {
             .iter()
             .map(|k| p[*k].as_u64().unwrap_or(0))
             .sum::<u64>();
+            let ingested = s["ingest"]["rows"].as_u64().unwrap_or(0)
+                + s["ingest"]["dead_letters"].as_u64().unwrap_or(0);
+            let written = p["journal_written"].as_u64().unwrap_or(0);
             if s != last {
                 last = s.clone();
                 stable_since = Instant::now();
-            } else if emitted == accounted && stable_since.elapsed() >= Duration::from_millis(300) {
+            } else if emitted == accounted
+                && ingested == written
+                && stable_since.elapsed() >= Duration::from_millis(300)
+            {
                 return s;
             }
             assert!(Instant::now() < deadline, "pipeline did not settle: {s}");

@@ -1,8 +1,9 @@
 //! `decnet run`: wires the stages together and owns the shutdown order.
 //!
-//! Start: data dir -> load + fill decoys -> attach -> journal writer -> ring reader -> API.
+//! Start: data dir -> load + fill decoys -> attach -> store + ingester -> journal writer ->
+//! ring reader -> API.
 //! Stop: detach (no new events) -> reader drains the ring -> writer flushes and fsyncs ->
-//! final counters logged. That order is what makes "kernel emitted == journal written +
+//! ingester commits the rest -> final counters logged. That order is what makes "kernel emitted == journal written +
 //! counted drops" hold at exit.
 
 use std::{
@@ -11,14 +12,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{io::unix::AsyncFd, sync::watch};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{Notify, watch},
+};
 
 use crate::{
     api::{self, AppState},
     collector::{Collector, JournalConfig, JournalWriter},
     config::RunConfig,
+    ingest::{IngestConfig, Ingester},
     sensor::{self, Sensor, SensorError, loader::LoadOptions},
     stats::PipelineStats,
+    store::Store,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,8 @@ pub enum DaemonError {
     DataDir(std::path::PathBuf, #[source] std::io::Error),
     #[error("journal {0}: {1}")]
     Journal(std::path::PathBuf, #[source] std::io::Error),
+    #[error("database {0}: {1}")]
+    Store(std::path::PathBuf, #[source] crate::store::StoreError),
     #[error("listening on {0}: {1}")]
     Listen(std::net::SocketAddr, #[source] std::io::Error),
 }
@@ -55,9 +63,20 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     let pipeline = Arc::new(PipelineStats::default());
     let journal_path = cfg.journal_path();
     let deckies: Arc<[String]> = cfg.decoys.iter().map(|d| d.name.clone()).collect();
-    let (journal, writer) =
-        JournalWriter::spawn(JournalConfig::new(journal_path.clone()), pipeline.clone())
-            .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;
+    let db_path = cfg.data_dir.join("decnet.db");
+    let store = Store::open(&db_path)
+        .await
+        .map_err(|e| DaemonError::Store(db_path.clone(), e))?;
+    let wake = Arc::new(Notify::new());
+    let ingester = Ingester::new(store, IngestConfig::new(cfg.data_dir.clone()), wake.clone());
+    let ingest_stats = ingester.stats();
+    let (stop_ingest, ingest_rx) = watch::channel(false);
+    let ingest_task = tokio::spawn(ingester.run(ingest_rx, false));
+
+    let mut journal_cfg = JournalConfig::new(journal_path.clone());
+    journal_cfg.wake = Some(wake);
+    let (journal, writer) = JournalWriter::spawn(journal_cfg, pipeline.clone())
+        .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;
     let collector = Collector::new(journal, deckies);
     tracing::info!(path = %journal_path.display(), "journal open");
 
@@ -81,6 +100,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         kernel: Some(kernel.clone()),
         pipeline: pipeline.clone(),
         attached: sensor.attached().map(|(i, m)| (i.to_owned(), m)),
+        ingest: Some(ingest_stats.clone()),
     };
     let mut api_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -108,6 +128,13 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     // The reader owned the collector and with it the only JournalHandle; with it gone the
     // writer drains and exits.
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    // The journal is complete on disk; the ingester takes in the rest and commits.
+    let _ = stop_ingest.send(true);
+    match ingest_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "ingester failed"),
+        Err(e) => tracing::error!(error = %e, "ingester task panicked"),
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let k = kernel.read()?;
     let p = pipeline.snapshot();
@@ -120,6 +147,8 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         channel_full_dropped = p.channel_full_dropped,
         journal_write_failed = p.journal_write_failed,
         decode_errors = p.decode_errors,
+        ingested_rows = ingest_stats.snapshot().rows,
+        dead_letters = ingest_stats.snapshot().dead_letters,
         "stopped"
     );
     drop(sensor);

@@ -21,6 +21,16 @@ struct Cli {
 enum Cmd {
     /// Attach to the decoy interface and run the sensor, journal and API.
     Run(RunArgs),
+    /// Ingest the journal of a data dir into its database without the sensor (for journals
+    /// written by other honeypots, or to catch up after the daemon stopped).
+    Ingest {
+        /// Data dir holding events.jsonl and decnet.db.
+        #[arg(long, env = "DECNET_DATA_DIR", default_value = decnet::config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// Stop at the end of the journal instead of following it.
+        #[arg(long)]
+        once: bool,
+    },
     /// Print the counters of a running daemon (GET /api/v1/stats).
     Stats {
         /// Address of the daemon's API.
@@ -54,6 +64,32 @@ fn main() -> anyhow::Result<()> {
             })
             .context("decnet run")
         }
+        Cmd::Ingest { data_dir, once } => rt.block_on(async move {
+            let db = data_dir.join("decnet.db");
+            let store = decnet::store::Store::open(&db)
+                .await
+                .with_context(|| format!("opening {}", db.display()))?;
+            let ing = decnet::ingest::Ingester::new(
+                store,
+                decnet::ingest::IngestConfig::new(data_dir.clone()),
+                std::sync::Arc::new(tokio::sync::Notify::new()),
+            );
+            let stats = ing.stats();
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                let _ = tx.send(true);
+            });
+            ing.run(rx, once).await.context("ingest")?;
+            let s = stats.snapshot();
+            tracing::info!(
+                rows = s.rows,
+                dead_letters = s.dead_letters,
+                batches = s.batches,
+                "ingest done"
+            );
+            Ok(())
+        }),
         Cmd::Stats { listen } => rt.block_on(async move {
             let body = http_get(listen, "/api/v1/stats").await?;
             println!("{body}");

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::{
+    ingest::IngestStats,
     sensor::{AttachMode, KernelStats},
     stats::PipelineStats,
 };
@@ -26,6 +27,7 @@ pub struct AppState {
     pub kernel: Option<KernelStats>,
     pub pipeline: Arc<PipelineStats>,
     pub attached: Option<(String, AttachMode)>,
+    pub ingest: Option<Arc<IngestStats>>,
 }
 
 /// Errors as JSON `{"error": ..., "detail": ...}`; internal error text is logged, not sent.
@@ -94,11 +96,13 @@ async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, Ap
     Ok(Json(json!({
         "kernel": kernel,
         "pipeline": pipeline,
+        "ingest": st.ingest.as_ref().map(|i| i.snapshot()),
         "lost": {
             "ring_reserve_failed": kernel.map(|k| k.ring_reserve_failed),
             "decode_errors": pipeline.decode_errors,
             "channel_full_dropped": pipeline.channel_full_dropped,
             "journal_write_failed": pipeline.journal_write_failed,
+            "dead_letters": st.ingest.as_ref().map(|i| i.snapshot().dead_letters),
         }
     })))
 }

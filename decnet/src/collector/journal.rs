@@ -45,6 +45,8 @@ pub struct JournalConfig {
     pub flush_interval: Duration,
     /// Chunks (up to ~1 MiB each) the channel holds before the reader starts counting drops.
     pub channel_chunks: usize,
+    /// Poked after every successful write, so the ingester follows without polling.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl JournalConfig {
@@ -53,6 +55,7 @@ impl JournalConfig {
             path,
             flush_interval: Duration::from_millis(100),
             channel_chunks: 256,
+            wake: None,
         }
     }
 }
@@ -182,6 +185,9 @@ impl Writer {
             Ok(()) => {
                 PipelineStats::add(&self.stats.journal_written, self.lines);
                 PipelineStats::add(&self.stats.journal_bytes, self.buf.len() as u64);
+                if let Some(w) = &self.cfg.wake {
+                    w.notify_one();
+                }
             }
             Err(e) => {
                 PipelineStats::add(&self.stats.journal_write_failed, self.lines);
