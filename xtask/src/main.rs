@@ -38,7 +38,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark: `sensor`.
+    /// Run a benchmark: `sensor` or `ingest`.
     Bench { name: String },
 }
 
@@ -91,7 +91,12 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             match name.as_str() {
                 "sensor" => run(cargo().args(["bench", "-p", "decnet", "--bench", "sensor"])),
-                other => bail!("unknown benchmark `{other}` (known: sensor)"),
+                "ingest" => {
+                    // The benchmark drives the real binary.
+                    run(cargo().args(["build", "--release", "-p", "decnet"]))?;
+                    run(cargo().args(["bench", "-p", "decnet", "--bench", "ingest"]))
+                }
+                other => bail!("unknown benchmark `{other}` (known: sensor, ingest)"),
             }
         }
     }

@@ -54,9 +54,9 @@ impl IngestConfig {
             data_dir,
             base: "events.jsonl".into(),
             keep: 16,
-            batch_lines: 1000,
+            batch_lines: 10_000,
             batch_wait: Duration::from_millis(50),
-            idle_poll: Duration::from_millis(250),
+            idle_poll: Duration::from_millis(50),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod ingester;
 pub mod parse;
+
 pub mod tail;
 
 pub use ingester::{IngestConfig, IngestStats, Ingester};

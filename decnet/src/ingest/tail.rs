@@ -174,21 +174,22 @@ impl Tail {
     /// for now (call [`Tail::at_end`]). The cursor moves past every line returned.
     pub fn read_lines(&mut self, max: usize, out: &mut Vec<Line>) -> io::Result<usize> {
         let mut n = 0;
+        // Lines are cut out of `pending` by index; the consumed prefix is dropped once per
+        // read, not once per line (that would copy the buffer for every line).
+        let mut start = 0;
         while n < max {
-            if let Some(pos) = memchr(&self.pending) {
-                let rest = self.pending.split_off(pos + 1);
-                let mut line = std::mem::replace(&mut self.pending, rest);
-                line.pop(); // the newline
+            if let Some(pos) = memchr::memchr(b'\n', &self.pending[start..]) {
+                let bytes = self.pending[start..start + pos].to_vec();
                 let offset = self.cursor.offset;
-                self.cursor.offset += line.len() as u64 + 1;
-                out.push(Line {
-                    offset,
-                    bytes: line,
-                });
+                self.cursor.offset += pos as u64 + 1;
+                start += pos + 1;
+                out.push(Line { offset, bytes });
                 n += 1;
                 continue;
             }
             let Some(file) = &self.file else { break };
+            self.pending.drain(..start);
+            start = 0;
             let at = self.cursor.offset + self.pending.len() as u64;
             let old = self.pending.len();
             self.pending.resize(old + READ_CHUNK, 0);
@@ -198,6 +199,7 @@ impl Tail {
                 break;
             }
         }
+        self.pending.drain(..start);
         Ok(n)
     }
 
@@ -254,10 +256,6 @@ impl Tail {
         self.switch_to(&next)?;
         Ok(EndOfFile::Switched { torn })
     }
-}
-
-fn memchr(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
 }
 
 #[cfg(test)]
