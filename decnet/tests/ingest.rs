@@ -171,3 +171,40 @@ async fn rotation_while_stopped_is_finished_in_order() {
     ingest_once(d.path(), &store).await;
     assert_eq!(store.count_logs().await.unwrap(), 401);
 }
+
+#[tokio::test]
+async fn bounties_are_one_row_per_artifact_per_attacker_with_counts() {
+    let d = tempfile::tempdir().unwrap();
+    let syn = |ip: &str, i: usize| {
+        format!(
+            r#"{{"ts":"2026-11-26T20:00:00.{i:09}Z","decky":"web","service":"ssh","event_type":"tcp_syn","attacker_ip":"{ip}","fields":{{"ttl":50,"window":1024,"options":"M1460","flags":"S","df":false,"ip_id":1,"ack":0,"urg_ptr":0}}}}"#
+        )
+    };
+    let http = r#"{"ts":"2026-11-26T20:00:01Z","decky":"web","service":"http","event_type":"tcp_payload","attacker_ip":"10.0.0.9","fields":{"dst_port":80,"payload_b64":"R0VUIC8gSFRUUC8xLjENClVzZXItQWdlbnQ6IG1hc3NjYW4vMS4zDQoNCg=="}}"#;
+    let mut text = String::new();
+    for i in 0..30 {
+        text += &(syn("10.0.0.9", i) + "\n");
+    }
+    text += &(syn("10.0.0.8", 99) + "\n");
+    text += &(http.to_owned() + "\n");
+    append(d.path(), "events.jsonl", &text);
+    let store = Store::open(&d.path().join("decnet.db")).await.unwrap();
+    ingest_once(d.path(), &store).await;
+    // A second journal batch for the same attacker adds to the count, not a row.
+    append(d.path(), "events.jsonl", &(syn("10.0.0.9", 200) + "\n"));
+    ingest_once(d.path(), &store).await;
+    let b = store.bounties_for("10.0.0.9").await.unwrap();
+    assert_eq!(
+        b,
+        vec![
+            (
+                "tcp_fingerprint".to_owned(),
+                "64:1024:M1460:".to_owned(),
+                31
+            ),
+            ("http_request".to_owned(), "GET / HTTP/1.1".to_owned(), 1),
+            ("http_user_agent".to_owned(), "masscan/1.3".to_owned(), 1),
+        ]
+    );
+    assert_eq!(store.bounties_for("10.0.0.8").await.unwrap().len(), 1);
+}

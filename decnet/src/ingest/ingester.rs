@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use super::{
+    bounty::bounties,
     parse::{dead_raw, parse_line},
     tail::{Cursor, EndOfFile, Line, Tail},
 };
@@ -215,7 +216,13 @@ impl Ingester {
 
     fn add_line(&self, batch: &mut Batch, file: &str, line: Line) {
         match parse_line(&line.bytes) {
-            Ok(log) => batch.logs.push(log),
+            Ok(log) => {
+                let idx = batch.logs.len();
+                batch
+                    .bounties
+                    .extend(bounties(&log).into_iter().map(|b| (idx, b)));
+                batch.logs.push(log);
+            }
             Err(reason) => self.dead(batch, file, line, reason),
         }
     }

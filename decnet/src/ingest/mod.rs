@@ -5,6 +5,7 @@
 //! - `ingester`: batching (count or time, whichever first) and the commit that writes the
 //!   rows and the new cursor in one transaction.
 
+pub mod bounty;
 pub mod ingester;
 pub mod parse;
 

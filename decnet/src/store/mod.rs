@@ -188,19 +188,35 @@ impl Store {
                 first_id = Some(last_id - chunk.len() as i64 + 1);
             }
         }
+        // One upsert per distinct artifact per batch: a scan repeats the same fingerprint
+        // thousands of times, and the count is what matters.
+        let mut agg: std::collections::HashMap<(&str, &str, &str), (usize, &str, &str, i64)> =
+            std::collections::HashMap::new();
         for (idx, b) in &batch.bounties {
-            let log_id = first_id.map(|f| f + *idx as i64);
+            agg.entry((b.attacker_ip.as_str(), b.kind, b.value.as_str()))
+                .and_modify(|e| {
+                    e.2 = b.ts.as_str();
+                    e.3 += 1;
+                })
+                .or_insert((*idx, b.ts.as_str(), b.ts.as_str(), 1));
+        }
+        let mut agg: Vec<_> = agg.into_iter().collect();
+        // Deterministic order (first occurrence) so ids follow the journal.
+        agg.sort_by_key(|(_, v)| v.0);
+        for ((ip, kind, value), (idx, first, last, n)) in agg {
+            let log_id = first_id.map(|f| f + idx as i64);
             sqlx::query(
                 "INSERT INTO bounties (attacker_ip, kind, value, first_seen, last_seen, count, first_log_id) \
-                 VALUES (?, ?, ?, ?, ?, 1, ?) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (attacker_ip, kind, value) DO UPDATE SET \
-                 last_seen = excluded.last_seen, count = count + 1",
+                 last_seen = excluded.last_seen, count = count + excluded.count",
             )
-            .bind(&b.attacker_ip)
-            .bind(b.kind)
-            .bind(&b.value)
-            .bind(&b.ts)
-            .bind(&b.ts)
+            .bind(ip)
+            .bind(kind)
+            .bind(value)
+            .bind(first)
+            .bind(last)
+            .bind(n)
             .bind(log_id)
             .execute(&mut *tx)
             .await?;
