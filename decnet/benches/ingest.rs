@@ -31,12 +31,16 @@ impl Rng {
 }
 
 /// A sensor record as the daemon writes it: mostly SYN scans, some stealth probes, UDP
-/// with payloads and HTTP first payloads, from a few thousand attackers.
+/// with payloads and HTTP first payloads (which yield bounties), from a few thousand
+/// attackers.
 fn record(rng: &mut Rng, i: usize, out: &mut Vec<u8>) {
     // SAFETY: RawEvent is plain old data.
     let mut ev: RawEvent = unsafe { std::mem::zeroed() };
     ev.family = FAMILY_V4;
-    let attacker = rng.next(5000) as u32;
+    // Skewed like real scanning traffic: a few sources send most packets, a long tail of
+    // others send a few (up to 5000 distinct sources).
+    let spread = rng.next(5000) + 1;
+    let attacker = rng.next(spread) as u32;
     ev.src_addr[10..].copy_from_slice(&[0xff, 0xff, 10, (attacker >> 8) as u8, attacker as u8, 7]);
     ev.dst_addr[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 1 + rng.next(4) as u8]);
     ev.decky_id = 1;

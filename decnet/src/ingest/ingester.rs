@@ -33,6 +33,8 @@ pub enum IngestError {
     Journal(PathBuf, #[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("commit task: {0}")]
+    Task(String),
 }
 
 #[derive(Clone, Debug)]
@@ -105,7 +107,7 @@ pub struct Ingester {
     /// Poked by the journal writer after each flush.
     wake: Arc<Notify>,
     /// Bumped after every commit; the profiler and the SSE hub wait on it.
-    committed: watch::Sender<u64>,
+    committed: Arc<watch::Sender<u64>>,
 }
 
 impl Ingester {
@@ -115,7 +117,7 @@ impl Ingester {
             cfg,
             stats: Arc::default(),
             wake,
-            committed: watch::channel(0).0,
+            committed: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -147,6 +149,7 @@ impl Ingester {
         let mut started: Option<Instant> = None;
         let mut lines: Vec<Line> = Vec::with_capacity(self.cfg.batch_lines);
         let mut stopping = false;
+        let mut inflight: Inflight = None;
         loop {
             let room = self
                 .cfg
@@ -168,7 +171,7 @@ impl Ingester {
             if size >= self.cfg.batch_lines
                 || (size > 0 && (due || stopping || until_idle) && n == 0)
             {
-                self.commit(&mut batch, &tail).await?;
+                self.commit(&mut batch, &tail, &mut inflight).await?;
                 started = None;
                 tokio::task::yield_now().await;
                 continue;
@@ -185,7 +188,7 @@ impl Ingester {
                     }
                     // Commit the new file's cursor even with no rows, so a restart does not
                     // walk the finished file again.
-                    self.commit(&mut batch, &tail).await?;
+                    self.commit(&mut batch, &tail, &mut inflight).await?;
                     started = None;
                     continue;
                 }
@@ -195,9 +198,15 @@ impl Ingester {
             self.sync_tail_events(&tail);
             if stopping || until_idle {
                 if size > 0 {
-                    self.commit(&mut batch, &tail).await?;
+                    self.commit(&mut batch, &tail, &mut inflight).await?;
                 }
-                return Ok(());
+                return finish(&mut inflight).await;
+            }
+            if started.is_none() && inflight.is_some() {
+                // Idle: let the last commit land (and surface its error), then look again
+                // before sleeping: lines kept arriving while it was written.
+                finish(&mut inflight).await?;
+                continue;
             }
             let wait = match started {
                 Some(t) => self.cfg.batch_wait.saturating_sub(t.elapsed()),
@@ -246,36 +255,71 @@ impl Ingester {
             .store(tail.events.cursor_lost, Relaxed);
     }
 
-    /// Commits the batch with the tail's cursor. A busy or locked database is retried with
-    /// backoff (the batch stays in memory, nothing is lost); other errors end the run.
-    async fn commit(&self, batch: &mut Batch, tail: &Tail) -> Result<(), IngestError> {
+    /// Seals the batch with the tail's cursor and starts its commit in the background, after
+    /// the previous commit has finished: parsing the next batch (this task) overlaps with
+    /// SQLite writing the last one (sqlx's connection thread), using both cores, while commits
+    /// stay strictly in journal order.
+    async fn commit(
+        &self,
+        batch: &mut Batch,
+        tail: &Tail,
+        inflight: &mut Inflight,
+    ) -> Result<(), IngestError> {
         let cursor = serde_json::to_string(&tail.cursor()).unwrap_or_default();
         batch.cursor = Some((CURSOR_KEY.to_owned(), cursor));
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            match self.store.commit_batch(batch).await {
-                Ok(()) => break,
-                Err(StoreError::Db(e)) if is_busy(&e) => {
-                    self.stats.commit_retries.fetch_add(1, Relaxed);
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database busy; retrying batch");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.stats.rows.fetch_add(batch.logs.len() as u64, Relaxed);
-        self.stats
-            .dead_letters
-            .fetch_add(batch.dead.len() as u64, Relaxed);
-        self.stats.batches.fetch_add(1, Relaxed);
-        if !batch.dead.is_empty() {
-            tracing::warn!(count = batch.dead.len(), first_reason = %batch.dead[0].reason, "journal lines dead-lettered");
-        }
-        *batch = Batch::default();
-        self.committed.send_modify(|n| *n += 1);
+        let sealed = std::mem::take(batch);
+        finish(inflight).await?;
+        let (store, stats, committed) = (
+            self.store.clone(),
+            self.stats.clone(),
+            self.committed.clone(),
+        );
+        *inflight = Some(tokio::spawn(write_batch(store, stats, committed, sealed)));
         Ok(())
     }
+}
+
+type Inflight = Option<tokio::task::JoinHandle<Result<(), IngestError>>>;
+
+/// Waits for the commit in flight, if any, and returns its outcome.
+async fn finish(inflight: &mut Inflight) -> Result<(), IngestError> {
+    match inflight.take() {
+        None => Ok(()),
+        Some(h) => h.await.map_err(|e| IngestError::Task(e.to_string()))?,
+    }
+}
+
+/// Commits one batch. A busy or locked database is retried with backoff (the batch stays
+/// in memory, nothing is lost); other errors end the run.
+async fn write_batch(
+    store: Store,
+    stats: Arc<IngestStats>,
+    committed: Arc<watch::Sender<u64>>,
+    batch: Batch,
+) -> Result<(), IngestError> {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match store.commit_batch(&batch).await {
+            Ok(()) => break,
+            Err(StoreError::Db(e)) if is_busy(&e) => {
+                stats.commit_retries.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database busy; retrying batch");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    stats.rows.fetch_add(batch.logs.len() as u64, Relaxed);
+    stats
+        .dead_letters
+        .fetch_add(batch.dead.len() as u64, Relaxed);
+    stats.batches.fetch_add(1, Relaxed);
+    if !batch.dead.is_empty() {
+        tracing::warn!(count = batch.dead.len(), first_reason = %batch.dead[0].reason, "journal lines dead-lettered");
+    }
+    committed.send_modify(|n| *n += 1);
+    Ok(())
 }
 
 fn is_busy(e: &sqlx::Error) -> bool {

@@ -74,6 +74,27 @@ pub struct Store {
 const LOG_ROWS_PER_STMT: usize = 64;
 const LOG_COLS: usize = 8;
 
+const BOUNTY_ROWS_PER_STMT: usize = 64;
+
+/// Multi-row upsert for `n` bounties (1..=BOUNTY_ROWS_PER_STMT); statements are built once
+/// per size and cached.
+fn upsert_bounties(n: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=BOUNTY_ROWS_PER_STMT)
+            .map(|k| {
+                format!(
+                    "INSERT INTO bounties (attacker_ip, kind, value, first_seen, last_seen, count, first_log_id) VALUES {} \
+                     ON CONFLICT (attacker_ip, kind, value) DO UPDATE SET \
+                     last_seen = excluded.last_seen, count = count + excluded.count",
+                    vec!["(?, ?, ?, ?, ?, ?, ?)"; k.max(1)].join(",")
+                )
+            })
+            .collect()
+    });
+    &all[n.clamp(1, BOUNTY_ROWS_PER_STMT)]
+}
+
 fn multi_insert_logs() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -190,36 +211,34 @@ impl Store {
         }
         // One upsert per distinct artifact per batch: a scan repeats the same fingerprint
         // thousands of times, and the count is what matters.
-        let mut agg: std::collections::HashMap<(&str, &str, &str), (usize, &str, &str, i64)> =
+        // Value: (first position in the batch, index of its log, first ts, last ts, count).
+        type Agg<'a> = (usize, usize, &'a str, &'a str, i64);
+        let mut agg: std::collections::HashMap<(&str, &str, &str), Agg<'_>> =
             std::collections::HashMap::new();
-        for (idx, b) in &batch.bounties {
+        for (seq, (idx, b)) in batch.bounties.iter().enumerate() {
             agg.entry((b.attacker_ip.as_str(), b.kind, b.value.as_str()))
                 .and_modify(|e| {
-                    e.2 = b.ts.as_str();
-                    e.3 += 1;
+                    e.3 = b.ts.as_str();
+                    e.4 += 1;
                 })
-                .or_insert((*idx, b.ts.as_str(), b.ts.as_str(), 1));
+                .or_insert((seq, *idx, b.ts.as_str(), b.ts.as_str(), 1));
         }
         let mut agg: Vec<_> = agg.into_iter().collect();
         // Deterministic order (first occurrence) so ids follow the journal.
         agg.sort_by_key(|(_, v)| v.0);
-        for ((ip, kind, value), (idx, first, last, n)) in agg {
-            let log_id = first_id.map(|f| f + idx as i64);
-            sqlx::query(
-                "INSERT INTO bounties (attacker_ip, kind, value, first_seen, last_seen, count, first_log_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (attacker_ip, kind, value) DO UPDATE SET \
-                 last_seen = excluded.last_seen, count = count + excluded.count",
-            )
-            .bind(ip)
-            .bind(kind)
-            .bind(value)
-            .bind(first)
-            .bind(last)
-            .bind(n)
-            .bind(log_id)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in agg.chunks(BOUNTY_ROWS_PER_STMT) {
+            let mut q = sqlx::query(AssertSqlSafe(upsert_bounties(chunk.len())));
+            for ((ip, kind, value), (_, idx, first, last, n)) in chunk {
+                q = q
+                    .bind(*ip)
+                    .bind(*kind)
+                    .bind(*value)
+                    .bind(*first)
+                    .bind(*last)
+                    .bind(*n)
+                    .bind(first_id.map(|f| f + *idx as i64));
+            }
+            q.execute(&mut *tx).await?;
         }
         let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
         for d in &batch.dead {
