@@ -9,7 +9,10 @@ use std::{
 use clap::Args;
 use serde::Deserialize;
 
-use crate::sensor::{Decoy, XdpModeChoice};
+use crate::{
+    collector::FsyncPolicy,
+    sensor::{Decoy, XdpModeChoice},
+};
 
 pub const DEFAULT_DATA_DIR: &str = "./decnet-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
@@ -57,7 +60,17 @@ pub struct RunArgs {
     /// XDP attach mode: auto tries native (driver) mode, then generic SKB mode.
     #[arg(long, value_enum, env = "DECNET_XDP_MODE")]
     pub xdp_mode: Option<XdpModeChoice>,
-    /// TOML file with the same keys as the flags (iface, decoy, data_dir, listen, xdp_mode).
+    /// Rotate the journal when it would grow past this many MiB (0: never) [default: 256].
+    #[arg(long, env = "DECNET_JOURNAL_MAX_MB")]
+    pub journal_max_mb: Option<u64>,
+    /// Rotated journal files to keep (events.jsonl.1 ..= .N) [default: 8].
+    #[arg(long, env = "DECNET_JOURNAL_KEEP")]
+    pub journal_keep: Option<usize>,
+    /// When to fsync the journal: always (every 100 ms flush), interval (1 s), never.
+    #[arg(long, value_enum, env = "DECNET_JOURNAL_FSYNC")]
+    pub journal_fsync: Option<FsyncPolicy>,
+    /// TOML file with the same keys as the flags (iface, decoy, data_dir, listen, xdp_mode,
+    /// journal_max_mb, journal_keep, journal_fsync).
     #[arg(long, env = "DECNET_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -72,6 +85,9 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     xdp_mode: Option<XdpModeChoice>,
+    journal_max_mb: Option<u64>,
+    journal_keep: Option<usize>,
+    journal_fsync: Option<FsyncPolicy>,
 }
 
 /// Everything `decnet run` needs, resolved.
@@ -82,6 +98,9 @@ pub struct RunConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub xdp_mode: XdpModeChoice,
+    pub journal_max_bytes: u64,
+    pub journal_keep: usize,
+    pub journal_fsync: FsyncPolicy,
 }
 
 impl RunConfig {
@@ -126,6 +145,12 @@ impl RunConfig {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen: args.listen.or(file.listen).unwrap_or_else(default_listen),
             xdp_mode: args.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
+            journal_max_bytes: args.journal_max_mb.or(file.journal_max_mb).unwrap_or(256) << 20,
+            journal_keep: args.journal_keep.or(file.journal_keep).unwrap_or(8).max(1),
+            journal_fsync: args
+                .journal_fsync
+                .or(file.journal_fsync)
+                .unwrap_or_default(),
         })
     }
 }

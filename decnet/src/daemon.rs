@@ -68,13 +68,18 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         .await
         .map_err(|e| DaemonError::Store(db_path.clone(), e))?;
     let wake = Arc::new(Notify::new());
-    let ingester = Ingester::new(store, IngestConfig::new(cfg.data_dir.clone()), wake.clone());
+    let mut ingest_cfg = IngestConfig::new(cfg.data_dir.clone());
+    ingest_cfg.keep = ingest_cfg.keep.max(cfg.journal_keep);
+    let ingester = Ingester::new(store, ingest_cfg, wake.clone());
     let ingest_stats = ingester.stats();
     let (stop_ingest, ingest_rx) = watch::channel(false);
     let ingest_task = tokio::spawn(ingester.run(ingest_rx, false));
 
     let mut journal_cfg = JournalConfig::new(journal_path.clone());
     journal_cfg.wake = Some(wake);
+    journal_cfg.max_bytes = cfg.journal_max_bytes;
+    journal_cfg.keep = cfg.journal_keep;
+    journal_cfg.fsync = cfg.journal_fsync;
     let (journal, writer) = JournalWriter::spawn(journal_cfg, pipeline.clone())
         .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;
     let collector = Collector::new(journal, deckies);

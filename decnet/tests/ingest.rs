@@ -208,3 +208,56 @@ async fn bounties_are_one_row_per_artifact_per_attacker_with_counts() {
     );
     assert_eq!(store.bounties_for("10.0.0.8").await.unwrap().len(), 1);
 }
+
+/// The real writer rotating every few KiB while the ingester follows live: every line
+/// lands exactly once, and rotated files hold whole lines only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_rotation_by_the_writer_is_followed() {
+    use decnet::{
+        collector::{Chunk, JournalConfig, JournalWriter},
+        stats::PipelineStats,
+    };
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(&d.path().join("decnet.db")).await.unwrap();
+    let wake = Arc::new(Notify::new());
+    let mut jc = JournalConfig::new(d.path().join("events.jsonl"));
+    jc.max_bytes = 8 * 1024;
+    jc.keep = 100;
+    jc.wake = Some(wake.clone());
+    let stats = Arc::new(PipelineStats::default());
+    let (handle, writer) = JournalWriter::spawn(jc, stats.clone()).unwrap();
+    let mut ic = IngestConfig::new(d.path().to_owned());
+    ic.keep = 100;
+    let ing = Ingester::new(store.clone(), ic, wake);
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(ing.run(rx, false));
+    for c in 0..40 {
+        let mut chunk = Chunk::default();
+        for i in 0..50 {
+            chunk
+                .bytes
+                .extend_from_slice((line(c * 50 + i) + "\n").as_bytes());
+            chunk.lines += 1;
+        }
+        assert!(handle.send(chunk));
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    drop(handle);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap();
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(
+        d.path().join("events.jsonl.5").exists(),
+        "the writer rotated"
+    );
+    for i in 1..=100 {
+        let p = d.path().join(format!("events.jsonl.{i}"));
+        if let Ok(t) = std::fs::read_to_string(&p) {
+            assert!(t.ends_with('\n'), "{} ends mid-line", p.display());
+        }
+    }
+    assert_eq!(all_n(&store).await, (0..2000).collect::<Vec<u64>>());
+    assert_eq!(stats.snapshot().journal_written, 2000);
+}

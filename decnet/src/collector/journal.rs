@@ -47,6 +47,24 @@ pub struct JournalConfig {
     pub channel_chunks: usize,
     /// Poked after every successful write, so the ingester follows without polling.
     pub wake: Option<Arc<tokio::sync::Notify>>,
+    /// Rotate when a write would take the file past this size (0: never rotate).
+    pub max_bytes: u64,
+    /// Rotated files kept: `events.jsonl.1` (newest) ..= `events.jsonl.<keep>`.
+    pub keep: usize,
+    pub fsync: FsyncPolicy,
+}
+
+/// When the journal is fsynced (flushing to the page cache happens every flush_interval).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// After every flush: at most flush_interval of records can be lost to a power cut.
+    Always,
+    /// At most once a second (default).
+    #[default]
+    Interval,
+    /// Only at rotation and shutdown; the kernel writes back on its own schedule.
+    Never,
 }
 
 impl JournalConfig {
@@ -56,6 +74,9 @@ impl JournalConfig {
             flush_interval: Duration::from_millis(100),
             channel_chunks: 256,
             wake: None,
+            max_bytes: 256 << 20,
+            keep: 8,
+            fsync: FsyncPolicy::Interval,
         }
     }
 }
@@ -129,10 +150,15 @@ struct Writer {
     buf: Vec<u8>,
     lines: u64,
     last_error_log: Option<Instant>,
+    /// Bytes in the current file (its size at open plus what we appended).
+    size: u64,
+    /// Written since the last fsync.
+    dirty: bool,
 }
 
 impl Writer {
     fn new(file: File, cfg: JournalConfig, stats: Arc<PipelineStats>) -> Self {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Self {
             file,
             cfg,
@@ -140,11 +166,14 @@ impl Writer {
             buf: Vec::with_capacity(FLUSH_BYTES + 64 * 1024),
             lines: 0,
             last_error_log: None,
+            size,
+            dirty: false,
         }
     }
 
     fn run(mut self, rx: mpsc::Receiver<Chunk>) {
         let mut last_flush = Instant::now();
+        let mut last_sync = Instant::now();
         loop {
             let wait = self.cfg.flush_interval.saturating_sub(last_flush.elapsed());
             match rx.recv_timeout(wait) {
@@ -155,6 +184,18 @@ impl Writer {
             if self.buf.len() >= FLUSH_BYTES || last_flush.elapsed() >= self.cfg.flush_interval {
                 self.flush();
                 last_flush = Instant::now();
+                let sync_due = match self.cfg.fsync {
+                    FsyncPolicy::Always => true,
+                    FsyncPolicy::Interval => last_sync.elapsed() >= Duration::from_secs(1),
+                    FsyncPolicy::Never => false,
+                };
+                if sync_due && self.dirty {
+                    if let Err(e) = self.file.sync_data() {
+                        tracing::warn!(error = %e, path = %self.cfg.path.display(), "journal fsync failed");
+                    }
+                    self.dirty = false;
+                    last_sync = Instant::now();
+                }
             }
         }
         self.flush();
@@ -177,12 +218,50 @@ impl Writer {
         self.lines += chunk.lines;
     }
 
+    /// Size-based rotation: `events.jsonl` -> `.1` -> `.2` ... up to `keep`; the oldest is
+    /// replaced. The ingester follows rotated files by inode, so it finishes `.1` first.
+    fn rotate_if_full(&mut self) {
+        if self.cfg.max_bytes == 0
+            || self.size == 0
+            || self.size + self.buf.len() as u64 <= self.cfg.max_bytes
+        {
+            return;
+        }
+        let _ = self.file.sync_all();
+        let name = |i: usize| {
+            let mut p = self.cfg.path.clone().into_os_string();
+            p.push(format!(".{i}"));
+            PathBuf::from(p)
+        };
+        for i in (1..self.cfg.keep.max(1)).rev() {
+            let _ = std::fs::rename(name(i), name(i + 1));
+        }
+        if let Err(e) = std::fs::rename(&self.cfg.path, name(1)) {
+            tracing::error!(error = %e, path = %self.cfg.path.display(), "journal rotation failed; appending to the current file");
+            return;
+        }
+        match open_journal(&self.cfg.path) {
+            Ok(f) => {
+                self.file = f;
+                self.size = 0;
+                self.dirty = false;
+                tracing::info!(path = %self.cfg.path.display(), keep = self.cfg.keep, "journal rotated");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %self.cfg.path.display(), "reopening the journal after rotation failed")
+            }
+        }
+    }
+
     fn flush(&mut self) {
         if self.buf.is_empty() {
             return;
         }
+        self.rotate_if_full();
         match self.file.write_all(&self.buf) {
             Ok(()) => {
+                self.size += self.buf.len() as u64;
+                self.dirty = true;
                 PipelineStats::add(&self.stats.journal_written, self.lines);
                 PipelineStats::add(&self.stats.journal_bytes, self.buf.len() as u64);
                 if let Some(w) = &self.cfg.wake {

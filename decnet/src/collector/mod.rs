@@ -13,7 +13,7 @@ pub mod record;
 
 use std::sync::Arc;
 
-pub use journal::{Chunk, JournalConfig, JournalHandle, JournalWriter};
+pub use journal::{Chunk, FsyncPolicy, JournalConfig, JournalHandle, JournalWriter};
 pub use record::{JournalRecord, write_probe_record};
 
 use crate::{sensor::Probe, timefmt::WallClock};
