@@ -261,3 +261,41 @@ async fn live_rotation_by_the_writer_is_followed() {
     assert_eq!(all_n(&store).await, (0..2000).collect::<Vec<u64>>());
     assert_eq!(stats.snapshot().journal_written, 2000);
 }
+
+#[tokio::test]
+async fn a_second_ingester_on_the_same_database_fails_instead_of_duplicating() {
+    use decnet::store::{Batch, CursorUpdate, StoreError};
+    let d = tempfile::tempdir().unwrap();
+    append(d.path(), "events.jsonl", &format!("{}\n", line(0)));
+    let store = Store::open(&d.path().join("decnet.db")).await.unwrap();
+    ingest_once(d.path(), &store).await;
+    // Another writer that believes the cursor is still unset.
+    let stale = Batch {
+        cursor: Some(CursorUpdate {
+            key: "ingest_worker_position".into(),
+            prev: None,
+            value: "{}".into(),
+        }),
+        ..Batch::default()
+    };
+    assert!(matches!(
+        store.commit_batch(&stale).await,
+        Err(StoreError::CursorMoved(_))
+    ));
+    let stale = Batch {
+        cursor: Some(CursorUpdate {
+            key: "ingest_worker_position".into(),
+            prev: Some("{\"x\":1}".into()),
+            value: "{}".into(),
+        }),
+        ..Batch::default()
+    };
+    assert!(matches!(
+        store.commit_batch(&stale).await,
+        Err(StoreError::CursorMoved(_))
+    ));
+    // The real cursor is untouched and a normal run continues.
+    append(d.path(), "events.jsonl", &format!("{}\n", line(1)));
+    ingest_once(d.path(), &store).await;
+    assert_eq!(all_n(&store).await, vec![0, 1]);
+}

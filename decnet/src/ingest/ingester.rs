@@ -22,7 +22,7 @@ use super::{
     parse::{dead_raw, parse_line},
     tail::{Cursor, EndOfFile, Line, Tail},
 };
-use crate::store::{Batch, DeadLetter, Store, StoreError};
+use crate::store::{Batch, CursorUpdate, DeadLetter, Store, StoreError};
 
 /// `state` key of the journal cursor.
 pub const CURSOR_KEY: &str = "ingest_worker_position";
@@ -142,7 +142,9 @@ impl Ingester {
         mut shutdown: watch::Receiver<bool>,
         until_idle: bool,
     ) -> Result<(), IngestError> {
+        let saved_text = self.store.get_state(CURSOR_KEY).await?;
         let saved: Option<Cursor> = self.store.get_state_json(CURSOR_KEY).await?;
+        let mut last_cursor = saved_text;
         let mut tail = Tail::open(&self.cfg.data_dir, &self.cfg.base, self.cfg.keep, saved)
             .map_err(|e| self.journal_err(e))?;
         let mut batch = Batch::default();
@@ -171,7 +173,8 @@ impl Ingester {
             if size >= self.cfg.batch_lines
                 || (size > 0 && (due || stopping || until_idle) && n == 0)
             {
-                self.commit(&mut batch, &tail, &mut inflight).await?;
+                self.commit(&mut batch, &tail, &mut inflight, &mut last_cursor)
+                    .await?;
                 started = None;
                 tokio::task::yield_now().await;
                 continue;
@@ -188,7 +191,8 @@ impl Ingester {
                     }
                     // Commit the new file's cursor even with no rows, so a restart does not
                     // walk the finished file again.
-                    self.commit(&mut batch, &tail, &mut inflight).await?;
+                    self.commit(&mut batch, &tail, &mut inflight, &mut last_cursor)
+                        .await?;
                     started = None;
                     continue;
                 }
@@ -198,7 +202,8 @@ impl Ingester {
             self.sync_tail_events(&tail);
             if stopping || until_idle {
                 if size > 0 {
-                    self.commit(&mut batch, &tail, &mut inflight).await?;
+                    self.commit(&mut batch, &tail, &mut inflight, &mut last_cursor)
+                        .await?;
                 }
                 return finish(&mut inflight).await;
             }
@@ -264,9 +269,14 @@ impl Ingester {
         batch: &mut Batch,
         tail: &Tail,
         inflight: &mut Inflight,
+        last_cursor: &mut Option<String>,
     ) -> Result<(), IngestError> {
         let cursor = serde_json::to_string(&tail.cursor()).unwrap_or_default();
-        batch.cursor = Some((CURSOR_KEY.to_owned(), cursor));
+        batch.cursor = Some(CursorUpdate {
+            key: CURSOR_KEY.to_owned(),
+            prev: last_cursor.replace(cursor.clone()),
+            value: cursor,
+        });
         let sealed = std::mem::take(batch);
         finish(inflight).await?;
         let (store, stats, committed) = (

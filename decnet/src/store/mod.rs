@@ -14,6 +14,10 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "state `{0}` was changed by another writer (is a second ingester running on this database?)"
+    )]
+    CursorMoved(String),
     #[error("state {key}: {source}")]
     State {
         key: String,
@@ -61,8 +65,16 @@ pub struct Batch {
     /// Bounties as (index into `logs` that produced it, bounty).
     pub bounties: Vec<(usize, NewBounty)>,
     pub dead: Vec<DeadLetter>,
-    /// (state key, JSON value) written in the same transaction.
-    pub cursor: Option<(String, String)>,
+    /// The cursor written in the same transaction.
+    pub cursor: Option<CursorUpdate>,
+}
+
+/// A state cursor moving from `prev` (None: not stored yet) to `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorUpdate {
+    pub key: String,
+    pub prev: Option<String>,
+    pub value: String,
 }
 
 #[derive(Clone, Debug)]
@@ -253,12 +265,35 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        if let Some((key, value)) = &batch.cursor {
-            sqlx::query("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
+        if let Some(c) = &batch.cursor {
+            // Compare-and-set: the cursor must still be what this writer last committed, so
+            // a second ingester on the same database fails instead of duplicating rows.
+            let moved =
+                match &c.prev {
+                    Some(prev) => {
+                        sqlx::query("UPDATE state SET value = ? WHERE key = ? AND value = ?")
+                            .bind(&c.value)
+                            .bind(&c.key)
+                            .bind(prev)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                            == 0
+                    }
+                    None => sqlx::query(
+                        "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                    )
+                    .bind(&c.key)
+                    .bind(&c.value)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 0,
+                };
+            if moved {
+                tx.rollback().await?;
+                return Err(StoreError::CursorMoved(c.key.clone()));
+            }
         }
         tx.commit().await?;
         Ok(())
