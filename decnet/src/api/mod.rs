@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
 }
@@ -105,4 +106,183 @@ async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, Ap
             "dead_letters": st.ingest.as_ref().map(|i| i.snapshot().dead_letters),
         }
     })))
+}
+
+/// Prometheus text exposition of every counter /api/v1/stats reports.
+async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(4096);
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP decnet_{name} {help}\n# TYPE decnet_{name} counter\ndecnet_{name} {v}"
+        );
+    };
+    if let Some(k) = &st.kernel {
+        let k = k.read().map_err(|e| ApiError::Internal(e.to_string()))?;
+        counter(
+            "kernel_packets_seen_total",
+            "Frames the XDP program ran on.",
+            k.packets_seen,
+        );
+        counter(
+            "kernel_packets_to_decoy_total",
+            "IP packets addressed to a decoy.",
+            k.packets_to_decoy,
+        );
+        counter(
+            "kernel_events_emitted_total",
+            "Events submitted to the ring buffer.",
+            k.events_emitted,
+        );
+        counter(
+            "kernel_ring_reserve_failed_total",
+            "Events lost because the ring was full.",
+            k.ring_reserve_failed,
+        );
+        counter(
+            "kernel_malformed_total",
+            "Frames cut short or with impossible headers.",
+            k.malformed,
+        );
+        counter(
+            "kernel_decoy_not_emitted_total",
+            "Decoy packets not emitted (flow already reported).",
+            k.decoy_not_emitted,
+        );
+    }
+    let p = st.pipeline.snapshot();
+    counter(
+        "ring_read_total",
+        "Ring entries read by userspace.",
+        p.ring_read,
+    );
+    counter(
+        "decode_errors_total",
+        "Ring entries that did not decode.",
+        p.decode_errors,
+    );
+    counter(
+        "channel_full_dropped_total",
+        "Journal lines dropped because the writer channel was full.",
+        p.channel_full_dropped,
+    );
+    counter(
+        "journal_written_total",
+        "Journal lines written.",
+        p.journal_written,
+    );
+    counter(
+        "journal_write_failed_total",
+        "Journal lines lost to write errors.",
+        p.journal_write_failed,
+    );
+    counter(
+        "journal_bytes_total",
+        "Bytes written to the journal.",
+        p.journal_bytes,
+    );
+    if let Some(i) = &st.ingest {
+        let i = i.snapshot();
+        counter(
+            "ingest_rows_total",
+            "Journal lines committed as rows.",
+            i.rows,
+        );
+        counter(
+            "ingest_dead_letters_total",
+            "Journal lines that could not be ingested.",
+            i.dead_letters,
+        );
+        counter(
+            "ingest_batches_total",
+            "Committed ingest batches.",
+            i.batches,
+        );
+        counter(
+            "ingest_commit_retries_total",
+            "Batch commits retried because the database was busy.",
+            i.commit_retries,
+        );
+        counter(
+            "ingest_rotations_total",
+            "Journal rotations followed.",
+            i.rotations,
+        );
+        counter(
+            "ingest_truncations_total",
+            "Journal truncations detected.",
+            i.truncations,
+        );
+        counter(
+            "ingest_cursor_lost_total",
+            "Times the saved journal position could not be found.",
+            i.cursor_lost,
+        );
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    fn state() -> AppState {
+        let pipeline = Arc::new(PipelineStats::default());
+        PipelineStats::add(&pipeline.journal_written, 42);
+        AppState {
+            started: Instant::now(),
+            kernel: None,
+            pipeline,
+            attached: None,
+            ingest: Some(Arc::default()),
+        }
+    }
+
+    async fn get(uri: &str) -> (StatusCode, String) {
+        let res = app(state())
+            .oneshot(
+                axum::http::Request::builder()
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = res.status();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text() {
+        let (status, body) = get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains(
+                "# TYPE decnet_journal_written_total counter\ndecnet_journal_written_total 42\n"
+            ),
+            "{body}"
+        );
+        assert!(body.contains("decnet_ingest_rows_total 0"));
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_are_json_404() {
+        let (status, body) = get("/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "not_found");
+    }
 }
