@@ -107,15 +107,21 @@ fn upsert_bounties(n: usize) -> &'static str {
     &all[n.clamp(1, BOUNTY_ROWS_PER_STMT)]
 }
 
-fn multi_insert_logs() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
+/// Multi-row INSERT for `n` logs (1..=LOG_ROWS_PER_STMT), built once per size.
+fn insert_logs(n: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
         let row = format!("({})", vec!["?"; LOG_COLS].join(","));
-        format!(
-            "INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id) VALUES {}",
-            vec![row; LOG_ROWS_PER_STMT].join(",")
-        )
-    })
+        (0..=LOG_ROWS_PER_STMT)
+            .map(|k| {
+                format!(
+                    "INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id) VALUES {}",
+                    vec![row.as_str(); k.max(1)].join(",")
+                )
+            })
+            .collect()
+    });
+    &all[n.clamp(1, LOG_ROWS_PER_STMT)]
 }
 
 impl Store {
@@ -176,45 +182,19 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut first_id: Option<i64> = None;
         for chunk in batch.logs.chunks(LOG_ROWS_PER_STMT) {
-            let res = if chunk.len() == LOG_ROWS_PER_STMT {
-                let mut q = sqlx::query(AssertSqlSafe(multi_insert_logs()));
-                for l in chunk {
-                    q = q
-                        .bind(&l.ts)
-                        .bind(&l.decky)
-                        .bind(&l.service)
-                        .bind(&l.event_type)
-                        .bind(&l.attacker_ip)
-                        .bind(&l.fields)
-                        .bind(&l.trace_id)
-                        .bind(&l.span_id);
-                }
-                q.execute(&mut *tx).await?
-            } else {
-                let mut last = None;
-                for l in chunk {
-                    last = Some(
-                        sqlx::query(
-                            "INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id) \
-                             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        )
-                        .bind(&l.ts)
-                        .bind(&l.decky)
-                        .bind(&l.service)
-                        .bind(&l.event_type)
-                        .bind(&l.attacker_ip)
-                        .bind(&l.fields)
-                        .bind(&l.trace_id)
-                        .bind(&l.span_id)
-                        .execute(&mut *tx)
-                        .await?,
-                    );
-                }
-                match last {
-                    Some(r) => r,
-                    None => continue,
-                }
-            };
+            let mut q = sqlx::query(AssertSqlSafe(insert_logs(chunk.len())));
+            for l in chunk {
+                q = q
+                    .bind(&l.ts)
+                    .bind(&l.decky)
+                    .bind(&l.service)
+                    .bind(&l.event_type)
+                    .bind(&l.attacker_ip)
+                    .bind(&l.fields)
+                    .bind(&l.trace_id)
+                    .bind(&l.span_id);
+            }
+            let res = q.execute(&mut *tx).await?;
             // Ids in one transaction are consecutive (AUTOINCREMENT, single writer).
             let last_id = res.last_insert_rowid();
             if first_id.is_none() {
