@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod frames;
 pub mod ingest;
+pub mod profile;
 pub mod sensor;
 pub mod services;
 pub mod stats;

@@ -98,6 +98,72 @@ pub fn rfc3339_ns(unix_ns: i64) -> String {
     String::from_utf8_lossy(&v).into_owned()
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of `civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses RFC 3339 (`2026-11-26T20:07:54.123Z`, any fraction length, `Z` or `+hh:mm`) to
+/// ns since the epoch. `None` for anything else: journal lines come from any writer.
+pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: i64 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 9 {
+                nanos = nanos * 10 + (b[i] - b'0') as i64;
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for _ in (i - start).min(9)..9 {
+            nanos *= 10;
+        }
+    }
+    let offset_s = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if *sign == b'+' { off } else { -off }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +182,35 @@ mod tests {
             "2000-02-29T00:00:00.000000001Z"
         );
         assert_eq!(rfc3339_ns(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_common_variants() {
+        for ns in [0i64, 1_795_723_674_123_456_789, 951_782_400_000_000_001] {
+            assert_eq!(parse_rfc3339_ns(&rfc3339_ns(ns)), Some(ns));
+        }
+        assert_eq!(
+            parse_rfc3339_ns("2026-11-26T20:07:54Z"),
+            Some(1_795_723_674_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2026-11-26T20:07:54.5Z"),
+            Some(1_795_723_674_500_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2026-11-26T21:07:54+01:00"),
+            Some(1_795_723_674_000_000_000)
+        );
+        for bad in [
+            "",
+            "t1",
+            "2026-13-01T00:00:00Z",
+            "2026-11-26T20:07:54",
+            "2026-11-26T20:07:54.Z",
+            "2026-11-26T20:07:54Zjunk",
+        ] {
+            assert_eq!(parse_rfc3339_ns(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The store: SQLite through sqlx (WAL, migrations embedded). [`Store`] owns every query;
 //! no SQL lives outside this module.
 
-use std::{path::Path, str::FromStr as _, sync::OnceLock, time::Duration};
+use std::{collections::HashMap, path::Path, str::FromStr as _, sync::OnceLock, time::Duration};
 
 use sqlx::{
     AssertSqlSafe, Row as _, SqlitePool,
@@ -75,6 +75,20 @@ pub struct CursorUpdate {
     pub key: String,
     pub prev: Option<String>,
     pub value: String,
+}
+
+/// One attacker's profile and streaming state, as the profiler writes them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileRow {
+    pub ip: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub event_count: i64,
+    pub class: String,
+    /// The public profile JSON.
+    pub profile: String,
+    /// The serialized streaming state.
+    pub state: String,
 }
 
 #[derive(Clone, Debug)]
@@ -277,6 +291,104 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Streaming states of these IPs (those that have one).
+    pub async fn load_behaviors(
+        &self,
+        ips: &[&str],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let list = serde_json::to_string(ips).unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(
+            "SELECT ip, state FROM attacker_behavior WHERE ip IN (SELECT value FROM json_each(?))",
+        )
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Upserts profiles and states of the IPs a batch touched, with the profiler cursor
+    /// (compare-and-set), in one transaction.
+    pub async fn commit_profiles(
+        &self,
+        rows: &[ProfileRow],
+        cursor: &CursorUpdate,
+    ) -> Result<(), StoreError> {
+        let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO attackers (ip, first_seen, last_seen, event_count, class, profile, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET first_seen = excluded.first_seen, \
+                 last_seen = excluded.last_seen, event_count = excluded.event_count, class = excluded.class, \
+                 profile = excluded.profile, updated_at = excluded.updated_at",
+            )
+            .bind(&r.ip)
+            .bind(&r.first_seen)
+            .bind(&r.last_seen)
+            .bind(r.event_count)
+            .bind(&r.class)
+            .bind(&r.profile)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO attacker_behavior (ip, state, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (ip) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            )
+            .bind(&r.ip)
+            .bind(&r.state)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let moved = match &cursor.prev {
+            Some(prev) => {
+                sqlx::query("UPDATE state SET value = ? WHERE key = ? AND value = ?")
+                    .bind(&cursor.value)
+                    .bind(&cursor.key)
+                    .bind(prev)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 0
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(&cursor.key)
+                .bind(&cursor.value)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 0
+            }
+        };
+        if moved {
+            tx.rollback().await?;
+            return Err(StoreError::CursorMoved(cursor.key.clone()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The stored profile JSON of one attacker.
+    pub async fn attacker_profile(&self, ip: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT profile FROM attackers WHERE ip = ?")
+            .bind(ip)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Every stored streaming state, by IP (tests: restart equivalence).
+    pub async fn all_behaviors(&self) -> Result<HashMap<String, String>, StoreError> {
+        let rows = sqlx::query("SELECT ip, state FROM attacker_behavior")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     pub async fn count_logs(&self) -> Result<i64, StoreError> {
