@@ -153,9 +153,12 @@ async fn profile_fields() {
     assert_eq!(p["hop_distance"], 12);
     assert_eq!(p["tcp_fingerprint"], "64:1024:M1460:");
     let timing = &p["behavior"]["timing"];
+    // 19 gaps of 0.1 s and one of 1.0 s.
     assert!(
-        (timing["mean_iat_s"].as_f64().unwrap() - 0.15).abs() < 1e-9,
+        (timing["mean_iat_s"].as_f64().unwrap() - 0.145).abs() < 1e-9,
         "{timing}"
     );
+    assert_eq!(timing["median_iat_s"], 0.1);
+    assert_eq!(timing["max_iat_s"], 1.0);
     assert!((timing["duration_s"].as_f64().unwrap() - 2.9).abs() < 1e-9);
 }
