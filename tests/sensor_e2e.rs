@@ -261,6 +261,28 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
     }
     eprintln!("journal: {by_type:?}; stats: {s}");
 
+    // The attacker's profile: every scan kind it used, one decoy, a port scan.
+    let p = daemon.attacker(a);
+    let kinds: BTreeSet<&str> = p["scan"]["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    for k in ["syn", "fin", "null", "xmas", "ack", "udp"] {
+        assert!(kinds.contains(k), "{k} missing from {kinds:?}");
+    }
+    assert_eq!(p["scan"]["pattern"], "port_scan", "{p}");
+    assert_eq!(p["behavior"]["class"], "scanning", "{p}");
+    assert_eq!(p["deckies"], serde_json::json!(["web"]));
+    assert_eq!(p["is_traversal"], false);
+    let events = all.iter().filter(|r| r["attacker_ip"] == a).count();
+    assert_eq!(
+        p["event_count"].as_u64().unwrap() as usize,
+        events,
+        "every row of the attacker profiled"
+    );
+
     // Clean stop: exit 0, the journal is complete, the program is gone.
     let status = daemon.stop();
     assert!(

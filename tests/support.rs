@@ -319,6 +319,29 @@ impl Daemon {
         }
     }
 
+    /// `GET /api/v1/attackers/{ip}`, waiting (bounded) until the profile has absorbed every
+    /// ingested row of that attacker's journal lines.
+    pub fn attacker(&self, ip: &str) -> Value {
+        let want = read_journal(&self.journal_path())
+            .iter()
+            .filter(|r| r["attacker_ip"] == ip)
+            .count() as u64;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some((200, body)) = http_get(self.api, &format!("/api/v1/attackers/{ip}")) {
+                let v: Value = serde_json::from_str(&body).expect("profile JSON");
+                if v["event_count"].as_u64() == Some(want) {
+                    return v;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "profile of {ip} did not reach {want} events within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         self.data_dir.join("events.jsonl")
     }

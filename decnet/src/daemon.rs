@@ -1,9 +1,9 @@
 //! `decnet run`: wires the stages together and owns the shutdown order.
 //!
-//! Start: data dir -> load + fill decoys -> attach -> store + ingester -> journal writer ->
+//! Start: data dir -> load + fill decoys -> attach -> store + ingester + profiler -> journal writer ->
 //! ring reader -> API.
 //! Stop: detach (no new events) -> reader drains the ring -> writer flushes and fsyncs ->
-//! ingester commits the rest -> final counters logged. That order is what makes "kernel emitted == journal written +
+//! ingester commits the rest -> profiler absorbs it -> final counters logged. That order is what makes "kernel emitted == journal written +
 //! counted drops" hold at exit.
 
 use std::{
@@ -22,6 +22,7 @@ use crate::{
     collector::{Collector, JournalConfig, JournalWriter},
     config::RunConfig,
     ingest::{IngestConfig, Ingester},
+    profile::Profiler,
     sensor::{self, Sensor, SensorError, loader::LoadOptions},
     stats::PipelineStats,
     store::Store,
@@ -70,7 +71,10 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     let wake = Arc::new(Notify::new());
     let mut ingest_cfg = IngestConfig::new(cfg.data_dir.clone());
     ingest_cfg.keep = ingest_cfg.keep.max(cfg.journal_keep);
-    let ingester = Ingester::new(store, ingest_cfg, wake.clone());
+    let ingester = Ingester::new(store.clone(), ingest_cfg, wake.clone());
+    let (stop_profile, profile_rx) = watch::channel(false);
+    let profile_task =
+        tokio::spawn(Profiler::new(store.clone()).run(ingester.subscribe(), profile_rx));
     let ingest_stats = ingester.stats();
     let (stop_ingest, ingest_rx) = watch::channel(false);
     let ingest_task = tokio::spawn(ingester.run(ingest_rx, false));
@@ -106,6 +110,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         pipeline: pipeline.clone(),
         attached: sensor.attached().map(|(i, m)| (i.to_owned(), m)),
         ingest: Some(ingest_stats.clone()),
+        store: Some(store),
     };
     let mut api_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -139,6 +144,13 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "ingester failed"),
         Err(e) => tracing::error!(error = %e, "ingester task panicked"),
+    }
+    // Profiles take in the last committed rows.
+    let _ = stop_profile.send(true);
+    match profile_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "profiler failed"),
+        Err(e) => tracing::error!(error = %e, "profiler task panicked"),
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let k = kernel.read()?;

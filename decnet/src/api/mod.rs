@@ -18,6 +18,7 @@ use crate::{
     ingest::IngestStats,
     sensor::{AttachMode, KernelStats},
     stats::PipelineStats,
+    store::Store,
 };
 
 /// Shared state of all handlers.
@@ -28,6 +29,7 @@ pub struct AppState {
     pub pipeline: Arc<PipelineStats>,
     pub attached: Option<(String, AttachMode)>,
     pub ingest: Option<Arc<IngestStats>>,
+    pub store: Option<Store>,
 }
 
 /// Errors as JSON `{"error": ..., "detail": ...}`; internal error text is logged, not sent.
@@ -35,11 +37,25 @@ pub struct AppState {
 pub enum ApiError {
     #[error("internal error")]
     Internal(String),
+    #[error("bad parameter {0}: {1}")]
+    BadParameter(&'static str, String),
+    #[error("not found: {0}")]
+    NotFound(String),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
+            ApiError::BadParameter(name, why) => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "bad_parameter", "detail": format!("{name}: {why}")})),
+            )
+                .into_response(),
+            ApiError::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "not_found", "detail": what})),
+            )
+                .into_response(),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "API internal error");
                 (
@@ -57,6 +73,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/stats", get(stats))
         .route("/metrics", get(metrics))
+        .route("/api/v1/attackers/{ip}", get(attacker))
         .fallback(not_found)
         .with_state(state)
 }
@@ -230,6 +247,30 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
+/// `GET /api/v1/attackers/{ip}`: the stored profile.
+async fn attacker(
+    State(st): State<AppState>,
+    axum::extract::Path(ip): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let addr: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| ApiError::BadParameter("ip", "not an IPv4 or IPv6 address".into()))?;
+    let store = st
+        .store
+        .as_ref()
+        .ok_or_else(|| ApiError::Internal("no store".into()))?;
+    let profile = store
+        .attacker_profile(&addr.to_string())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no profile for {addr}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        profile,
+    )
+        .into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +286,7 @@ mod tests {
             pipeline,
             attached: None,
             ingest: Some(Arc::default()),
+            store: None,
         }
     }
 
@@ -276,6 +318,15 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("decnet_ingest_rows_total 0"));
+    }
+
+    #[tokio::test]
+    async fn attacker_ip_is_validated() {
+        let (status, body) = get("/api/v1/attackers/not-an-ip").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "bad_parameter");
+        assert!(v["detail"].as_str().unwrap().starts_with("ip:"));
     }
 
     #[tokio::test]

@@ -104,20 +104,16 @@ impl Profiler {
     ) -> Result<(), StoreError> {
         loop {
             self.catch_up().await?;
-            tokio::select! {
-                r = ingested.changed() => {
-                    if r.is_err() {
-                        // The ingester is gone: absorb what it left and stop.
-                        self.catch_up().await?;
-                        return Ok(());
-                    }
-                    tokio::time::sleep(DEBOUNCE).await;
-                }
-                _ = shutdown.wait_for(|v| *v) => {
-                    self.catch_up().await?;
-                    return Ok(());
-                }
+            let stop = tokio::select! {
+                r = ingested.changed() => r.is_err(),
+                _ = shutdown.wait_for(|v| *v) => true,
+            };
+            if stop {
+                // Shut down, or the ingester is gone: absorb what it committed and stop.
+                self.catch_up().await?;
+                return Ok(());
             }
+            tokio::time::sleep(DEBOUNCE).await;
         }
     }
 }
