@@ -37,6 +37,8 @@ struct Fields {
     urg_ptr: Option<u16>,
     #[serde(default)]
     payload_b64: Option<String>,
+    #[serde(default)]
+    dst_ip: Option<String>,
 }
 
 /// Artifacts of one row: (kind, value).
@@ -100,7 +102,9 @@ fn tcp_fingerprint(f: &Fields) -> Option<String> {
     if f.df == Some(true) {
         quirks.push("df");
     }
-    if f.ip_id == Some(0) {
+    // IPv6 has no IP ID; the sensor reports 0 there.
+    let v6 = f.dst_ip.as_deref().is_some_and(|d| d.contains(':'));
+    if f.ip_id == Some(0) && !v6 {
         quirks.push("id0");
     }
     if f.ack.is_some_and(|a| a != 0) {

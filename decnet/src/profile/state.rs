@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{classify, stats::Welford};
+use super::{classify, stats::Welford, tools};
 use crate::{ingest::bounty, store::NewLog, timefmt::parse_rfc3339_ns};
 
 pub const MAX_PORTS: usize = 1024;
@@ -27,7 +27,10 @@ pub mod os_probe {
     pub const U1: u16 = 128;
 }
 
+/// Unknown or missing fields take their defaults, so states written by an older version
+/// still load after an upgrade.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IpState {
     pub first_seen: String,
     pub last_seen: String,
@@ -48,6 +51,8 @@ pub struct IpState {
     pub last_syn_ttl: Option<u8>,
     pub payloads: u64,
     pub event_types: BTreeMap<String, u64>,
+    /// Votes per tool (see `tools`).
+    pub tool_votes: BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -62,6 +67,9 @@ struct Fields {
     ip_id: Option<u16>,
     payload_len: Option<u32>,
     icmp_type: Option<u8>,
+    options: Option<String>,
+    seq: Option<u32>,
+    dst_ip: Option<String>,
 }
 
 impl IpState {
@@ -110,6 +118,7 @@ impl IpState {
             self.payloads += 1;
         }
         self.scan_kind(log, &f);
+        self.vote_tools(log, &f);
         if log.event_type == "tcp_syn" {
             self.last_syn_ttl = f.ttl.or(self.last_syn_ttl);
             if let Some((_, fp)) = bounty::extract(log)
@@ -177,6 +186,38 @@ impl IpState {
         }
     }
 
+    fn vote_tools(&mut self, log: &NewLog, f: &Fields) {
+        let syn = log.event_type == "tcp_syn";
+        if syn || log.event_type == "tcp_probe" {
+            let t = tools::Traits {
+                ttl: f.ttl.unwrap_or(0),
+                window: f.window.unwrap_or(0),
+                options: f.options.as_deref().unwrap_or(""),
+                df: f.df.unwrap_or(false),
+                ip_id: f.ip_id.unwrap_or(0),
+                seq: f.seq.unwrap_or(0),
+                dst_port: f.dst_port.unwrap_or(0),
+                dst_v4: f
+                    .dst_ip
+                    .as_deref()
+                    .and_then(|d| d.parse::<std::net::Ipv4Addr>().ok())
+                    .map(u32::from),
+                syn,
+            };
+            for (tool, w) in tools::votes(&t) {
+                *self.tool_votes.entry(tool.to_owned()).or_default() += w;
+            }
+        } else if log.event_type == "tcp_payload" {
+            for (kind, value) in bounty::extract(log) {
+                if kind == "http_user_agent"
+                    && let Some(tool) = tools::user_agent_tool(&value)
+                {
+                    *self.tool_votes.entry(tool.to_owned()).or_default() += tools::STRONG;
+                }
+            }
+        }
+    }
+
     pub fn duration_s(&self) -> f64 {
         (self.last_ns - self.first_ns).max(0) as f64 / 1e9
     }
@@ -208,6 +249,7 @@ impl IpState {
                 },
             },
             "scan": { "kinds": self.kinds, "pattern": classify::scan_pattern(self) },
+            "tools": tools::decide(&self.tool_votes),
             "hop_distance": hop,
             "tcp_fingerprint": self.tcp_fingerprint,
             "event_types": self.event_types,
