@@ -50,9 +50,24 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
     }
     let lab = Lab::new(11);
     let dir = tempfile_dir("scanners");
+    // A second IPv4 decoy on the same interface, for the traversal case.
+    let db = same_subnet(&lab.decoy, 4);
+    let out = std::process::Command::new("ip")
+        .args(["addr", "add", &format!("{db}/24"), "dev", &lab.host_if])
+        .output()
+        .expect("ip addr add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut daemon = Daemon::start(
         &lab.host_if,
-        &[format!("{}=web", lab.decoy), format!("{}=web6", lab.decoy6)],
+        &[
+            format!("{}=web", lab.decoy),
+            format!("{}=web6", lab.decoy6),
+            format!("{db}=db"),
+        ],
         &dir,
     );
     let mut j = Journal {
@@ -233,6 +248,33 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
             .all(|r| r["decky"] == "web6" && field(r, "dst_ip") == lab.decoy6.as_str())
     );
 
+    // Two more sources, each from its own address in the attacker namespace: one touches
+    // both decoys (traversal), one makes a single ordinary connection attempt (benign).
+    let (walker, benign) = (same_subnet(&lab.attacker, 3), same_subnet(&lab.attacker, 5));
+    for extra in [&walker, &benign] {
+        lab.exec(
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{extra}/24"),
+                "dev",
+                &lab.ns_if,
+            ],
+            10,
+        );
+    }
+    let connect = |src: &str, dst: &str, port: u16| {
+        let py = format!(
+            "import socket\ns=socket.socket()\ns.bind(('{src}',0))\ns.settimeout(2)\ntry: s.connect(('{dst}',{port}))\nexcept OSError: pass"
+        );
+        lab.exec(&["python3", "-c", &py], 20);
+    };
+    connect(&walker, &db, 80);
+    connect(&walker, d, 80);
+    connect(&benign, d, 443);
+    j.next_phase();
+
     // The books balance: kernel emitted == journal written + counted drops, and the file
     // holds exactly the lines the writer says it wrote.
     let s = daemon.settle();
@@ -286,6 +328,20 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
     for t in ["nmap", "masscan", "hping3"] {
         assert!(tools.contains(&t), "{t} not attributed: {tools:?}");
     }
+    // A broad, stealthy, multi-tool scanner scores at least "high", with reasons.
+    assert!(p["risk"]["score"].as_u64().unwrap() >= 50, "{}", p["risk"]);
+    assert!(!p["risk"]["reasons"].as_array().unwrap().is_empty());
+    let w = daemon.attacker(&walker);
+    assert_eq!(
+        w["deckies"],
+        serde_json::json!(["db", "web"]),
+        "first-contact order: {w}"
+    );
+    assert_eq!(w["is_traversal"], true);
+    let b = daemon.attacker(&benign);
+    assert_eq!(b["behavior"]["class"], "unknown", "{b}");
+    assert_eq!(b["risk"]["band"], "low", "{b}");
+    assert_eq!(b["tools"], serde_json::json!([]));
     // The IPv6 source only ran nmap -sS (hop limit 255, window 1024, MSS 1460: measured).
     let p6 = daemon.attacker(&lab.attacker6);
     assert_eq!(p6["tools"], serde_json::json!(["nmap"]), "{p6}");
@@ -396,6 +452,12 @@ fn bad_arguments_fail_with_a_clear_message() {
         err.contains("dn-no-such0") && err.contains("does not exist"),
         "{err}"
     );
+}
+
+/// Another host address in the /24 of `ip`.
+fn same_subnet(ip: &str, host: u8) -> String {
+    let (net, _) = ip.rsplit_once('.').expect("IPv4 address");
+    format!("{net}.{host}")
 }
 
 /// RFC 3339 UTC with nanoseconds: 2026-11-26T20:07:54.123456789Z

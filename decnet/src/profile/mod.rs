@@ -4,13 +4,16 @@
 //! - `state`: per-IP state and the profile built from it.
 //! - `classify`: behavior class and scan pattern rules.
 //! - `tools`: tool attribution by signature votes.
+//! - `risk`: the 0-100 score and its reasons.
 //! - `worker`: the cursor-driven incremental worker.
 //!
 //! Computed today: timing, deckies (traversal path), services, ports, scan kinds (including
 //! nmap OS detection), scan pattern, behavior class, tools, hop distance and TCP fingerprint.
-//! Not yet: OS guess, commands, campaigns, risk, detection events.
+//! Also risk (without the credential/command/campaign parts yet).
+//! Not yet: OS guess, commands, campaigns, detection events.
 
 pub mod classify;
+pub mod risk;
 pub mod state;
 pub mod stats;
 pub mod tools;

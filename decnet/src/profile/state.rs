@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{classify, stats::Welford, tools};
+use super::{classify, risk, stats::Welford, tools};
 use crate::{ingest::bounty, store::NewLog, timefmt::parse_rfc3339_ns};
 
 pub const MAX_PORTS: usize = 1024;
@@ -226,6 +226,7 @@ impl IpState {
     pub fn profile(&self, ip: &str) -> serde_json::Value {
         let class = classify::behavior_class(self);
         let hop = self.last_syn_ttl.map(|t| bounty::initial_ttl(t) - t);
+        let tools = tools::decide(&self.tool_votes);
         serde_json::json!({
             "ip": ip,
             "first_seen": self.first_seen,
@@ -249,7 +250,8 @@ impl IpState {
                 },
             },
             "scan": { "kinds": self.kinds, "pattern": classify::scan_pattern(self) },
-            "tools": tools::decide(&self.tool_votes),
+            "tools": tools,
+            "risk": risk::assess(self, &tools),
             "hop_distance": hop,
             "tcp_fingerprint": self.tcp_fingerprint,
             "event_types": self.event_types,

@@ -72,6 +72,7 @@ impl Profiler {
                             .as_str()
                             .unwrap_or("unknown")
                             .to_owned(),
+                        risk_score: profile["risk"]["score"].as_i64().unwrap_or(0),
                         profile: profile.to_string(),
                         state: serde_json::to_string(st).unwrap_or_default(),
                     }

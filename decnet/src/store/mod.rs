@@ -85,6 +85,7 @@ pub struct ProfileRow {
     pub last_seen: String,
     pub event_count: i64,
     pub class: String,
+    pub risk_score: i64,
     /// The public profile JSON.
     pub profile: String,
     /// The serialized streaming state.
@@ -319,16 +320,17 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for r in rows {
             sqlx::query(
-                "INSERT INTO attackers (ip, first_seen, last_seen, event_count, class, profile, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET first_seen = excluded.first_seen, \
+                "INSERT INTO attackers (ip, first_seen, last_seen, event_count, class, risk_score, profile, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET first_seen = excluded.first_seen, \
                  last_seen = excluded.last_seen, event_count = excluded.event_count, class = excluded.class, \
-                 profile = excluded.profile, updated_at = excluded.updated_at",
+                 risk_score = excluded.risk_score, profile = excluded.profile, updated_at = excluded.updated_at",
             )
             .bind(&r.ip)
             .bind(&r.first_seen)
             .bind(&r.last_seen)
             .bind(r.event_count)
             .bind(&r.class)
+            .bind(r.risk_score)
             .bind(&r.profile)
             .bind(&now)
             .execute(&mut *tx)

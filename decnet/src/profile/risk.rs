@@ -1,0 +1,125 @@
+//! Risk score (0-100) with reasons a person can act on.
+//!
+//! The score is a sum of capped parts, each with its reason:
+//! - breadth: 4 points per doubling of distinct ports (cap 24), 8 per extra decoy (cap 16);
+//! - depth: 10 when the source sent payloads (it talked to a service, not just knocked);
+//! - intent: 15 for OS detection, 10 for stealth scans (FIN/NULL/Xmas/Maimon/ACK), 15 for
+//!   moving between decoys (traversal), 5 for each attributed offensive tool (cap 10);
+//! - persistence: 10 when active for over an hour.
+//!
+//! Credentials, commands and campaigns will add their parts when those are profiled. The
+//! bands used for detection events are 0-24 low, 25-49 medium, 50-74 high, 75-100 critical.
+
+use serde::Serialize;
+
+use super::state::IpState;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Risk {
+    pub score: u32,
+    pub band: &'static str,
+    pub reasons: Vec<String>,
+}
+
+pub fn band(score: u32) -> &'static str {
+    match score {
+        0..=24 => "low",
+        25..=49 => "medium",
+        50..=74 => "high",
+        _ => "critical",
+    }
+}
+
+pub fn assess(s: &IpState, tools: &[String]) -> Risk {
+    let mut score = 0u32;
+    let mut reasons = Vec::new();
+    let ports = s.ports.len() as u64 + s.ports_overflow;
+    if ports >= 2 {
+        let p = (4 * (64 - ports.leading_zeros() - 1)).min(24);
+        score += p;
+        reasons.push(format!(
+            "Probed {ports} distinct ports: it is mapping what the decoy exposes."
+        ));
+    }
+    if s.deckies.len() >= 2 {
+        score += (8 * (s.deckies.len() as u32 - 1)).min(16);
+        score += 15;
+        reasons.push(format!(
+            "Moved across {} decoys ({}): it is exploring the network, not one host.",
+            s.deckies.len(),
+            s.deckies.join(" -> ")
+        ));
+    }
+    if s.payloads > 0 {
+        score += 10;
+        reasons.push(format!(
+            "Sent payloads {} times: it talks to services, check what it sent.",
+            s.payloads
+        ));
+    }
+    if s.kinds.contains("os_detection") {
+        score += 15;
+        reasons.push(
+            "Ran OS detection (nmap -O probe set): it is fingerprinting targets for follow-up."
+                .into(),
+        );
+    }
+    let stealth: Vec<&str> = ["fin", "null", "xmas", "maimon", "ack"]
+        .into_iter()
+        .filter(|k| s.kinds.contains(*k))
+        .collect();
+    if !stealth.is_empty() {
+        score += 10;
+        reasons.push(format!(
+            "Used stealth scans ({}): it tries to evade logging and firewalls.",
+            stealth.join(", ")
+        ));
+    }
+    if !tools.is_empty() {
+        score += (5 * tools.len() as u32).min(10);
+        reasons.push(format!("Uses offensive tooling: {}.", tools.join(", ")));
+    }
+    if s.duration_s() > 3600.0 {
+        score += 10;
+        reasons.push(format!(
+            "Active for {:.1} hours: a persistent source.",
+            s.duration_s() / 3600.0
+        ));
+    }
+    let score = score.min(100);
+    Risk {
+        score,
+        band: band(score),
+        reasons,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_source_is_low_and_says_nothing_alarming() {
+        let s = IpState::default();
+        let r = assess(&s, &[]);
+        assert_eq!((r.score, r.band), (0, "low"));
+        assert!(r.reasons.is_empty());
+    }
+
+    #[test]
+    fn broad_stealthy_traversing_scanner_is_high() {
+        let mut s = IpState::default();
+        s.ports = (1..=200).collect();
+        s.deckies = vec!["web".into(), "db".into()];
+        s.kinds = ["syn", "xmas", "os_detection"]
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        let r = assess(&s, &["nmap".into()]);
+        // ports 200 -> 4*7=24 (cap), decoys 8 + traversal 15, OS 15, stealth 10, tool 5.
+        assert_eq!(r.score, 24 + 8 + 15 + 15 + 10 + 5);
+        assert_eq!(r.band, "critical");
+        assert_eq!(r.reasons.len(), 5);
+        assert!(r.reasons[1].contains("web -> db"));
+    }
+}
