@@ -5,7 +5,8 @@
 //! counted as dropped, never queued without bound. The writer coalesces chunks and appends
 //! with one write(2) per flush; chunks hold whole lines only, so every write does too (other
 //! processes may append to the same file with O_APPEND). It flushes at least every
-//! `flush_interval` and fsyncs on shutdown.
+//! `flush_interval`; fsyncs run on their own thread (see [`Syncer`]), except the final one
+//! at shutdown.
 
 use std::{
     fs::{File, OpenOptions},
@@ -154,6 +155,69 @@ struct Writer {
     size: u64,
     /// Written since the last fsync.
     dirty: bool,
+    syncer: Syncer,
+}
+
+/// A thread that fsyncs journal files so the writer never blocks on the disk. At most one
+/// periodic fsync is in flight; a request while one runs is skipped and retried at the next
+/// interval. Rotated files are handed over whole and fsynced before they are closed.
+struct Syncer {
+    tx: mpsc::SyncSender<(File, bool)>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Syncer {
+    fn spawn() -> Syncer {
+        let (tx, rx) = mpsc::sync_channel::<(File, bool)>(8);
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let b = busy.clone();
+        let spawned = std::thread::Builder::new()
+            .name("journal-fsync".into())
+            .spawn(move || {
+                for (file, periodic) in rx {
+                    let r = if periodic {
+                        file.sync_data()
+                    } else {
+                        file.sync_all()
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "journal fsync failed");
+                    }
+                    if periodic {
+                        b.store(false, std::sync::atomic::Ordering::Release);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "no journal fsync thread; the kernel's writeback is all there is");
+        }
+        Syncer { tx, busy }
+    }
+
+    /// Asks for an fsync of `file`; false when one is still running (try again later).
+    fn request(&self, file: &File) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let sent = match file.try_clone() {
+            Ok(f) => self.tx.try_send((f, true)).is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
+            self.busy.store(false, Ordering::Release);
+        }
+        sent
+    }
+
+    /// Takes a rotated file: fsync, then close.
+    fn finish(&self, file: File) {
+        if self.tx.try_send((file, false)).is_err() {
+            tracing::warn!(
+                "journal fsync thread is behind; a rotated file is left to kernel writeback"
+            );
+        }
+    }
 }
 
 impl Writer {
@@ -168,6 +232,7 @@ impl Writer {
             last_error_log: None,
             size,
             dirty: false,
+            syncer: Syncer::spawn(),
         }
     }
 
@@ -190,11 +255,12 @@ impl Writer {
                     FsyncPolicy::Never => false,
                 };
                 if sync_due && self.dirty {
-                    if let Err(e) = self.file.sync_data() {
-                        tracing::warn!(error = %e, path = %self.cfg.path.display(), "journal fsync failed");
+                    // Off the write path: an fsync of a busy journal can take longer than the
+                    // channel can buffer, and writing must never wait on it.
+                    if self.syncer.request(&self.file) {
+                        self.dirty = false;
+                        last_sync = Instant::now();
                     }
-                    self.dirty = false;
-                    last_sync = Instant::now();
                 }
             }
         }
@@ -227,7 +293,6 @@ impl Writer {
         {
             return;
         }
-        let _ = self.file.sync_all();
         let name = |i: usize| {
             let mut p = self.cfg.path.clone().into_os_string();
             p.push(format!(".{i}"));
@@ -242,7 +307,9 @@ impl Writer {
         }
         match open_journal(&self.cfg.path) {
             Ok(f) => {
-                self.file = f;
+                // The finished file is fsynced in the background; this thread moves on.
+                let old = std::mem::replace(&mut self.file, f);
+                self.syncer.finish(old);
                 self.size = 0;
                 self.dirty = false;
                 tracing::info!(path = %self.cfg.path.display(), keep = self.cfg.keep, "journal rotated");
