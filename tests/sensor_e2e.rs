@@ -367,6 +367,42 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
 }
 
 #[test]
+fn nmap_os_detection_is_recognised_as_such() {
+    if !require_root() {
+        return;
+    }
+    require_tool("nmap");
+    let lab = Lab::new(13);
+    // One open port on the decoy, as nmap -O needs.
+    let listener =
+        std::net::TcpListener::bind((lab.decoy.as_str(), 2222)).expect("listener on the decoy");
+    let dir = tempfile_dir("osdetect");
+    let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    lab.exec(
+        &["nmap", "-n", "-Pn", "-O", "-p", "1,2222", &lab.decoy],
+        120,
+    );
+    drop(listener);
+    daemon.settle();
+    let p = daemon.attacker(&lab.attacker);
+    let kinds: BTreeSet<&str> = p["scan"]["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(kinds.contains("os_detection"), "{p}");
+    // Its T2/T4/T6/T7 probes are OS probes, not NULL/ACK/Xmas scans.
+    for k in ["null", "ack", "xmas"] {
+        assert!(!kinds.contains(k), "{k} reported for nmap -O: {kinds:?}");
+    }
+    assert!(
+        p["tools"].as_array().unwrap().iter().any(|t| t == "nmap"),
+        "{p}"
+    );
+}
+
+#[test]
 fn attach_detach_reattach_leave_nothing_behind() {
     if !require_root() {
         return;

@@ -143,24 +143,27 @@ impl IpState {
                     && win == 3
                     && f.urg_ptr == Some(0xF7F5)
                 {
-                    self.os_probes |= ECN;
+                    self.os_probe(ECN);
                 }
                 if win == 31337 && !df {
-                    self.os_probes |= T5;
+                    self.os_probe(T5);
                 }
             }
             "tcp_probe" => {
                 let probe = f.probe.as_deref().unwrap_or("");
-                if let kind @ ("null" | "fin" | "xmas" | "ack" | "maimon") = probe {
+                let os_bit = match (flags, win, df) {
+                    ("", 128, true) => T2,
+                    ("FSPU", 256, false) => T3,
+                    ("A", 1024, true) => T4,
+                    ("A", 32768, true) => T6,
+                    ("FPU", 65535, false) => T7,
+                    _ => 0,
+                };
+                if os_bit != 0 {
+                    // An OS-detection probe, not a NULL/ACK/Xmas port scan.
+                    self.os_probe(os_bit);
+                } else if let kind @ ("null" | "fin" | "xmas" | "ack" | "maimon") = probe {
                     self.kinds.insert(kind.into());
-                }
-                match (flags, win, df) {
-                    ("", 128, true) => self.os_probes |= T2,
-                    ("FSPU", 256, false) => self.os_probes |= T3,
-                    ("A", 1024, true) => self.os_probes |= T4,
-                    ("A", 32768, true) => self.os_probes |= T6,
-                    ("FPU", 65535, false) => self.os_probes |= T7,
-                    _ => {}
                 }
             }
             // The handshake-completing ACK of a flow: a full connect().
@@ -170,7 +173,7 @@ impl IpState {
             "udp_probe" => {
                 self.kinds.insert("udp".into());
                 if f.ip_id == Some(0x1042) && f.payload_len == Some(300) {
-                    self.os_probes |= U1;
+                    self.os_probe(U1);
                 }
             }
             "icmp_probe" if matches!(f.icmp_type, Some(8 | 128)) => {
@@ -216,6 +219,13 @@ impl IpState {
                 }
             }
         }
+    }
+
+    /// Records one nmap OS-detection probe; the probe set is nmap's own, so each one is also
+    /// a vote for nmap.
+    fn os_probe(&mut self, bit: u16) {
+        self.os_probes |= bit;
+        *self.tool_votes.entry("nmap".to_owned()).or_default() += 1;
     }
 
     pub fn duration_s(&self) -> f64 {
