@@ -403,6 +403,32 @@ fn nmap_os_detection_is_recognised_as_such() {
 }
 
 #[test]
+fn hping3_hammering_one_port_is_brute_force() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    let lab = Lab::new(14);
+    let dir = tempfile_dir("hammer");
+    let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    lab.exec(
+        &[
+            "hping3", "-S", "-p", "22", "-i", "u100000", "-c", "40", &lab.decoy,
+        ],
+        60,
+    );
+    daemon.settle();
+    let p = daemon.attacker(&lab.attacker);
+    // One service, 40 SYNs 0.1 s apart: the documented brute_force rule (classify.rs).
+    assert_eq!(p["behavior"]["class"], "brute_force", "{p}");
+    assert_eq!(p["event_count"], 40);
+    assert_eq!(p["ports"], serde_json::json!([22]));
+    let mean = p["behavior"]["timing"]["mean_iat_s"].as_f64().unwrap();
+    assert!((0.09..0.2).contains(&mean), "mean gap {mean}");
+    assert_eq!(p["tools"], serde_json::json!(["hping3"]));
+}
+
+#[test]
 fn attach_detach_reattach_leave_nothing_behind() {
     if !require_root() {
         return;
