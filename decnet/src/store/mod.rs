@@ -139,6 +139,37 @@ fn insert_logs(n: usize) -> &'static str {
     &all[n.clamp(1, LOG_ROWS_PER_STMT)]
 }
 
+/// Compare-and-set of a state cursor inside a transaction: it must still hold `prev` (or be
+/// absent when `prev` is None), else the transaction is abandoned with `CursorMoved`, so two
+/// workers on one database can never both advance it.
+async fn set_cursor(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    c: &CursorUpdate,
+) -> Result<(), StoreError> {
+    let changed = match &c.prev {
+        Some(prev) => sqlx::query("UPDATE state SET value = ? WHERE key = ? AND value = ?")
+            .bind(&c.value)
+            .bind(&c.key)
+            .bind(prev)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+        None => {
+            sqlx::query("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+                .bind(&c.key)
+                .bind(&c.value)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+        }
+    };
+    if changed == 0 {
+        // Dropping the transaction rolls it back.
+        return Err(StoreError::CursorMoved(c.key.clone()));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -261,34 +292,8 @@ impl Store {
             .await?;
         }
         if let Some(c) = &batch.cursor {
-            // Compare-and-set: the cursor must still be what this writer last committed, so
-            // a second ingester on the same database fails instead of duplicating rows.
-            let moved =
-                match &c.prev {
-                    Some(prev) => {
-                        sqlx::query("UPDATE state SET value = ? WHERE key = ? AND value = ?")
-                            .bind(&c.value)
-                            .bind(&c.key)
-                            .bind(prev)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected()
-                            == 0
-                    }
-                    None => sqlx::query(
-                        "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-                    )
-                    .bind(&c.key)
-                    .bind(&c.value)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 0,
-                };
-            if moved {
-                tx.rollback().await?;
-                return Err(StoreError::CursorMoved(c.key.clone()));
-            }
+            // A second ingester on the same database fails here instead of duplicating rows.
+            set_cursor(&mut tx, c).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -345,33 +350,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let moved = match &cursor.prev {
-            Some(prev) => {
-                sqlx::query("UPDATE state SET value = ? WHERE key = ? AND value = ?")
-                    .bind(&cursor.value)
-                    .bind(&cursor.key)
-                    .bind(prev)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    == 0
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-                )
-                .bind(&cursor.key)
-                .bind(&cursor.value)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 0
-            }
-        };
-        if moved {
-            tx.rollback().await?;
-            return Err(StoreError::CursorMoved(cursor.key.clone()));
-        }
+        set_cursor(&mut tx, cursor).await?;
         tx.commit().await?;
         Ok(())
     }
