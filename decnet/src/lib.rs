@@ -1,14 +1,16 @@
 //! decnet: an eBPF-accelerated sensor and analyst for deception networks.
 //!
 //! Stages, one module each: [`sensor`] (kernel program, ring reader, decoding),
-//! [`collector`] (journal), [`api`] (HTTP), plus [`config`] and the [`daemon`] that wires
-//! them. See DESIGN.md for the architecture and the public contracts.
+//! [`collector`] (journal), [`ingest`] (journal -> SQLite), [`profile`] (attacker profiles,
+//! campaigns, detections), [`api`] (HTTP), with [`store`] (every query), [`hub`] (live
+//! announcements), [`config`] and the [`daemon`] that wires them. See DESIGN.md for the architecture and the public contracts.
 
 pub mod api;
 pub mod collector;
 pub mod config;
 pub mod daemon;
 pub mod frames;
+pub mod hub;
 pub mod ingest;
 pub mod profile;
 pub mod sensor;

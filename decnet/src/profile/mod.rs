@@ -12,7 +12,10 @@
 //! Also risk (without the credential/command/campaign parts yet).
 //! Not yet: OS guess, commands, campaigns, detection events.
 
+pub mod campaign;
 pub mod classify;
+pub mod commands;
+pub mod os;
 pub mod risk;
 pub mod state;
 pub mod stats;

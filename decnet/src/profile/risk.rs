@@ -2,13 +2,17 @@
 //!
 //! The score is a sum of capped parts, each with its reason:
 //! - breadth: 4 points per doubling of distinct ports (cap 24), 8 per extra decoy (cap 16);
-//! - depth: 10 when the source sent payloads (it talked to a service, not just knocked);
+//! - depth: 10 when the source sent payloads (it talked to a service, not just knocked),
+//!   15 when it tried credentials, 10 when it sent commands;
 //! - intent: 15 for OS detection, 10 for stealth scans (FIN/NULL/Xmas/Maimon/ACK), 15 for
-//!   moving between decoys (traversal), 5 for each attributed offensive tool (cap 10);
-//! - persistence: 10 when active for over an hour.
+//!   moving between decoys (traversal), 5 for each attributed offensive tool (cap 10),
+//!   20 for exploit-looking payloads;
+//! - persistence: 10 when active for over an hour, 10 when it came back after an hour or
+//!   more of silence;
+//! - campaign: 10 when it is one of several coordinated sources.
 //!
-//! Credentials, commands and campaigns will add their parts when those are profiled. The
-//! bands used for detection events are 0-24 low, 25-49 medium, 50-74 high, 75-100 critical.
+//! The sum is capped at 100. The bands used for detection events are 0-24 low, 25-49
+//! medium, 50-74 high, 75-100 critical.
 
 use serde::Serialize;
 
@@ -57,6 +61,29 @@ pub fn assess(s: &IpState, tools: &[String]) -> Risk {
             s.payloads
         ));
     }
+    if s.credentials > 0 {
+        score += 15;
+        reasons.push(format!(
+            "Tried {} credentials: it is trying to log in; make sure no real system accepts them.",
+            s.credentials
+        ));
+    }
+    if s.command_count > 0 {
+        score += 10;
+        reasons.push(format!(
+            "Sent {} commands: read them in the profile to see what it wanted.",
+            s.command_count
+        ));
+    }
+    if s.exploit_payloads > 0 {
+        score += 20;
+        let marks: Vec<&str> = s.exploit_marks.iter().map(String::as_str).collect();
+        reasons.push(format!(
+            "Sent {} exploit-looking payloads ({}): check real hosts for the same requests.",
+            s.exploit_payloads,
+            marks.join(", ")
+        ));
+    }
     if s.kinds.contains("os_detection") {
         score += 15;
         reasons.push(
@@ -84,6 +111,20 @@ pub fn assess(s: &IpState, tools: &[String]) -> Risk {
         reasons.push(format!(
             "Active for {:.1} hours: a persistent source.",
             s.duration_s() / 3600.0
+        ));
+    }
+    if s.returns > 0 {
+        score += 10;
+        reasons.push(format!(
+            "Came back {} times after an hour or more of silence: it keeps returning.",
+            s.returns
+        ));
+    }
+    if let Some(id) = s.campaign_id {
+        score += 10;
+        reasons.push(format!(
+            "Part of campaign {id}, sources sharing one tool fingerprint and splitting or \
+             sharing targets: block the group, not one address."
         ));
     }
     let score = score.min(100);

@@ -8,12 +8,23 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{classify, risk, stats::Welford, tools};
+use super::{
+    classify,
+    commands::{self, Command},
+    os,
+    risk::{self, Risk},
+    stats::Welford,
+    tools,
+};
 use crate::{ingest::bounty, store::NewLog, timefmt::parse_rfc3339_ns};
 
 pub const MAX_PORTS: usize = 1024;
 pub const MAX_SERVICES: usize = 64;
 pub const MAX_DECKIES: usize = 64;
+pub const MAX_COMMANDS: usize = 32;
+pub const MAX_HOST_FPS: usize = 8;
+/// A silence this long followed by new activity counts as a return.
+pub const RETURN_GAP_S: f64 = 3600.0;
 
 /// The nmap OS-detection probes recognisable one packet at a time (SIGNATURES.md).
 pub mod os_probe {
@@ -48,11 +59,62 @@ pub struct IpState {
     /// Decoys that received an ICMP echo from this source.
     echo_deckies: BTreeSet<String>,
     pub tcp_fingerprint: Option<String>,
-    pub last_syn_ttl: Option<u8>,
+    /// Fingerprints of SYNs that match no scanner signature, i.e. built by the source's own
+    /// TCP stack, with counts (the OS guess reads these). Capped at [`MAX_HOST_FPS`].
+    pub host_fps: BTreeMap<String, u64>,
+    /// Hops from the last SYN whose TTL the sender did not randomise (nmap draws it).
+    pub hops: Option<u8>,
     pub payloads: u64,
+    /// Payload artifacts extracted (bounties), credentials among them.
+    pub bounties: u64,
+    pub credentials: u64,
+    /// Distinct (service, command) pairs in first-seen order, capped; `command_count`
+    /// counts every one.
+    pub commands: Vec<Command>,
+    pub command_count: u64,
+    /// Exploitation patterns seen in commands, and how many commands carried one.
+    pub exploit_marks: BTreeSet<String>,
+    pub exploit_payloads: u64,
+    /// Gaps of at least [`RETURN_GAP_S`] between consecutive events.
+    pub returns: u64,
     pub event_types: BTreeMap<String, u64>,
     /// Votes per tool (see `tools`).
     pub tool_votes: BTreeMap<String, u64>,
+    /// The tool fingerprint campaigns group on, fixed when first known (see `campaign`).
+    pub campaign_key: Option<String>,
+    pub campaign_id: Option<i64>,
+    /// What the last detection said, so a change (and only a change) emits a new one.
+    pub reported: Option<Reported>,
+}
+
+/// The parts of a profile whose change is a detection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reported {
+    pub class: String,
+    pub tools: Vec<String>,
+    pub campaign_id: Option<i64>,
+    pub band: String,
+}
+
+/// What a profile concludes, computed once per render.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub class: &'static str,
+    pub pattern: &'static str,
+    pub tools: Vec<String>,
+    pub os_guess: Option<&'static str>,
+    pub risk: Risk,
+}
+
+impl Verdict {
+    pub fn reported(&self, campaign_id: Option<i64>) -> Reported {
+        Reported {
+            class: self.class.to_owned(),
+            tools: self.tools.clone(),
+            campaign_id,
+            band: self.risk.band.to_owned(),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -85,7 +147,11 @@ impl IpState {
                 self.last_ns = t;
             }
         } else if let Some(t) = ts {
-            self.iat.push((t - self.last_ns) as f64 / 1e9);
+            let gap = (t - self.last_ns) as f64 / 1e9;
+            self.iat.push(gap);
+            if gap >= RETURN_GAP_S {
+                self.returns += 1;
+            }
             if t >= self.last_ns {
                 self.last_ns = t;
                 self.last_seen = log.ts.clone();
@@ -118,16 +184,52 @@ impl IpState {
             self.payloads += 1;
         }
         self.scan_kind(log, &f);
-        self.vote_tools(log, &f);
-        if log.event_type == "tcp_syn" {
-            self.last_syn_ttl = f.ttl.or(self.last_syn_ttl);
-            if let Some((_, fp)) = bounty::extract(log)
-                .into_iter()
-                .find(|(k, _)| *k == "tcp_fingerprint")
-            {
-                self.tcp_fingerprint = Some(fp);
-            }
+        let artifacts = bounty::extract(log);
+        let fp = artifacts
+            .iter()
+            .find(|(k, _)| *k == "tcp_fingerprint")
+            .map(|(_, v)| v.as_str());
+        self.vote_tools(log, &f, fp);
+        if let Some(fp) = fp {
+            self.tcp_fingerprint = Some(fp.to_owned());
         }
+        for (kind, value) in &artifacts {
+            self.artifact(log, kind, value);
+        }
+    }
+
+    /// Folds one payload artifact (bounty) in.
+    fn artifact(&mut self, log: &NewLog, kind: &str, value: &str) {
+        match kind {
+            "tcp_fingerprint" => return,
+            "credential" => self.credentials += 1,
+            "http_user_agent" => {
+                if let Some(tool) = tools::user_agent_tool(value) {
+                    *self.tool_votes.entry(tool.to_owned()).or_default() += tools::STRONG;
+                }
+            }
+            k if commands::is_command(k) => {
+                self.command_count += 1;
+                if let Some(mark) = commands::exploit_mark(value) {
+                    self.exploit_payloads += 1;
+                    self.exploit_marks.insert(mark.to_owned());
+                }
+                let known = self
+                    .commands
+                    .iter()
+                    .any(|c| c.command == value && c.service == log.service);
+                if !known && self.commands.len() < MAX_COMMANDS {
+                    self.commands.push(Command {
+                        service: log.service.clone(),
+                        decky: log.decky.clone(),
+                        command: value.to_owned(),
+                        ts: log.ts.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
+        self.bounties += 1;
     }
 
     fn scan_kind(&mut self, log: &NewLog, f: &Fields) {
@@ -189,7 +291,10 @@ impl IpState {
         }
     }
 
-    fn vote_tools(&mut self, log: &NewLog, f: &Fields) {
+    /// Tool votes of one TCP packet. A SYN matching no signature came from the source's own
+    /// stack: its fingerprint feeds the OS guess. Hop distance is taken from every SYN but
+    /// nmap's, whose TTL is drawn at random.
+    fn vote_tools(&mut self, log: &NewLog, f: &Fields, fp: Option<&str>) {
         let syn = log.event_type == "tcp_syn";
         if syn || log.event_type == "tcp_probe" {
             let t = tools::Traits {
@@ -207,18 +312,46 @@ impl IpState {
                     .map(u32::from),
                 syn,
             };
-            for (tool, w) in tools::votes(&t) {
-                *self.tool_votes.entry(tool.to_owned()).or_default() += w;
-            }
-        } else if log.event_type == "tcp_payload" {
-            for (kind, value) in bounty::extract(log) {
-                if kind == "http_user_agent"
-                    && let Some(tool) = tools::user_agent_tool(&value)
+            let votes = tools::votes(&t);
+            if syn {
+                if let Some(ttl) = f.ttl
+                    && !votes.iter().any(|(tool, _)| *tool == "nmap")
                 {
-                    *self.tool_votes.entry(tool.to_owned()).or_default() += tools::STRONG;
+                    self.hops = Some(bounty::initial_ttl(ttl) - ttl);
+                }
+                if let Some(fp) = fp
+                    && votes.is_empty()
+                {
+                    if let Some(n) = self.host_fps.get_mut(fp) {
+                        *n += 1;
+                    } else if self.host_fps.len() < MAX_HOST_FPS {
+                        self.host_fps.insert(fp.to_owned(), 1);
+                    }
                 }
             }
+            for (tool, w) in votes {
+                *self.tool_votes.entry(tool.to_owned()).or_default() += w;
+            }
         }
+    }
+
+    /// The OS guess: the most frequent own-stack SYN fingerprint the table knows; failing
+    /// that the initial TTL alone, unless the source's SYNs were crafted by a scanner
+    /// (then its OS is unknowable from them and the guess stays empty).
+    fn os_guess(&self, tools: &[String]) -> Option<&'static str> {
+        let mut fps: Vec<(&String, &u64)> = self.host_fps.iter().collect();
+        fps.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        if let Some(g) = fps.iter().find_map(|(fp, _)| os::from_fingerprint(fp)) {
+            return Some(g);
+        }
+        if tools
+            .iter()
+            .any(|t| tools::CRAFTS_PACKETS.contains(&t.as_str()))
+        {
+            return None;
+        }
+        let (fp, _) = fps.first()?;
+        os::from_initial_ttl(fp.split(':').next()?.parse().ok()?)
     }
 
     /// Records one nmap OS-detection probe; the probe set is nmap's own, so each one is also
@@ -232,11 +365,28 @@ impl IpState {
         (self.last_ns - self.first_ns).max(0) as f64 / 1e9
     }
 
-    /// The public profile (DESIGN.md "Attacker profile"), as far as it is computed today.
-    pub fn profile(&self, ip: &str) -> serde_json::Value {
-        let class = classify::behavior_class(self);
-        let hop = self.last_syn_ttl.map(|t| bounty::initial_ttl(t) - t);
+    pub fn first_ns(&self) -> i64 {
+        self.first_ns
+    }
+
+    pub fn last_ns(&self) -> i64 {
+        self.last_ns
+    }
+
+    /// Class, pattern, tools, OS guess and risk.
+    pub fn verdict(&self) -> Verdict {
         let tools = tools::decide(&self.tool_votes);
+        Verdict {
+            class: classify::behavior_class(self),
+            pattern: classify::scan_pattern(self),
+            os_guess: self.os_guess(&tools),
+            risk: risk::assess(self, &tools),
+            tools,
+        }
+    }
+
+    /// The public profile (DESIGN.md "Attacker profile").
+    pub fn profile(&self, ip: &str, v: &Verdict) -> serde_json::Value {
         serde_json::json!({
             "ip": ip,
             "first_seen": self.first_seen,
@@ -248,7 +398,7 @@ impl IpState {
             "ports_overflow": self.ports_overflow,
             "is_traversal": self.deckies.len() >= 2,
             "behavior": {
-                "class": class,
+                "class": v.class,
                 "timing": {
                     "mean_iat_s": self.iat.mean,
                     "median_iat_s": self.iat.median(),
@@ -259,11 +409,17 @@ impl IpState {
                     "duration_s": self.duration_s(),
                 },
             },
-            "scan": { "kinds": self.kinds, "pattern": classify::scan_pattern(self) },
-            "tools": tools,
-            "risk": risk::assess(self, &tools),
-            "hop_distance": hop,
+            "scan": { "kinds": self.kinds, "pattern": v.pattern },
+            "tools": v.tools,
+            "os_guess": v.os_guess,
+            "hop_distance": self.hops,
             "tcp_fingerprint": self.tcp_fingerprint,
+            "commands": self.commands,
+            "command_count": self.command_count,
+            "bounty_count": self.bounties,
+            "credential_count": self.credentials,
+            "campaign_id": self.campaign_id,
+            "risk": v.risk,
             "event_types": self.event_types,
         })
     }

@@ -14,6 +14,10 @@ use crate::ingest::bounty::initial_ttl;
 pub const MIN_VOTES: u64 = 3;
 pub const STRONG: u64 = 3;
 
+/// Tools whose probes are crafted packets (raw sockets), not the host's own TCP stack: their
+/// SYNs say nothing about the sender's OS.
+pub const CRAFTS_PACKETS: &[&str] = &["nmap", "masscan", "zmap", "unicornscan", "hping3", "mirai"];
+
 /// The traits of one TCP packet the signatures look at.
 #[derive(Debug, Default, Clone)]
 pub struct Traits<'a> {

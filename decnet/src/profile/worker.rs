@@ -1,36 +1,209 @@
 //! The incremental profiler: reads `logs` after its cursor in batches of 500, folds each
-//! row into its IP's streaming state, and upserts only the IPs the batch touched, with the
-//! cursor, in one transaction. Woken by the ingester after each commit (50 ms debounce);
-//! there is no timer and no separate cold-start path: an empty cursor is id 0.
+//! row into its IP's streaming state, matches campaigns, and writes only the IPs the batch
+//! changed, with campaigns, detections and the cursor, in one transaction. Woken by the
+//! ingester after each commit (50 ms debounce); there is no timer and no separate
+//! cold-start path: an empty cursor is id 0.
+//!
+//! In memory it keeps only the campaign index (a small summary per source with a tool
+//! fingerprint) and the campaigns; both are rebuilt from the database on start and after
+//! any failed commit, so what survives a restart is exactly what was committed.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
-use super::state::IpState;
-use crate::store::{CursorUpdate, ProfileRow, Store, StoreError};
+use super::{
+    campaign::{self, Campaign, Index, Summary},
+    state::{IpState, Reported},
+    tools,
+};
+use crate::{
+    hub::Hub,
+    store::{CursorUpdate, DetectionRow, NewLog, ProfileCommit, ProfileRow, Store, StoreError},
+    timefmt,
+};
 
 pub const CURSOR_KEY: &str = "attacker_worker_cursor";
+/// The next campaign id; kept in `state` so ids are never reused after a merge.
+pub const CAMPAIGN_ID_KEY: &str = "campaign_next_id";
 pub const BATCH: i64 = 500;
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 pub struct Profiler {
     store: Store,
+    hub: Hub,
+    mem: Option<Memory>,
+}
+
+/// What the profiler keeps between batches.
+struct Memory {
+    index: Index,
+    campaigns: BTreeMap<i64, Campaign>,
+    next_campaign: i64,
+    next_detection: i64,
+}
+
+impl Memory {
+    async fn load(store: &Store) -> Result<Memory, StoreError> {
+        let mut index = Index::default();
+        let mut members: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+        for (ip, state) in store.keyed_behaviors().await? {
+            let Ok(st) = serde_json::from_str::<IpState>(&state) else {
+                continue;
+            };
+            if let (Some(key), Some(sum)) = (&st.campaign_key, Summary::of(&ip, &st)) {
+                index.upsert(key, sum);
+            }
+            if let Some(id) = st.campaign_id {
+                members.entry(id).or_default().insert(ip);
+            }
+        }
+        let mut campaigns = BTreeMap::new();
+        for (id, summary) in store.campaigns().await? {
+            if let Ok(mut c) = serde_json::from_str::<Campaign>(&summary) {
+                c.members = members.remove(&id).unwrap_or_default();
+                campaigns.insert(id, c);
+            }
+        }
+        let stored_next = store
+            .get_state(CAMPAIGN_ID_KEY)
+            .await?
+            .and_then(|v| v.parse().ok());
+        let next_campaign =
+            stored_next.unwrap_or_else(|| campaigns.keys().next_back().map_or(1, |id| id + 1));
+        Ok(Memory {
+            index,
+            campaigns,
+            next_campaign,
+            next_detection: store.last_detection_id().await? + 1,
+        })
+    }
+}
+
+/// One batch's working set: the states it changes, and where campaign ids must go.
+struct Work {
+    states: BTreeMap<String, IpState>,
+    /// Sources outside the batch whose campaign changed (loaded before rendering).
+    moved: BTreeMap<String, i64>,
+    dirty: BTreeSet<i64>,
+    dropped: Vec<i64>,
+}
+
+impl Work {
+    fn set_campaign(&mut self, mem: &mut Memory, ip: &str, id: i64) {
+        mem.index.set_campaign(ip, id);
+        match self.states.get_mut(ip) {
+            Some(st) => st.campaign_id = Some(id),
+            None => {
+                self.moved.insert(ip.to_owned(), id);
+            }
+        }
+        if let Some(c) = mem.campaigns.get_mut(&id) {
+            c.members.insert(ip.to_owned());
+        }
+        self.dirty.insert(id);
+    }
+
+    /// Campaign matching for one source the batch touched (rules in `campaign`).
+    fn match_campaign(&mut self, mem: &mut Memory, ip: &str) {
+        let Some(st) = self.states.get_mut(ip) else {
+            return;
+        };
+        if st.campaign_key.is_none() {
+            st.campaign_key = campaign::key(st, &tools::decide(&st.tool_votes));
+        }
+        let Some(key) = st.campaign_key.clone() else {
+            return;
+        };
+        let Some(me) = Summary::of(ip, st) else {
+            return;
+        };
+        if me.campaign.is_none() {
+            let found = mem.index.matches(&key, &me);
+            let ids: BTreeSet<i64> = found.iter().filter_map(|(s, _)| s.campaign).collect();
+            let target = match (ids.first(), found.first()) {
+                (Some(id), _) => Some(*id),
+                (None, Some((partner, _))) => {
+                    let id = mem.next_campaign;
+                    mem.next_campaign += 1;
+                    let mut c = Campaign::new(id, &key, partner);
+                    c.absorb(&me);
+                    mem.campaigns.insert(id, c);
+                    self.set_campaign(mem, &partner.ip, id);
+                    Some(id)
+                }
+                (None, None) => None,
+            };
+            if let Some(target) = target {
+                self.set_campaign(mem, ip, target);
+                // Related to members of several campaigns: they were one all along.
+                for other in ids.iter().filter(|id| **id != target) {
+                    let Some(gone) = mem.campaigns.remove(other) else {
+                        continue;
+                    };
+                    for m in &gone.members {
+                        self.set_campaign(mem, m, target);
+                        if let Some(s) = mem.index.get(m).cloned()
+                            && let Some(c) = mem.campaigns.get_mut(&target)
+                        {
+                            c.absorb(&s);
+                        }
+                    }
+                    if let Some(c) = mem.campaigns.get_mut(&target) {
+                        c.evidence.insert(format!("merged campaign {other}"));
+                    }
+                    self.dropped.push(*other);
+                    self.dirty.remove(other);
+                }
+                if let Some(c) = mem.campaigns.get_mut(&target) {
+                    for (_, e) in &found {
+                        c.evidence.insert(e.as_str().to_owned());
+                    }
+                }
+            }
+        }
+        let Some(st) = self.states.get(ip) else {
+            return;
+        };
+        let Some(me) = Summary::of(ip, st) else {
+            return;
+        };
+        if let Some(id) = me.campaign
+            && let Some(c) = mem.campaigns.get_mut(&id)
+        {
+            c.absorb(&me);
+            self.dirty.insert(id);
+        }
+        mem.index.upsert(&key, me);
+    }
 }
 
 impl Profiler {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self::with_hub(store, Hub::default())
+    }
+
+    /// A profiler announcing its detections on `hub`.
+    pub fn with_hub(store: Store, hub: Hub) -> Self {
+        Self {
+            store,
+            hub,
+            mem: None,
+        }
     }
 
     /// Profiles everything after the cursor; returns the rows absorbed.
-    pub async fn catch_up(&self) -> Result<u64, StoreError> {
+    pub async fn catch_up(&mut self) -> Result<u64, StoreError> {
         self.step(usize::MAX).await
     }
 
     /// Profiles at most `max_batches` batches after the cursor (each committed on its own,
     /// as a crash between batches would leave it).
-    pub async fn step(&self, max_batches: usize) -> Result<u64, StoreError> {
+    pub async fn step(&mut self, max_batches: usize) -> Result<u64, StoreError> {
         let mut prev = self.store.get_state(CURSOR_KEY).await?;
         let mut cursor: i64 = prev.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut absorbed = 0;
@@ -39,56 +212,23 @@ impl Profiler {
             let Some((last_id, _)) = rows.last() else {
                 break;
             };
-            let last_id = *last_id;
-            let mut ips: Vec<&str> = rows.iter().map(|(_, l)| l.attacker_ip.as_str()).collect();
-            ips.sort_unstable();
-            ips.dedup();
-            let saved = self.store.load_behaviors(&ips).await?;
-            let mut states: HashMap<&str, IpState> = ips
-                .iter()
-                .map(|ip| {
-                    let st = saved
-                        .get(*ip)
-                        .and_then(|j| serde_json::from_str(j).ok())
-                        .unwrap_or_default();
-                    (*ip, st)
-                })
-                .collect();
-            for (_, log) in &rows {
-                if let Some(st) = states.get_mut(log.attacker_ip.as_str()) {
-                    st.update(log);
-                }
-            }
-            let updates: Vec<ProfileRow> = states
-                .iter()
-                .map(|(ip, st)| {
-                    let profile = st.profile(ip);
-                    ProfileRow {
-                        ip: (*ip).to_owned(),
-                        first_seen: st.first_seen.clone(),
-                        last_seen: st.last_seen.clone(),
-                        event_count: st.events as i64,
-                        class: profile["behavior"]["class"]
-                            .as_str()
-                            .unwrap_or("unknown")
-                            .to_owned(),
-                        risk_score: profile["risk"]["score"].as_i64().unwrap_or(0),
-                        profile: profile.to_string(),
-                        state: serde_json::to_string(st).unwrap_or_default(),
-                    }
-                })
-                .collect();
+            let (first_id, last_id) = (rows[0].0, *last_id);
             let next = last_id.to_string();
-            self.store
-                .commit_profiles(
-                    &updates,
-                    &CursorUpdate {
-                        key: CURSOR_KEY.into(),
-                        prev: prev.replace(next.clone()),
-                        value: next,
-                    },
-                )
-                .await?;
+            let update = CursorUpdate {
+                key: CURSOR_KEY.into(),
+                prev: prev.clone(),
+                value: next.clone(),
+            };
+            let span = tracing::info_span!(
+                "profile.batch",
+                rows = rows.len(),
+                first_id,
+                last_id,
+                ips = tracing::field::Empty,
+                detections = tracing::field::Empty,
+            );
+            self.batch(&rows, update).instrument(span).await?;
+            prev = Some(next);
             absorbed += rows.len() as u64;
             cursor = last_id;
             // Never stall the runtime, whatever the backlog.
@@ -97,9 +237,128 @@ impl Profiler {
         Ok(absorbed)
     }
 
+    async fn batch(
+        &mut self,
+        rows: &[(i64, NewLog)],
+        cursor: CursorUpdate,
+    ) -> Result<(), StoreError> {
+        // Taken out for the batch and put back only after the commit: an error anywhere
+        // drops it, and the next batch rebuilds it from what the database holds.
+        let mut mem = match self.mem.take() {
+            Some(m) => m,
+            None => Memory::load(&self.store).await?,
+        };
+        let mut ips: Vec<&str> = rows.iter().map(|(_, l)| l.attacker_ip.as_str()).collect();
+        ips.sort_unstable();
+        ips.dedup();
+        tracing::Span::current().record("ips", ips.len());
+        let saved = self.store.load_behaviors(&ips).await?;
+        let mut work = Work {
+            states: ips
+                .iter()
+                .map(|ip| {
+                    let st = saved
+                        .get(*ip)
+                        .and_then(|j| serde_json::from_str(j).ok())
+                        .unwrap_or_default();
+                    ((*ip).to_owned(), st)
+                })
+                .collect(),
+            moved: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            dropped: Vec::new(),
+        };
+        for (_, log) in rows {
+            if let Some(st) = work.states.get_mut(&log.attacker_ip) {
+                st.update(log);
+            }
+        }
+        for ip in &ips {
+            work.match_campaign(&mut mem, ip);
+        }
+        if !work.moved.is_empty() {
+            let moved: Vec<&str> = work.moved.keys().map(String::as_str).collect();
+            let saved = self.store.load_behaviors(&moved).await?;
+            for (ip, id) in &work.moved {
+                if let Some(mut st) = saved
+                    .get(ip)
+                    .and_then(|j| serde_json::from_str::<IpState>(j).ok())
+                {
+                    st.campaign_id = Some(*id);
+                    work.states.insert(ip.clone(), st);
+                }
+            }
+        }
+        let now = timefmt::rfc3339_ns(timefmt::unix_now_ns());
+        let mut commit = ProfileCommit {
+            cursor: Some(cursor),
+            ..ProfileCommit::default()
+        };
+        for (ip, st) in &mut work.states {
+            let v = st.verdict();
+            let _span = tracing::debug_span!(
+                "profile.ip",
+                ip = ip.as_str(),
+                event_count = st.events,
+                is_traversal = st.deckies.len() >= 2,
+                bounty_count = st.bounties,
+                command_count = st.command_count,
+                class = v.class,
+                risk = v.risk.score,
+            )
+            .entered();
+            let now_reported = v.reported(st.campaign_id);
+            if st.reported.as_ref() != Some(&now_reported) {
+                if let Some(body) = detection(ip, st, st.reported.as_ref(), &now_reported, &v) {
+                    let id = mem.next_detection;
+                    mem.next_detection += 1;
+                    let mut body = body;
+                    body["id"] = id.into();
+                    body["ts"] = now.clone().into();
+                    commit.detections.push(DetectionRow {
+                        id,
+                        ts: now.clone(),
+                        ip: ip.clone(),
+                        body: body.to_string(),
+                    });
+                }
+                st.reported = Some(now_reported);
+            }
+            let profile = st.profile(ip, &v);
+            commit.rows.push(ProfileRow {
+                ip: ip.clone(),
+                first_seen: st.first_seen.clone(),
+                last_seen: st.last_seen.clone(),
+                event_count: st.events as i64,
+                class: v.class.to_owned(),
+                risk_score: v.risk.score as i64,
+                campaign_id: st.campaign_id,
+                campaign_key: st.campaign_key.clone(),
+                profile: profile.to_string(),
+                state: serde_json::to_string(st).unwrap_or_default(),
+            });
+        }
+        tracing::Span::current().record("detections", commit.detections.len());
+        for id in &work.dirty {
+            if let Some(c) = mem.campaigns.get(id) {
+                commit.campaigns.push((*id, c.summary().to_string()));
+            }
+        }
+        commit.dropped_campaigns = work.dropped;
+        commit
+            .state
+            .push((CAMPAIGN_ID_KEY.into(), mem.next_campaign.to_string()));
+        self.store.commit_profiles(&commit).await?;
+        self.mem = Some(mem);
+        for d in commit.detections {
+            self.hub.detection(d);
+        }
+        Ok(())
+    }
+
     /// Catches up, then again after every ingester commit, until `shutdown`.
     pub async fn run(
-        self,
+        mut self,
         mut ingested: watch::Receiver<u64>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
@@ -117,4 +376,50 @@ impl Profiler {
             tokio::time::sleep(DEBOUNCE).await;
         }
     }
+}
+
+/// The detection for a change from `before` to `now`, or None when a new source has nothing
+/// worth announcing yet (unknown class, no tools, no campaign, low risk).
+fn detection(
+    ip: &str,
+    st: &IpState,
+    before: Option<&Reported>,
+    now: &Reported,
+    v: &super::state::Verdict,
+) -> Option<serde_json::Value> {
+    let quiet = Reported {
+        class: "unknown".into(),
+        tools: Vec::new(),
+        campaign_id: None,
+        band: "low".into(),
+    };
+    let base = before.unwrap_or(&quiet);
+    let mut changes = Vec::new();
+    if base.class != now.class {
+        changes.push("class");
+    }
+    if base.tools != now.tools {
+        changes.push("tools");
+    }
+    if base.campaign_id != now.campaign_id {
+        changes.push("campaign");
+    }
+    if base.band != now.band {
+        changes.push("risk_band");
+    }
+    if changes.is_empty() {
+        return None;
+    }
+    Some(serde_json::json!({
+        "ip": ip,
+        "changes": changes,
+        "new_source": before.is_none(),
+        "class": now.class,
+        "tools": now.tools,
+        "campaign_id": now.campaign_id,
+        "risk": { "score": v.risk.score, "band": v.risk.band },
+        "previous": before,
+        "event_count": st.events,
+        "last_seen": st.last_seen,
+    }))
 }

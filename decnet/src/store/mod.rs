@@ -86,10 +86,35 @@ pub struct ProfileRow {
     pub event_count: i64,
     pub class: String,
     pub risk_score: i64,
+    pub campaign_id: Option<i64>,
+    pub campaign_key: Option<String>,
     /// The public profile JSON.
     pub profile: String,
     /// The serialized streaming state.
     pub state: String,
+}
+
+/// A detection row (id allocated by the profiler, so it can publish it after the commit).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectionRow {
+    pub id: i64,
+    pub ts: String,
+    pub ip: String,
+    pub body: String,
+}
+
+/// Everything one profiler batch writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct ProfileCommit {
+    pub rows: Vec<ProfileRow>,
+    /// Campaigns created or changed: (id, summary JSON).
+    pub campaigns: Vec<(i64, String)>,
+    /// Campaigns merged into others.
+    pub dropped_campaigns: Vec<i64>,
+    pub detections: Vec<DetectionRow>,
+    /// Extra `state` entries (the next campaign id), written as they are.
+    pub state: Vec<(String, String)>,
+    pub cursor: Option<CursorUpdate>,
 }
 
 #[derive(Clone, Debug)]
@@ -314,21 +339,18 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    /// Upserts profiles and states of the IPs a batch touched, with the profiler cursor
-    /// (compare-and-set), in one transaction.
-    pub async fn commit_profiles(
-        &self,
-        rows: &[ProfileRow],
-        cursor: &CursorUpdate,
-    ) -> Result<(), StoreError> {
+    /// Writes one profiler batch: profiles and states of the IPs it changed, campaigns,
+    /// detections and the profiler cursor (compare-and-set), in one transaction.
+    pub async fn commit_profiles(&self, c: &ProfileCommit) -> Result<(), StoreError> {
         let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
         let mut tx = self.pool.begin().await?;
-        for r in rows {
+        for r in &c.rows {
             sqlx::query(
-                "INSERT INTO attackers (ip, first_seen, last_seen, event_count, class, risk_score, profile, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET first_seen = excluded.first_seen, \
+                "INSERT INTO attackers (ip, first_seen, last_seen, event_count, class, risk_score, campaign_id, profile, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET first_seen = excluded.first_seen, \
                  last_seen = excluded.last_seen, event_count = excluded.event_count, class = excluded.class, \
-                 risk_score = excluded.risk_score, profile = excluded.profile, updated_at = excluded.updated_at",
+                 risk_score = excluded.risk_score, campaign_id = excluded.campaign_id, profile = excluded.profile, \
+                 updated_at = excluded.updated_at",
             )
             .bind(&r.ip)
             .bind(&r.first_seen)
@@ -336,23 +358,122 @@ impl Store {
             .bind(r.event_count)
             .bind(&r.class)
             .bind(r.risk_score)
+            .bind(r.campaign_id)
             .bind(&r.profile)
             .bind(&now)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO attacker_behavior (ip, state, updated_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (ip) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                "INSERT INTO attacker_behavior (ip, state, campaign_key, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (ip) DO UPDATE SET state = excluded.state, campaign_key = excluded.campaign_key, \
+                 updated_at = excluded.updated_at",
             )
             .bind(&r.ip)
             .bind(&r.state)
+            .bind(&r.campaign_key)
             .bind(&now)
             .execute(&mut *tx)
             .await?;
         }
-        set_cursor(&mut tx, cursor).await?;
+        for (id, summary) in &c.campaigns {
+            sqlx::query(
+                "INSERT INTO campaigns (id, created_at, updated_at, summary) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at, summary = excluded.summary",
+            )
+            .bind(id)
+            .bind(&now)
+            .bind(&now)
+            .bind(summary)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for id in &c.dropped_campaigns {
+            sqlx::query("DELETE FROM campaigns WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for d in &c.detections {
+            sqlx::query("INSERT INTO detections (id, ts, ip, body) VALUES (?, ?, ?, ?)")
+                .bind(d.id)
+                .bind(&d.ts)
+                .bind(&d.ip)
+                .bind(&d.body)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (k, v) in &c.state {
+            sqlx::query(
+                "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(cursor) = &c.cursor {
+            set_cursor(&mut tx, cursor).await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// States of every source with a campaign key (the campaign index is rebuilt from them).
+    pub async fn keyed_behaviors(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT ip, state FROM attacker_behavior WHERE campaign_key IS NOT NULL ORDER BY ip",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Every campaign: (id, summary JSON), by id.
+    pub async fn campaigns(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, summary FROM campaigns ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// One campaign's summary JSON.
+    pub async fn campaign(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT summary FROM campaigns WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// The highest detection id stored (0 when none).
+    pub async fn last_detection_id(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM detections")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
+    }
+
+    /// Detections after `after_id`, oldest first, at most `limit`.
+    pub async fn detections_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<DetectionRow>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, ts, ip, body FROM detections WHERE id > ? ORDER BY id LIMIT ?")
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DetectionRow {
+                id: r.get(0),
+                ts: r.get(1),
+                ip: r.get(2),
+                body: r.get(3),
+            })
+            .collect())
     }
 
     /// The stored profile JSON of one attacker.

@@ -1,0 +1,314 @@
+//! Campaigns: sources that act together.
+//!
+//! Rule: two sources are related when all of these hold
+//! 1. they share a campaign key: the same attributed tools and the same SYN fingerprint,
+//!    fixed when the tools are first decided (so one noisy packet later cannot move it). A
+//!    source with no attributed tool has no key and never joins a campaign: an OS stack's
+//!    fingerprint alone is shared by millions of unrelated hosts;
+//! 2. their activity lies within [`WINDOW_NS`] of each other;
+//! 3. they touched at least one decoy in common;
+//! 4. their port ranges either overlap by at least half of the smaller one (the same
+//!    targets) or meet, with at most max(16, 2 % of the larger range) ports between them or
+//!    shared at the seam (one range split between workers, as distributed scanners do).
+//!
+//! A campaign is a connected group of related sources; it needs two members, so a lone
+//! scanner is never one. Membership is sticky: a source in a campaign stays in it, and a
+//! source related to members of two campaigns merges them into the older one.
+//!
+//! Matching reads only small per-source summaries kept in memory ([`Index`]): per key, by
+//! last activity, newest first, stopping at the time window and after [`MAX_COMPARE`]
+//! comparisons, so a batch costs at most that many comparisons per source touched.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::state::IpState;
+
+/// Sources active within 30 minutes of each other can be one campaign.
+pub const WINDOW_NS: i64 = 30 * 60 * 1_000_000_000;
+/// Comparisons per source per batch, at most.
+pub const MAX_COMPARE: usize = 512;
+/// Decoys listed in a campaign summary.
+const MAX_CAMPAIGN_DECKIES: usize = 64;
+/// Members listed in a campaign summary (the attackers table has them all).
+pub const MAX_LISTED_MEMBERS: usize = 200;
+
+/// The campaign key of a source, once tools are attributed.
+pub fn key(st: &IpState, tools: &[String]) -> Option<String> {
+    if tools.is_empty() {
+        return None;
+    }
+    let mut t = tools.to_vec();
+    t.sort();
+    Some(format!(
+        "{}|{}",
+        t.join("+"),
+        st.tcp_fingerprint.as_deref().unwrap_or("")
+    ))
+}
+
+/// What matching needs to know about one source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    pub ip: String,
+    pub first_ns: i64,
+    pub last_ns: i64,
+    pub deckies: Vec<String>,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub campaign: Option<i64>,
+}
+
+impl Summary {
+    /// None when the source has touched no port yet (nothing to compare).
+    pub fn of(ip: &str, st: &IpState) -> Option<Summary> {
+        Some(Summary {
+            ip: ip.to_owned(),
+            first_ns: st.first_ns(),
+            last_ns: st.last_ns(),
+            deckies: st.deckies.clone(),
+            port_min: *st.ports.first()?,
+            port_max: *st.ports.last()?,
+            campaign: st.campaign_id,
+        })
+    }
+
+    fn span(&self) -> u32 {
+        (self.port_max - self.port_min) as u32 + 1
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    SharedTargets,
+    SplitRange,
+}
+
+impl Evidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::SharedTargets => "overlapping targets",
+            Evidence::SplitRange => "one port range split between sources",
+        }
+    }
+}
+
+/// Conditions 2 to 4 of the module rule (the key is the index's business).
+pub fn relate(a: &Summary, b: &Summary) -> Option<Evidence> {
+    if a.first_ns - WINDOW_NS > b.last_ns || b.first_ns - WINDOW_NS > a.last_ns {
+        return None;
+    }
+    if !a.deckies.iter().any(|d| b.deckies.contains(d)) {
+        return None;
+    }
+    let lo = a.port_min.max(b.port_min) as i64;
+    let hi = a.port_max.min(b.port_max) as i64;
+    // Ports between the two ranges; negative: how many they share.
+    let between = lo - hi - 1;
+    if between < 0 && -between * 2 >= a.span().min(b.span()) as i64 {
+        return Some(Evidence::SharedTargets);
+    }
+    // A small gap, or a small overlap (retries at the seams), is still one split range.
+    let slack = (a.span().max(b.span()) / 50).max(16) as i64;
+    (between.abs() <= slack).then_some(Evidence::SplitRange)
+}
+
+/// One campaign. Members are kept in memory only: the attackers' states carry their
+/// campaign id, and the index is rebuilt from them on start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub id: i64,
+    pub key: String,
+    pub first_ns: i64,
+    pub last_ns: i64,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub deckies: BTreeSet<String>,
+    pub evidence: BTreeSet<String>,
+    #[serde(skip)]
+    pub members: BTreeSet<String>,
+}
+
+impl Campaign {
+    pub fn new(id: i64, key: &str, s: &Summary) -> Campaign {
+        let mut c = Campaign {
+            id,
+            key: key.to_owned(),
+            first_ns: s.first_ns,
+            last_ns: s.last_ns,
+            port_min: s.port_min,
+            port_max: s.port_max,
+            deckies: BTreeSet::new(),
+            evidence: BTreeSet::new(),
+            members: BTreeSet::new(),
+        };
+        c.absorb(s);
+        c
+    }
+
+    /// Widens the campaign by one member's summary.
+    pub fn absorb(&mut self, s: &Summary) {
+        self.members.insert(s.ip.clone());
+        self.first_ns = self.first_ns.min(s.first_ns);
+        self.last_ns = self.last_ns.max(s.last_ns);
+        self.port_min = self.port_min.min(s.port_min);
+        self.port_max = self.port_max.max(s.port_max);
+        for d in &s.deckies {
+            if self.deckies.len() < MAX_CAMPAIGN_DECKIES {
+                self.deckies.insert(d.clone());
+            }
+        }
+    }
+
+    /// The JSON stored in `campaigns.summary` and served by the API: the campaign's own
+    /// fields (read back on start) plus readable ones. Members are listed up to
+    /// [`MAX_LISTED_MEMBERS`]; `member_count` is exact.
+    pub fn summary(&self) -> serde_json::Value {
+        let (tools, fingerprint) = self.key.split_once('|').unwrap_or((&self.key, ""));
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            let extra = serde_json::json!({
+                "tools": tools.split('+').collect::<Vec<_>>(),
+                "tcp_fingerprint": fingerprint,
+                "members": self.members.iter().take(MAX_LISTED_MEMBERS).collect::<Vec<_>>(),
+                "member_count": self.members.len(),
+                "first_seen": crate::timefmt::rfc3339_ns(self.first_ns),
+                "last_seen": crate::timefmt::rfc3339_ns(self.last_ns),
+            });
+            if let serde_json::Value::Object(e) = extra {
+                o.extend(e);
+            }
+        }
+        v
+    }
+}
+
+/// Summaries of every keyed source, per key, ordered by last activity.
+#[derive(Default)]
+pub struct Index {
+    by_key: HashMap<String, BTreeMap<(i64, String), Summary>>,
+    /// ip -> (key, last_ns): where its summary sits.
+    at: HashMap<String, (String, i64)>,
+}
+
+impl Index {
+    pub fn upsert(&mut self, key: &str, s: Summary) {
+        if let Some((old_key, old_last)) = self.at.remove(&s.ip)
+            && let Some(m) = self.by_key.get_mut(&old_key)
+        {
+            m.remove(&(old_last, s.ip.clone()));
+        }
+        self.at.insert(s.ip.clone(), (key.to_owned(), s.last_ns));
+        self.by_key
+            .entry(key.to_owned())
+            .or_default()
+            .insert((s.last_ns, s.ip.clone()), s);
+    }
+
+    pub fn get(&self, ip: &str) -> Option<&Summary> {
+        let (key, last) = self.at.get(ip)?;
+        self.by_key.get(key)?.get(&(*last, ip.to_owned()))
+    }
+
+    pub fn set_campaign(&mut self, ip: &str, id: i64) {
+        if let Some((key, last)) = self.at.get(ip)
+            && let Some(s) = self
+                .by_key
+                .get_mut(key)
+                .and_then(|m| m.get_mut(&(*last, ip.to_owned())))
+        {
+            s.campaign = Some(id);
+        }
+    }
+
+    /// Sources related to `me` under `key`, newest first.
+    pub fn matches(&self, key: &str, me: &Summary) -> Vec<(Summary, Evidence)> {
+        let Some(m) = self.by_key.get(key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (compared, ((last, ip), other)) in m.iter().rev().enumerate() {
+            if compared >= MAX_COMPARE || *last < me.first_ns - WINDOW_NS {
+                break;
+            }
+            if *ip == me.ip {
+                continue;
+            }
+            if let Some(e) = relate(me, other) {
+                out.push((other.clone(), e));
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60 * 1_000_000_000;
+
+    fn s(ip: &str, t: i64, deckies: &[&str], ports: (u16, u16)) -> Summary {
+        Summary {
+            ip: ip.into(),
+            first_ns: t,
+            last_ns: t + 5 * MIN,
+            deckies: deckies.iter().map(|d| d.to_string()).collect(),
+            port_min: ports.0,
+            port_max: ports.1,
+            campaign: None,
+        }
+    }
+
+    #[test]
+    fn rule() {
+        let a = s("a", 0, &["web"], (1, 1000));
+        // Split range, adjacent.
+        assert_eq!(
+            relate(&a, &s("b", MIN, &["web"], (1001, 2000))),
+            Some(Evidence::SplitRange)
+        );
+        // The same targets.
+        assert_eq!(
+            relate(&a, &s("b", MIN, &["web", "db"], (1, 1024))),
+            Some(Evidence::SharedTargets)
+        );
+        // Too far apart in time, no shared decoy, or unrelated port ranges.
+        assert_eq!(relate(&a, &s("b", 40 * MIN, &["web"], (1001, 2000))), None);
+        assert_eq!(relate(&a, &s("b", MIN, &["db"], (1001, 2000))), None);
+        assert_eq!(relate(&a, &s("b", MIN, &["web"], (5000, 6000))), None);
+        // A sliver of overlap at the seam is still a split; a large partial one is neither.
+        assert_eq!(
+            relate(&a, &s("b", MIN, &["web"], (990, 3000))),
+            Some(Evidence::SplitRange)
+        );
+        assert_eq!(relate(&a, &s("b", MIN, &["web"], (900, 3000))), None);
+    }
+
+    #[test]
+    fn index_matches_newest_first_within_the_window() {
+        let mut ix = Index::default();
+        ix.upsert("k", s("old", 0, &["web"], (1, 100)));
+        ix.upsert("k", s("new", 60 * MIN, &["web"], (1, 100)));
+        ix.upsert("other", s("x", 60 * MIN, &["web"], (1, 100)));
+        let me = s("me", 61 * MIN, &["web"], (50, 60));
+        let m = ix.matches("k", &me);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].0.ip, "new");
+        // Moving a summary keeps one entry per IP.
+        ix.upsert("k", s("old", 62 * MIN, &["web"], (1, 100)));
+        assert_eq!(ix.len(), 3);
+        assert_eq!(ix.matches("k", &me).len(), 2);
+        ix.set_campaign("old", 7);
+        assert_eq!(ix.get("old").unwrap().campaign, Some(7));
+    }
+}
