@@ -403,6 +403,53 @@ fn nmap_os_detection_is_recognised_as_such() {
 }
 
 #[test]
+fn nmap_syn_scan_is_profiled_within_one_second() {
+    if !require_root() {
+        return;
+    }
+    require_tool("nmap");
+    let lab = Lab::new(15);
+    let dir = tempfile_dir("within1s");
+    let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    lab.exec(&["nmap", "-n", "-Pn", "-sS", "-p", "1-100", &lab.decoy], 60);
+    // nmap has exited: its last probe is out. Sample the API until 3 s have passed.
+    let done = std::time::Instant::now();
+    let path = format!("/api/v1/attackers/{}", lab.attacker);
+    let mut samples = vec![];
+    while done.elapsed() < std::time::Duration::from_secs(3) {
+        if let Some((200, body)) = decnet_tests::http_get(daemon.api, &path) {
+            let v: Value = serde_json::from_str(&body).expect("profile JSON");
+            samples.push((done.elapsed(), v["event_count"].as_u64().unwrap_or(0)));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    daemon.settle();
+    let want = read_journal(&daemon.journal_path())
+        .iter()
+        .filter(|r| r["attacker_ip"] == lab.attacker.as_str())
+        .count() as u64;
+    assert!(want >= 100, "{want} records for 100 ports");
+    let first_complete = samples
+        .iter()
+        .find(|(_, n)| *n == want)
+        .map(|(t, _)| *t)
+        .unwrap_or_else(|| panic!("profile never reached {want} events: {samples:?}"));
+    eprintln!("complete profile {first_complete:?} after nmap exited");
+    assert!(
+        first_complete <= std::time::Duration::from_secs(1),
+        "profile complete only {first_complete:?} after the last probe"
+    );
+    let p = daemon.attacker(&lab.attacker);
+    assert_eq!(p["behavior"]["class"], "scanning", "{p}");
+    assert_eq!(p["scan"]["kinds"], serde_json::json!(["syn"]), "{p}");
+    assert_eq!(p["scan"]["pattern"], "port_scan", "{p}");
+    assert_eq!(p["tools"], serde_json::json!(["nmap"]), "{p}");
+    // Crafted SYNs with a random TTL: no OS guess and no hop distance from them.
+    assert_eq!(p["os_guess"], Value::Null, "{p}");
+    assert_eq!(p["hop_distance"], Value::Null, "{p}");
+}
+
+#[test]
 fn hping3_hammering_one_port_is_brute_force() {
     if !require_root() {
         return;

@@ -21,6 +21,7 @@ use crate::{
     api::{self, AppState},
     collector::{Collector, JournalConfig, JournalWriter},
     config::RunConfig,
+    hub::Hub,
     ingest::{IngestConfig, Ingester},
     profile::Profiler,
     sensor::{self, Sensor, SensorError, loader::LoadOptions},
@@ -68,13 +69,16 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     let store = Store::open(&db_path)
         .await
         .map_err(|e| DaemonError::Store(db_path.clone(), e))?;
+    let checkpoints = tokio::spawn(store.clone().checkpoint_loop(Duration::from_millis(500)));
+    let hub = Hub::default();
     let wake = Arc::new(Notify::new());
     let mut ingest_cfg = IngestConfig::new(cfg.data_dir.clone());
     ingest_cfg.keep = ingest_cfg.keep.max(cfg.journal_keep);
     let ingester = Ingester::new(store.clone(), ingest_cfg, wake.clone());
     let (stop_profile, profile_rx) = watch::channel(false);
-    let profile_task =
-        tokio::spawn(Profiler::new(store.clone()).run(ingester.subscribe(), profile_rx));
+    let profile_task = tokio::spawn(
+        Profiler::with_hub(store.clone(), hub.clone()).run(ingester.subscribe(), profile_rx),
+    );
     let ingest_stats = ingester.stats();
     let (stop_ingest, ingest_rx) = watch::channel(false);
     let ingest_task = tokio::spawn(ingester.run(ingest_rx, false));
@@ -111,6 +115,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         attached: sensor.attached().map(|(i, m)| (i.to_owned(), m)),
         ingest: Some(ingest_stats.clone()),
         store: Some(store),
+        hub,
     };
     let mut api_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -152,6 +157,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         Ok(Err(e)) => tracing::error!(error = %e, "profiler failed"),
         Err(e) => tracing::error!(error = %e, "profiler task panicked"),
     }
+    checkpoints.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let k = kernel.read()?;
     let p = pipeline.snapshot();

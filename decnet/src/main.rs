@@ -69,6 +69,11 @@ fn main() -> anyhow::Result<()> {
             let store = decnet::store::Store::open(&db)
                 .await
                 .with_context(|| format!("opening {}", db.display()))?;
+            tokio::spawn(
+                store
+                    .clone()
+                    .checkpoint_loop(std::time::Duration::from_millis(500)),
+            );
             let ing = decnet::ingest::Ingester::new(
                 store,
                 decnet::ingest::IngestConfig::new(data_dir.clone()),

@@ -15,7 +15,7 @@ fn clock_ns(clock: libc::clockid_t) -> i64 {
     };
     // SAFETY: valid pointer to a timespec; these clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 /// Converts monotonic kernel timestamps to wall-clock nanoseconds since the Unix epoch.

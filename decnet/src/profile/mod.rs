@@ -5,12 +5,14 @@
 //! - `classify`: behavior class and scan pattern rules.
 //! - `tools`: tool attribution by signature votes.
 //! - `risk`: the 0-100 score and its reasons.
-//! - `worker`: the cursor-driven incremental worker.
+//! - `worker`: the cursor-driven incremental worker (campaign matching, detections).
 //!
-//! Computed today: timing, deckies (traversal path), services, ports, scan kinds (including
-//! nmap OS detection), scan pattern, behavior class, tools, hop distance and TCP fingerprint.
-//! Also risk (without the credential/command/campaign parts yet).
-//! Not yet: OS guess, commands, campaigns, detection events.
+//! - `os`: passive OS guess from own-stack SYN fingerprints.
+//! - `commands`: commands in payloads, and exploitation patterns.
+//! - `campaign`: coordinated sources.
+//!
+//! The database keeps each IP's streaming state; the public profile is rendered from it
+//! when read ([`render`]), so it always follows the current rules.
 
 pub mod campaign;
 pub mod classify;
@@ -23,3 +25,16 @@ pub mod tools;
 pub mod worker;
 
 pub use worker::Profiler;
+
+use crate::store::{Store, StoreError};
+
+/// The public profile of `ip` from its stored state (None when the state does not parse).
+pub fn render(ip: &str, state: &str) -> Option<serde_json::Value> {
+    let st: state::IpState = serde_json::from_str(state).ok()?;
+    Some(st.profile(ip, &st.verdict()))
+}
+
+/// The public profile of `ip`, or None when it was never profiled.
+pub async fn load(store: &Store, ip: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    Ok(store.attacker_state(ip).await?.and_then(|s| render(ip, &s)))
+}

@@ -124,10 +124,10 @@ impl Work {
         };
         if me.campaign.is_none() {
             let found = mem.index.matches(&key, &me);
-            let ids: BTreeSet<i64> = found.iter().filter_map(|(s, _)| s.campaign).collect();
-            let target = match (ids.first(), found.first()) {
+            let ids = &found.campaigns;
+            let target = match (ids.first(), &found.newest) {
                 (Some(id), _) => Some(*id),
-                (None, Some((partner, _))) => {
+                (None, Some(partner)) => {
                     let id = mem.next_campaign;
                     mem.next_campaign += 1;
                     let mut c = Campaign::new(id, &key, partner);
@@ -160,7 +160,7 @@ impl Work {
                     self.dirty.remove(other);
                 }
                 if let Some(c) = mem.campaigns.get_mut(&target) {
-                    for (_, e) in &found {
+                    for e in &found.evidence {
                         c.evidence.insert(e.as_str().to_owned());
                     }
                 }
@@ -324,7 +324,6 @@ impl Profiler {
                 }
                 st.reported = Some(now_reported);
             }
-            let profile = st.profile(ip, &v);
             commit.rows.push(ProfileRow {
                 ip: ip.clone(),
                 first_seen: st.first_seen.clone(),
@@ -334,7 +333,6 @@ impl Profiler {
                 risk_score: v.risk.score as i64,
                 campaign_id: st.campaign_id,
                 campaign_key: st.campaign_key.clone(),
-                profile: profile.to_string(),
                 state: serde_json::to_string(st).unwrap_or_default(),
             });
         }

@@ -88,9 +88,7 @@ pub struct ProfileRow {
     pub risk_score: i64,
     pub campaign_id: Option<i64>,
     pub campaign_key: Option<String>,
-    /// The public profile JSON.
-    pub profile: String,
-    /// The serialized streaming state.
+    /// The serialized streaming state (the public profile is rendered from it on read).
     pub state: String,
 }
 
@@ -122,47 +120,76 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-/// Rows per multi-row INSERT: fewer statements per batch is most of SQLite's speed here.
-const LOG_ROWS_PER_STMT: usize = 64;
-const LOG_COLS: usize = 8;
+/// Rows per multi-row statement: fewer statements per batch is most of SQLite's speed here.
+const ROWS_PER_STMT: usize = 64;
 
-const BOUNTY_ROWS_PER_STMT: usize = 64;
-
-/// Multi-row upsert for `n` bounties (1..=BOUNTY_ROWS_PER_STMT); statements are built once
-/// per size and cached.
-fn upsert_bounties(n: usize) -> &'static str {
-    static SQL: OnceLock<Vec<String>> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        (0..=BOUNTY_ROWS_PER_STMT)
-            .map(|k| {
-                format!(
-                    "INSERT INTO bounties (attacker_ip, kind, value, first_seen, last_seen, count, first_log_id) VALUES {} \
-                     ON CONFLICT (attacker_ip, kind, value) DO UPDATE SET \
-                     last_seen = excluded.last_seen, count = count + excluded.count",
-                    vec!["(?, ?, ?, ?, ?, ?, ?)"; k.max(1)].join(",")
-                )
-            })
-            .collect()
-    });
-    &all[n.clamp(1, BOUNTY_ROWS_PER_STMT)]
+/// One multi-row statement shape: `head VALUES (?,..),(?,..) tail`.
+struct MultiRow {
+    head: &'static str,
+    cols: usize,
+    tail: &'static str,
+    built: OnceLock<Vec<String>>,
 }
 
-/// Multi-row INSERT for `n` logs (1..=LOG_ROWS_PER_STMT), built once per size.
-fn insert_logs(n: usize) -> &'static str {
-    static SQL: OnceLock<Vec<String>> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        let row = format!("({})", vec!["?"; LOG_COLS].join(","));
-        (0..=LOG_ROWS_PER_STMT)
-            .map(|k| {
-                format!(
-                    "INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id) VALUES {}",
-                    vec![row.as_str(); k.max(1)].join(",")
-                )
-            })
-            .collect()
-    });
-    &all[n.clamp(1, LOG_ROWS_PER_STMT)]
+impl MultiRow {
+    const fn new(head: &'static str, cols: usize, tail: &'static str) -> Self {
+        Self {
+            head,
+            cols,
+            tail,
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The statement for `n` rows (1..=ROWS_PER_STMT), built once per size.
+    fn sql(&self, n: usize) -> &str {
+        let all = self.built.get_or_init(|| {
+            let row = format!("({})", vec!["?"; self.cols].join(","));
+            (0..=ROWS_PER_STMT)
+                .map(|k| {
+                    format!(
+                        "{} VALUES {} {}",
+                        self.head,
+                        vec![row.as_str(); k.max(1)].join(","),
+                        self.tail
+                    )
+                })
+                .collect()
+        });
+        &all[n.clamp(1, ROWS_PER_STMT)]
+    }
 }
+
+static INSERT_LOGS: MultiRow = MultiRow::new(
+    "INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id)",
+    8,
+    "",
+);
+
+static UPSERT_BOUNTIES: MultiRow = MultiRow::new(
+    "INSERT INTO bounties (attacker_ip, kind, value, first_seen, last_seen, count, first_log_id)",
+    7,
+    "ON CONFLICT (attacker_ip, kind, value) DO UPDATE SET \
+     last_seen = excluded.last_seen, count = count + excluded.count",
+);
+
+static INSERT_DETECTIONS: MultiRow =
+    MultiRow::new("INSERT INTO detections (id, ts, ip, body)", 4, "");
+
+static UPSERT_ATTACKERS: MultiRow = MultiRow::new(
+    "INSERT INTO attackers (ip, first_seen, last_seen, event_count, class, risk_score, campaign_id, updated_at)",
+    8,
+    "ON CONFLICT (ip) DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen, \
+     event_count = excluded.event_count, class = excluded.class, risk_score = excluded.risk_score, \
+     campaign_id = excluded.campaign_id, updated_at = excluded.updated_at",
+);
+
+static UPSERT_BEHAVIOR: MultiRow = MultiRow::new(
+    "INSERT INTO attacker_behavior (ip, state, campaign_key, updated_at)",
+    4,
+    "ON CONFLICT (ip) DO UPDATE SET state = excluded.state, campaign_key = excluded.campaign_key, \
+     updated_at = excluded.updated_at",
+);
 
 /// Compare-and-set of a state cursor inside a transaction: it must still hold `prev` (or be
 /// absent when `prev` is None), else the transaction is abandoned with `CursorMoved`, so two
@@ -204,13 +231,47 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // The profiler rewrites the states of the sources a batch touches, spread over
+            // the whole table; with SQLite's default 2 MiB cache every batch re-reads its
+            // pages through syscalls. 16 MiB per connection (an upper bound, filled only as
+            // used) holds the states of 10,000 sources.
+            .pragma("cache_size", "-16384")
+            // Checkpoints (WAL -> database, with fsyncs) belong in the background
+            // (`checkpoint_loop`), not in whichever commit crosses the default 1,000 pages:
+            // on a real disk that commit took 30-50 ms instead of 5. The bound stays as a
+            // safety net if the background task is not running.
+            .pragma("wal_autocheckpoint", "20000")
+            // After a checkpoint, give back WAL space beyond 64 MiB.
+            .pragma("journal_size_limit", "67108864");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
+    }
+
+    /// Checkpoints the WAL every `every` (PASSIVE: never waits for readers or writers),
+    /// so commits do not pay for it. Runs until the task is dropped or the store closed.
+    pub async fn checkpoint_loop(self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if self.pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_all(&self.pool)
+                .await
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
+    }
+
+    /// Closes every connection (waits for those in use).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// An in-memory database (tests).
@@ -252,8 +313,8 @@ impl Store {
     pub async fn commit_batch(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut first_id: Option<i64> = None;
-        for chunk in batch.logs.chunks(LOG_ROWS_PER_STMT) {
-            let mut q = sqlx::query(AssertSqlSafe(insert_logs(chunk.len())));
+        for chunk in batch.logs.chunks(ROWS_PER_STMT) {
+            let mut q = sqlx::query(AssertSqlSafe(INSERT_LOGS.sql(chunk.len())));
             for l in chunk {
                 q = q
                     .bind(&l.ts)
@@ -289,8 +350,8 @@ impl Store {
         let mut agg: Vec<_> = agg.into_iter().collect();
         // Deterministic order (first occurrence) so ids follow the journal.
         agg.sort_by_key(|(_, v)| v.0);
-        for chunk in agg.chunks(BOUNTY_ROWS_PER_STMT) {
-            let mut q = sqlx::query(AssertSqlSafe(upsert_bounties(chunk.len())));
+        for chunk in agg.chunks(ROWS_PER_STMT) {
+            let mut q = sqlx::query(AssertSqlSafe(UPSERT_BOUNTIES.sql(chunk.len())));
             for ((ip, kind, value), (_, idx, first, last, n)) in chunk {
                 q = q
                     .bind(*ip)
@@ -344,36 +405,29 @@ impl Store {
     pub async fn commit_profiles(&self, c: &ProfileCommit) -> Result<(), StoreError> {
         let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
         let mut tx = self.pool.begin().await?;
-        for r in &c.rows {
-            sqlx::query(
-                "INSERT INTO attackers (ip, first_seen, last_seen, event_count, class, risk_score, campaign_id, profile, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET first_seen = excluded.first_seen, \
-                 last_seen = excluded.last_seen, event_count = excluded.event_count, class = excluded.class, \
-                 risk_score = excluded.risk_score, campaign_id = excluded.campaign_id, profile = excluded.profile, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(&r.ip)
-            .bind(&r.first_seen)
-            .bind(&r.last_seen)
-            .bind(r.event_count)
-            .bind(&r.class)
-            .bind(r.risk_score)
-            .bind(r.campaign_id)
-            .bind(&r.profile)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO attacker_behavior (ip, state, campaign_key, updated_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (ip) DO UPDATE SET state = excluded.state, campaign_key = excluded.campaign_key, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(&r.ip)
-            .bind(&r.state)
-            .bind(&r.campaign_key)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in c.rows.chunks(ROWS_PER_STMT) {
+            let mut q = sqlx::query(AssertSqlSafe(UPSERT_ATTACKERS.sql(chunk.len())));
+            for r in chunk {
+                q = q
+                    .bind(&r.ip)
+                    .bind(&r.first_seen)
+                    .bind(&r.last_seen)
+                    .bind(r.event_count)
+                    .bind(&r.class)
+                    .bind(r.risk_score)
+                    .bind(r.campaign_id)
+                    .bind(&now);
+            }
+            q.execute(&mut *tx).await?;
+            let mut q = sqlx::query(AssertSqlSafe(UPSERT_BEHAVIOR.sql(chunk.len())));
+            for r in chunk {
+                q = q
+                    .bind(&r.ip)
+                    .bind(&r.state)
+                    .bind(&r.campaign_key)
+                    .bind(&now);
+            }
+            q.execute(&mut *tx).await?;
         }
         for (id, summary) in &c.campaigns {
             sqlx::query(
@@ -393,14 +447,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for d in &c.detections {
-            sqlx::query("INSERT INTO detections (id, ts, ip, body) VALUES (?, ?, ?, ?)")
-                .bind(d.id)
-                .bind(&d.ts)
-                .bind(&d.ip)
-                .bind(&d.body)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in c.detections.chunks(ROWS_PER_STMT) {
+            let mut q = sqlx::query(AssertSqlSafe(INSERT_DETECTIONS.sql(chunk.len())));
+            for d in chunk {
+                q = q.bind(d.id).bind(&d.ts).bind(&d.ip).bind(&d.body);
+            }
+            q.execute(&mut *tx).await?;
         }
         for (k, v) in &c.state {
             sqlx::query(
@@ -476,9 +528,9 @@ impl Store {
             .collect())
     }
 
-    /// The stored profile JSON of one attacker.
-    pub async fn attacker_profile(&self, ip: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT profile FROM attackers WHERE ip = ?")
+    /// The stored streaming state of one attacker (its profile is rendered from it).
+    pub async fn attacker_state(&self, ip: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT state FROM attacker_behavior WHERE ip = ?")
             .bind(ip)
             .fetch_optional(&self.pool)
             .await?;
@@ -491,6 +543,13 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn count_attackers(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM attackers")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
     }
 
     pub async fn count_logs(&self) -> Result<i64, StoreError> {

@@ -1,0 +1,83 @@
+//! Shared by the benchmarks: a fixed PRNG, a generator of realistic sensor records, and
+//! percentiles.
+#![allow(dead_code)]
+
+use decnet::{collector::write_probe_record, sensor::Probe};
+use decnet_common::{EventKind, FAMILY_V4, RawEvent};
+
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A sensor record as the daemon writes it: mostly SYN scans, some stealth probes, UDP
+/// with payloads and HTTP first payloads (which yield bounties), from up to `sources`
+/// attackers; record `i` is stamped `i * step_ns` after a fixed start.
+pub fn record(rng: &mut Rng, i: usize, sources: u64, step_ns: i64, out: &mut Vec<u8>) {
+    // SAFETY: RawEvent is plain old data.
+    let mut ev: RawEvent = unsafe { std::mem::zeroed() };
+    ev.family = FAMILY_V4;
+    // Skewed like real scanning traffic: a few sources send most packets, a long tail of
+    // others send a few.
+    let spread = rng.next(sources) + 1;
+    let attacker = rng.next(spread) as u32;
+    ev.src_addr[10..].copy_from_slice(&[0xff, 0xff, 10, (attacker >> 8) as u8, attacker as u8, 7]);
+    ev.dst_addr[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 1 + rng.next(4) as u8]);
+    ev.decky_id = 1;
+    ev.src_port = (40000 + rng.next(20000) as u16).to_be();
+    ev.dst_port = (1 + rng.next(1024) as u16).to_be();
+    ev.ttl = 40 + rng.next(20) as u8;
+    ev.ip_id = (rng.next(65536) as u16).to_be();
+    ev.ts_ns = 1_000_000_000 + i as u64 * 1000;
+    ev.ifindex = 2;
+    match rng.next(10) {
+        0 => {
+            ev.kind = EventKind::TcpProbe as u32;
+            ev.proto = 6;
+            ev.tcp_flags = 0x029;
+            ev.window = 1024u16.to_be();
+        }
+        1 => {
+            ev.kind = EventKind::UdpProbe as u32;
+            ev.proto = 17;
+            ev.payload_len = 40;
+            ev.payload_cap = 40;
+            ev.payload[..40].copy_from_slice(&[0x30; 40]);
+        }
+        2 => {
+            ev.kind = EventKind::TcpPayload as u32;
+            ev.proto = 6;
+            ev.tcp_flags = 0x018;
+            ev.dst_port = 80u16.to_be();
+            let body = b"GET /admin HTTP/1.1\r\nHost: 10.0.0.1\r\nUser-Agent: Mozilla/5.0 zgrab/0.x\r\n\r\n";
+            ev.payload_len = body.len() as u32;
+            ev.payload_cap = body.len() as u8;
+            ev.payload[..body.len()].copy_from_slice(body);
+        }
+        _ => {
+            ev.kind = EventKind::TcpSyn as u32;
+            ev.proto = 6;
+            ev.tcp_flags = 0x002;
+            ev.window = 1024u16.to_be();
+            ev.opt_len = 4;
+            ev.options[..4].copy_from_slice(&[2, 4, 5, 180]);
+        }
+    }
+    let p = Probe::from_raw(&ev).expect("probe");
+    write_probe_record(
+        out,
+        &p,
+        "web",
+        1_795_723_674_000_000_000 + i as i64 * step_ns,
+        None,
+    );
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
