@@ -231,6 +231,7 @@ impl Daemon {
             .arg("--data-dir")
             .arg(data_dir)
             .env("DECNET_LOG", "info")
+            .env("DECNET_API_TOKEN", API_TOKEN)
             .stdout(Stdio::null())
             .stderr(logf);
         for d in decoys {
@@ -389,13 +390,17 @@ pub fn read_journal(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Minimal HTTP/1.1 GET on loopback: (status, body), `None` when nothing answers.
+/// The API token every test daemon gets (DECNET_API_TOKEN).
+pub const API_TOKEN: &str = "decnet-test-token-7d1f0c2e9a";
+
+/// Minimal HTTP/1.1 GET on loopback with the test token: (status, body), `None` when
+/// nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {API_TOKEN}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = String::new();

@@ -41,15 +41,38 @@ pub enum DaemonError {
     Store(std::path::PathBuf, #[source] crate::store::StoreError),
     #[error("listening on {0}: {1}")]
     Listen(std::net::SocketAddr, #[source] std::io::Error),
+    #[error(
+        "refusing to listen on {0} without an API token: set DECNET_API_TOKEN (a long random \
+         string) to expose the API beyond loopback, or use --listen 127.0.0.1:PORT"
+    )]
+    ExposedWithoutToken(std::net::SocketAddr),
+    #[error("API token {0}: {1}")]
+    Token(std::path::PathBuf, #[source] std::io::Error),
 }
 
 /// Runs until `shutdown` becomes true.
 pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    // Before touching the kernel: an API reachable from other hosts needs a chosen token.
+    let token_set = std::env::var(api::auth::TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty());
+    if !cfg.listen.ip().to_canonical().is_loopback() && !token_set {
+        return Err(DaemonError::ExposedWithoutToken(cfg.listen));
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
         .create(&cfg.data_dir)
         .map_err(|e| DaemonError::DataDir(cfg.data_dir.clone(), e))?;
+    let (auth, source) = api::auth::Auth::load_or_create(&cfg.data_dir)
+        .map_err(|e| DaemonError::Token(cfg.data_dir.join(api::auth::TOKEN_FILE), e))?;
+    match source {
+        api::auth::TokenSource::Env => tracing::info!("API token from DECNET_API_TOKEN"),
+        api::auth::TokenSource::File(p) => {
+            tracing::info!(path = %p.display(), "API token read from file")
+        }
+        api::auth::TokenSource::Generated(p) => {
+            tracing::info!(path = %p.display(), "API token generated (mode 0600)")
+        }
+    }
 
     let mut sensor = Sensor::load(&cfg.decoys, &LoadOptions::default())?;
     let ring = sensor.take_ring()?;
@@ -74,7 +97,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     let wake = Arc::new(Notify::new());
     let mut ingest_cfg = IngestConfig::new(cfg.data_dir.clone());
     ingest_cfg.keep = ingest_cfg.keep.max(cfg.journal_keep);
-    let ingester = Ingester::new(store.clone(), ingest_cfg, wake.clone());
+    let ingester = Ingester::new(store.clone(), ingest_cfg, wake.clone()).with_hub(hub.clone());
     let (stop_profile, profile_rx) = watch::channel(false);
     let profile_task = tokio::spawn(
         Profiler::with_hub(store.clone(), hub.clone()).run(ingester.subscribe(), profile_rx),
@@ -116,14 +139,18 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         ingest: Some(ingest_stats.clone()),
         store: Some(store),
         hub,
+        auth: Arc::new(auth),
     };
     let mut api_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
-        let r = axum::serve(listener, api::app(state))
-            .with_graceful_shutdown(async move {
-                let _ = api_shutdown.wait_for(|v| *v).await;
-            })
-            .await;
+        let r = axum::serve(
+            listener,
+            api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = api_shutdown.wait_for(|v| *v).await;
+        })
+        .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "API server failed");
         }

@@ -1,25 +1,94 @@
 //! The in-process hub: what the daemon's stages announce to live subscribers (the SSE
-//! stream). A broadcast channel, so a slow subscriber lags and resumes from the database
-//! instead of holding anything up; publishing with no subscriber costs one atomic load.
+//! stream). One broadcast channel carries committed log batches and detections in the
+//! order they were committed; a slow subscriber lags (and resumes from the database)
+//! instead of holding anything up, and publishing with no subscriber costs one atomic load.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
-use crate::store::DetectionRow;
+use crate::store::{DetectionRow, NewLog};
 
-/// Messages a subscriber may miss before it is told it lagged.
-const CAPACITY: usize = 1024;
+/// Messages a subscriber may fall behind by before it is told it lagged.
+pub const CAPACITY: usize = 1024;
+
+/// Rows of one committed ingest batch; ids are consecutive from `first_id`.
+pub struct LogBatch {
+    pub first_id: i64,
+    pub logs: Vec<NewLog>,
+    /// Each row as the stream's JSON, rendered once for all subscribers.
+    json: OnceLock<Vec<Arc<str>>>,
+}
+
+impl LogBatch {
+    pub fn new(first_id: i64, logs: Vec<NewLog>) -> Self {
+        Self {
+            first_id,
+            logs,
+            json: OnceLock::new(),
+        }
+    }
+
+    pub fn json(&self) -> &[Arc<str>] {
+        self.json.get_or_init(|| {
+            self.logs
+                .iter()
+                .enumerate()
+                .map(|(i, l)| log_json(self.first_id + i as i64, l).into())
+                .collect()
+        })
+    }
+}
+
+/// A log row as the API and the stream show it: the record with its id, `fields` as an
+/// object.
+pub fn log_json(id: i64, l: &NewLog) -> String {
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        id: i64,
+        ts: &'a str,
+        decky: &'a str,
+        service: &'a str,
+        event_type: &'a str,
+        attacker_ip: &'a str,
+        fields: &'a serde_json::value::RawValue,
+        trace_id: Option<&'a str>,
+        span_id: Option<&'a str>,
+    }
+    let empty = serde_json::value::RawValue::from_string("{}".into()).ok();
+    let parsed: Option<&serde_json::value::RawValue> = serde_json::from_str(&l.fields).ok();
+    let Some(fields) = parsed.or(empty.as_deref()) else {
+        return "{}".into();
+    };
+    serde_json::to_string(&Row {
+        id,
+        ts: &l.ts,
+        decky: &l.decky,
+        service: &l.service,
+        event_type: &l.event_type,
+        attacker_ip: &l.attacker_ip,
+        fields,
+        trace_id: l.trace_id.as_deref(),
+        span_id: l.span_id.as_deref(),
+    })
+    .unwrap_or_else(|_| "{}".into())
+}
+
+#[derive(Clone)]
+pub enum HubMsg {
+    Logs(Arc<LogBatch>),
+    Detection(Arc<DetectionRow>),
+}
 
 #[derive(Clone)]
 pub struct Hub {
-    detections: broadcast::Sender<Arc<DetectionRow>>,
+    tx: broadcast::Sender<HubMsg>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
         Self {
-            detections: broadcast::channel(CAPACITY).0,
+            tx: broadcast::channel(CAPACITY).0,
         }
     }
 }
@@ -27,12 +96,26 @@ impl Default for Hub {
 impl Hub {
     /// Announces a committed detection.
     pub fn detection(&self, d: DetectionRow) {
-        if self.detections.receiver_count() > 0 {
-            let _ = self.detections.send(Arc::new(d));
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(HubMsg::Detection(Arc::new(d)));
         }
     }
 
-    pub fn subscribe_detections(&self) -> broadcast::Receiver<Arc<DetectionRow>> {
-        self.detections.subscribe()
+    /// Announces committed log rows (ids `first_id..`); `logs` is only built when someone
+    /// listens.
+    pub fn logs(&self, first_id: i64, logs: impl FnOnce() -> Vec<NewLog>) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self
+                .tx
+                .send(HubMsg::Logs(Arc::new(LogBatch::new(first_id, logs()))));
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<HubMsg> {
+        self.tx.subscribe()
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
     }
 }

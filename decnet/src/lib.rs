@@ -6,6 +6,7 @@
 //! announcements), [`config`] and the [`daemon`] that wires them. See DESIGN.md for the architecture and the public contracts.
 
 pub mod api;
+pub mod client;
 pub mod collector;
 pub mod config;
 pub mod daemon;

@@ -33,10 +33,58 @@ enum Cmd {
     },
     /// Print the counters of a running daemon (GET /api/v1/stats).
     Stats {
-        /// Address of the daemon's API.
-        #[arg(long, env = "DECNET_LISTEN", default_value = decnet::config::DEFAULT_LISTEN)]
-        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
+    /// List the attackers a running daemon has profiled, riskiest first.
+    Attackers {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Rows to show (1-1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Order: risk, last_seen, first_seen or events.
+        #[arg(long, default_value = "risk")]
+        sort: String,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a running daemon's live stream of logs and detections (resumes after a
+    /// disconnect without gaps).
+    Tail {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Print each event's JSON, one per line.
+        #[arg(long)]
+        json: bool,
+        /// Only this source.
+        #[arg(long)]
+        attacker_ip: Option<std::net::IpAddr>,
+        /// Only logs of this event type (tcp_syn, tcp_probe, ...).
+        #[arg(long)]
+        event_type: Option<String>,
+        /// Only detections with at least this risk score.
+        #[arg(long)]
+        min_risk: Option<u8>,
+    },
+}
+
+/// How to reach a running daemon.
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// Address of the daemon's API.
+    #[arg(long, env = "DECNET_LISTEN", default_value = decnet::config::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// The daemon's data dir, where it keeps `api-token` (unless DECNET_API_TOKEN is set).
+    #[arg(long, env = "DECNET_DATA_DIR", default_value = decnet::config::DEFAULT_DATA_DIR)]
+    data_dir: std::path::PathBuf,
+}
+
+impl DaemonArgs {
+    fn client(&self) -> anyhow::Result<decnet::client::Client> {
+        decnet::client::Client::new(self.listen, &self.data_dir)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,10 +143,61 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }),
-        Cmd::Stats { listen } => rt.block_on(async move {
-            let body = http_get(listen, "/api/v1/stats").await?;
+        Cmd::Stats { daemon } => rt.block_on(async move {
+            let body = daemon.client()?.get("/api/v1/stats").await?;
             println!("{body}");
             Ok(())
+        }),
+        Cmd::Attackers {
+            daemon,
+            limit,
+            sort,
+            json,
+        } => rt.block_on(async move {
+            let body = daemon
+                .client()?
+                .get(&format!("/api/v1/attackers?limit={limit}&sort={sort}"))
+                .await?;
+            if json {
+                println!("{body}");
+            } else {
+                print!("{}", decnet::client::attackers_table(&body)?);
+            }
+            Ok(())
+        }),
+        Cmd::Tail {
+            daemon,
+            json,
+            attacker_ip,
+            event_type,
+            min_risk,
+        } => rt.block_on(async move {
+            let mut query = Vec::new();
+            if let Some(ip) = attacker_ip {
+                query.push(format!("attacker_ip={ip}"));
+            }
+            if let Some(et) = event_type {
+                query.push(format!("event_type={et}"));
+            }
+            if let Some(r) = min_risk {
+                query.push(format!("min_risk={r}"));
+            }
+            let client = daemon.client()?;
+            let query = query.join("&");
+            let follow = client.tail(&query, None, |ev| {
+                if json {
+                    if ev.event != "stats" {
+                        println!("{}", ev.data);
+                    }
+                } else if let Some(line) = decnet::client::event_line(ev) {
+                    println!("{line}");
+                }
+                true
+            });
+            tokio::select! {
+                r = follow => r.map(|_| ()),
+                _ = wait_for_signal() => Ok(()),
+            }
         }),
     }
 }
@@ -116,27 +215,4 @@ async fn wait_for_signal() {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
     }
-}
-
-/// Minimal HTTP/1.1 GET for the local client commands (loopback only, no TLS).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| {
-            format!("connecting to the decnet daemon at {addr}; is `decnet run` up?")
-        })?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .context("sending request")?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.context("reading response")?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let status = head.lines().next().unwrap_or("");
-    anyhow::ensure!(status.contains(" 200 "), "daemon answered {status}: {body}");
-    Ok(body.to_owned())
 }

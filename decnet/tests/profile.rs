@@ -257,7 +257,7 @@ async fn three_sources_splitting_a_port_range_form_one_campaign() {
     );
     let store = store_with(d.path(), &rows).await;
     let hub = decnet::hub::Hub::default();
-    let mut live = hub.subscribe_detections();
+    let mut live = hub.subscribe();
     Profiler::with_hub(store.clone(), hub)
         .catch_up()
         .await
@@ -285,7 +285,10 @@ async fn three_sources_splitting_a_port_range_form_one_campaign() {
     }
     // Each member was announced joining it, live and in the database.
     let mut joined = std::collections::BTreeSet::new();
-    while let Ok(d) = live.try_recv() {
+    while let Ok(msg) = live.try_recv() {
+        let decnet::hub::HubMsg::Detection(d) = msg else {
+            continue;
+        };
         let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
         if body["changes"]
             .as_array()

@@ -1,6 +1,15 @@
-//! The HTTP API. So far: health and stats; the rest of DESIGN.md's API lands with the store.
+//! The HTTP API (DESIGN.md "HTTP API"): `app(state)` builds the router, so tests can drive
+//! it without a socket.
 //!
-//! `app(state)` builds the router so tests can drive it without a socket.
+//! - `auth`: bearer token and stream tickets; `params`: query validation;
+//! - `data`: logs, attackers, campaigns, detections; `stream`: the SSE stream.
+//!
+//! Public: `/api/v1/health`, and `/metrics` from loopback. Everything else needs the token.
+
+pub mod auth;
+pub mod data;
+pub mod params;
+pub mod stream;
 
 use std::{sync::Arc, time::Instant};
 
@@ -9,7 +18,7 @@ use axum::{
     extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde::Serialize;
 use serde_json::json;
@@ -30,8 +39,9 @@ pub struct AppState {
     pub attached: Option<(String, AttachMode)>,
     pub ingest: Option<Arc<IngestStats>>,
     pub store: Option<Store>,
-    /// Live announcements (detections) for the stream.
+    /// Live announcements (logs, detections) for the stream.
     pub hub: crate::hub::Hub,
+    pub auth: Arc<auth::Auth>,
 }
 
 /// Errors as JSON `{"error": ..., "detail": ...}`; internal error text is logged, not sent.
@@ -43,6 +53,10 @@ pub enum ApiError {
     BadParameter(&'static str, String),
     #[error("not found: {0}")]
     NotFound(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl IntoResponse for ApiError {
@@ -58,6 +72,17 @@ impl IntoResponse for ApiError {
                 Json(json!({"error": "not_found", "detail": what})),
             )
                 .into_response(),
+            ApiError::Unauthorized(why) => (
+                StatusCode::UNAUTHORIZED,
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                Json(json!({"error": "unauthorized", "detail": why})),
+            )
+                .into_response(),
+            ApiError::Unavailable(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "unavailable", "detail": why})),
+            )
+                .into_response(),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "API internal error");
                 (
@@ -71,13 +96,38 @@ impl IntoResponse for ApiError {
 }
 
 pub fn app(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/logs", get(data::logs))
+        .route("/api/v1/attackers", get(data::attackers))
+        .route("/api/v1/attackers/{ip}", get(data::attacker))
+        .route("/api/v1/campaigns", get(data::campaigns))
+        .route("/api/v1/campaigns/{id}", get(data::campaign))
+        .route("/api/v1/detections", get(data::detections))
+        .route("/api/v1/stream/ticket", post(ticket))
+        .route("/api/v1/stream", get(stream::stream))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ));
+    let metrics = Router::new().route("/metrics", get(metrics)).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), auth::require_unless_loopback),
+    );
     Router::new()
         .route("/api/v1/health", get(health))
-        .route("/api/v1/stats", get(stats))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/attackers/{ip}", get(attacker))
+        .merge(protected)
+        .merge(metrics)
         .fallback(not_found)
         .with_state(state)
+}
+
+/// `POST /api/v1/stream/ticket`: a single-use ticket for `GET /api/v1/stream?ticket=`.
+async fn ticket(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = st.auth.issue_ticket()?;
+    Ok(Json(json!({
+        "ticket": t,
+        "expires_in_s": auth::TICKET_TTL.as_secs(),
+    })))
 }
 
 async fn not_found() -> Response {
@@ -108,12 +158,17 @@ async fn health(State(st): State<AppState>) -> Json<Health> {
 }
 
 async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    stats_json(&st).map(Json)
+}
+
+/// Every counter, as `/api/v1/stats` and the stream's `stats` events show them.
+pub fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
     let kernel = match &st.kernel {
         Some(k) => Some(k.read().map_err(|e| ApiError::Internal(e.to_string()))?),
         None => None,
     };
     let pipeline = st.pipeline.snapshot();
-    Ok(Json(json!({
+    Ok(json!({
         "kernel": kernel,
         "pipeline": pipeline,
         "ingest": st.ingest.as_ref().map(|i| i.snapshot()),
@@ -123,8 +178,9 @@ async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, Ap
             "channel_full_dropped": pipeline.channel_full_dropped,
             "journal_write_failed": pipeline.journal_write_failed,
             "dead_letters": st.ingest.as_ref().map(|i| i.snapshot().dead_letters),
-        }
-    })))
+        },
+        "stream_clients": st.hub.subscribers(),
+    }))
 }
 
 /// Prometheus text exposition of every counter /api/v1/stats reports.
@@ -249,32 +305,15 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-/// `GET /api/v1/attackers/{ip}`: the profile, rendered from the stored state.
-async fn attacker(
-    State(st): State<AppState>,
-    axum::extract::Path(ip): axum::extract::Path<String>,
-) -> Result<Response, ApiError> {
-    let addr: std::net::IpAddr = ip
-        .parse()
-        .map_err(|_| ApiError::BadParameter("ip", "not an IPv4 or IPv6 address".into()))?;
-    let store = st
-        .store
-        .as_ref()
-        .ok_or_else(|| ApiError::Internal("no store".into()))?;
-    let profile = crate::profile::load(store, &addr.to_string())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or_else(|| ApiError::NotFound(format!("no profile for {addr}")))?;
-    Ok(Json(profile).into_response())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
+    use axum::{body::Body, extract::connect_info::MockConnectInfo};
     use tower::ServiceExt as _;
 
-    fn state() -> AppState {
+    const TOKEN: &str = "test-token-0123456789";
+
+    fn state(store: Option<Store>) -> AppState {
         let pipeline = Arc::new(PipelineStats::default());
         PipelineStats::add(&pipeline.journal_written, 42);
         AppState {
@@ -283,55 +322,260 @@ mod tests {
             pipeline,
             attached: None,
             ingest: Some(Arc::default()),
-            store: None,
+            store,
             hub: Default::default(),
+            auth: Arc::new(auth::Auth::new(TOKEN)),
         }
     }
 
-    async fn get(uri: &str) -> (StatusCode, String) {
-        let res = app(state())
-            .oneshot(
-                axum::http::Request::builder()
-                    .uri(uri)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
+    /// A store with 30 rows from 3 sources, profiled.
+    async fn seeded() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("decnet.db")).await.unwrap();
+        let logs = (0..30)
+            .map(|i| crate::store::NewLog {
+                ts: crate::timefmt::rfc3339_ns(1_795_723_674_000_000_000 + i * 10_000_000),
+                decky: "web".into(),
+                service: format!("tcp/{}", 20 + i),
+                event_type: if i % 3 == 0 { "tcp_probe" } else { "tcp_syn" }.into(),
+                attacker_ip: format!("10.0.0.{}", i % 3 + 1),
+                fields: format!(
+                    r#"{{"dst_port":{},"flags":"S","window":1024,"ttl":50,"options":"M1460"}}"#,
+                    20 + i
+                ),
+                trace_id: None,
+                span_id: None,
+            })
+            .collect();
+        store
+            .commit_batch(&crate::store::Batch {
+                logs,
+                ..Default::default()
+            })
             .await
             .unwrap();
+        crate::profile::Profiler::new(store.clone())
+            .catch_up()
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    async fn call(
+        app: Router,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut req = axum::http::Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
         let status = res.status();
-        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+        let body = axum::body::to_bytes(res.into_body(), 1 << 22)
             .await
             .unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
+    fn json(body: &str) -> serde_json::Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
     #[tokio::test]
-    async fn metrics_are_prometheus_text() {
-        let (status, body) = get("/metrics").await;
+    async fn health_is_public_metrics_public_on_loopback_only() {
+        let (status, body) = call(app(state(None)), "GET", "/api/v1/health", None).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(
-            body.contains(
-                "# TYPE decnet_journal_written_total counter\ndecnet_journal_written_total 42\n"
-            ),
-            "{body}"
+        assert_eq!(json(&body)["status"], "ok");
+        // No peer address known (or a remote one): the token is required.
+        let (status, _) = call(app(state(None)), "GET", "/metrics", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let remote = app(state(None)).layer(MockConnectInfo(std::net::SocketAddr::from((
+            [192, 0, 2, 1],
+            4000,
+        ))));
+        assert_eq!(
+            call(remote, "GET", "/metrics", None).await.0,
+            StatusCode::UNAUTHORIZED
         );
-        assert!(body.contains("decnet_ingest_rows_total 0"));
+        let (status, body) = call(app(state(None)), "GET", "/metrics", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        let local = app(state(None)).layer(MockConnectInfo(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            4000,
+        ))));
+        let (status, local_body) = call(local, "GET", "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        for b in [&body, &local_body] {
+            assert!(
+                b.contains(
+                    "# TYPE decnet_journal_written_total counter\ndecnet_journal_written_total 42\n"
+                ),
+                "{b}"
+            );
+            assert!(b.contains("decnet_ingest_rows_total 0"));
+        }
     }
 
     #[tokio::test]
-    async fn attacker_ip_is_validated() {
-        let (status, body) = get("/api/v1/attackers/not-an-ip").await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["error"], "bad_parameter");
-        assert!(v["detail"].as_str().unwrap().starts_with("ip:"));
+    async fn every_protected_route_needs_the_token() {
+        let (_d, store) = seeded().await;
+        let routes = [
+            ("GET", "/api/v1/stats"),
+            ("GET", "/api/v1/logs"),
+            ("GET", "/api/v1/attackers"),
+            ("GET", "/api/v1/attackers/10.0.0.1"),
+            ("GET", "/api/v1/campaigns"),
+            ("GET", "/api/v1/detections"),
+            ("POST", "/api/v1/stream/ticket"),
+        ];
+        for (method, uri) in routes {
+            let st = state(Some(store.clone()));
+            let (status, body) = call(app(st.clone()), method, uri, None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}: {body}");
+            assert_eq!(json(&body)["error"], "unauthorized");
+            let (status, _) = call(app(st.clone()), method, uri, Some("wrong-token")).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+            let (status, body) = call(app(st), method, uri, Some(TOKEN)).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            json(&body);
+        }
+        // The stream with neither token nor ticket.
+        let (status, _) = call(app(state(Some(store))), "GET", "/api/v1/stream", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]
-    async fn unknown_routes_are_json_404() {
-        let (status, body) = get("/nope").await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["error"], "not_found");
+    async fn bad_parameters_are_json_400s_naming_the_parameter() {
+        let (_d, store) = seeded().await;
+        let cases = [
+            ("/api/v1/logs?limit=0", "limit"),
+            ("/api/v1/logs?limit=1001", "limit"),
+            ("/api/v1/logs?limit=abc", "limit"),
+            ("/api/v1/logs?after_id=-1", "after_id"),
+            ("/api/v1/logs?attacker_ip=10.0.0.999", "attacker_ip"),
+            ("/api/v1/logs?event_type=nope", "event_type"),
+            ("/api/v1/logs?limit=1&limit=2", "limit"),
+            ("/api/v1/logs?bogus=1", "query"),
+            ("/api/v1/attackers?sort=name", "sort"),
+            ("/api/v1/attackers?offset=99999999", "offset"),
+            ("/api/v1/attackers/not-an-ip", "ip"),
+            ("/api/v1/campaigns/abc", "id"),
+            ("/api/v1/campaigns/0", "id"),
+            ("/api/v1/detections?after_id=x", "after_id"),
+            ("/api/v1/stream?last_event_id=nope", "last_event_id"),
+            ("/api/v1/stream?min_risk=101", "min_risk"),
+        ];
+        for (uri, param) in cases {
+            let (status, body) =
+                call(app(state(Some(store.clone()))), "GET", uri, Some(TOKEN)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            let v = json(&body);
+            assert_eq!(v["error"], "bad_parameter", "{uri}");
+            assert!(
+                v["detail"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{param}:")),
+                "{uri}: {v}"
+            );
+        }
+        for uri in [
+            "/api/v1/attackers/10.9.9.9",
+            "/api/v1/campaigns/999",
+            "/nope",
+        ] {
+            let (status, body) =
+                call(app(state(Some(store.clone()))), "GET", uri, Some(TOKEN)).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+            assert_eq!(json(&body)["error"], "not_found");
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_cover_everything_once() {
+        let (_d, store) = seeded().await;
+        let st = state(Some(store));
+        let mut after = 0;
+        let mut ids = vec![];
+        loop {
+            let (status, body) = call(
+                app(st.clone()),
+                "GET",
+                &format!("/api/v1/logs?after_id={after}&limit=7"),
+                Some(TOKEN),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+            let v = json(&body);
+            let page = v["logs"].as_array().unwrap();
+            if page.is_empty() {
+                assert_eq!(v["next_after_id"], after);
+                break;
+            }
+            assert!(page.len() <= 7);
+            ids.extend(page.iter().map(|l| l["id"].as_i64().unwrap()));
+            assert!(
+                page[0]["fields"]["dst_port"].is_u64(),
+                "fields is an object"
+            );
+            after = v["next_after_id"].as_i64().unwrap();
+        }
+        assert_eq!(ids, (1..=30).collect::<Vec<_>>());
+        let (_, body) = call(
+            app(st.clone()),
+            "GET",
+            "/api/v1/logs?attacker_ip=10.0.0.2&event_type=tcp_syn&limit=1000",
+            Some(TOKEN),
+        )
+        .await;
+        let v = json(&body);
+        let rows = v["logs"].as_array().unwrap();
+        assert!(!rows.is_empty());
+        assert!(
+            rows.iter()
+                .all(|r| r["attacker_ip"] == "10.0.0.2" && r["event_type"] == "tcp_syn")
+        );
+        let (_, body) = call(
+            app(st.clone()),
+            "GET",
+            "/api/v1/attackers?limit=2&offset=1&sort=events",
+            Some(TOKEN),
+        )
+        .await;
+        let v = json(&body);
+        assert_eq!(v["total"], 3);
+        assert_eq!(v["attackers"].as_array().unwrap().len(), 2);
+        assert_eq!(v["attackers"][0]["event_count"], 10);
+        assert_eq!(v["attackers"][0]["class"], "scanning");
+    }
+
+    #[tokio::test]
+    async fn a_stream_ticket_works_once() {
+        let (_d, store) = seeded().await;
+        let st = state(Some(store));
+        let (status, body) = call(
+            app(st.clone()),
+            "POST",
+            "/api/v1/stream/ticket",
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let v = json(&body);
+        assert_eq!(v["expires_in_s"], 30);
+        let uri = format!("/api/v1/stream?ticket={}", v["ticket"].as_str().unwrap());
+        let res = app(st.clone())
+            .oneshot(axum::http::Request::get(&uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert_eq!(res.headers()["cache-control"], "no-cache");
+        assert_eq!(res.headers()["x-accel-buffering"], "no");
+        drop(res);
+        let (status, body) = call(app(st), "GET", &uri, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     }
 }

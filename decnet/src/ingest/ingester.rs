@@ -22,7 +22,10 @@ use super::{
     parse::{dead_raw, parse_line},
     tail::{Cursor, EndOfFile, Line, Tail},
 };
-use crate::store::{Batch, CursorUpdate, DeadLetter, Store, StoreError};
+use crate::{
+    hub::Hub,
+    store::{Batch, CursorUpdate, DeadLetter, Store, StoreError},
+};
 
 /// `state` key of the journal cursor.
 pub const CURSOR_KEY: &str = "ingest_worker_position";
@@ -106,8 +109,10 @@ pub struct Ingester {
     stats: Arc<IngestStats>,
     /// Poked by the journal writer after each flush.
     wake: Arc<Notify>,
-    /// Bumped after every commit; the profiler and the SSE hub wait on it.
+    /// Bumped after every commit; the profiler waits on it.
     committed: Arc<watch::Sender<u64>>,
+    /// Committed rows are announced here for the live stream.
+    hub: Option<Hub>,
 }
 
 impl Ingester {
@@ -118,7 +123,14 @@ impl Ingester {
             stats: Arc::default(),
             wake,
             committed: Arc::new(watch::channel(0).0),
+            hub: None,
         }
+    }
+
+    /// Announces every committed batch's rows on `hub`.
+    pub fn with_hub(mut self, hub: Hub) -> Self {
+        self.hub = Some(hub);
+        self
     }
 
     pub fn stats(&self) -> Arc<IngestStats> {
@@ -279,12 +291,15 @@ impl Ingester {
         });
         let sealed = std::mem::take(batch);
         finish(inflight).await?;
-        let (store, stats, committed) = (
+        let (store, stats, committed, hub) = (
             self.store.clone(),
             self.stats.clone(),
             self.committed.clone(),
+            self.hub.clone(),
         );
-        *inflight = Some(tokio::spawn(write_batch(store, stats, committed, sealed)));
+        *inflight = Some(tokio::spawn(write_batch(
+            store, stats, committed, hub, sealed,
+        )));
         Ok(())
     }
 }
@@ -305,12 +320,13 @@ async fn write_batch(
     store: Store,
     stats: Arc<IngestStats>,
     committed: Arc<watch::Sender<u64>>,
+    hub: Option<Hub>,
     batch: Batch,
 ) -> Result<(), IngestError> {
     let mut backoff = Duration::from_millis(10);
-    loop {
+    let first_id = loop {
         match store.commit_batch(&batch).await {
-            Ok(()) => break,
+            Ok(first_id) => break first_id,
             Err(StoreError::Db(e)) if is_busy(&e) => {
                 stats.commit_retries.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database busy; retrying batch");
@@ -319,7 +335,7 @@ async fn write_batch(
             }
             Err(e) => return Err(e.into()),
         }
-    }
+    };
     stats.rows.fetch_add(batch.logs.len() as u64, Relaxed);
     stats
         .dead_letters
@@ -329,6 +345,9 @@ async fn write_batch(
         tracing::warn!(count = batch.dead.len(), first_reason = %batch.dead[0].reason, "journal lines dead-lettered");
     }
     committed.send_modify(|n| *n += 1);
+    if let (Some(hub), Some(first_id)) = (hub, first_id) {
+        hub.logs(first_id, move || batch.logs);
+    }
     Ok(())
 }
 

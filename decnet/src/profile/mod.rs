@@ -34,6 +34,12 @@ pub fn render(ip: &str, state: &str) -> Option<serde_json::Value> {
     Some(st.profile(ip, &st.verdict()))
 }
 
+/// The attackers-list row of `ip` from its stored state.
+pub fn render_summary(ip: &str, state: &str) -> Option<serde_json::Value> {
+    let st: state::IpState = serde_json::from_str(state).ok()?;
+    Some(st.summary(ip, &st.verdict()))
+}
+
 /// The public profile of `ip`, or None when it was never profiled.
 pub async fn load(store: &Store, ip: &str) -> Result<Option<serde_json::Value>, StoreError> {
     Ok(store.attacker_state(ip).await?.and_then(|s| render(ip, &s)))

@@ -385,6 +385,27 @@ impl IpState {
         }
     }
 
+    /// The row of an attackers list: what a person scans a table for.
+    pub fn summary(&self, ip: &str, v: &Verdict) -> serde_json::Value {
+        serde_json::json!({
+            "ip": ip,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "event_count": self.events,
+            "class": v.class,
+            "risk": { "score": v.risk.score, "band": v.risk.band },
+            "tools": v.tools,
+            "scan_kinds": self.kinds,
+            "scan_pattern": v.pattern,
+            "os_guess": v.os_guess,
+            "deckies": self.deckies,
+            "is_traversal": self.deckies.len() >= 2,
+            "campaign_id": self.campaign_id,
+            "command_count": self.command_count,
+            "credential_count": self.credentials,
+        })
+    }
+
     /// The public profile (DESIGN.md "Attacker profile").
     pub fn profile(&self, ip: &str, v: &Verdict) -> serde_json::Value {
         serde_json::json!({

@@ -118,6 +118,9 @@ pub struct ProfileCommit {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// Unit tests slow the queries the stream starts with, to prove it answers first.
+    #[cfg(test)]
+    pub(crate) delay: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Rows per multi-row statement: fewer statements per batch is most of SQLite's speed here.
@@ -222,6 +225,23 @@ async fn set_cursor(
     Ok(())
 }
 
+/// `SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id`.
+fn log_row(r: sqlx::sqlite::SqliteRow) -> (i64, NewLog) {
+    (
+        r.get(0),
+        NewLog {
+            ts: r.get(1),
+            decky: r.get(2),
+            service: r.get(3),
+            event_type: r.get(4),
+            attacker_ip: r.get(5),
+            fields: r.get(6),
+            trace_id: r.get(7),
+            span_id: r.get(8),
+        },
+    )
+}
+
 impl Store {
     /// Opens (creating) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -249,7 +269,11 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            #[cfg(test)]
+            delay: Default::default(),
+        })
     }
 
     /// Checkpoints the WAL every `every` (PASSIVE: never waits for readers or writers),
@@ -269,6 +293,12 @@ impl Store {
         }
     }
 
+    #[cfg(test)]
+    async fn test_delay(&self) {
+        let ms = self.delay.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
     /// Closes every connection (waits for those in use).
     pub async fn close(&self) {
         self.pool.close().await;
@@ -282,7 +312,11 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            #[cfg(test)]
+            delay: Default::default(),
+        })
     }
 
     pub async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -309,8 +343,9 @@ impl Store {
     }
 
     /// Writes a batch: logs, bounties (upserted), dead letters and the cursor, all in one
-    /// transaction. Either all of it is visible afterwards or none of it.
-    pub async fn commit_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+    /// transaction. Either all of it is visible afterwards or none of it. Returns the id of
+    /// the first log row (the others follow consecutively), None when it had no logs.
+    pub async fn commit_batch(&self, batch: &Batch) -> Result<Option<i64>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut first_id: Option<i64> = None;
         for chunk in batch.logs.chunks(ROWS_PER_STMT) {
@@ -382,7 +417,7 @@ impl Store {
             set_cursor(&mut tx, c).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(first_id)
     }
 
     /// Streaming states of these IPs (those that have one).
@@ -499,6 +534,8 @@ impl Store {
 
     /// The highest detection id stored (0 when none).
     pub async fn last_detection_id(&self) -> Result<i64, StoreError> {
+        #[cfg(test)]
+        self.test_delay().await;
         Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM detections")
             .fetch_one(&self.pool)
             .await?
@@ -511,12 +548,26 @@ impl Store {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<DetectionRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, ts, ip, body FROM detections WHERE id > ? ORDER BY id LIMIT ?")
-                .bind(after_id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+        self.detections_page(after_id, limit, None).await
+    }
+
+    /// Detections after `after_id`, oldest first, at most `limit`, optionally of one source.
+    pub async fn detections_page(
+        &self,
+        after_id: i64,
+        limit: i64,
+        ip: Option<&str>,
+    ) -> Result<Vec<DetectionRow>, StoreError> {
+        let sql = if ip.is_some() {
+            "SELECT id, ts, ip, body FROM detections WHERE ip = ?3 AND id > ?1 ORDER BY id LIMIT ?2"
+        } else {
+            "SELECT id, ts, ip, body FROM detections WHERE id > ?1 ORDER BY id LIMIT ?2"
+        };
+        let mut q = sqlx::query(sql).bind(after_id).bind(limit);
+        if let Some(ip) = ip {
+            q = q.bind(ip);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|r| DetectionRow {
@@ -583,6 +634,82 @@ impl Store {
             .collect())
     }
 
+    /// Logs after `after_id`, oldest first, at most `limit`, optionally of one attacker
+    /// and/or one event type.
+    pub async fn logs_page(
+        &self,
+        after_id: i64,
+        limit: i64,
+        attacker_ip: Option<&str>,
+        event_type: Option<&str>,
+    ) -> Result<Vec<(i64, NewLog)>, StoreError> {
+        #[cfg(test)]
+        self.test_delay().await;
+        // Four fixed statements: `(? IS NULL OR ...)` would keep SQLite off the
+        // (attacker_ip, id) index.
+        let sql = match (attacker_ip.is_some(), event_type.is_some()) {
+            (false, false) => "WHERE id > ?1 ORDER BY id LIMIT ?2",
+            (true, false) => "WHERE attacker_ip = ?3 AND id > ?1 ORDER BY id LIMIT ?2",
+            (false, true) => "WHERE event_type = ?3 AND id > ?1 ORDER BY id LIMIT ?2",
+            (true, true) => {
+                "WHERE attacker_ip = ?3 AND event_type = ?4 AND id > ?1 ORDER BY id LIMIT ?2"
+            }
+        };
+        // Only the parameters the statement names are bound, in number order.
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id FROM logs {sql}"
+        )))
+        .bind(after_id)
+        .bind(limit);
+        if let Some(ip) = attacker_ip {
+            q = q.bind(ip);
+        }
+        if let Some(et) = event_type {
+            q = q.bind(et);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(log_row).collect())
+    }
+
+    /// The highest log id (0 when empty).
+    pub async fn last_log_id(&self) -> Result<i64, StoreError> {
+        #[cfg(test)]
+        self.test_delay().await;
+        Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM logs")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
+    }
+
+    /// A page of attackers with their states, in `sort` order (`risk`, `last_seen`,
+    /// `first_seen` or `events`), and how many there are in all.
+    pub async fn attackers_page(
+        &self,
+        sort: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<(String, String)>, i64), StoreError> {
+        let order = match sort {
+            "last_seen" => "a.last_seen DESC, a.ip",
+            "first_seen" => "a.first_seen DESC, a.ip",
+            "events" => "a.event_count DESC, a.ip",
+            _ => "a.risk_score DESC, a.ip",
+        };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT a.ip, b.state FROM attackers a JOIN attacker_behavior b ON b.ip = a.ip \
+             ORDER BY {order} LIMIT ? OFFSET ?"
+        )))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = self.count_attackers().await?;
+        Ok((
+            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
+            total,
+        ))
+    }
+
     /// Logs after `after_id`, oldest first, at most `limit`.
     pub async fn logs_after(
         &self,
@@ -597,24 +724,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    NewLog {
-                        ts: r.get(1),
-                        decky: r.get(2),
-                        service: r.get(3),
-                        event_type: r.get(4),
-                        attacker_ip: r.get(5),
-                        fields: r.get(6),
-                        trace_id: r.get(7),
-                        span_id: r.get(8),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.into_iter().map(log_row).collect())
     }
 
     pub async fn bounties_for(&self, ip: &str) -> Result<Vec<(String, String, i64)>, StoreError> {

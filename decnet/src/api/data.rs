@@ -1,0 +1,164 @@
+//! Read routes over the store: logs, attackers, campaigns, detections.
+
+use axum::{
+    Json,
+    extract::{Path, RawQuery, State},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, params::Params};
+use crate::{hub::log_json, store::Store};
+
+/// Event types a record can have (journal contract), for `event_type` filters.
+pub const EVENT_TYPES: &[&str] = &[
+    "tcp_syn",
+    "tcp_probe",
+    "tcp_payload",
+    "tcp_segment",
+    "udp_probe",
+    "icmp_probe",
+    "ip_probe",
+];
+
+pub const SORTS: &[&str] = &["risk", "last_seen", "first_seen", "events"];
+
+pub(super) fn store(st: &AppState) -> Result<&Store, ApiError> {
+    st.store
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("no database attached".into()))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// Raw JSON text as a response body.
+fn json_text(body: String) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/logs?after_id&limit&attacker_ip&event_type`: rows after an id, oldest
+/// first; `next_after_id` continues the page.
+pub async fn logs(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let p = Params::parse(
+        q.as_deref(),
+        &["after_id", "limit", "attacker_ip", "event_type"],
+    )?;
+    let after = p.uint("after_id", 0, i64::MAX as u64)? as i64;
+    let limit = p.limit(100)? as i64;
+    let ip = p.ip("attacker_ip")?;
+    let et = p.one_of("event_type", EVENT_TYPES, None)?;
+    let rows = store(&st)?
+        .logs_page(after, limit, ip.as_deref(), et)
+        .await
+        .map_err(internal)?;
+    let next = rows.last().map_or(after, |(id, _)| *id);
+    let items: Vec<String> = rows.iter().map(|(id, l)| log_json(*id, l)).collect();
+    Ok(json_text(format!(
+        r#"{{"logs":[{}],"next_after_id":{next}}}"#,
+        items.join(",")
+    )))
+}
+
+/// `GET /api/v1/attackers?limit&offset&sort`: one summary row per source.
+pub async fn attackers(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let p = Params::parse(q.as_deref(), &["limit", "offset", "sort"])?;
+    let limit = p.limit(100)?;
+    let offset = p.uint("offset", 0, super::params::MAX_OFFSET)?;
+    let sort = p.one_of("sort", SORTS, Some("risk"))?.unwrap_or("risk");
+    let (rows, total) = store(&st)?
+        .attackers_page(sort, limit as i64, offset as i64)
+        .await
+        .map_err(internal)?;
+    let items: Vec<Value> = rows
+        .iter()
+        .filter_map(|(ip, state)| crate::profile::render_summary(ip, state))
+        .collect();
+    Ok(Json(json!({
+        "attackers": items,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "sort": sort,
+    })))
+}
+
+/// `GET /api/v1/attackers/{ip}`: the profile, rendered from the stored state.
+pub async fn attacker(
+    State(st): State<AppState>,
+    Path(ip): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let addr: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| ApiError::BadParameter("ip", "not an IPv4 or IPv6 address".into()))?;
+    let addr = addr.to_canonical();
+    crate::profile::load(store(&st)?, &addr.to_string())
+        .await
+        .map_err(internal)?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no profile for {addr}")))
+}
+
+/// `GET /api/v1/campaigns`: every campaign's summary, newest id first.
+pub async fn campaigns(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    let mut all: Vec<Value> = store(&st)?
+        .campaigns()
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .filter_map(|(_, s)| serde_json::from_str(&s).ok())
+        .collect();
+    all.reverse();
+    Ok(Json(json!({ "campaigns": all })))
+}
+
+/// `GET /api/v1/campaigns/{id}`.
+pub async fn campaign(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: i64 = id
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::BadParameter("id", "not a positive integer".into()))?;
+    store(&st)?
+        .campaign(id)
+        .await
+        .map_err(internal)?
+        .map(json_text)
+        .ok_or_else(|| ApiError::NotFound(format!("no campaign {id}")))
+}
+
+/// `GET /api/v1/detections?after_id&limit&attacker_ip`: detections after an id.
+pub async fn detections(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(q.as_deref(), &["after_id", "limit", "attacker_ip"])?;
+    let after = p.uint("after_id", 0, i64::MAX as u64)? as i64;
+    let limit = p.limit(100)? as i64;
+    let ip = p.ip("attacker_ip")?;
+    let rows = store(&st)?
+        .detections_page(after, limit, ip.as_deref())
+        .await
+        .map_err(internal)?;
+    let next = rows.last().map_or(after, |d| d.id);
+    let items: Vec<&str> = rows.iter().map(|d| d.body.as_str()).collect();
+    Ok(json_text(format!(
+        r#"{{"detections":[{}],"next_after_id":{next}}}"#,
+        items.join(",")
+    )))
+}

@@ -1,0 +1,377 @@
+//! `GET /api/v1/stream`: Server-Sent Events of logs, detections and stats.
+//!
+//! - The first bytes are a `: keepalive` comment, sent before any database work, so a
+//!   client (or a proxy) sees the stream open at once; comments repeat every 15 s.
+//! - Every event's `id:` is `<last log id>-<last detection id>` sent so far. Resuming with
+//!   `Last-Event-ID` (header, or `last_event_id` in the query for browsers re-opening with a
+//!   new ticket) replays what came after from the database, then goes live.
+//! - No gap, no duplicate: the client subscribes to the hub *before* it replays, so every
+//!   row committed after the replay's last query is also in its hub queue, and anything
+//!   both replayed and queued is skipped by id.
+//! - Pull-based: a client that stops reading stops being polled; its hub queue (bounded,
+//!   `hub::CAPACITY` messages) overflows without slowing the ingester or other clients, and
+//!   it then gets a `reset` event telling it where to resume, and the stream ends.
+//! - Filters: `attacker_ip` (logs and detections), `event_type` (logs), `min_risk`
+//!   (detections: risk score at least this).
+
+use std::{collections::VecDeque, convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{RawQuery, State},
+    http::{HeaderMap, HeaderValue},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::{ApiError, AppState, data::EVENT_TYPES, params::Params};
+use crate::hub::{HubMsg, log_json};
+
+/// Rows per replay query.
+const REPLAY_PAGE: i64 = 1000;
+const STATS_EVERY: Duration = Duration::from_secs(1);
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Default)]
+struct Filter {
+    ip: Option<String>,
+    event_type: Option<&'static str>,
+    min_risk: Option<u64>,
+}
+
+impl Filter {
+    fn log(&self, ip: &str, event_type: &str) -> bool {
+        self.ip.as_deref().is_none_or(|f| f == ip)
+            && self.event_type.is_none_or(|f| f == event_type)
+    }
+
+    fn detection(&self, ip: &str, body: &str) -> bool {
+        if self.ip.as_deref().is_some_and(|f| f != ip) {
+            return false;
+        }
+        match self.min_risk {
+            None => true,
+            Some(min) => serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["risk"]["score"].as_u64())
+                .is_some_and(|s| s >= min),
+        }
+    }
+}
+
+/// `L-D`: the last log id and the last detection id delivered.
+pub fn parse_event_id(s: &str) -> Option<(i64, i64)> {
+    let (l, d) = s.trim().split_once('-')?;
+    let (l, d) = (l.parse().ok()?, d.parse().ok()?);
+    (l >= 0 && d >= 0).then_some((l, d))
+}
+
+struct Client {
+    st: AppState,
+    rx: broadcast::Receiver<HubMsg>,
+    filter: Filter,
+    log: i64,
+    det: i64,
+    pending: VecDeque<Event>,
+    logs_replayed: bool,
+    dets_replayed: bool,
+    /// A new client (no Last-Event-ID) starts from the newest ids, without history; the
+    /// lookup happens after the first comment is out.
+    starts_live: bool,
+    stats: tokio::time::Interval,
+    ended: bool,
+}
+
+impl Client {
+    fn id(&self) -> String {
+        format!("{}-{}", self.log, self.det)
+    }
+
+    fn push_log(&mut self, id: i64, json: &str) {
+        self.log = id;
+        let e = Event::default().event("log").id(self.id()).data(json);
+        self.pending.push_back(e);
+    }
+
+    fn push_detection(&mut self, id: i64, body: &str) {
+        self.det = id;
+        let e = Event::default().event("detection").id(self.id()).data(body);
+        self.pending.push_back(e);
+    }
+
+    fn fail(&mut self, what: &str, e: impl std::fmt::Display) {
+        tracing::warn!(error = %e, "stream {what} failed");
+        let e = Event::default().event("error").id(self.id()).data(format!(
+            r#"{{"error":"internal","resume_after":"{}"}}"#,
+            self.id()
+        ));
+        self.pending.push_back(e);
+        self.ended = true;
+    }
+
+    async fn start_at_newest(&mut self) {
+        self.logs_replayed = true;
+        self.dets_replayed = true;
+        let Some(store) = self.st.store.clone() else {
+            return;
+        };
+        match (store.last_log_id().await, store.last_detection_id().await) {
+            (Ok(l), Ok(d)) => {
+                self.log = l;
+                self.det = d;
+            }
+            (Err(e), _) | (_, Err(e)) => self.fail("start", e),
+        }
+    }
+
+    /// One replay page of logs, then of detections.
+    async fn replay(&mut self) {
+        let Some(store) = self.st.store.clone() else {
+            self.logs_replayed = true;
+            self.dets_replayed = true;
+            return;
+        };
+        if !self.logs_replayed {
+            match store
+                .logs_page(
+                    self.log,
+                    REPLAY_PAGE,
+                    self.filter.ip.as_deref(),
+                    self.filter.event_type,
+                )
+                .await
+            {
+                Ok(rows) => {
+                    self.logs_replayed = (rows.len() as i64) < REPLAY_PAGE;
+                    for (id, l) in &rows {
+                        self.push_log(*id, &log_json(*id, l));
+                    }
+                }
+                Err(e) => self.fail("replay", e),
+            }
+            return;
+        }
+        match store
+            .detections_page(self.det, REPLAY_PAGE, self.filter.ip.as_deref())
+            .await
+        {
+            Ok(rows) => {
+                self.dets_replayed = (rows.len() as i64) < REPLAY_PAGE;
+                for d in &rows {
+                    if self.filter.detection(&d.ip, &d.body) {
+                        self.push_detection(d.id, &d.body);
+                    } else {
+                        self.det = d.id;
+                    }
+                }
+            }
+            Err(e) => self.fail("replay", e),
+        }
+    }
+
+    fn live(&mut self, msg: HubMsg) {
+        match msg {
+            HubMsg::Logs(batch) => {
+                let json = batch.json();
+                for (i, l) in batch.logs.iter().enumerate() {
+                    let id = batch.first_id + i as i64;
+                    // Already replayed.
+                    if id <= self.log {
+                        continue;
+                    }
+                    if self.filter.log(&l.attacker_ip, &l.event_type) {
+                        self.push_log(id, &json[i]);
+                    }
+                }
+            }
+            HubMsg::Detection(d) => {
+                if d.id > self.det && self.filter.detection(&d.ip, &d.body) {
+                    self.push_detection(d.id, &d.body);
+                }
+            }
+        }
+    }
+
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Client)> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some((Ok(e), self));
+            }
+            if self.ended {
+                return None;
+            }
+            if self.starts_live {
+                self.starts_live = false;
+                self.start_at_newest().await;
+                continue;
+            }
+            if !(self.logs_replayed && self.dets_replayed) {
+                self.replay().await;
+                continue;
+            }
+            tokio::select! {
+                m = self.rx.recv() => match m {
+                    Ok(msg) => self.live(msg),
+                    Err(RecvError::Lagged(n)) => {
+                        let e = Event::default().event("reset").id(self.id()).data(format!(
+                            r#"{{"reason":"client too slow, {n} messages behind","resume_after":"{}"}}"#,
+                            self.id()
+                        ));
+                        self.pending.push_back(e);
+                        self.ended = true;
+                    }
+                    Err(RecvError::Closed) => self.ended = true,
+                },
+                _ = self.stats.tick() => {
+                    let data = super::stats_json(&self.st).map(|v| v.to_string()).unwrap_or_default();
+                    let e = Event::default().event("stats").id(self.id()).data(data);
+                    self.pending.push_back(e);
+                }
+            }
+        }
+    }
+}
+
+pub async fn stream(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(
+        q.as_deref(),
+        &[
+            "ticket",
+            "last_event_id",
+            "attacker_ip",
+            "event_type",
+            "min_risk",
+        ],
+    )?;
+    let filter = Filter {
+        ip: p.ip("attacker_ip")?,
+        event_type: p.one_of("event_type", EVENT_TYPES, None)?,
+        min_risk: p
+            .str("min_risk")
+            .map(|_| p.uint("min_risk", 0, 100))
+            .transpose()?,
+    };
+    let header = headers
+        .get("last-event-id")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let resume = match header.as_deref().or(p.str("last_event_id")) {
+        None => None,
+        Some(v) => Some(parse_event_id(v).ok_or_else(|| {
+            ApiError::BadParameter(
+                "last_event_id",
+                "expected <log id>-<detection id>, as sent in `id:`".into(),
+            )
+        })?),
+    };
+    // Subscribe first: everything committed from here on is queued for this client.
+    let rx = st.hub.subscribe();
+    let (log, det) = resume.unwrap_or((0, 0));
+    let mut stats = tokio::time::interval(STATS_EVERY);
+    stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let client = Client {
+        st,
+        rx,
+        filter,
+        log,
+        det,
+        pending: VecDeque::from([Event::default().comment("keepalive")]),
+        logs_replayed: false,
+        dets_replayed: false,
+        starts_live: resume.is_none(),
+        stats,
+        ended: false,
+    };
+    let events = futures_util::stream::unfold(client, Client::next);
+    let mut resp = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEPALIVE_EVERY).text("keepalive"))
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::{api::auth::Auth, stats::PipelineStats, store::Store};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_bytes_arrive_before_the_database_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("decnet.db")).await.unwrap();
+        // Every query the stream starts with now takes 3 s.
+        store
+            .delay
+            .store(3000, std::sync::atomic::Ordering::Relaxed);
+        let state = AppState {
+            started: Instant::now(),
+            kernel: None,
+            pipeline: Arc::new(PipelineStats::default()),
+            attached: None,
+            ingest: None,
+            store: Some(store),
+            hub: Default::default(),
+            auth: Arc::new(Auth::new("t")),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                crate::api::app(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n")
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(": keepalive") {
+            let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+                .await
+                .expect("no first bytes within 2 s while the database is slow")
+                .unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        let first = t.elapsed();
+        let text = String::from_utf8_lossy(&got).to_string();
+        assert!(first < Duration::from_secs(1), "{first:?}");
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(!text.contains("event:"), "{text}");
+        // The rest follows once the database has answered.
+        while !String::from_utf8_lossy(&got).contains("event: stats") {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("the stream never went live")
+                .unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(t.elapsed() >= Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn event_ids() {
+        assert_eq!(parse_event_id("12-3"), Some((12, 3)));
+        assert_eq!(parse_event_id(" 0-0 "), Some((0, 0)));
+        for bad in ["", "12", "-1-2", "a-b", "1-2-3"] {
+            assert_eq!(parse_event_id(bad), None, "{bad}");
+        }
+    }
+}
