@@ -14,6 +14,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod webdriver;
+
 /// True when the test may run; prints `skipping: <why>` otherwise.
 pub fn require_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -208,7 +210,7 @@ pub fn link_exists(name: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     l.local_addr().expect("local addr").port()
 }
@@ -388,6 +390,74 @@ pub fn read_journal(path: &Path) -> Vec<Value> {
             serde_json::from_str(l).unwrap_or_else(|e| panic!("journal line {}: {e}: {l}", i + 1))
         })
         .collect()
+}
+
+/// Minimal blocking HTTP/1.1 request on loopback: (status, body), `None` when nothing
+/// answers. Handles chunked bodies.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    // Servers may keep the connection open despite `Connection: close` (chromedriver
+    // does): read the head, then exactly the body its headers announce.
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 4096];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut byte).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&byte[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length: Option<usize> = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    let mut body = buf.split_off(head_end);
+    let complete = |b: &[u8]| match (length, chunked) {
+        (Some(n), _) => b.len() >= n,
+        (None, true) => b.ends_with(b"0\r\n\r\n"),
+        (None, false) => false,
+    };
+    while !complete(&body) {
+        let n = s.read(&mut byte).ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&byte[..n]);
+    }
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if !chunked {
+        return Some((code, text));
+    }
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).ok()?;
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].strip_prefix("\r\n").unwrap_or(&tail[n..]);
+    }
+    Some((code, out))
 }
 
 /// The API token every test daemon gets (DECNET_API_TOKEN).

@@ -128,7 +128,9 @@ pub fn run_demo(bin: &Path) -> anyhow::Result<()> {
            sudo ip netns exec {NETNS} nmap -sS -p 1-1000 {DECOY_V4}\n  \
            sudo ip netns exec {NETNS} hping3 -S -c 5 -p 22 {DECOY_V4}\n  \
            sudo ip netns exec {NETNS} nmap -6 -sS -p 22,80 {DECOY_V6}\n\
-         Journal: ./decnet-data/events.jsonl   API: http://127.0.0.1:8470/api/v1/stats\n\
+         Journal: ./decnet-data/events.jsonl\n\
+         Dashboard: http://127.0.0.1:8470/  (token: ./decnet-data/api-token)\n\
+         From a shell: decnet attackers / decnet tail  (target/release/decnet)\n\
          Ctrl-C detaches and removes the namespace.\n"
     );
     let child = Command::new(bin)

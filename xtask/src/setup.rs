@@ -144,6 +144,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("hping3", "hping3"),
     ("masscan", "masscan"),
     ("tcpdump", "tcpdump"),
+    // The dashboard test drives headless Chromium through chromedriver.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 fn have(cmd: &str) -> bool {
@@ -152,7 +155,7 @@ fn have(cmd: &str) -> bool {
         .any(|d| d.join(cmd).is_file())
 }
 
-/// Installs missing scanners through apt when running as root; otherwise says what to do.
+/// Installs missing scanners and the test browser through apt when running as root; otherwise says what to do.
 pub fn test_tools() -> anyhow::Result<()> {
     let missing: Vec<&str> = TEST_TOOLS
         .iter()

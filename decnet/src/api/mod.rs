@@ -4,9 +4,11 @@
 //! - `auth`: bearer token and stream tickets; `params`: query validation;
 //! - `data`: logs, attackers, campaigns, detections; `stream`: the SSE stream.
 //!
-//! Public: `/api/v1/health`, and `/metrics` from loopback. Everything else needs the token.
+//! Public: `/` (the dashboard page, which then asks for the token), `/api/v1/health`, and
+//! `/metrics` from loopback. Everything else needs the token.
 
 pub mod auth;
+pub mod dashboard;
 pub mod data;
 pub mod params;
 pub mod stream;
@@ -114,6 +116,7 @@ pub fn app(state: AppState) -> Router {
         axum::middleware::from_fn_with_state(state.clone(), auth::require_unless_loopback),
     );
     Router::new()
+        .route("/", get(dashboard::page))
         .route("/api/v1/health", get(health))
         .merge(protected)
         .merge(metrics)

@@ -9,7 +9,8 @@ use super::state::IpState;
 /// 3. `scanning`: >= 3 services.
 /// 4. `brute_force`: 1 service, >= 8 events, mean gap < 5 s, CV < 0.6 (hammering one port
 ///    at a steady pace: a password guesser, or a bounded single-port flood).
-/// 5. `scanning`: mean gap < 2 s with >= 3 events.
+/// 5. `scanning`: mean gap < 2 s with >= 3 events over at least 2 ports or 2 decoys (the
+///    few packets of one connection to one port are not a scan).
 /// 6. `beaconing`: CV < 0.35, mean gap >= 5 s, >= 4 events.
 /// 7. `interactive`: CV >= 0.5, mean gap < 5 s, >= 6 events.
 /// 8. otherwise `unknown`.
@@ -26,7 +27,7 @@ pub fn behavior_class(s: &IpState) -> &'static str {
         "scanning"
     } else if services == 1 && n >= 8 && mean < 5.0 && cv < 0.6 {
         "brute_force"
-    } else if mean < 2.0 {
+    } else if mean < 2.0 && (s.ports.len() >= 2 || s.deckies.len() >= 2) {
         "scanning"
     } else if cv < 0.35 && mean >= 5.0 && n >= 4 {
         "beaconing"
@@ -110,6 +111,13 @@ mod tests {
             .collect();
         assert_eq!(behavior_class(&feed(&inter)), "interactive");
         assert_eq!(behavior_class(&feed(&[("web", "ssh", 22, 0.0)])), "unknown");
+        // One connection's SYN, ACK and payload to one port: not a scan.
+        let one = [
+            ("web", "http", 8080, 0.0),
+            ("web", "http", 8080, 0.001),
+            ("web", "http", 8080, 0.002),
+        ];
+        assert_eq!(behavior_class(&feed(&one)), "unknown");
     }
 
     #[test]
