@@ -155,8 +155,21 @@ fn have(cmd: &str) -> bool {
         .any(|d| d.join(cmd).is_file())
 }
 
+/// schemathesis (PyPI), pinned: the API fuzz test runs it against the OpenAPI document.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// Installs the Python test tool with pip when it is missing.
+fn python_tools() -> anyhow::Result<()> {
+    if have("schemathesis") {
+        return Ok(());
+    }
+    eprintln!("setup: installing {SCHEMATHESIS} with pip (the API fuzz test needs it)");
+    run(Command::new("python3").args(["-m", "pip", "install", "-q", SCHEMATHESIS]))
+}
+
 /// Installs missing scanners and the test browser through apt when running as root; otherwise says what to do.
 pub fn test_tools() -> anyhow::Result<()> {
+    python_tools()?;
     let missing: Vec<&str> = TEST_TOOLS
         .iter()
         .filter(|(c, _)| !have(c))

@@ -44,6 +44,18 @@ fn json_text(body: String) -> Response {
 
 /// `GET /api/v1/logs?after_id&limit&attacker_ip&event_type`: rows after an id, oldest
 /// first; `next_after_id` continues the page.
+#[utoipa::path(get, path = "/api/v1/logs", tag = "data",
+    params(
+        ("after_id" = Option<i64>, Query, minimum = 0, description = "Rows with a larger id (default 0)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Rows at most (default 100)."),
+        ("attacker_ip" = Option<String>, Query, description = "Only this source (IPv4 or IPv6)."),
+        ("event_type" = Option<String>, Query, description = "Only this event type: tcp_syn, tcp_probe, tcp_payload, tcp_segment, udp_probe, icmp_probe or ip_probe."),
+    ),
+    responses(
+        (status = 200, description = "`{logs: [...], next_after_id}`", body = Object),
+        (status = 400, description = "A bad parameter, named in `detail`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
+    ))]
 pub async fn logs(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let p = Params::parse(
         q.as_deref(),
@@ -66,6 +78,17 @@ pub async fn logs(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<R
 }
 
 /// `GET /api/v1/attackers?limit&offset&sort`: one summary row per source.
+#[utoipa::path(get, path = "/api/v1/attackers", tag = "data",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Rows at most (default 100)."),
+        ("offset" = Option<u32>, Query, minimum = 0, maximum = 1000000, description = "Rows to skip (default 0)."),
+        ("sort" = Option<String>, Query, description = "risk (default), last_seen, first_seen or events."),
+    ),
+    responses(
+        (status = 200, description = "`{attackers: [...], total, limit, offset, sort}`", body = Object),
+        (status = 400, description = "A bad parameter, named in `detail`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
+    ))]
 pub async fn attackers(
     State(st): State<AppState>,
     RawQuery(q): RawQuery,
@@ -92,6 +115,14 @@ pub async fn attackers(
 }
 
 /// `GET /api/v1/attackers/{ip}`: the profile, rendered from the stored state.
+#[utoipa::path(get, path = "/api/v1/attackers/{ip}", tag = "data",
+    params(("ip" = String, Path, description = "The source, IPv4 or IPv6.")),
+    responses(
+        (status = 200, description = "The attacker profile (DESIGN.md)", body = Object),
+        (status = 400, description = "Not an IP address", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
+        (status = 404, description = "Never profiled", body = super::openapi::ErrorBody),
+    ))]
 pub async fn attacker(
     State(st): State<AppState>,
     Path(ip): Path<String>,
@@ -108,6 +139,12 @@ pub async fn attacker(
 }
 
 /// `GET /api/v1/campaigns`: every campaign's summary, newest id first.
+#[utoipa::path(get, path = "/api/v1/campaigns", tag = "data",
+    responses(
+        (status = 200, description = "`{campaigns: [...]}`", body = Object),
+        (status = 400, description = "An unknown parameter", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
+    ))]
 pub async fn campaigns(
     State(st): State<AppState>,
     RawQuery(q): RawQuery,
@@ -125,6 +162,14 @@ pub async fn campaigns(
 }
 
 /// `GET /api/v1/campaigns/{id}`.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "data",
+    params(("id" = i64, Path, minimum = 1, description = "Campaign id.")),
+    responses(
+        (status = 200, description = "The campaign summary", body = Object),
+        (status = 400, description = "Not a positive integer", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = super::openapi::ErrorBody),
+    ))]
 pub async fn campaign(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -143,6 +188,17 @@ pub async fn campaign(
 }
 
 /// `GET /api/v1/detections?after_id&limit&attacker_ip`: detections after an id.
+#[utoipa::path(get, path = "/api/v1/detections", tag = "data",
+    params(
+        ("after_id" = Option<i64>, Query, minimum = 0, description = "Detections with a larger id (default 0)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most (default 100)."),
+        ("attacker_ip" = Option<String>, Query, description = "Only this source."),
+    ),
+    responses(
+        (status = 200, description = "`{detections: [...], next_after_id}`", body = Object),
+        (status = 400, description = "A bad parameter, named in `detail`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
+    ))]
 pub async fn detections(
     State(st): State<AppState>,
     RawQuery(q): RawQuery,

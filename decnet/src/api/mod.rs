@@ -4,12 +4,14 @@
 //! - `auth`: bearer token and stream tickets; `params`: query validation;
 //! - `data`: logs, attackers, campaigns, detections; `stream`: the SSE stream.
 //!
-//! Public: `/` (the dashboard page, which then asks for the token), `/api/v1/health`, and
+//! Public: `/` (the dashboard page, which then asks for the token), `/api/v1/health`,
+//! `/api/v1/openapi.json` (`openapi`, generated from the handlers' annotations), and
 //! `/metrics` from loopback. Everything else needs the token.
 
 pub mod auth;
 pub mod dashboard;
 pub mod data;
+pub mod openapi;
 pub mod params;
 pub mod stream;
 
@@ -118,6 +120,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard::page))
         .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .merge(protected)
         .merge(metrics)
         .fallback(not_found)
@@ -125,7 +128,13 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// `POST /api/v1/stream/ticket`: a single-use ticket for `GET /api/v1/stream?ticket=`.
-async fn ticket(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(post, path = "/api/v1/stream/ticket", tag = "stream",
+    responses(
+        (status = 200, description = "`{ticket, expires_in_s}`: opens one stream within 30 s", body = Object),
+        (status = 401, description = "Missing or wrong token", body = openapi::ErrorBody),
+        (status = 503, description = "Too many outstanding tickets", body = openapi::ErrorBody),
+    ))]
+pub async fn ticket(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let t = st.auth.issue_ticket()?;
     Ok(Json(json!({
         "ticket": t,
@@ -142,7 +151,7 @@ async fn not_found() -> Response {
 }
 
 #[derive(Serialize)]
-struct Health {
+pub struct Health {
     status: &'static str,
     version: &'static str,
     uptime_s: f64,
@@ -150,7 +159,9 @@ struct Health {
     xdp_mode: Option<AttachMode>,
 }
 
-async fn health(State(st): State<AppState>) -> Json<Health> {
+#[utoipa::path(get, path = "/api/v1/health", tag = "status", security(()),
+    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode}`", body = Object)))]
+pub async fn health(State(st): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
@@ -160,7 +171,12 @@ async fn health(State(st): State<AppState>) -> Json<Health> {
     })
 }
 
-async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/stats", tag = "status",
+    responses(
+        (status = 200, description = "Every counter: kernel, pipeline, ingest, lost, stream_clients", body = Object),
+        (status = 401, description = "Missing or wrong token", body = openapi::ErrorBody),
+    ))]
+pub async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     stats_json(&st).map(Json)
 }
 
@@ -187,7 +203,12 @@ pub fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
 }
 
 /// Prometheus text exposition of every counter /api/v1/stats reports.
-async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "Not from loopback and no valid token", body = openapi::ErrorBody),
+    ))]
+pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(4096);
     let mut counter = |name: &str, help: &str, v: u64| {

@@ -234,6 +234,19 @@ impl Client {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/stream", tag = "stream",
+    params(
+        ("ticket" = Option<String>, Query, description = "A ticket from POST /api/v1/stream/ticket (instead of the bearer token)."),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this event id (`<log id>-<detection id>`); the Last-Event-ID header does the same."),
+        ("attacker_ip" = Option<String>, Query, description = "Only this source."),
+        ("event_type" = Option<String>, Query, description = "Only logs of this event type."),
+        ("min_risk" = Option<u8>, Query, minimum = 0, maximum = 100, description = "Only detections with at least this risk score."),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: log, detection, stats, reset", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad parameter, named in `detail`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing token, or an unknown, used or expired ticket", body = super::openapi::ErrorBody),
+    ))]
 pub async fn stream(
     State(st): State<AppState>,
     headers: HeaderMap,
