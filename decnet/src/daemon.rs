@@ -99,9 +99,9 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     ingest_cfg.keep = ingest_cfg.keep.max(cfg.journal_keep);
     let ingester = Ingester::new(store.clone(), ingest_cfg, wake.clone()).with_hub(hub.clone());
     let (stop_profile, profile_rx) = watch::channel(false);
-    let profile_task = tokio::spawn(
-        Profiler::with_hub(store.clone(), hub.clone()).run(ingester.subscribe(), profile_rx),
-    );
+    let profiler = Profiler::with_hub(store.clone(), hub.clone());
+    let profile_stats = profiler.stats();
+    let profile_task = tokio::spawn(profiler.run(ingester.subscribe(), profile_rx));
     let ingest_stats = ingester.stats();
     let (stop_ingest, ingest_rx) = watch::channel(false);
     let ingest_task = tokio::spawn(ingester.run(ingest_rx, false));
@@ -140,6 +140,8 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         store: Some(store),
         hub,
         auth: Arc::new(auth),
+        profile: Some(profile_stats),
+        http: Default::default(),
     };
     let mut api_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {

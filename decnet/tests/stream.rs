@@ -41,6 +41,8 @@ async fn server() -> Server {
         store: Some(store.clone()),
         hub: hub.clone(),
         auth: Arc::new(Auth::new(TOKEN)),
+        profile: None,
+        http: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

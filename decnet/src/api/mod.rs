@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod dashboard;
 pub mod data;
+pub mod http_metrics;
 pub mod openapi;
 pub mod params;
 pub mod stream;
@@ -46,6 +47,8 @@ pub struct AppState {
     /// Live announcements (logs, detections) for the stream.
     pub hub: crate::hub::Hub,
     pub auth: Arc<auth::Auth>,
+    pub profile: Option<Arc<crate::profile::ProfileStats>>,
+    pub http: Arc<http_metrics::HttpMetrics>,
 }
 
 /// Errors as JSON `{"error": ..., "detail": ...}`; internal error text is logged, not sent.
@@ -124,6 +127,10 @@ pub fn app(state: AppState) -> Router {
         .merge(protected)
         .merge(metrics)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http_metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -198,8 +205,41 @@ pub fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
             "journal_write_failed": pipeline.journal_write_failed,
             "dead_letters": st.ingest.as_ref().map(|i| i.snapshot().dead_letters),
         },
+        "profile": st.profile.as_ref().map(|p| p.snapshot()),
+        "profile_lag_rows": profile_lag(st),
         "stream_clients": st.hub.subscribers(),
     }))
+}
+
+/// Rows committed but not yet profiled.
+fn profile_lag(st: &AppState) -> Option<u64> {
+    let ingested = st
+        .ingest
+        .as_ref()?
+        .last_id
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let profiled = st
+        .profile
+        .as_ref()?
+        .cursor
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Some(ingested.saturating_sub(profiled))
+}
+
+fn counter_to(out: &mut String, name: &str, help: &str, v: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP decnet_{name} {help}\n# TYPE decnet_{name} counter\ndecnet_{name} {v}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP decnet_{name} {help}\n# TYPE decnet_{name} gauge\ndecnet_{name} {v}"
+    );
 }
 
 /// Prometheus text exposition of every counter /api/v1/stats reports.
@@ -209,116 +249,170 @@ pub fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
         (status = 401, description = "Not from loopback and no valid token", body = openapi::ErrorBody),
     ))]
 pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
-    use std::fmt::Write as _;
     let mut out = String::with_capacity(4096);
-    let mut counter = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP decnet_{name} {help}\n# TYPE decnet_{name} counter\ndecnet_{name} {v}"
-        );
-    };
     if let Some(k) = &st.kernel {
         let k = k.read().map_err(|e| ApiError::Internal(e.to_string()))?;
-        counter(
+        counter_to(
+            &mut out,
             "kernel_packets_seen_total",
             "Frames the XDP program ran on.",
             k.packets_seen,
         );
-        counter(
+        counter_to(
+            &mut out,
             "kernel_packets_to_decoy_total",
             "IP packets addressed to a decoy.",
             k.packets_to_decoy,
         );
-        counter(
+        counter_to(
+            &mut out,
             "kernel_events_emitted_total",
             "Events submitted to the ring buffer.",
             k.events_emitted,
         );
-        counter(
+        counter_to(
+            &mut out,
             "kernel_ring_reserve_failed_total",
             "Events lost because the ring was full.",
             k.ring_reserve_failed,
         );
-        counter(
+        counter_to(
+            &mut out,
             "kernel_malformed_total",
             "Frames cut short or with impossible headers.",
             k.malformed,
         );
-        counter(
+        counter_to(
+            &mut out,
             "kernel_decoy_not_emitted_total",
             "Decoy packets not emitted (flow already reported).",
             k.decoy_not_emitted,
         );
     }
     let p = st.pipeline.snapshot();
-    counter(
+    counter_to(
+        &mut out,
         "ring_read_total",
         "Ring entries read by userspace.",
         p.ring_read,
     );
-    counter(
+    counter_to(
+        &mut out,
         "decode_errors_total",
         "Ring entries that did not decode.",
         p.decode_errors,
     );
-    counter(
+    counter_to(
+        &mut out,
         "channel_full_dropped_total",
         "Journal lines dropped because the writer channel was full.",
         p.channel_full_dropped,
     );
-    counter(
+    counter_to(
+        &mut out,
         "journal_written_total",
         "Journal lines written.",
         p.journal_written,
     );
-    counter(
+    counter_to(
+        &mut out,
         "journal_write_failed_total",
         "Journal lines lost to write errors.",
         p.journal_write_failed,
     );
-    counter(
+    counter_to(
+        &mut out,
         "journal_bytes_total",
         "Bytes written to the journal.",
         p.journal_bytes,
     );
     if let Some(i) = &st.ingest {
         let i = i.snapshot();
-        counter(
+        counter_to(
+            &mut out,
             "ingest_rows_total",
             "Journal lines committed as rows.",
             i.rows,
         );
-        counter(
+        counter_to(
+            &mut out,
             "ingest_dead_letters_total",
             "Journal lines that could not be ingested.",
             i.dead_letters,
         );
-        counter(
+        counter_to(
+            &mut out,
             "ingest_batches_total",
             "Committed ingest batches.",
             i.batches,
         );
-        counter(
+        counter_to(
+            &mut out,
             "ingest_commit_retries_total",
             "Batch commits retried because the database was busy.",
             i.commit_retries,
         );
-        counter(
+        counter_to(
+            &mut out,
             "ingest_rotations_total",
             "Journal rotations followed.",
             i.rotations,
         );
-        counter(
+        counter_to(
+            &mut out,
             "ingest_truncations_total",
             "Journal truncations detected.",
             i.truncations,
         );
-        counter(
+        counter_to(
+            &mut out,
             "ingest_cursor_lost_total",
             "Times the saved journal position could not be found.",
             i.cursor_lost,
         );
+        gauge(
+            &mut out,
+            "ingest_lag_bytes",
+            "Journal bytes written but not yet read by the ingester.",
+            i.lag_bytes as f64,
+        );
+        gauge(
+            &mut out,
+            "ingest_lag_seconds",
+            "Seconds since the last commit while journal bytes wait (0 when caught up).",
+            i.lag_seconds,
+        );
     }
+    if let Some(p) = &st.profile {
+        use std::sync::atomic::Ordering::Relaxed;
+        counter_to(
+            &mut out,
+            "profile_rows_total",
+            "Rows folded into attacker profiles.",
+            p.rows.load(Relaxed),
+        );
+        counter_to(
+            &mut out,
+            "profile_detections_total",
+            "Detections emitted (class, tools, campaign or risk band changed).",
+            p.detections.load(Relaxed),
+        );
+    }
+    if let Some(lag) = profile_lag(&st) {
+        gauge(
+            &mut out,
+            "profile_lag_rows",
+            "Rows committed but not yet profiled.",
+            lag as f64,
+        );
+    }
+    gauge(
+        &mut out,
+        "stream_clients",
+        "SSE clients connected.",
+        st.hub.subscribers() as f64,
+    );
+    st.http.render(&mut out);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -349,6 +443,8 @@ mod tests {
             store,
             hub: Default::default(),
             auth: Arc::new(auth::Auth::new(TOKEN)),
+            profile: None,
+            http: Default::default(),
         }
     }
 
@@ -439,6 +535,32 @@ mod tests {
                 "{b}"
             );
             assert!(b.contains("decnet_ingest_rows_total 0"));
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_carry_lags_stream_clients_and_request_durations() {
+        let st = state(None);
+        st.ingest
+            .as_ref()
+            .unwrap()
+            .lag_bytes
+            .store(1234, std::sync::atomic::Ordering::Relaxed);
+        let _rx = st.hub.subscribe();
+        call(app(st.clone()), "GET", "/api/v1/health", None).await;
+        call(app(st.clone()), "GET", "/api/v1/attackers/x", Some(TOKEN)).await;
+        let (status, body) = call(app(st), "GET", "/metrics", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        for want in [
+            "# TYPE decnet_ingest_lag_bytes gauge\ndecnet_ingest_lag_bytes 1234\n",
+            "decnet_ingest_lag_seconds ",
+            "decnet_stream_clients 1\n",
+            "# TYPE decnet_http_request_duration_seconds histogram",
+            "decnet_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/health\"} 1\n",
+            // Routes are patterns, not the paths asked for.
+            "route=\"/api/v1/attackers/{ip}\"",
+        ] {
+            assert!(body.contains(want), "{want} missing:\n{body}");
         }
     }
 

@@ -337,6 +337,8 @@ mod tests {
             store: Some(store),
             hub: Default::default(),
             auth: Arc::new(Auth::new("t")),
+            profile: None,
+            http: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

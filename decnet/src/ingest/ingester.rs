@@ -76,9 +76,15 @@ pub struct IngestStats {
     pub rotations: AtomicU64,
     pub truncations: AtomicU64,
     pub cursor_lost: AtomicU64,
+    /// Id of the newest committed row.
+    pub last_id: AtomicU64,
+    /// Journal bytes written but not yet read, as of the last read.
+    pub lag_bytes: AtomicU64,
+    /// Wall-clock time (ns) of the last commit, for the lag in seconds.
+    pub last_commit_ns: AtomicU64,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
 pub struct IngestSnapshot {
     pub rows: u64,
     pub dead_letters: u64,
@@ -87,6 +93,10 @@ pub struct IngestSnapshot {
     pub rotations: u64,
     pub truncations: u64,
     pub cursor_lost: u64,
+    pub last_id: u64,
+    pub lag_bytes: u64,
+    /// Seconds since the last commit while unread journal bytes wait (0 when caught up).
+    pub lag_seconds: f64,
 }
 
 impl IngestStats {
@@ -99,6 +109,14 @@ impl IngestStats {
             rotations: self.rotations.load(Relaxed),
             truncations: self.truncations.load(Relaxed),
             cursor_lost: self.cursor_lost.load(Relaxed),
+            last_id: self.last_id.load(Relaxed),
+            lag_bytes: self.lag_bytes.load(Relaxed),
+            lag_seconds: if self.lag_bytes.load(Relaxed) == 0 {
+                0.0
+            } else {
+                let since = crate::timefmt::unix_now_ns() as u64;
+                since.saturating_sub(self.last_commit_ns.load(Relaxed)) as f64 / 1e9
+            },
         }
     }
 }
@@ -177,6 +195,7 @@ impl Ingester {
             for line in lines.drain(..) {
                 self.add_line(&mut batch, tail.file_name(), line);
             }
+            self.stats.lag_bytes.store(tail.unread_bytes(), Relaxed);
             if n > 0 && started.is_none() {
                 started = Some(Instant::now());
             }
@@ -337,6 +356,14 @@ async fn write_batch(
         }
     };
     stats.rows.fetch_add(batch.logs.len() as u64, Relaxed);
+    if let Some(first) = first_id {
+        stats
+            .last_id
+            .store((first + batch.logs.len() as i64 - 1) as u64, Relaxed);
+    }
+    stats
+        .last_commit_ns
+        .store(crate::timefmt::unix_now_ns() as u64, Relaxed);
     stats
         .dead_letters
         .fetch_add(batch.dead.len() as u64, Relaxed);

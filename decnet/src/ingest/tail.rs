@@ -125,6 +125,14 @@ impl Tail {
         self.cursor
     }
 
+    /// Bytes in the current file past the cursor: written, not yet ingested.
+    pub fn unread_bytes(&self) -> u64 {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len().saturating_sub(self.cursor.offset))
+    }
+
     /// Name of the file being read (for dead letters).
     pub fn file_name(&self) -> &str {
         &self.name

@@ -24,7 +24,7 @@ pub mod stats;
 pub mod tools;
 pub mod worker;
 
-pub use worker::Profiler;
+pub use worker::{ProfileStats, Profiler};
 
 use crate::store::{Store, StoreError};
 

@@ -10,6 +10,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     time::Duration,
 };
 
@@ -37,6 +41,28 @@ pub struct Profiler {
     store: Store,
     hub: Hub,
     mem: Option<Memory>,
+    stats: Arc<ProfileStats>,
+}
+
+/// Counters of the profiler, for /api/v1/stats and /metrics.
+#[derive(Debug, Default)]
+pub struct ProfileStats {
+    /// The last log id profiled (the cursor).
+    pub cursor: AtomicU64,
+    pub rows: AtomicU64,
+    pub batches: AtomicU64,
+    pub detections: AtomicU64,
+}
+
+impl ProfileStats {
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cursor": self.cursor.load(Relaxed),
+            "rows": self.rows.load(Relaxed),
+            "batches": self.batches.load(Relaxed),
+            "detections": self.detections.load(Relaxed),
+        })
+    }
 }
 
 /// What the profiler keeps between batches.
@@ -193,7 +219,12 @@ impl Profiler {
             store,
             hub,
             mem: None,
+            stats: Arc::default(),
         }
+    }
+
+    pub fn stats(&self) -> Arc<ProfileStats> {
+        self.stats.clone()
     }
 
     /// Profiles everything after the cursor; returns the rows absorbed.
@@ -206,6 +237,7 @@ impl Profiler {
     pub async fn step(&mut self, max_batches: usize) -> Result<u64, StoreError> {
         let mut prev = self.store.get_state(CURSOR_KEY).await?;
         let mut cursor: i64 = prev.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+        self.stats.cursor.store(cursor.max(0) as u64, Relaxed);
         let mut absorbed = 0;
         for _ in 0..max_batches {
             let rows = self.store.logs_after(cursor, BATCH).await?;
@@ -230,6 +262,9 @@ impl Profiler {
             self.batch(&rows, update).instrument(span).await?;
             prev = Some(next);
             absorbed += rows.len() as u64;
+            self.stats.cursor.store(last_id as u64, Relaxed);
+            self.stats.rows.fetch_add(rows.len() as u64, Relaxed);
+            self.stats.batches.fetch_add(1, Relaxed);
             cursor = last_id;
             // Never stall the runtime, whatever the backlog.
             tokio::task::yield_now().await;
@@ -348,6 +383,9 @@ impl Profiler {
             .push((CAMPAIGN_ID_KEY.into(), mem.next_campaign.to_string()));
         self.store.commit_profiles(&commit).await?;
         self.mem = Some(mem);
+        self.stats
+            .detections
+            .fetch_add(commit.detections.len() as u64, Relaxed);
         for d in commit.detections {
             self.hub.detection(d);
         }
