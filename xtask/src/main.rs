@@ -38,7 +38,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark: `sensor`, `ingest` or `profile`.
+    /// Run a benchmark: `sensor`, `ingest`, `profile` or `stream`.
     Bench { name: String },
 }
 
@@ -97,7 +97,18 @@ fn main() -> anyhow::Result<()> {
                     run(cargo().args(["bench", "-p", "decnet", "--bench", "ingest"]))
                 }
                 "profile" => run(cargo().args(["bench", "-p", "decnet", "--bench", "profile"])),
-                other => bail!("unknown benchmark `{other}` (known: sensor, ingest, profile)"),
+                "stream" => {
+                    // The real daemon (release) in a namespace lab, and wrk for REST.
+                    setup::bench_tools()?;
+                    run(cargo().args(["build", "--release", "-p", "decnet"]))?;
+                    let bin = root().join("target/release/decnet");
+                    run(cargo()
+                        .args(["bench", "-p", "decnet-tests", "--bench", "stream"])
+                        .env("DECNET_BIN", &bin))
+                }
+                other => {
+                    bail!("unknown benchmark `{other}` (known: sensor, ingest, profile, stream)")
+                }
             }
         }
     }

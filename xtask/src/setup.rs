@@ -155,6 +155,22 @@ fn have(cmd: &str) -> bool {
         .any(|d| d.join(cmd).is_file())
 }
 
+/// wrk for `cargo xtask bench stream`, installed through apt as root when missing.
+pub fn bench_tools() -> anyhow::Result<()> {
+    if have("wrk") {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && have("apt-get") {
+        eprintln!("setup: installing wrk with apt (the REST part of bench stream)");
+        return run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", "wrk"])
+            .env("DEBIAN_FRONTEND", "noninteractive"));
+    }
+    eprintln!("setup: wrk is missing: `sudo apt-get install wrk`");
+    Ok(())
+}
+
 /// schemathesis (PyPI), pinned: the API fuzz test runs it against the OpenAPI document.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 

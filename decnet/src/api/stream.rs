@@ -14,7 +14,7 @@
 //! - Filters: `attacker_ip` (logs and detections), `event_type` (logs), `min_risk`
 //!   (detections: risk score at least this).
 
-use std::{collections::VecDeque, convert::Infallible, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     extract::{RawQuery, State},
@@ -27,7 +27,7 @@ use axum::{
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{ApiError, AppState, data::EVENT_TYPES, params::Params};
-use crate::hub::{HubMsg, log_json};
+use crate::hub::{HubMsg, LogBatch, log_json};
 
 /// Rows per replay query.
 const REPLAY_PAGE: i64 = 1000;
@@ -75,6 +75,9 @@ struct Client {
     log: i64,
     det: i64,
     pending: VecDeque<Event>,
+    /// The live batch being sent and the next row in it: rows become events one at a time,
+    /// so a client holds one event, not a copy of a whole (up to 10,000-row) batch.
+    batch: Option<(Arc<LogBatch>, usize)>,
     logs_replayed: bool,
     dets_replayed: bool,
     /// A new client (no Last-Event-ID) starts from the newest ids, without history; the
@@ -171,21 +174,34 @@ impl Client {
         }
     }
 
+    /// The next event of the live batch, if any is left.
+    fn next_of_batch(&mut self) -> Option<Event> {
+        let (batch, next) = self.batch.as_mut()?;
+        while *next < batch.logs.len() {
+            let i = *next;
+            *next += 1;
+            let id = batch.first_id + i as i64;
+            let l = &batch.logs[i];
+            // Already replayed, or filtered out.
+            if id <= self.log || !self.filter.log(&l.attacker_ip, &l.event_type) {
+                continue;
+            }
+            self.log = id;
+            let json = &batch.json()[i];
+            return Some(
+                Event::default()
+                    .event("log")
+                    .id(format!("{}-{}", self.log, self.det))
+                    .data(&**json),
+            );
+        }
+        self.batch = None;
+        None
+    }
+
     fn live(&mut self, msg: HubMsg) {
         match msg {
-            HubMsg::Logs(batch) => {
-                let json = batch.json();
-                for (i, l) in batch.logs.iter().enumerate() {
-                    let id = batch.first_id + i as i64;
-                    // Already replayed.
-                    if id <= self.log {
-                        continue;
-                    }
-                    if self.filter.log(&l.attacker_ip, &l.event_type) {
-                        self.push_log(id, &json[i]);
-                    }
-                }
-            }
+            HubMsg::Logs(batch) => self.batch = Some((batch, 0)),
             HubMsg::Detection(d) => {
                 if d.id > self.det && self.filter.detection(&d.ip, &d.body) {
                     self.push_detection(d.id, &d.body);
@@ -197,6 +213,9 @@ impl Client {
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Client)> {
         loop {
             if let Some(e) = self.pending.pop_front() {
+                return Some((Ok(e), self));
+            }
+            if let Some(e) = self.next_of_batch() {
                 return Some((Ok(e), self));
             }
             if self.ended {
@@ -295,6 +314,7 @@ pub async fn stream(
         log,
         det,
         pending: VecDeque::from([Event::default().comment("keepalive")]),
+        batch: None,
         logs_replayed: false,
         dets_replayed: false,
         starts_live: resume.is_none(),
