@@ -92,7 +92,7 @@ pub async fn logs(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<R
 pub async fn attackers(
     State(st): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = Params::parse(q.as_deref(), &["limit", "offset", "sort"])?;
     let limit = p.limit(100)?;
     let offset = p.uint("offset", 0, super::params::MAX_OFFSET)?;
@@ -101,17 +101,21 @@ pub async fn attackers(
         .attackers_page(sort, limit as i64, offset as i64)
         .await
         .map_err(internal)?;
-    let items: Vec<Value> = rows
+    // Stored rows go out as they are; only rows from before the summary column are rendered.
+    let items: Vec<String> = rows
         .iter()
-        .filter_map(|(ip, state)| crate::profile::render_summary(ip, state))
+        .filter_map(|r| match (&r.summary, &r.state) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(state)) => {
+                crate::profile::render_summary(&r.ip, state).map(|v| v.to_string())
+            }
+            (None, None) => None,
+        })
         .collect();
-    Ok(Json(json!({
-        "attackers": items,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-        "sort": sort,
-    })))
+    Ok(json_text(format!(
+        r#"{{"attackers":[{}],"total":{total},"limit":{limit},"offset":{offset},"sort":"{sort}"}}"#,
+        items.join(",")
+    )))
 }
 
 /// `GET /api/v1/attackers/{ip}`: the profile, rendered from the stored state.

@@ -88,8 +88,19 @@ pub struct ProfileRow {
     pub risk_score: i64,
     pub campaign_id: Option<i64>,
     pub campaign_key: Option<String>,
+    /// The attackers-list row (JSON).
+    pub summary: String,
     /// The serialized streaming state (the public profile is rendered from it on read).
     pub state: String,
+}
+
+/// A row of the attackers list: its stored summary, or (rows from before the summary
+/// column) the state to render it from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttackerRow {
+    pub ip: String,
+    pub summary: Option<String>,
+    pub state: Option<String>,
 }
 
 /// A detection row (id allocated by the profiler, so it can publish it after the commit).
@@ -180,11 +191,11 @@ static INSERT_DETECTIONS: MultiRow =
     MultiRow::new("INSERT INTO detections (id, ts, ip, body)", 4, "");
 
 static UPSERT_ATTACKERS: MultiRow = MultiRow::new(
-    "INSERT INTO attackers (ip, first_seen, last_seen, event_count, class, risk_score, campaign_id, updated_at)",
-    8,
+    "INSERT INTO attackers (ip, first_seen, last_seen, event_count, class, risk_score, campaign_id, summary, updated_at)",
+    9,
     "ON CONFLICT (ip) DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen, \
      event_count = excluded.event_count, class = excluded.class, risk_score = excluded.risk_score, \
-     campaign_id = excluded.campaign_id, updated_at = excluded.updated_at",
+     campaign_id = excluded.campaign_id, summary = excluded.summary, updated_at = excluded.updated_at",
 );
 
 static UPSERT_BEHAVIOR: MultiRow = MultiRow::new(
@@ -451,6 +462,7 @@ impl Store {
                     .bind(&r.class)
                     .bind(r.risk_score)
                     .bind(r.campaign_id)
+                    .bind(&r.summary)
                     .bind(&now);
             }
             q.execute(&mut *tx).await?;
@@ -681,14 +693,14 @@ impl Store {
             .get(0))
     }
 
-    /// A page of attackers with their states, in `sort` order (`risk`, `last_seen`,
-    /// `first_seen` or `events`), and how many there are in all.
+    /// A page of attackers, in `sort` order (`risk`, `last_seen`, `first_seen` or
+    /// `events`), and how many there are in all.
     pub async fn attackers_page(
         &self,
         sort: &str,
         limit: i64,
         offset: i64,
-    ) -> Result<(Vec<(String, String)>, i64), StoreError> {
+    ) -> Result<(Vec<AttackerRow>, i64), StoreError> {
         let order = match sort {
             "last_seen" => "a.last_seen DESC, a.ip",
             "first_seen" => "a.first_seen DESC, a.ip",
@@ -696,7 +708,8 @@ impl Store {
             _ => "a.risk_score DESC, a.ip",
         };
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT a.ip, b.state FROM attackers a JOIN attacker_behavior b ON b.ip = a.ip \
+            "SELECT a.ip, a.summary, CASE WHEN a.summary IS NULL THEN b.state END \
+             FROM attackers a JOIN attacker_behavior b ON b.ip = a.ip \
              ORDER BY {order} LIMIT ? OFFSET ?"
         )))
         .bind(limit)
@@ -705,7 +718,13 @@ impl Store {
         .await?;
         let total = self.count_attackers().await?;
         Ok((
-            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
+            rows.into_iter()
+                .map(|r| AttackerRow {
+                    ip: r.get(0),
+                    summary: r.get(1),
+                    state: r.get(2),
+                })
+                .collect(),
             total,
         ))
     }
