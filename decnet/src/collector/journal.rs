@@ -4,9 +4,10 @@
 //! over a bounded channel with `try_send`; when the channel is full the chunk's lines are
 //! counted as dropped, never queued without bound. The writer coalesces chunks and appends
 //! with one write(2) per flush; chunks hold whole lines only, so every write does too (other
-//! processes may append to the same file with O_APPEND). It flushes at least every
-//! `flush_interval`; fsyncs run on their own thread (see [`Syncer`]), except the final one
-//! at shutdown.
+//! processes may append to the same file with O_APPEND). It flushes as soon as the channel
+//! runs empty (group commit: a lone probe is on disk at once, a burst is still one write per
+//! megabyte) and at least every `flush_interval`; fsyncs run on their own thread (see
+//! [`Syncer`]), except the final one at shutdown.
 
 use std::{
     fs::{File, OpenOptions},
@@ -241,12 +242,28 @@ impl Writer {
         let mut last_sync = Instant::now();
         loop {
             let wait = self.cfg.flush_interval.saturating_sub(last_flush.elapsed());
+            let mut drained = false;
             match rx.recv_timeout(wait) {
-                Ok(chunk) => self.append(chunk),
+                Ok(chunk) => {
+                    self.append(chunk);
+                    // Take what else is queued, then write: nobody waits for a timer.
+                    while self.buf.len() < FLUSH_BYTES {
+                        match rx.try_recv() {
+                            Ok(chunk) => self.append(chunk),
+                            Err(_) => {
+                                drained = true;
+                                break;
+                            }
+                        }
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            if self.buf.len() >= FLUSH_BYTES || last_flush.elapsed() >= self.cfg.flush_interval {
+            if (drained && !self.buf.is_empty())
+                || self.buf.len() >= FLUSH_BYTES
+                || last_flush.elapsed() >= self.cfg.flush_interval
+            {
                 self.flush();
                 last_flush = Instant::now();
                 let sync_due = match self.cfg.fsync {

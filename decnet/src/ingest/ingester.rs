@@ -201,8 +201,12 @@ impl Ingester {
             }
             let size = batch.logs.len() + batch.dead.len();
             let due = started.is_some_and(|t| t.elapsed() >= self.cfg.batch_wait);
+            // Group commit: at the end of what was written, commit at once unless a commit
+            // is still in flight; then lines gather until it lands (or the batch is due),
+            // so a lone probe is not held back and a flood still commits in big batches.
+            let free = inflight.as_ref().is_none_or(|h| h.is_finished());
             if size >= self.cfg.batch_lines
-                || (size > 0 && (due || stopping || until_idle) && n == 0)
+                || (size > 0 && (due || free || stopping || until_idle) && n == 0)
             {
                 self.commit(&mut batch, &tail, &mut inflight, &mut last_cursor)
                     .await?;
@@ -245,7 +249,12 @@ impl Ingester {
                 continue;
             }
             let wait = match started {
-                Some(t) => self.cfg.batch_wait.saturating_sub(t.elapsed()),
+                // Lines wait for the commit in flight: look again soon.
+                Some(t) => self
+                    .cfg
+                    .batch_wait
+                    .saturating_sub(t.elapsed())
+                    .min(Duration::from_millis(5)),
                 None => self.cfg.idle_poll,
             };
             tokio::select! {

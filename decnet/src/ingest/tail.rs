@@ -235,13 +235,13 @@ impl Tail {
         let me = files
             .iter()
             .position(|(_, f, d, i)| f.is_some() && (*d, *i) == (self.cursor.dev, self.cursor.ino));
-        let next = match me {
+        let (next, want) = match me {
             Some(0) => return Ok(EndOfFile::Wait),
             // Rotated: the next newer file is one index down.
-            Some(i) => files[i - 1].0.clone(),
+            Some(i) => (files[i - 1].0.clone(), (files[i - 1].2, files[i - 1].3)),
             // Ours was deleted or rotated out: continue with the oldest file still there.
             None => match files.iter().rev().find(|(_, f, ..)| f.is_some()) {
-                Some((n, ..)) => n.clone(),
+                Some((n, _, d, i)) => (n.clone(), (*d, *i)),
                 None => return Ok(EndOfFile::Wait),
             },
         };
@@ -252,6 +252,18 @@ impl Tail {
                 return Ok(EndOfFile::Wait);
             }
         }
+        // Open the successor and make sure it is the file just listed: the writer may have
+        // rotated again in between, and the name would then lead one file too far (a whole
+        // file's lines skipped). If so, look again on the next call.
+        let f = match File::open(self.dir.join(&next)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(EndOfFile::Wait),
+            Err(e) => return Err(e),
+        };
+        let (dev, ino, _) = ident(&f)?;
+        if (dev, ino) != want {
+            return Ok(EndOfFile::Wait);
+        }
         let torn = (!self.pending.is_empty()).then(|| {
             self.events.torn_tails += 1;
             Line {
@@ -261,7 +273,14 @@ impl Tail {
         });
         self.events.rotations += 1;
         tracing::info!(from = %self.name, to = %next, "journal rotated; following");
-        self.switch_to(&next)?;
+        self.file = Some(f);
+        self.cursor = Cursor {
+            dev,
+            ino,
+            offset: 0,
+        };
+        self.name = next;
+        self.pending.clear();
         Ok(EndOfFile::Switched { torn })
     }
 }
