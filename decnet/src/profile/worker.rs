@@ -450,7 +450,8 @@ fn detection(
     Some(serde_json::json!({
         "ip": ip,
         "changes": changes,
-        "new_source": before.is_none(),
+        // The first announcement of this source (it may have been quiet before).
+        "new_source": before.is_none_or(|b| *b == quiet),
         "class": now.class,
         "tools": now.tools,
         "campaign_id": now.campaign_id,
