@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod otlp;
 pub mod webdriver;
 
 /// True when the test may run; prints `skipping: <why>` otherwise.
@@ -225,6 +226,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(iface: &str, decoys: &[String], data_dir: &Path) -> Daemon {
+        Self::start_with_env(iface, decoys, data_dir, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub fn start_with_env(
+        iface: &str,
+        decoys: &[String],
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = data_dir.with_extension("log");
         let logf = std::fs::File::create(&log).expect("daemon log file");
@@ -239,6 +250,7 @@ impl Daemon {
         for d in decoys {
             cmd.args(["--decoy", d]);
         }
+        cmd.envs(env.iter().copied());
         let child = cmd.spawn().expect("spawning decnet");
         let mut d = Daemon {
             child: Some(child),

@@ -18,4 +18,5 @@ pub mod sensor;
 pub mod services;
 pub mod stats;
 pub mod store;
+pub mod telemetry;
 pub mod timefmt;

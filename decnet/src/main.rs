@@ -4,7 +4,6 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use decnet::config::{RunArgs, RunConfig};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -88,13 +87,9 @@ impl DaemonArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("DECNET_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // Flushes developer traces when main returns (after the runtime's work is done).
+    let _telemetry = decnet::telemetry::init().context("telemetry")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod data;
 pub mod http_metrics;
+mod http_trace;
 pub mod openapi;
 pub mod params;
 pub mod stream;
@@ -120,7 +121,7 @@ pub fn app(state: AppState) -> Router {
     let metrics = Router::new().route("/metrics", get(metrics)).route_layer(
         axum::middleware::from_fn_with_state(state.clone(), auth::require_unless_loopback),
     );
-    Router::new()
+    let app = Router::new()
         .route("/", get(dashboard::page))
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi::document))
@@ -130,8 +131,8 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             http_metrics::track,
-        ))
-        .with_state(state)
+        ));
+    http_trace::layer(app).with_state(state)
 }
 
 /// `POST /api/v1/stream/ticket`: a single-use ticket for `GET /api/v1/stream?ticket=`.
@@ -208,6 +209,8 @@ pub fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
         "profile": st.profile.as_ref().map(|p| p.snapshot()),
         "profile_lag_rows": profile_lag(st),
         "stream_clients": st.hub.subscribers(),
+        // Developer tracing's exporter (null when tracing is off).
+        "tracing": crate::telemetry::snapshot(),
     }))
 }
 
@@ -412,6 +415,26 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         "SSE clients connected.",
         st.hub.subscribers() as f64,
     );
+    if let Some(t) = crate::telemetry::snapshot() {
+        counter_to(
+            &mut out,
+            "trace_spans_exported_total",
+            "Developer-tracing spans the collector accepted.",
+            t.exported,
+        );
+        counter_to(
+            &mut out,
+            "trace_spans_dropped_total",
+            "Developer-tracing spans dropped because the export queue was full.",
+            t.dropped_queue_full,
+        );
+        counter_to(
+            &mut out,
+            "trace_spans_export_failed_total",
+            "Developer-tracing spans lost in failed exports (collector unreachable).",
+            t.export_failed,
+        );
+    }
     st.http.render(&mut out);
     Ok((
         [(

@@ -78,6 +78,9 @@ struct Client {
     /// The live batch being sent and the next row in it: rows become events one at a time,
     /// so a client holds one event, not a copy of a whole (up to 10,000-row) batch.
     batch: Option<(Arc<LogBatch>, usize)>,
+    /// Developer tracing: the `sse.emit_logs` span of the live batch being sent (it ends
+    /// with the batch's last row).
+    emit: tracing::Span,
     logs_replayed: bool,
     dets_replayed: bool,
     /// A new client (no Last-Event-ID) starts from the newest ids, without history; the
@@ -148,6 +151,8 @@ impl Client {
             {
                 Ok(rows) => {
                     self.logs_replayed = (rows.len() as i64) < REPLAY_PAGE;
+                    let span = emit_span(true, rows.iter().map(|(_, l)| l));
+                    let _emit = span.enter();
                     for (id, l) in &rows {
                         self.push_log(*id, &log_json(*id, l));
                     }
@@ -196,12 +201,23 @@ impl Client {
             );
         }
         self.batch = None;
+        self.emit = tracing::Span::none();
         None
     }
 
     fn live(&mut self, msg: HubMsg) {
         match msg {
-            HubMsg::Logs(batch) => self.batch = Some((batch, 0)),
+            HubMsg::Logs(batch) => {
+                if crate::telemetry::enabled() {
+                    let first = batch.first_id;
+                    let rows = batch.logs.iter().enumerate().filter(|(i, l)| {
+                        first + *i as i64 > self.log
+                            && self.filter.log(&l.attacker_ip, &l.event_type)
+                    });
+                    self.emit = emit_span(false, rows.map(|(_, l)| l));
+                }
+                self.batch = Some((batch, 0));
+            }
             HubMsg::Detection(d) => {
                 if d.id > self.det && self.filter.detection(&d.ip, &d.body) {
                     self.push_detection(d.id, &d.body);
@@ -251,6 +267,33 @@ impl Client {
             }
         }
     }
+}
+
+/// `sse.emit_logs`: the rows one client is sent from one batch, linked to the traces of
+/// those rows (their probes' journeys). A null span when tracing is off.
+fn emit_span<'a>(
+    replay: bool,
+    rows: impl Iterator<Item = &'a crate::store::NewLog>,
+) -> tracing::Span {
+    if !crate::telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let rows: Vec<&crate::store::NewLog> = rows.collect();
+    if rows.is_empty() {
+        return tracing::Span::none();
+    }
+    let span = crate::dev_span!(
+        "sse.emit_logs",
+        otel.kind = "producer",
+        replay,
+        rows = rows.len()
+    );
+    crate::telemetry::link_all(
+        &span,
+        rows.iter()
+            .filter_map(|l| Some((l.trace_id.as_deref()?, l.span_id.as_deref()?))),
+    );
+    span
 }
 
 #[utoipa::path(get, path = "/api/v1/stream", tag = "stream",
@@ -315,6 +358,7 @@ pub async fn stream(
         det,
         pending: VecDeque::from([Event::default().comment("keepalive")]),
         batch: None,
+        emit: tracing::Span::none(),
         logs_replayed: false,
         dets_replayed: false,
         starts_live: resume.is_none(),

@@ -341,6 +341,13 @@ impl Writer {
         if self.buf.is_empty() {
             return;
         }
+        let _span = crate::dev_span!(
+            parent: None,
+            "collector.flush",
+            lines = self.lines,
+            bytes = self.buf.len()
+        )
+        .entered();
         self.rotate_if_full();
         match self.file.write_all(&self.buf) {
             Ok(()) => {

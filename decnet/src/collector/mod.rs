@@ -53,12 +53,24 @@ impl Collector {
             .and_then(|i| self.deckies.get(i as usize))
             .map(String::as_str)
             .unwrap_or("unknown");
+        // Developer tracing: each probe starts its own trace, which the ingester continues
+        // through the record's traceparent. Off, this is one branch and a null span.
+        let span = crate::dev_span!(
+            parent: None,
+            "collector.event",
+            otel.kind = "producer",
+            event_type = p.event_type(),
+            decky,
+            attacker_ip = %p.src,
+            dst_port = p.dst_port,
+        );
+        let traceparent = crate::telemetry::traceparent(&span);
         write_probe_record(
             &mut self.chunk.bytes,
             p,
             decky,
             self.clock.to_unix_ns(p.mono_ns),
-            None,
+            traceparent.as_deref(),
         );
         self.chunk.lines += 1;
         if self.chunk.bytes.len() >= CHUNK_BYTES {

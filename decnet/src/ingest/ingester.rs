@@ -16,6 +16,7 @@ use std::{
 
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 
 use super::{
     bounty::bounties,
@@ -25,6 +26,7 @@ use super::{
 use crate::{
     hub::Hub,
     store::{Batch, CursorUpdate, DeadLetter, Store, StoreError},
+    telemetry,
 };
 
 /// `state` key of the journal cursor.
@@ -271,11 +273,27 @@ impl Ingester {
     fn add_line(&self, batch: &mut Batch, file: &str, line: Line) {
         match parse_line(&line.bytes) {
             Ok(log) => {
-                let idx = batch.logs.len();
-                batch
-                    .bounties
-                    .extend(bounties(&log).into_iter().map(|b| (idx, b)));
-                batch.logs.push(log);
+                // Developer tracing: the record's journey continues here, under the
+                // collector's span named by its traceparent. Off, these are null spans.
+                let span = crate::dev_span!(
+                    parent: None,
+                    "ingester.process_record",
+                    event_type = %log.event_type,
+                    service = %log.service,
+                    decky = %log.decky,
+                    attacker_ip = %log.attacker_ip,
+                );
+                telemetry::set_parent(&span, log.trace_id.as_deref(), log.span_id.as_deref());
+                let _record = span.enter();
+                let idx = batch.add_log(log);
+                let extract =
+                    crate::dev_span!("ingester.extract_bounty", bounties = tracing::field::Empty);
+                let _extract = extract.enter();
+                let found = bounties(&batch.logs[idx]);
+                extract.record("bounties", found.len());
+                for b in found {
+                    batch.add_bounty(idx, b);
+                }
             }
             Err(reason) => self.dead(batch, file, line, reason),
         }
@@ -325,9 +343,24 @@ impl Ingester {
             self.committed.clone(),
             self.hub.clone(),
         );
-        *inflight = Some(tokio::spawn(write_batch(
-            store, stats, committed, hub, sealed,
-        )));
+        // The batch's own root span, linked to the traces of the records it commits.
+        let span = crate::dev_span!(
+            parent: None,
+            "ingester.commit_batch",
+            rows = sealed.logs.len(),
+            dead_letters = sealed.dead.len(),
+            bounties = sealed.bounties.len(),
+        );
+        telemetry::link_all(
+            &span,
+            sealed
+                .logs
+                .iter()
+                .filter_map(|l| Some((l.trace_id.as_deref()?, l.span_id.as_deref()?))),
+        );
+        *inflight = Some(tokio::spawn(
+            write_batch(store, stats, committed, hub, sealed).instrument(span),
+        ));
         Ok(())
     }
 }
@@ -377,6 +410,12 @@ async fn write_batch(
         .dead_letters
         .fetch_add(batch.dead.len() as u64, Relaxed);
     stats.batches.fetch_add(1, Relaxed);
+    tracing::debug!(
+        rows = batch.logs.len(),
+        dead_letters = batch.dead.len(),
+        first_id,
+        "batch committed"
+    );
     if !batch.dead.is_empty() {
         tracing::warn!(count = batch.dead.len(), first_reason = %batch.dead[0].reason, "journal lines dead-lettered");
     }

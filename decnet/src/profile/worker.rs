@@ -235,6 +235,25 @@ impl Profiler {
     /// Profiles at most `max_batches` batches after the cursor (each committed on its own,
     /// as a crash between batches would leave it).
     pub async fn step(&mut self, max_batches: usize) -> Result<u64, StoreError> {
+        // Developer tracing: one root span per run over the backlog, linked to the probe
+        // traces whose rows it absorbs; one `profiler.update_profiles` per batch inside.
+        let span = crate::dev_span!(
+            parent: None,
+            "profiler.incremental_update",
+            rows = tracing::field::Empty,
+            batches = tracing::field::Empty,
+        );
+        self.step_inner(max_batches, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn step_inner(
+        &mut self,
+        max_batches: usize,
+        span: &tracing::Span,
+    ) -> Result<u64, StoreError> {
+        let mut batches = 0u64;
         let mut prev = self.store.get_state(CURSOR_KEY).await?;
         let mut cursor: i64 = prev.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
         self.stats.cursor.store(cursor.max(0) as u64, Relaxed);
@@ -251,15 +270,21 @@ impl Profiler {
                 prev: prev.clone(),
                 value: next.clone(),
             };
-            let span = tracing::info_span!(
-                "profile.batch",
+            crate::telemetry::link_all(
+                span,
+                rows.iter()
+                    .filter_map(|(_, l)| Some((l.trace_id.as_deref()?, l.span_id.as_deref()?))),
+            );
+            let batch_span = crate::dev_span!(
+                "profiler.update_profiles",
                 rows = rows.len(),
                 first_id,
                 last_id,
                 ips = tracing::field::Empty,
                 detections = tracing::field::Empty,
             );
-            self.batch(&rows, update).instrument(span).await?;
+            self.batch(&rows, update).instrument(batch_span).await?;
+            batches += 1;
             prev = Some(next);
             absorbed += rows.len() as u64;
             self.stats.cursor.store(last_id as u64, Relaxed);
@@ -269,6 +294,8 @@ impl Profiler {
             // Never stall the runtime, whatever the backlog.
             tokio::task::yield_now().await;
         }
+        span.record("rows", absorbed);
+        span.record("batches", batches);
         Ok(absorbed)
     }
 
@@ -331,9 +358,9 @@ impl Profiler {
         };
         for (ip, st) in &mut work.states {
             let v = st.verdict();
-            let _span = tracing::debug_span!(
-                "profile.ip",
-                ip = ip.as_str(),
+            let _span = crate::dev_span!(
+                "profiler.process_ip",
+                attacker_ip = ip.as_str(),
                 event_count = st.events,
                 is_traversal = st.deckies.len() >= 2,
                 bounty_count = st.bounties,

@@ -50,6 +50,15 @@ pub fn drain(
     collector: &mut Collector,
     stats: &PipelineStats,
 ) -> bool {
+    // One root span per drain cycle (never per packet: each probe's own span is the
+    // collector's `collector.event`).
+    let span = crate::dev_span!(
+        parent: None,
+        "sensor.drain",
+        read = tracing::field::Empty,
+        decode_errors = tracing::field::Empty
+    );
+    let _cycle = span.enter();
     collector.tick();
     let mut read = 0u64;
     let mut bad = 0u64;
@@ -69,6 +78,8 @@ pub fn drain(
         }
     }
     collector.ship();
+    span.record("read", read);
+    span.record("decode_errors", bad);
     PipelineStats::add(&stats.ring_read, read);
     PipelineStats::add(&stats.decode_errors, bad);
     empty

@@ -69,6 +69,21 @@ pub struct Batch {
     pub cursor: Option<CursorUpdate>,
 }
 
+impl Batch {
+    /// Stages a journal record for the batch's transaction; returns its index in `logs`.
+    pub fn add_log(&mut self, log: NewLog) -> usize {
+        crate::telemetry::db_step("db.add_log", || {
+            self.logs.push(log);
+            self.logs.len() - 1
+        })
+    }
+
+    /// Stages a bounty found in `logs[log_idx]`.
+    pub fn add_bounty(&mut self, log_idx: usize, bounty: NewBounty) {
+        crate::telemetry::db_step("db.add_bounty", || self.bounties.push((log_idx, bounty)))
+    }
+}
+
 /// A state cursor moving from `prev` (None: not stored yet) to `value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorUpdate {
@@ -253,6 +268,31 @@ fn log_row(r: sqlx::sqlite::SqliteRow) -> (i64, NewLog) {
     )
 }
 
+/// Wraps each `async fn` of an `impl` block in [`crate::telemetry::db_call`], which names
+/// its span `db.<method>`: one tracing wrapper around the whole repository instead of a
+/// span written into each query. Off, `db_call` is the bare call.
+macro_rules! repository {
+    (impl $ty:ident {
+        $(
+            $(#[$attr:meta])*
+            $vis:vis async fn $name:ident(&$slf:ident $(, $arg:ident: $argty:ty)* $(,)?) -> $ret:ty $body:block
+        )*
+    }) => {
+        impl $ty {
+            $(
+                $(#[$attr])*
+                $vis async fn $name(&$slf $(, $arg: $argty)*) -> $ret {
+                    crate::telemetry::db_call::<$ret, _>(
+                        concat!("db.", stringify!($name)),
+                        async move $body,
+                    )
+                    .await
+                }
+            )*
+        }
+    };
+}
+
 impl Store {
     /// Opens (creating) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -330,14 +370,6 @@ impl Store {
         })
     }
 
-    pub async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT value FROM state WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
-    }
-
     pub async fn get_state_json<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
@@ -351,6 +383,19 @@ impl Store {
                     source,
                 }),
         }
+    }
+}
+
+// Every repository call below runs inside a `db.<method>` span when developer tracing is
+// on (see `telemetry::db_call`); the queries themselves know nothing about tracing.
+repository! {
+impl Store {
+    pub async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM state WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
     /// Writes a batch: logs, bounties (upserted), dead letters and the cursor, all in one
@@ -758,4 +803,5 @@ impl Store {
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
     }
+}
 }

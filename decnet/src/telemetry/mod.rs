@@ -1,0 +1,355 @@
+//! Telemetry: the log subscriber, always; OpenTelemetry developer tracing only when
+//! `DECNET_DEVELOPER_TRACING=true`.
+//!
+//! Off (the default) installs exactly the console log subscriber: no exporter, no span
+//! processor, no OpenTelemetry layer. Every developer span in the pipeline is made through
+//! [`dev_span!`](crate::dev_span), which asks [`enabled`] first (one relaxed load) and
+//! otherwise returns `Span::none()`, so a packet path costs no allocation and no subscriber
+//! call. Built without the `otel` cargo feature, [`enabled`] is the constant `false` and the
+//! compiler removes the spans altogether (the benchmark's baseline).
+//!
+//! On, spans go to an OTLP/gRPC collector through [`export`]'s queue: a bounded channel and an
+//! exporter thread, so a dead or slow collector costs dropped (and counted) spans, never a
+//! stalled pipeline. The journey of one probe is one trace: `collector.event` (its
+//! `traceparent` goes into the journal record) -> `ingester.process_record` (parented by that
+//! traceparent) -> `db.add_log`, `ingester.extract_bounty` -> `db.add_bounty`. Batch-level
+//! work (ingest commits, profiler runs, SSE emission) has its own root spans, which carry
+//! span links to the probe traces they handled.
+
+#[cfg(feature = "otel")]
+mod export;
+#[cfg(feature = "otel")]
+mod logfmt;
+
+#[cfg(feature = "otel")]
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use tracing_subscriber::EnvFilter;
+
+/// `true` turns developer tracing on.
+pub const TRACING_ENV: &str = "DECNET_DEVELOPER_TRACING";
+/// The collector's OTLP/gRPC endpoint (falls back to `OTEL_EXPORTER_OTLP_ENDPOINT`).
+pub const ENDPOINT_ENV: &str = "DECNET_OTEL_ENDPOINT";
+pub const STANDARD_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4317";
+/// Log filter (`info` when unset).
+pub const LOG_ENV: &str = "DECNET_LOG";
+
+#[cfg(feature = "otel")]
+static ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether developer spans are being made. Cheap enough for a per-packet branch.
+#[inline(always)]
+pub fn enabled() -> bool {
+    #[cfg(feature = "otel")]
+    {
+        ON.load(Relaxed)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        false
+    }
+}
+
+/// An `info` span when developer tracing is on, `Span::none()` (no allocation, no
+/// subscriber call) when it is off. Same syntax as `tracing::info_span!`.
+#[macro_export]
+macro_rules! dev_span {
+    ($($t:tt)*) => {
+        if $crate::telemetry::enabled() {
+            ::tracing::info_span!($($t)*)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
+/// Span exporter counters (all zero while tracing is off).
+#[derive(Debug, Default)]
+pub struct TraceCounters {
+    /// Spans the collector acknowledged.
+    pub exported: AtomicU64,
+    /// Spans dropped because the export queue was full (collector slow or away).
+    pub dropped_queue_full: AtomicU64,
+    /// Spans lost to the collector: in export calls that failed (unreachable, timeout,
+    /// refusal), or dropped unsent while it counted as down after a failure.
+    pub export_failed: AtomicU64,
+}
+
+pub static COUNTERS: TraceCounters = TraceCounters {
+    exported: AtomicU64::new(0),
+    dropped_queue_full: AtomicU64::new(0),
+    export_failed: AtomicU64::new(0),
+};
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct TraceSnapshot {
+    pub exported: u64,
+    pub dropped_queue_full: u64,
+    pub export_failed: u64,
+}
+
+/// The exporter's counters, or None when developer tracing is off.
+pub fn snapshot() -> Option<TraceSnapshot> {
+    enabled().then(|| TraceSnapshot {
+        exported: COUNTERS.exported.load(Relaxed),
+        dropped_queue_full: COUNTERS.dropped_queue_full.load(Relaxed),
+        export_failed: COUNTERS.export_failed.load(Relaxed),
+    })
+}
+
+/// Where developer traces go, from the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceConfig {
+    pub endpoint: String,
+}
+
+/// Reads `DECNET_DEVELOPER_TRACING` and the endpoint variables. None: tracing off.
+pub fn config_from_env() -> Result<Option<TraceConfig>, String> {
+    config_from(|k| std::env::var(k).ok())
+}
+
+fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig>, String> {
+    let on = match get(TRACING_ENV).as_deref().map(str::trim) {
+        None | Some("") => false,
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => return Err(format!("{TRACING_ENV}={v:?}: expected true or false")),
+        },
+    };
+    if !on {
+        return Ok(None);
+    }
+    let (var, endpoint) = [ENDPOINT_ENV, STANDARD_ENDPOINT_ENV]
+        .into_iter()
+        .find_map(|k| {
+            get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .map(|v| (k, v))
+        })
+        .unwrap_or(("default", DEFAULT_ENDPOINT.to_owned()));
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"));
+    if rest.is_none_or(|r| r.trim_matches('/').is_empty()) {
+        return Err(format!(
+            "{var}={endpoint:?}: expected an OTLP/gRPC URL such as {DEFAULT_ENDPOINT}"
+        ));
+    }
+    if !cfg!(feature = "otel") {
+        return Err(format!(
+            "{TRACING_ENV} is set, but this build has no tracing support (built without the \
+             `otel` feature)"
+        ));
+    }
+    Ok(Some(TraceConfig { endpoint }))
+}
+
+/// Flushes and stops the span exporter when dropped (a no-op when tracing is off).
+#[must_use = "dropping the guard stops the span exporter"]
+pub struct Guard {
+    #[cfg(feature = "otel")]
+    exporter: Option<export::Exporter>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(e) = self.exporter.take() {
+            e.shutdown(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+/// Installs the global subscriber: console logs filtered by `DECNET_LOG`, plus the
+/// OpenTelemetry layer and exporter when `DECNET_DEVELOPER_TRACING` is true. Needs no
+/// runtime: the exporter runs its own on its thread.
+pub fn init() -> anyhow::Result<Guard> {
+    let filter = || EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
+    let cfg = config_from_env().map_err(anyhow::Error::msg)?;
+    let Some(cfg) = cfg else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
+        return Ok(Guard {
+            #[cfg(feature = "otel")]
+            exporter: None,
+        });
+    };
+    #[cfg(feature = "otel")]
+    {
+        let exporter = export::Exporter::start(&cfg)?;
+        logfmt::install(filter(), exporter.tracer())?;
+        ON.store(true, Relaxed);
+        tracing::info!(endpoint = %cfg.endpoint, "developer tracing on: exporting spans over OTLP/gRPC");
+        Ok(Guard {
+            exporter: Some(exporter),
+        })
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = cfg;
+        unreachable!("config_from refuses tracing in a build without the otel feature")
+    }
+}
+
+/// W3C `traceparent` of `span` (None when tracing is off or the span is disabled).
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    #[cfg(feature = "otel")]
+    if enabled() && !span.is_none() {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            return Some(format!(
+                "00-{}-{}-{:02x}",
+                sc.trace_id(),
+                sc.span_id(),
+                sc.trace_flags().to_u8()
+            ));
+        }
+    }
+    let _ = span;
+    None
+}
+
+/// The span context `trace_id`/`span_id` (hex, as the journal and `logs` keep them) name.
+#[cfg(feature = "otel")]
+fn remote(trace_id: &str, span_id: &str) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let sc = SpanContext::new(
+        TraceId::from_hex(trace_id).ok()?,
+        SpanId::from_hex(span_id).ok()?,
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    sc.is_valid().then_some(sc)
+}
+
+/// Makes the span (which must not have been entered yet) a child of the remote span
+/// `trace_id`/`span_id`.
+pub fn set_parent(span: &tracing::Span, trace_id: Option<&str>, span_id: Option<&str>) {
+    #[cfg(feature = "otel")]
+    if let (true, Some(t), Some(s)) = (enabled() && !span.is_none(), trace_id, span_id) {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        if let Some(sc) = remote(t, s) {
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
+        }
+    }
+    let _ = (span, trace_id, span_id);
+}
+
+/// Most links a span gets (the OpenTelemetry default limit; more would be dropped anyway).
+pub const MAX_LINKS: usize = 128;
+
+/// Adds span links from `span` to the traces of `ids` (trace id, span id), deduplicated,
+/// up to [`MAX_LINKS`].
+pub fn link_all<'a>(span: &tracing::Span, ids: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    #[cfg(feature = "otel")]
+    if enabled() && !span.is_none() {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let mut seen = std::collections::HashSet::new();
+        for (t, s) in ids {
+            if seen.len() >= MAX_LINKS {
+                break;
+            }
+            if seen.insert(s)
+                && let Some(sc) = remote(t, s)
+            {
+                span.add_link(sc);
+            }
+        }
+        return;
+    }
+    let _ = (span, ids.into_iter());
+}
+
+/// Runs one repository call inside a `db.<method>` span (see `store::repository!`). Off, it
+/// is the bare call: `Span::none()` enters and exits as a branch on a null pointer.
+#[inline(always)]
+pub async fn db_call<T, F: Future<Output = T>>(name: &'static str, f: F) -> T {
+    use tracing::Instrument as _;
+    f.instrument(crate::dev_span!(
+        "db",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = "sqlite"
+    ))
+    .await
+}
+
+/// [`db_call`] for synchronous repository steps (staging a row into a batch).
+#[inline(always)]
+pub fn db_step<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+    let _s = crate::dev_span!(
+        "db",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = "sqlite"
+    )
+    .entered();
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Option<TraceConfig>, String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        config_from(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn off_unless_asked() {
+        assert_eq!(cfg(&[]), Ok(None));
+        assert_eq!(cfg(&[(TRACING_ENV, "false")]), Ok(None));
+        assert_eq!(cfg(&[(TRACING_ENV, "")]), Ok(None));
+        assert_eq!(
+            cfg(&[(TRACING_ENV, "0"), (ENDPOINT_ENV, "http://x:1")]),
+            Ok(None)
+        );
+        let e = cfg(&[(TRACING_ENV, "maybe")]).unwrap_err();
+        assert!(e.contains(TRACING_ENV) && e.contains("maybe"), "{e}");
+    }
+
+    #[cfg(feature = "otel")]
+    #[test]
+    fn endpoint_precedence_and_validation() {
+        let ep = |v: &[(&str, &str)]| cfg(v).map(|c| c.map(|c| c.endpoint));
+        assert_eq!(
+            ep(&[(TRACING_ENV, "true")]),
+            Ok(Some(DEFAULT_ENDPOINT.into()))
+        );
+        assert_eq!(
+            ep(&[
+                (TRACING_ENV, "TRUE"),
+                (STANDARD_ENDPOINT_ENV, "http://b:4317")
+            ]),
+            Ok(Some("http://b:4317".into()))
+        );
+        assert_eq!(
+            ep(&[
+                (TRACING_ENV, "1"),
+                (ENDPOINT_ENV, "http://a:4317"),
+                (STANDARD_ENDPOINT_ENV, "http://b:4317")
+            ]),
+            Ok(Some("http://a:4317".into()))
+        );
+        let e = ep(&[(TRACING_ENV, "true"), (ENDPOINT_ENV, "collector:4317")]).unwrap_err();
+        assert!(
+            e.contains(ENDPOINT_ENV) && e.contains("collector:4317"),
+            "{e}"
+        );
+    }
+}
