@@ -52,6 +52,10 @@ impl SpanRec {
 struct Sink {
     spans: Mutex<Vec<SpanRec>>,
     requests: AtomicU64,
+    /// Spans received (kept or not).
+    count: AtomicU64,
+    /// Count only, keep nothing (benchmarks send millions).
+    count_only: bool,
 }
 
 fn text(v: &Option<AnyValue>) -> String {
@@ -83,6 +87,19 @@ impl TraceService for Service {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if self.0.count_only {
+            let n: usize = req
+                .get_ref()
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum();
+            self.0.count.fetch_add(n as u64, Ordering::Relaxed);
+            return Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }));
+        }
         let mut out = Vec::new();
         for rs in req.into_inner().resource_spans {
             let resource = rs
@@ -115,6 +132,7 @@ impl TraceService for Service {
             }
         }
         self.0.requests.fetch_add(1, Ordering::Relaxed);
+        self.0.count.fetch_add(out.len() as u64, Ordering::Relaxed);
         self.0.spans.lock().expect("spans").extend(out);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -134,10 +152,27 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start() -> Receiver {
+        Self::start_with(Sink::default())
+    }
+
+    /// A receiver that only counts the spans it is sent.
+    pub fn start_counting() -> Receiver {
+        Self::start_with(Sink {
+            count_only: true,
+            ..Sink::default()
+        })
+    }
+
+    /// Spans received so far.
+    pub fn span_count(&self) -> u64 {
+        self.sink.count.load(Ordering::Relaxed)
+    }
+
+    fn start_with(sink: Sink) -> Receiver {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("addr");
-        let sink = Arc::new(Sink::default());
+        let sink = Arc::new(sink);
         let connections = Arc::new(AtomicU64::new(0));
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let (s, c) = (sink.clone(), connections.clone());

@@ -88,8 +88,22 @@ impl DaemonArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Flushes developer traces when main returns (after the runtime's work is done).
-    let _telemetry = decnet::telemetry::init().context("telemetry")?;
+    let telemetry = decnet::telemetry::init().context("telemetry")?;
+    let result = run(cli);
+    // Flush developer traces before saying what became of them.
+    drop(telemetry);
+    if let Some(t) = decnet::telemetry::snapshot() {
+        tracing::info!(
+            exported = t.exported,
+            dropped_queue_full = t.dropped_queue_full,
+            export_failed = t.export_failed,
+            "developer tracing: spans"
+        );
+    }
+    result
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

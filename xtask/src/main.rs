@@ -38,7 +38,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark: `sensor`, `ingest`, `profile` or `stream`.
+    /// Run a benchmark: `sensor`, `ingest`, `profile`, `stream` or `tracing`.
     Bench { name: String },
 }
 
@@ -97,6 +97,27 @@ fn main() -> anyhow::Result<()> {
                     run(cargo().args(["bench", "-p", "decnet", "--bench", "ingest"]))
                 }
                 "profile" => run(cargo().args(["bench", "-p", "decnet", "--bench", "profile"])),
+                "tracing" => {
+                    // The real binary twice: as shipped, and built without the `otel`
+                    // feature (no tracing code at all) as the baseline. `ingest` needs no
+                    // eBPF object, so the baseline skips that build.
+                    run(cargo().args(["build", "--release", "-p", "decnet"]))?;
+                    let no_otel = root().join("target/no-otel");
+                    run(cargo()
+                        .args([
+                            "build",
+                            "--release",
+                            "-p",
+                            "decnet",
+                            "--no-default-features",
+                        ])
+                        .arg("--target-dir")
+                        .arg(&no_otel)
+                        .env("AYA_BUILD_SKIP", "1"))?;
+                    run(cargo()
+                        .args(["bench", "-p", "decnet", "--bench", "tracing"])
+                        .env("DECNET_BIN_NO_OTEL", no_otel.join("release/decnet")))
+                }
                 "stream" => {
                     // The real daemon (release) in a namespace lab, and wrk for REST.
                     setup::bench_tools()?;
@@ -107,7 +128,9 @@ fn main() -> anyhow::Result<()> {
                         .env("DECNET_BIN", &bin))
                 }
                 other => {
-                    bail!("unknown benchmark `{other}` (known: sensor, ingest, profile, stream)")
+                    bail!(
+                        "unknown benchmark `{other}` (known: sensor, ingest, profile, stream, tracing)"
+                    )
                 }
             }
         }

@@ -19,6 +19,18 @@ impl Rng {
 /// with payloads and HTTP first payloads (which yield bounties), from up to `sources`
 /// attackers; record `i` is stamped `i * step_ns` after a fixed start.
 pub fn record(rng: &mut Rng, i: usize, sources: u64, step_ns: i64, out: &mut Vec<u8>) {
+    record_traced(rng, i, sources, step_ns, None, out)
+}
+
+/// [`record`] with the `traceparent` the collector writes when developer tracing is on.
+pub fn record_traced(
+    rng: &mut Rng,
+    i: usize,
+    sources: u64,
+    step_ns: i64,
+    traceparent: Option<&str>,
+    out: &mut Vec<u8>,
+) {
     // SAFETY: RawEvent is plain old data.
     let mut ev: RawEvent = unsafe { std::mem::zeroed() };
     ev.family = FAMILY_V4;
@@ -74,7 +86,7 @@ pub fn record(rng: &mut Rng, i: usize, sources: u64, step_ns: i64, out: &mut Vec
         &p,
         "web",
         1_795_723_674_000_000_000 + i as i64 * step_ns,
-        None,
+        traceparent,
     );
 }
 

@@ -16,7 +16,11 @@ use std::sync::Arc;
 pub use journal::{Chunk, FsyncPolicy, JournalConfig, JournalHandle, JournalWriter};
 pub use record::{JournalRecord, write_probe_record};
 
-use crate::{sensor::Probe, timefmt::WallClock};
+use crate::{
+    sensor::Probe,
+    telemetry::lite::{LiteSpan, SpanKind},
+    timefmt::WallClock,
+};
 
 /// Formats probes into journal lines and ships them in chunks.
 pub struct Collector {
@@ -55,16 +59,12 @@ impl Collector {
             .unwrap_or("unknown");
         // Developer tracing: each probe starts its own trace, which the ingester continues
         // through the record's traceparent. Off, this is one branch and a null span.
-        let span = crate::dev_span!(
-            parent: None,
-            "collector.event",
-            otel.kind = "producer",
-            event_type = p.event_type(),
-            decky,
-            attacker_ip = %p.src,
-            dst_port = p.dst_port,
-        );
-        let traceparent = crate::telemetry::traceparent(&span);
+        let mut span = LiteSpan::root("collector.event", SpanKind::Producer);
+        span.attr("event_type", || p.event_type());
+        span.attr("decky", || decky.to_owned());
+        span.attr("attacker_ip", || p.src.to_string());
+        span.attr("dst_port", || p.dst_port as i64);
+        let traceparent = span.traceparent();
         write_probe_record(
             &mut self.chunk.bytes,
             p,

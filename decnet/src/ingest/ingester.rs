@@ -26,7 +26,10 @@ use super::{
 use crate::{
     hub::Hub,
     store::{Batch, CursorUpdate, DeadLetter, Store, StoreError},
-    telemetry,
+    telemetry::{
+        self,
+        lite::{LiteSpan, SpanKind},
+    },
 };
 
 /// `state` key of the journal cursor.
@@ -274,25 +277,22 @@ impl Ingester {
         match parse_line(&line.bytes) {
             Ok(log) => {
                 // Developer tracing: the record's journey continues here, under the
-                // collector's span named by its traceparent. Off, these are null spans.
-                let span = crate::dev_span!(
-                    parent: None,
+                // collector's span named by its traceparent. Off, these spans are empty.
+                let mut record = LiteSpan::continuing(
                     "ingester.process_record",
-                    event_type = %log.event_type,
-                    service = %log.service,
-                    decky = %log.decky,
-                    attacker_ip = %log.attacker_ip,
+                    log.trace_id.as_deref(),
+                    log.span_id.as_deref(),
                 );
-                telemetry::set_parent(&span, log.trace_id.as_deref(), log.span_id.as_deref());
-                let _record = span.enter();
-                let idx = batch.add_log(log);
-                let extract =
-                    crate::dev_span!("ingester.extract_bounty", bounties = tracing::field::Empty);
-                let _extract = extract.enter();
+                record.attr("event_type", || log.event_type.clone());
+                record.attr("service", || log.service.clone());
+                record.attr("decky", || log.decky.clone());
+                record.attr("attacker_ip", || log.attacker_ip.clone());
+                let idx = batch.add_log(log, &record);
+                let mut extract = record.child("ingester.extract_bounty", SpanKind::Internal);
                 let found = bounties(&batch.logs[idx]);
-                extract.record("bounties", found.len());
+                extract.attr("bounties", || found.len() as i64);
                 for b in found {
-                    batch.add_bounty(idx, b);
+                    batch.add_bounty(idx, b, &extract);
                 }
             }
             Err(reason) => self.dead(batch, file, line, reason),

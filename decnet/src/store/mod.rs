@@ -3,6 +3,7 @@
 
 use std::{collections::HashMap, path::Path, str::FromStr as _, sync::OnceLock, time::Duration};
 
+use crate::telemetry::lite::LiteSpan;
 use sqlx::{
     AssertSqlSafe, Row as _, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -71,16 +72,19 @@ pub struct Batch {
 
 impl Batch {
     /// Stages a journal record for the batch's transaction; returns its index in `logs`.
-    pub fn add_log(&mut self, log: NewLog) -> usize {
-        crate::telemetry::db_step("db.add_log", || {
+    /// `span`: the record's developer-tracing span (`db.add_log` goes below it).
+    pub fn add_log(&mut self, log: NewLog, span: &LiteSpan) -> usize {
+        crate::telemetry::db_step(span, "db.add_log", || {
             self.logs.push(log);
             self.logs.len() - 1
         })
     }
 
-    /// Stages a bounty found in `logs[log_idx]`.
-    pub fn add_bounty(&mut self, log_idx: usize, bounty: NewBounty) {
-        crate::telemetry::db_step("db.add_bounty", || self.bounties.push((log_idx, bounty)))
+    /// Stages a bounty found in `logs[log_idx]` (`db.add_bounty` below `span`).
+    pub fn add_bounty(&mut self, log_idx: usize, bounty: NewBounty, span: &LiteSpan) {
+        crate::telemetry::db_step(span, "db.add_bounty", || {
+            self.bounties.push((log_idx, bounty))
+        })
     }
 }
 

@@ -2,15 +2,18 @@
 //! ships them over OTLP/gRPC with its own single-threaded tokio runtime.
 //!
 //! The SDK's batch processor would do most of this, but it neither reports what it drops nor
-//! lets us say that a full queue is never waited on. Here `on_end` is a `try_send`: when the
-//! collector is slow or gone the queue fills, and further spans are dropped and counted in
-//! [`COUNTERS`](super::COUNTERS) — the pipeline that made them never waits on the network.
+//! lets us say that a full queue is never waited on. Here a finished span is a `try_send`:
+//! when the collector is slow or gone the queue fills, and further spans are dropped and
+//! counted in [`COUNTERS`](super::COUNTERS) — the pipeline that made them never waits on the
+//! network. The thread polls the queue every 50 ms rather than sleeping in `recv`: a
+//! blocked receiver makes every send a futex wake-up and a context switch, which at the
+//! event rate cost more than the spans themselves.
 
 use std::{
     sync::{
         Mutex,
         atomic::Ordering::Relaxed,
-        mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
+        mpsc::{self, SyncSender, TryRecvError, TrySendError},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -26,8 +29,11 @@ use opentelemetry_sdk::{
 
 use super::{COUNTERS, TraceConfig};
 
-/// Spans waiting for export before new ones are dropped (~4 s of a 50k-row/s ingest).
-const QUEUE: usize = 65_536;
+/// Spans waiting for export before new ones are dropped (the channel preallocates them:
+/// ~12 MB, only when tracing is on).
+const QUEUE_SPANS: usize = 32_768;
+/// How often the exporter thread takes what is queued.
+const POLL: Duration = Duration::from_millis(50);
 /// Spans per export request.
 const MAX_BATCH: usize = 2048;
 /// A span waits at most this long for its batch to fill.
@@ -61,9 +67,11 @@ impl Exporter {
             .with_service_name("decnet")
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
-        let queue = Queue::spawn(cfg.endpoint.clone(), resource.clone())?;
+        let queue = std::sync::Arc::new(Queue::spawn(cfg.endpoint.clone(), resource.clone())?);
+        // Lite spans (lite.rs) go straight into the same queue.
+        let _ = QUEUE.set(queue.clone());
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(queue)
+            .with_span_processor(Processor(queue))
             .with_resource(resource)
             .build();
         Ok(Exporter { provider })
@@ -81,6 +89,20 @@ impl Exporter {
     }
 }
 
+/// The queue of the running exporter, for [`submit`].
+static QUEUE: std::sync::OnceLock<std::sync::Arc<Queue>> = std::sync::OnceLock::new();
+
+/// Hands a finished span to the exporter (dropped and counted when the queue is full).
+pub fn submit(span: SpanData) {
+    if let Some(q) = QUEUE.get() {
+        q.push(span);
+    }
+}
+
+/// The SDK's view of the queue.
+#[derive(Debug)]
+struct Processor(std::sync::Arc<Queue>);
+
 #[derive(Debug)]
 struct Queue {
     tx: Mutex<Option<SyncSender<Msg>>>,
@@ -89,7 +111,7 @@ struct Queue {
 
 impl Queue {
     fn spawn(endpoint: String, resource: Resource) -> anyhow::Result<Queue> {
-        let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_SPANS);
         // The exporter (its tonic channel) must be built inside the runtime that drives it.
         let (ready_tx, ready_rx) = mpsc::sync_channel::<anyhow::Result<()>>(1);
         let thread = std::thread::Builder::new()
@@ -184,53 +206,70 @@ fn run(
         batch.reserve(MAX_BATCH);
     };
     loop {
-        let wait = oldest.map_or(MAX_DELAY, |t| MAX_DELAY.saturating_sub(t.elapsed()));
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Span(s)) => {
-                oldest.get_or_insert_with(Instant::now);
-                batch.push(s);
-                if batch.len() >= MAX_BATCH {
+        std::thread::sleep(POLL);
+        let mut closed = false;
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Span(s)) => {
+                    oldest.get_or_insert_with(Instant::now);
+                    batch.push(s);
+                    if batch.len() >= MAX_BATCH {
+                        export(&mut batch);
+                        oldest = None;
+                    }
+                }
+                Ok(Msg::Flush(done)) => {
+                    // Everything sent before the flush request is already in the batch.
                     export(&mut batch);
                     oldest = None;
+                    let _ = done.send(());
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
                 }
             }
-            Ok(Msg::Flush(done)) => {
-                // Everything sent before the flush request is already in the batch.
-                export(&mut batch);
-                oldest = None;
-                let _ = done.send(());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                export(&mut batch);
-                oldest = None;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                export(&mut batch);
-                return;
-            }
+        }
+        if closed {
+            export(&mut batch);
+            return;
+        }
+        if oldest.is_some_and(|t| t.elapsed() >= MAX_DELAY) {
+            export(&mut batch);
+            oldest = None;
         }
     }
 }
 
-impl SpanProcessor for Queue {
+impl Queue {
+    fn push(&self, span: SpanData) {
+        let Ok(guard) = self.tx.lock() else { return };
+        let Some(tx) = guard.as_ref() else { return };
+        if tx.try_send(Msg::Span(span)).is_err() {
+            COUNTERS.dropped_queue_full.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl SpanProcessor for Processor {
     fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        let Ok(guard) = self.tx.lock() else { return };
-        let Some(tx) = guard.as_ref() else { return };
-        match tx.try_send(Msg::Span(span)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                COUNTERS.dropped_queue_full.fetch_add(1, Relaxed);
-            }
-        }
+        self.0.push(span);
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.flush(Duration::from_secs(5))
+        self.0.flush(Duration::from_secs(5))
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown(timeout)
+    }
+}
+
+impl Queue {
+    fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
         let r = self.flush(timeout);
         // Closing the queue ends the thread; join only if it is done, never wait past the
         // timeout on a collector that does not answer.

@@ -2,11 +2,12 @@
 //! `DECNET_DEVELOPER_TRACING=true`.
 //!
 //! Off (the default) installs exactly the console log subscriber: no exporter, no span
-//! processor, no OpenTelemetry layer. Every developer span in the pipeline is made through
+//! processor, no OpenTelemetry layer. Batch-level developer spans are made through
 //! [`dev_span!`](crate::dev_span), which asks [`enabled`] first (one relaxed load) and
-//! otherwise returns `Span::none()`, so a packet path costs no allocation and no subscriber
-//! call. Built without the `otel` cargo feature, [`enabled`] is the constant `false` and the
-//! compiler removes the spans altogether (the benchmark's baseline).
+//! otherwise returns `Span::none()`; per-event spans are [`lite::LiteSpan`]s, empty values
+//! when off. A packet path therefore costs no allocation and no subscriber call. Built
+//! without the `otel` cargo feature, [`enabled`] is the constant `false` and the compiler
+//! removes the spans altogether (the benchmark's baseline).
 //!
 //! On, spans go to an OTLP/gRPC collector through [`export`]'s queue: a bounded channel and an
 //! exporter thread, so a dead or slow collector costs dropped (and counted) spans, never a
@@ -18,6 +19,7 @@
 
 #[cfg(feature = "otel")]
 mod export;
+pub mod lite;
 #[cfg(feature = "otel")]
 mod logfmt;
 
@@ -197,27 +199,6 @@ pub fn init() -> anyhow::Result<Guard> {
     }
 }
 
-/// W3C `traceparent` of `span` (None when tracing is off or the span is disabled).
-pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    #[cfg(feature = "otel")]
-    if enabled() && !span.is_none() {
-        use opentelemetry::trace::TraceContextExt as _;
-        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-        let cx = span.context();
-        let sc = cx.span().span_context().clone();
-        if sc.is_valid() {
-            return Some(format!(
-                "00-{}-{}-{:02x}",
-                sc.trace_id(),
-                sc.span_id(),
-                sc.trace_flags().to_u8()
-            ));
-        }
-    }
-    let _ = span;
-    None
-}
-
 /// The span context `trace_id`/`span_id` (hex, as the journal and `logs` keep them) name.
 #[cfg(feature = "otel")]
 fn remote(trace_id: &str, span_id: &str) -> Option<opentelemetry::trace::SpanContext> {
@@ -285,16 +266,12 @@ pub async fn db_call<T, F: Future<Output = T>>(name: &'static str, f: F) -> T {
     .await
 }
 
-/// [`db_call`] for synchronous repository steps (staging a row into a batch).
+/// [`db_call`] for synchronous repository steps at the event rate (staging a row into a
+/// batch): a [`lite::LiteSpan`] child of `parent`, nothing when `parent` is empty.
 #[inline(always)]
-pub fn db_step<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
-    let _s = crate::dev_span!(
-        "db",
-        otel.name = name,
-        otel.kind = "client",
-        db.system.name = "sqlite"
-    )
-    .entered();
+pub fn db_step<T>(parent: &lite::LiteSpan, name: &'static str, f: impl FnOnce() -> T) -> T {
+    let mut s = parent.child(name, lite::SpanKind::Client);
+    s.attr("db.system.name", || "sqlite");
     f()
 }
 
@@ -321,6 +298,29 @@ mod tests {
         );
         let e = cfg(&[(TRACING_ENV, "maybe")]).unwrap_err();
         assert!(e.contains(TRACING_ENV) && e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn off_spans_are_empty_and_calls_pass_through() {
+        // No subscriber and no exporter in unit tests: tracing is off.
+        assert!(!enabled());
+        let root = lite::LiteSpan::root("collector.event", lite::SpanKind::Producer);
+        assert!(root.is_none() && root.traceparent().is_none());
+        let mut built = false;
+        let mut child = lite::LiteSpan::continuing(
+            "ingester.process_record",
+            Some("0af7651916cd43dd8448eb211c80319c"),
+            Some("b7ad6b7169203331"),
+        );
+        child.attr("x", || {
+            built = true;
+            1i64
+        });
+        assert!(child.is_none() && !built, "attribute built while off");
+        assert_eq!(db_step(&child, "db.add_log", || 7), 7);
+        let v = futures_util::FutureExt::now_or_never(db_call("db.x", async { 9 }));
+        assert_eq!(v, Some(9));
+        assert!(snapshot().is_none());
     }
 
     #[cfg(feature = "otel")]
