@@ -581,3 +581,142 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&p).expect("temp dir");
     p
 }
+
+/// Resident set size of a process in MiB (from /proc).
+fn rss_mib(pid: i32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+#[test]
+fn hping3_flood_is_summarised_in_the_kernel_and_a_second_source_keeps_full_detail() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    let lab = Lab::new(24);
+    let dir = tempfile_dir("flood");
+    let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    let second = same_subnet(&lab.attacker, 3);
+    let out = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &lab.ns,
+            "addr",
+            "add",
+            &format!("{second}/24"),
+            "dev",
+            &lab.ns_if,
+        ])
+        .output()
+        .expect("ip addr add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rss_before = rss_mib(daemon.pid());
+    // A bounded flood (3 s) from the first address; during it, three SYNs from the second.
+    let flood = std::process::Command::new("timeout")
+        .args([
+            "3", "ip", "netns", "exec", &lab.ns, "hping3", "--flood", "-S", "-p", "80", "-q",
+        ])
+        .arg(&lab.decoy)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hping3 --flood");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    lab.exec(
+        &[
+            "hping3", "-S", "-c", "3", "-i", "u100000", "-p", "2222", "-a", &second, &lab.decoy,
+        ],
+        20,
+    );
+    let flood_status = flood.wait_with_output().expect("flood").status;
+    // timeout(1) ends hping3 with SIGTERM: exit 124.
+    assert_eq!(
+        flood_status.code(),
+        Some(124),
+        "hping3 --flood did not run its 3 s"
+    );
+    let rss_after = rss_mib(daemon.pid());
+    let s = daemon.settle();
+    let k = &s["kernel"];
+    let p = &s["pipeline"];
+    let suppressed = k["suppressed"].as_u64().expect("suppressed");
+    assert!(suppressed > 50_000, "a 3 s flood was not summarised: {s}");
+    assert_eq!(k["ring_reserve_failed"], 0, "{s}");
+    assert_eq!(p["channel_full_dropped"], 0, "{s}");
+    // Every decoy packet is accounted for: an event, a repeat of a known flow, or withheld.
+    let events =
+        k["events_emitted"].as_u64().unwrap() - k["suppressed_summaries"].as_u64().unwrap();
+    assert_eq!(
+        k["packets_to_decoy"].as_u64().unwrap(),
+        events + k["decoy_not_emitted"].as_u64().unwrap() + suppressed,
+        "{s}"
+    );
+    assert_eq!(s["flood_guard"]["rate"], 5000, "{s}");
+    let journal = read_journal(&daemon.journal_path());
+    let sums: Vec<&Value> = journal
+        .iter()
+        .filter(|r| r["event_type"] == "source_suppressed")
+        .collect();
+    let reported: u64 = sums
+        .iter()
+        .map(|r| r["fields"]["suppressed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        reported, suppressed,
+        "summaries add up to what the kernel withheld"
+    );
+    assert!(
+        sums.iter()
+            .all(|r| r["attacker_ip"] == lab.attacker.as_str())
+    );
+    // At most one kernel summary a second (3 s flood) plus the sweep after it went quiet.
+    assert!(sums.len() <= 6, "{} summaries", sums.len());
+    let per_packet = journal
+        .iter()
+        .filter(|r| r["attacker_ip"] == lab.attacker.as_str() && r["event_type"] == "tcp_syn")
+        .count() as u64;
+    assert!(
+        per_packet <= 10_000 + 5_000 * 4,
+        "{per_packet} per-packet events from the flooder: over burst + rate x time"
+    );
+    // The second source's probes arrived whole, during the flood.
+    let other: Vec<&Value> = journal
+        .iter()
+        .filter(|r| r["attacker_ip"] == second.as_str() && r["event_type"] == "tcp_syn")
+        .collect();
+    assert_eq!(other.len(), 3, "second source during the flood");
+    assert!(
+        other
+            .iter()
+            .all(|r| r["fields"]["dst_port"] == 2222 && r["fields"]["ttl"].as_u64().is_some())
+    );
+    // The profile describes the flood.
+    let prof = daemon.attacker(&lab.attacker);
+    assert_eq!(
+        prof["flood"]["suppressed"].as_u64(),
+        Some(suppressed),
+        "{prof}"
+    );
+    assert!(
+        prof["flood"]["distinct_ports_est"].as_u64().unwrap_or(0) >= 1,
+        "{prof}"
+    );
+    eprintln!(
+        "flood: {} decoy packets, {events} events, {suppressed} withheld in {} summaries; daemon RSS {rss_before:.1} -> {rss_after:.1} MiB",
+        k["packets_to_decoy"],
+        sums.len()
+    );
+    assert!(
+        rss_after < rss_before + 64.0,
+        "daemon RSS grew from {rss_before:.1} to {rss_after:.1} MiB during the flood"
+    );
+}

@@ -306,13 +306,17 @@ impl Daemon {
         let mut stable_since = Instant::now();
         loop {
             let s = self.stats();
-            let emitted = s["kernel"]["events_emitted"].as_u64().unwrap_or(0);
             let p = &s["pipeline"];
+            // Flood-guard summaries written by the userspace sweep come on top of the
+            // kernel's events; kernel summaries a sweep had already covered are not written.
+            let emitted = s["kernel"]["events_emitted"].as_u64().unwrap_or(0)
+                + p["summaries_swept"].as_u64().unwrap_or(0);
             let accounted = [
                 "journal_written",
                 "channel_full_dropped",
                 "journal_write_failed",
                 "decode_errors",
+                "summaries_merged",
             ]
             .iter()
             .map(|k| p[*k].as_u64().unwrap_or(0))

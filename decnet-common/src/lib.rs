@@ -14,6 +14,12 @@ pub const DECOYS_MAP: &str = "DECOYS";
 pub const STATS_MAP: &str = "STATS";
 /// Name of the LRU flow map used for "first of flow" decisions.
 pub const FLOWS_MAP: &str = "FLOWS";
+/// Name of the one-entry array holding the flood guard's [`GuardConfig`].
+pub const GUARD_MAP: &str = "GUARD";
+/// Name of the LRU map of per-source flood-guard state: source address -> [`SourceState`].
+pub const SOURCES_MAP: &str = "SOURCES";
+/// Sources the flood guard remembers; the least recently active are evicted first.
+pub const MAX_SOURCES: u32 = 65536;
 
 /// Default ring size in bytes (power of two, multiple of the page size). At ~270 bytes per
 /// record this holds about 60 000 events: tens of milliseconds of a flood.
@@ -49,6 +55,8 @@ pub enum EventKind {
     IcmpOther = 7,
     /// Any other IP protocol, or a non-first fragment, at most once per flow.
     IpOther = 8,
+    /// Flood guard: a source over its event budget, summarised (see [`SuppressedSummary`]).
+    SourceSuppressed = 9,
 }
 
 impl EventKind {
@@ -62,6 +70,7 @@ impl EventKind {
             6 => Self::IcmpEcho,
             7 => Self::IcmpOther,
             8 => Self::IpOther,
+            9 => Self::SourceSuppressed,
             _ => return None,
         })
     }
@@ -83,18 +92,122 @@ pub enum Stat {
     Malformed = 4,
     /// Decoy packets that were deliberately not emitted (repeat of a flow already reported).
     DecoyNotEmitted = 5,
+    /// Events the flood guard withheld (the source was over budget); counted in the
+    /// source's `source_suppressed` summaries instead.
+    Suppressed = 6,
+    /// `source_suppressed` summaries the kernel submitted (also in `EventsEmitted`).
+    SuppressedSummaries = 7,
 }
 
 /// Number of slots in the stats array (leave room to append without resizing).
 pub const STAT_COUNT: u32 = 16;
-pub const STAT_NAMES: [(Stat, &str); 6] = [
+pub const STAT_NAMES: [(Stat, &str); 8] = [
     (Stat::PacketsSeen, "packets_seen"),
     (Stat::PacketsToDecoy, "packets_to_decoy"),
     (Stat::EventsEmitted, "events_emitted"),
     (Stat::RingReserveFailed, "ring_reserve_failed"),
     (Stat::Malformed, "malformed"),
     (Stat::DecoyNotEmitted, "decoy_not_emitted"),
+    (Stat::Suppressed, "suppressed"),
+    (Stat::SuppressedSummaries, "suppressed_summaries"),
 ];
+
+/// The flood guard's budget, set by userspace: a GCRA token bucket per source address.
+/// Each event costs `interval_ns` of credit; a source may run `burst_ns` ahead of real time
+/// (burst = `burst_ns / interval_ns` events). `interval_ns == 0` turns the guard off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GuardConfig {
+    /// 1e9 / rate (events per second per source).
+    pub interval_ns: u64,
+    /// burst * interval_ns.
+    pub burst_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<GuardConfig>() == 16);
+
+/// Ports remembered per source for the distinct-port estimate (bits of the bitmap).
+pub const PORT_BITS: usize = 1024;
+/// Minimum time between two kernel summaries of one source.
+pub const SUMMARY_EVERY_NS: u64 = 1_000_000_000;
+
+/// Per-source flood-guard state. Counters are cumulative for the life of the entry, so a
+/// lost or late summary is made good by the next one: userspace reports differences.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceState {
+    /// GCRA theoretical arrival time (ns, CLOCK_MONOTONIC).
+    pub tat_ns: u64,
+    /// Events withheld so far.
+    pub suppressed: u64,
+    /// First and last withheld event (0 before the first).
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// When the kernel last submitted a summary for this source.
+    pub summary_ns: u64,
+    /// Bit `decky_id % 64` for every decoy a withheld event went to.
+    pub decoys: u64,
+    /// Bit `fmix32(dst_port) % PORT_BITS` (murmur3 finalizer of the host-order port) for
+    /// every withheld event: a linear-counting sketch of the distinct ports.
+    pub ports: [u64; PORT_BITS / 64],
+}
+const _: () = assert!(core::mem::size_of::<SourceState>() == 48 + PORT_BITS / 8);
+
+/// The counters of a [`SourceState`] as a `source_suppressed` event carries them in
+/// `RawEvent::options` (little-endian u64s; `opt_len` = 40); the port bitmap travels in
+/// `RawEvent::payload` (`payload_cap` = 128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SuppressedSummary {
+    pub suppressed: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub decoys: u64,
+    /// Monotonic time the summary was taken.
+    pub at_ns: u64,
+}
+pub const SUMMARY_OPT_LEN: usize = 40;
+const _: () = assert!(PORT_BITS / 8 == PAYLOAD_MAX);
+
+impl SuppressedSummary {
+    pub fn to_options(&self) -> [u8; SUMMARY_OPT_LEN] {
+        let mut o = [0u8; SUMMARY_OPT_LEN];
+        let vals = [
+            self.suppressed,
+            self.first_ns,
+            self.last_ns,
+            self.decoys,
+            self.at_ns,
+        ];
+        let mut i = 0;
+        while i < vals.len() {
+            let b = vals[i].to_le_bytes();
+            let mut j = 0;
+            while j < 8 {
+                o[i * 8 + j] = b[j];
+                j += 1;
+            }
+            i += 1;
+        }
+        o
+    }
+
+    pub fn from_options(o: &[u8]) -> Option<Self> {
+        if o.len() < SUMMARY_OPT_LEN {
+            return None;
+        }
+        let v = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&o[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        Some(Self {
+            suppressed: v(0),
+            first_ns: v(1),
+            last_ns: v(2),
+            decoys: v(3),
+            at_ns: v(4),
+        })
+    }
+}
 
 /// Address family tags stored in [`RawEvent::family`].
 pub const FAMILY_V4: u8 = 4;
@@ -225,4 +338,6 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::RawEvent {}
+    unsafe impl aya::Pod for super::GuardConfig {}
+    unsafe impl aya::Pod for super::SourceState {}
 }

@@ -11,14 +11,15 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use decnet_common::{
     DEFAULT_RING_BYTES, DecoyKey, EventKind, FAMILY_V4, FAMILY_V6, FLOW_SEEN_OTHER,
-    FLOW_SEEN_PAYLOAD, FLOW_SEEN_SYN, FlowKey, FlowState, MAX_DECOYS, MAX_FLOWS, PAYLOAD_MAX,
-    RawEvent, STAT_COUNT, Stat, tcp_flags,
+    FLOW_SEEN_PAYLOAD, FLOW_SEEN_SYN, FlowKey, FlowState, GuardConfig, MAX_DECOYS, MAX_FLOWS,
+    MAX_SOURCES, PAYLOAD_MAX, PORT_BITS, RawEvent, STAT_COUNT, SUMMARY_EVERY_NS, SUMMARY_OPT_LEN,
+    SourceState, Stat, SuppressedSummary, tcp_flags,
 };
 
 #[map(name = "EVENTS")]
@@ -32,6 +33,16 @@ static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(MAX_
 
 #[map(name = "STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+#[map(name = "GUARD")]
+static GUARD: Array<GuardConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "SOURCES")]
+static SOURCES: LruHashMap<[u8; 16], SourceState> = LruHashMap::with_max_entries(MAX_SOURCES, 0);
+
+/// A zeroed SourceState to insert from: 176 bytes are too many for the 512-byte stack.
+#[map(name = "SOURCE_SCRATCH")]
+static SOURCE_SCRATCH: PerCpuArray<SourceState> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -149,7 +160,7 @@ fn try_decnet_xdp(ctx: &XdpContext) -> Result<(), Stop> {
         IPPROTO_ICMP | IPPROTO_ICMPV6 if p.l4_off != 0 => icmp(ctx, &p, decky_id),
         _ => {
             if first_of_flow(&p, 0, 0, FLOW_SEEN_OTHER) {
-                emit(ctx, &p, decky_id, EventKind::IpOther, 0, |_| {});
+                emit(ctx, &p, decky_id, EventKind::IpOther, 0, 0, |_| {});
             } else {
                 bump(Stat::DecoyNotEmitted);
             }
@@ -394,29 +405,37 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     };
     let opt_len = (doff - 20) as u32;
     let payload_off = (off + doff) as u32;
-    emit(ctx, p, decky_id, kind, payload_len, |ev| {
-        ev.src_port = sport;
-        ev.dst_port = dport;
-        ev.seq = raw32(th, 4);
-        ev.ack = raw32(th, 8);
-        ev.tcp_flags = flags;
-        ev.window = raw16(th, 14);
-        ev.urg_ptr = raw16(th, 18);
-        ev.opt_len = opt_len as u8;
-        if opt_len > 0 {
-            // Written so the verifier can see 1 <= n <= 64 (opt_len is at most 40 here).
-            let n = ((opt_len - 1) & 0x3f) + 1;
-            unsafe {
-                bpf_xdp_load_bytes(
-                    ctx.ctx,
-                    (off + 20) as u32,
-                    ev.options.as_mut_ptr().cast(),
-                    n,
-                )
-            };
-        }
-        copy_payload(ctx, ev, payload_off, payload_len);
-    });
+    emit(
+        ctx,
+        p,
+        decky_id,
+        kind,
+        payload_len,
+        u16::from_be(dport),
+        |ev| {
+            ev.src_port = sport;
+            ev.dst_port = dport;
+            ev.seq = raw32(th, 4);
+            ev.ack = raw32(th, 8);
+            ev.tcp_flags = flags;
+            ev.window = raw16(th, 14);
+            ev.urg_ptr = raw16(th, 18);
+            ev.opt_len = opt_len as u8;
+            if opt_len > 0 {
+                // Written so the verifier can see 1 <= n <= 64 (opt_len is at most 40 here).
+                let n = ((opt_len - 1) & 0x3f) + 1;
+                unsafe {
+                    bpf_xdp_load_bytes(
+                        ctx.ctx,
+                        (off + 20) as u32,
+                        ev.options.as_mut_ptr().cast(),
+                        n,
+                    )
+                };
+            }
+            copy_payload(ctx, ev, payload_off, payload_len);
+        },
+    );
     Ok(())
 }
 
@@ -429,11 +448,20 @@ fn udp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     }
     let payload_len = p.l4_len - 8;
     let payload_off = (off + 8) as u32;
-    emit(ctx, p, decky_id, EventKind::UdpProbe, payload_len, |ev| {
-        ev.src_port = raw16(uh, 0);
-        ev.dst_port = raw16(uh, 2);
-        copy_payload(ctx, ev, payload_off, payload_len);
-    });
+    let dport = raw16(uh, 2);
+    emit(
+        ctx,
+        p,
+        decky_id,
+        EventKind::UdpProbe,
+        payload_len,
+        u16::from_be(dport),
+        |ev| {
+            ev.src_port = raw16(uh, 0);
+            ev.dst_port = dport;
+            copy_payload(ctx, ev, payload_off, payload_len);
+        },
+    );
     Ok(())
 }
 
@@ -457,7 +485,7 @@ fn icmp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     };
     let payload_len = p.l4_len - 8;
     let payload_off = (off + 8) as u32;
-    emit(ctx, p, decky_id, kind, payload_len, |ev| {
+    emit(ctx, p, decky_id, kind, payload_len, 0, |ev| {
         ev.icmp_type = ty;
         ev.icmp_code = code;
         if echo {
@@ -487,7 +515,114 @@ fn copy_payload(ctx: &XdpContext, ev: &mut RawEvent, off: u32, payload_len: u32)
     }
 }
 
-/// Reserves a ring entry, fills the common fields, lets `fill` add the L4 ones, submits.
+/// The flood guard: true when the source is within its budget (the event goes out), false
+/// when it is over (the event is counted into the source's state instead, and a summary is
+/// submitted at most once a second). `port` is the destination port in host order (0 for
+/// portless protocols).
+#[inline(always)]
+fn guard(ctx: &XdpContext, p: &Parsed, decky_id: u32, port: u16, now: u64) -> bool {
+    let Some(cfg) = GUARD.get(0) else {
+        return true;
+    };
+    let (interval, burst) = (cfg.interval_ns, cfg.burst_ns);
+    if interval == 0 {
+        return true;
+    }
+    let Some(st) = SOURCES.get_ptr_mut(&p.src) else {
+        // A new source: this is its first event.
+        if let Some(fresh) = SOURCE_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: per-CPU scratch slot, ours for this run.
+            unsafe {
+                core::ptr::write_bytes(fresh, 0, 1);
+                (*fresh).tat_ns = now + interval;
+                let _ = SOURCES.insert(&p.src, &*fresh, 0);
+            }
+        }
+        return true;
+    };
+    // SAFETY: LRU value pointer, valid for this run. Plain read-modify-write: the BPF
+    // target has no 64-bit atomics in `core`, so two CPUs racing on one source may let one
+    // extra event through or lose an increment of its counters (the per-CPU `Suppressed`
+    // stat stays exact). One source's packets are normally handled on one CPU at a time.
+    unsafe {
+        let tat = (*st).tat_ns;
+        let t = if tat > now { tat } else { now };
+        if t + interval - now <= burst {
+            (*st).tat_ns = t + interval;
+            return true;
+        }
+        (*st).suppressed += 1;
+        if (*st).first_ns == 0 {
+            (*st).first_ns = now;
+        }
+        (*st).last_ns = now;
+        (*st).decoys |= 1u64 << (decky_id & 63);
+        let bit = port_bit(port);
+        let w = (bit >> 6) & (PORT_BITS / 64 - 1);
+        (*st).ports[w] |= 1u64 << (bit & 63);
+    }
+    bump(Stat::Suppressed);
+    let due = unsafe { now - (*st).summary_ns >= SUMMARY_EVERY_NS };
+    if due {
+        unsafe { (*st).summary_ns = now };
+        summarize(ctx, p, decky_id, st, now);
+    }
+    false
+}
+
+/// The bitmap bit of a port: murmur3's finalizer, so that linear counting over the bitmap
+/// estimates distinct ports whatever their spacing (a plain multiplicative hash clusters
+/// evenly spaced ports, as scanners send them).
+#[inline(always)]
+fn port_bit(port: u16) -> usize {
+    let mut x = port as u32;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x85eb_ca6b);
+    x ^= x >> 13;
+    x = x.wrapping_mul(0xc2b2_ae35);
+    x ^= x >> 16;
+    (x as usize) & (PORT_BITS - 1)
+}
+
+/// Submits a `source_suppressed` event with the source's cumulative counters.
+#[inline(always)]
+fn summarize(ctx: &XdpContext, p: &Parsed, decky_id: u32, st: *mut SourceState, now: u64) {
+    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+        // The next summary carries the same (cumulative) counters.
+        bump(Stat::RingReserveFailed);
+        return;
+    };
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_common(ctx, ev, p, decky_id, EventKind::SourceSuppressed, 0, now);
+    // SAFETY: st is the live map value; plain loads.
+    let s = unsafe {
+        SuppressedSummary {
+            suppressed: (*st).suppressed,
+            first_ns: (*st).first_ns,
+            last_ns: (*st).last_ns,
+            decoys: (*st).decoys,
+            at_ns: now,
+        }
+    };
+    let o = s.to_options();
+    for i in 0..SUMMARY_OPT_LEN {
+        ev.options[i] = o[i];
+    }
+    ev.opt_len = SUMMARY_OPT_LEN as u8;
+    for w in 0..PORT_BITS / 64 {
+        let b = unsafe { (*st).ports[w] }.to_le_bytes();
+        for j in 0..8 {
+            ev.payload[w * 8 + j] = b[j];
+        }
+    }
+    ev.payload_cap = PAYLOAD_MAX as u8;
+    entry.submit(0);
+    bump(Stat::EventsEmitted);
+    bump(Stat::SuppressedSummaries);
+}
+
+/// Reserves a ring entry, fills the common fields, lets `fill` add the L4 ones, submits —
+/// unless the flood guard withholds the event (`port`: destination port, host order).
 #[inline(always)]
 fn emit(
     ctx: &XdpContext,
@@ -495,8 +630,13 @@ fn emit(
     decky_id: u32,
     kind: EventKind,
     payload_len: u32,
+    port: u16,
     fill: impl FnOnce(&mut RawEvent),
 ) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !guard(ctx, p, decky_id, port, now) {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
         bump(Stat::RingReserveFailed);
         return;
@@ -504,7 +644,24 @@ fn emit(
     // SAFETY: the entry is exclusively ours until submit; every scalar is written below and
     // the option/payload arrays are only read up to opt_len/payload_cap.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    fill_common(ctx, ev, p, decky_id, kind, payload_len, now);
+    fill(ev);
+    entry.submit(0);
+    bump(Stat::EventsEmitted);
+}
+
+/// The fields every event has; L4 fields zeroed for the caller to fill.
+#[inline(always)]
+fn fill_common(
+    ctx: &XdpContext,
+    ev: &mut RawEvent,
+    p: &Parsed,
+    decky_id: u32,
+    kind: EventKind,
+    payload_len: u32,
+    now: u64,
+) {
+    ev.ts_ns = now;
     ev.src_addr = p.src;
     ev.dst_addr = p.dst;
     ev.kind = kind as u32;
@@ -532,9 +689,6 @@ fn emit(
     ev.vlan_depth = p.vlan_depth;
     ev.vlan_id = p.vlan_id;
     ev._pad = [0; 4];
-    fill(ev);
-    entry.submit(0);
-    bump(Stat::EventsEmitted);
 }
 
 #[cfg(not(test))]

@@ -45,6 +45,8 @@ fn main() {
         &decoys,
         &LoadOptions {
             ring_bytes,
+            // One source floods here: measure the pipeline, not the flood guard.
+            flood: decnet::sensor::FloodBudget { rate: 0, burst: 1 },
             ..Default::default()
         },
     )

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     collector::FsyncPolicy,
-    sensor::{Decoy, XdpModeChoice},
+    sensor::{Decoy, FloodBudget, XdpModeChoice},
 };
 
 pub const DEFAULT_DATA_DIR: &str = "./decnet-data";
@@ -69,8 +69,15 @@ pub struct RunArgs {
     /// When to fsync the journal: always (every 100 ms flush), interval (1 s), never.
     #[arg(long, value_enum, env = "DECNET_JOURNAL_FSYNC")]
     pub journal_fsync: Option<FsyncPolicy>,
+    /// Flood guard: events per second one source may send before the kernel summarises it
+    /// instead (0: guard off) [default: 5000].
+    #[arg(long, env = "DECNET_FLOOD_RATE")]
+    pub flood_rate: Option<u32>,
+    /// Flood guard: events one source may send at once above the rate [default: 10000].
+    #[arg(long, env = "DECNET_FLOOD_BURST")]
+    pub flood_burst: Option<u32>,
     /// TOML file with the same keys as the flags (iface, decoy, data_dir, listen, xdp_mode,
-    /// journal_max_mb, journal_keep, journal_fsync).
+    /// journal_max_mb, journal_keep, journal_fsync, flood_rate, flood_burst).
     #[arg(long, env = "DECNET_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -88,6 +95,8 @@ struct FileConfig {
     journal_max_mb: Option<u64>,
     journal_keep: Option<usize>,
     journal_fsync: Option<FsyncPolicy>,
+    flood_rate: Option<u32>,
+    flood_burst: Option<u32>,
 }
 
 /// Everything `decnet run` needs, resolved.
@@ -101,6 +110,7 @@ pub struct RunConfig {
     pub journal_max_bytes: u64,
     pub journal_keep: usize,
     pub journal_fsync: FsyncPolicy,
+    pub flood: FloodBudget,
 }
 
 impl RunConfig {
@@ -151,6 +161,17 @@ impl RunConfig {
                 .journal_fsync
                 .or(file.journal_fsync)
                 .unwrap_or_default(),
+            flood: FloodBudget {
+                rate: args
+                    .flood_rate
+                    .or(file.flood_rate)
+                    .unwrap_or(FloodBudget::default().rate),
+                burst: args
+                    .flood_burst
+                    .or(file.flood_burst)
+                    .unwrap_or(FloodBudget::default().burst)
+                    .max(1),
+            },
         })
     }
 }

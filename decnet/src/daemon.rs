@@ -74,9 +74,14 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         }
     }
 
-    let mut sensor = Sensor::load(&cfg.decoys, &LoadOptions::default())?;
+    let load = LoadOptions {
+        flood: cfg.flood,
+        ..LoadOptions::default()
+    };
+    let mut sensor = Sensor::load(&cfg.decoys, &load)?;
     let ring = sensor.take_ring()?;
     let kernel = sensor.take_stats()?;
+    let sources = sensor.take_sources()?;
     if let Some(logger) = sensor.take_logger() {
         spawn_kernel_log_pump(logger);
     }
@@ -84,6 +89,15 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     tracing::info!(iface = %cfg.iface, xdp_mode = %mode,
         decoys = %cfg.decoys.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" "),
         "XDP program attached");
+    if cfg.flood.rate == 0 {
+        tracing::info!("flood guard off");
+    } else {
+        tracing::info!(
+            rate = cfg.flood.rate,
+            burst = cfg.flood.burst,
+            "flood guard: per-source event budget"
+        );
+    }
 
     let pipeline = Arc::new(PipelineStats::default());
     let journal_path = cfg.journal_path();
@@ -113,13 +127,14 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     journal_cfg.fsync = cfg.journal_fsync;
     let (journal, writer) = JournalWriter::spawn(journal_cfg, pipeline.clone())
         .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;
-    let collector = Collector::new(journal, deckies);
+    let collector = Collector::new(journal, deckies).with_flood(cfg.flood);
     tracing::info!(path = %journal_path.display(), "journal open");
 
     let (stop_reader, reader_rx) = watch::channel(false);
     let reader = tokio::spawn(sensor::ring::run_reader(
         ring,
         collector,
+        Some(sources),
         pipeline.clone(),
         reader_rx,
     ));

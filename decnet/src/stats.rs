@@ -1,5 +1,6 @@
 //! Userspace pipeline counters. Every place an event can be lost has one, so that
-//! kernel emitted == ring read == journal written + counted drops can be checked at any time.
+//! kernel emitted + swept summaries == ring read + swept summaries == journal written +
+//! counted drops + merged summaries can be checked at any time.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -18,6 +19,11 @@ pub struct PipelineStats {
     /// Journal lines lost to write errors (disk full, I/O error).
     pub journal_write_failed: AtomicU64,
     pub journal_bytes: AtomicU64,
+    /// Flood-guard summaries written by the userspace sweep (not from the ring).
+    pub summaries_swept: AtomicU64,
+    /// Kernel flood-guard summaries with nothing new (a sweep had reported their counts):
+    /// read from the ring, deliberately not written.
+    pub summaries_merged: AtomicU64,
 }
 
 /// A point-in-time copy for the API and logs.
@@ -29,6 +35,8 @@ pub struct PipelineSnapshot {
     pub journal_written: u64,
     pub journal_write_failed: u64,
     pub journal_bytes: u64,
+    pub summaries_swept: u64,
+    pub summaries_merged: u64,
 }
 
 impl PipelineStats {
@@ -40,6 +48,8 @@ impl PipelineStats {
             journal_written: self.journal_written.load(Relaxed),
             journal_write_failed: self.journal_write_failed.load(Relaxed),
             journal_bytes: self.journal_bytes.load(Relaxed),
+            summaries_swept: self.summaries_swept.load(Relaxed),
+            summaries_merged: self.summaries_merged.load(Relaxed),
         }
     }
 

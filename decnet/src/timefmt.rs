@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-fn clock_ns(clock: libc::clockid_t) -> i64 {
+pub fn clock_ns(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -6,7 +6,7 @@ use aya::maps::{MapData, RingBuf};
 use decnet::{
     frames::{Frame, L4},
     sensor::{
-        Decoy, KernelStats, Probe, Sensor,
+        Decoy, FloodBudget, KernelStats, Probe, Sensor,
         kernel_stats::KernelCounters,
         loader::{LoadOptions, XDP_PROGRAM},
     },
@@ -26,6 +26,10 @@ struct Rig {
 }
 
 fn rig() -> Option<Rig> {
+    rig_with(LoadOptions::default())
+}
+
+fn rig_with(opts: LoadOptions) -> Option<Rig> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipping: BPF test_run needs root (CAP_BPF)");
@@ -35,7 +39,7 @@ fn rig() -> Option<Rig> {
         format!("{DECOY}=web").parse().unwrap(),
         format!("{DECOY6}=web6").parse().unwrap(),
     ];
-    let mut sensor = match Sensor::load(&decoys, &LoadOptions::default()) {
+    let mut sensor = match Sensor::load(&decoys, &opts) {
         Ok(s) => s,
         Err(decnet::sensor::SensorError::NoObject) => {
             eprintln!("skipping: built without the eBPF object (AYA_BUILD_SKIP)");
@@ -480,4 +484,179 @@ fn impossible_header_values_are_malformed() {
         assert!(r.run(&f).is_empty(), "{name}");
         assert_eq!(r.counters().malformed, before + 1, "{name}");
     }
+}
+
+/// Drains the ring: (probes that are not summaries, summaries).
+fn drain_all(r: &mut Rig) -> (Vec<Probe>, Vec<Probe>) {
+    let mut events = vec![];
+    let mut summaries = vec![];
+    while let Some(item) = r.ring.next() {
+        let p = Probe::decode(&item).expect("every ring entry decodes");
+        if p.kind == EventKind::SourceSuppressed {
+            summaries.push(p);
+        } else {
+            events.push(p);
+        }
+    }
+    (events, summaries)
+}
+
+/// Journal records a collector writes for `probes` plus a final forced flood-guard sweep.
+fn journal_of(
+    probes: &[Probe],
+    sources: &decnet::sensor::guard::Sources,
+    budget: FloodBudget,
+) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let stats = std::sync::Arc::new(decnet::stats::PipelineStats::default());
+    let (handle, writer) = decnet::collector::JournalWriter::spawn(
+        decnet::collector::JournalConfig::new(path.clone()),
+        stats,
+    )
+    .expect("journal");
+    let mut c =
+        decnet::collector::Collector::new(handle, vec!["web".to_owned(), "web6".to_owned()].into())
+            .with_flood(budget);
+    for p in probes {
+        c.push(p);
+    }
+    sources.sweep(decnet::sensor::guard::mono_now_ns(), true, &mut c);
+    drop(c);
+    writer.join();
+    std::fs::read_to_string(&path)
+        .expect("journal")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("journal line is JSON"))
+        .collect()
+}
+
+#[test]
+fn flood_guard_caps_a_source_and_its_summaries_count_exactly_what_it_withheld() {
+    let budget = FloodBudget {
+        rate: 1000,
+        burst: 100,
+    };
+    let Some(mut r) = rig_with(LoadOptions {
+        flood: budget,
+        ..LoadOptions::default()
+    }) else {
+        return;
+    };
+    let sources = r.sensor.take_sources().expect("sources map");
+    // 10,000 SYNs from one source to one port, in one test_run (the kernel loops).
+    let syn = v4(L4::syn(40000, 22)).build();
+    let t0 = std::time::Instant::now();
+    let (action, _) = r
+        .sensor
+        .test_run(XDP_PROGRAM, &syn, 10_000)
+        .expect("test_run");
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert_eq!(action, XDP_PASS);
+    // Then 300 distinct ports from the same (over-budget) source.
+    for port in 0..300u16 {
+        let f = v4(L4::syn(40000, 1000 + port * 7)).build();
+        r.sensor.test_run(XDP_PROGRAM, &f, 1).expect("test_run");
+    }
+    let elapsed_all = t0.elapsed().as_secs_f64();
+    let (events, summaries) = drain_all(&mut r);
+    let c = r.counters();
+    let sent = 10_300u64;
+    let allowed = events.len() as u64;
+    let cap = budget.burst as f64 + budget.rate as f64 * elapsed_all;
+    assert!(
+        (allowed as f64) <= cap + 1.0,
+        "{allowed} events let through; burst + rate x elapsed = {cap:.1}"
+    );
+    assert!(
+        allowed >= budget.burst as u64,
+        "the burst goes through: {allowed}"
+    );
+    assert!(events.iter().all(|p| p.kind == EventKind::TcpSyn));
+    // Every packet is either an event or counted as withheld.
+    assert_eq!(allowed + c.suppressed, sent, "{c:?}");
+    assert_eq!(c.events_emitted, allowed + summaries.len() as u64, "{c:?}");
+    assert_eq!(c.suppressed_summaries, summaries.len() as u64);
+    // At most one kernel summary a second (the first withheld packet makes one at once).
+    assert!(!summaries.is_empty());
+    assert!(
+        summaries.len() as f64 <= 1.0 + elapsed_all,
+        "{} summaries in {elapsed_all:.2} s",
+        summaries.len()
+    );
+    eprintln!(
+        "10,000-SYN burst: {allowed} events, {} withheld, {} summaries, test_run of the burst {elapsed:.4} s",
+        c.suppressed,
+        summaries.len()
+    );
+    // The journal: the kernel's summaries plus the final sweep add up to exactly what was
+    // withheld, and describe it.
+    let mut all = events.clone();
+    all.extend(summaries.iter().cloned());
+    let journal = journal_of(&all, &sources, budget);
+    let sums: Vec<&serde_json::Value> = journal
+        .iter()
+        .filter(|r| r["event_type"] == "source_suppressed")
+        .collect();
+    let total: u64 = sums
+        .iter()
+        .map(|r| r["fields"]["suppressed"].as_u64().expect("suppressed"))
+        .sum();
+    assert_eq!(total, c.suppressed, "{sums:#?}");
+    let last = &sums.last().expect("a summary")["fields"];
+    assert_eq!(last["suppressed_total"].as_u64(), Some(c.suppressed));
+    assert_eq!(sums[0]["attacker_ip"], ATTACKER);
+    assert_eq!(sums[0]["decky"], "web");
+    assert_eq!(last["distinct_decoys"], 1);
+    assert_eq!(last["budget_rate"], 1000);
+    assert_eq!(last["budget_burst"], 100);
+    // 301 distinct ports were withheld (22 and the 300); linear counting within 10 %.
+    let est = last["distinct_ports_est"].as_u64().expect("estimate");
+    assert!(
+        (270..=332).contains(&est),
+        "distinct ports estimate {est} for 301"
+    );
+    assert_eq!(last["ports_saturated"], false);
+    assert_eq!(
+        journal.len(),
+        events.len() + sums.len(),
+        "one line per event and per summary with news"
+    );
+}
+
+#[test]
+fn flood_guard_is_per_source_and_covers_ipv6() {
+    let budget = FloodBudget { rate: 10, burst: 5 };
+    let Some(mut r) = rig_with(LoadOptions {
+        flood: budget,
+        ..LoadOptions::default()
+    }) else {
+        return;
+    };
+    let flood6 = Frame::new(ATTACKER6, DECOY6, L4::syn(40000, 443)).build();
+    r.sensor
+        .test_run(XDP_PROGRAM, &flood6, 1000)
+        .expect("test_run");
+    let (events, summaries) = drain_all(&mut r);
+    assert!(
+        events.len() <= 6,
+        "{} IPv6 events let through",
+        events.len()
+    );
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0].src.to_string(), ATTACKER6);
+    let s = summaries[0].suppressed.as_ref().expect("counters");
+    assert_eq!(
+        s.summary.suppressed, 1,
+        "the first withheld packet is summarised at once"
+    );
+    assert_eq!(r.counters().suppressed, 1000 - events.len() as u64);
+    // Another source, during the flood, is untouched and fully described.
+    let mut f = Frame::new("10.9.0.3", DECOY, L4::syn(41000, 22));
+    f.ttl = 61;
+    let p = r.one(&f.build());
+    assert_eq!(
+        (p.kind, p.src.to_string(), p.ttl),
+        (EventKind::TcpSyn, "10.9.0.3".to_owned(), 61)
+    );
 }

@@ -19,6 +19,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "udp_probe",
     "icmp_probe",
     "ip_probe",
+    "source_suppressed",
 ];
 
 pub const SORTS: &[&str] = &["risk", "last_seen", "first_seen", "events"];

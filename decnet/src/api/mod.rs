@@ -209,6 +209,8 @@ pub fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
         "profile": st.profile.as_ref().map(|p| p.snapshot()),
         "profile_lag_rows": profile_lag(st),
         "stream_clients": st.hub.subscribers(),
+        // The per-source budget loaded into the kernel (withheld counts: kernel.suppressed).
+        "flood_guard": st.kernel.as_ref().map(|k| k.flood),
         // Developer tracing's exporter (null when tracing is off).
         "tracing": crate::telemetry::snapshot(),
     }))
@@ -291,6 +293,32 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
             "Decoy packets not emitted (flow already reported).",
             k.decoy_not_emitted,
         );
+        counter_to(
+            &mut out,
+            "kernel_suppressed_total",
+            "Events the flood guard withheld from over-budget sources (counted in summaries).",
+            k.suppressed,
+        );
+        counter_to(
+            &mut out,
+            "kernel_suppressed_summaries_total",
+            "source_suppressed summaries the kernel submitted.",
+            k.suppressed_summaries,
+        );
+    }
+    if let Some(k) = &st.kernel {
+        gauge(
+            &mut out,
+            "flood_guard_rate",
+            "Flood guard: events per second per source before summarising (0: off).",
+            k.flood.rate as f64,
+        );
+        gauge(
+            &mut out,
+            "flood_guard_burst",
+            "Flood guard: burst allowance per source.",
+            k.flood.burst as f64,
+        );
     }
     let p = st.pipeline.snapshot();
     counter_to(
@@ -328,6 +356,18 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         "journal_bytes_total",
         "Bytes written to the journal.",
         p.journal_bytes,
+    );
+    counter_to(
+        &mut out,
+        "summaries_swept_total",
+        "Flood-guard summaries written by the userspace sweep of quiet sources.",
+        p.summaries_swept,
+    );
+    counter_to(
+        &mut out,
+        "summaries_merged_total",
+        "Kernel flood-guard summaries a sweep had already reported (not written).",
+        p.summaries_merged,
     );
     if let Some(i) = &st.ingest {
         let i = i.snapshot();

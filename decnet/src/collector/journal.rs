@@ -91,6 +91,10 @@ pub struct JournalHandle {
 }
 
 impl JournalHandle {
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
     /// Hands a chunk to the writer without blocking. A full or closed channel counts the
     /// chunk's lines in `channel_full_dropped` and returns false.
     pub fn send(&self, chunk: Chunk) -> bool {

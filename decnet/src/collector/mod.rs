@@ -11,13 +11,14 @@
 pub mod journal;
 pub mod record;
 
-use std::sync::Arc;
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 pub use journal::{Chunk, FsyncPolicy, JournalConfig, JournalHandle, JournalWriter};
-pub use record::{JournalRecord, write_probe_record};
+pub use record::{JournalRecord, SummaryTimes, write_probe_record, write_suppressed_record};
 
 use crate::{
-    sensor::Probe,
+    sensor::{FloodBudget, Probe, Suppressed},
+    stats::PipelineStats,
     telemetry::lite::{LiteSpan, SpanKind},
     timefmt::WallClock,
 };
@@ -29,6 +30,11 @@ pub struct Collector {
     deckies: Arc<[String]>,
     chunk: Chunk,
     clock: WallClock,
+    /// Flood guard: each source's cumulative withheld count as of the last summary written
+    /// (kernel summaries are cumulative; records carry the difference).
+    reported: HashMap<IpAddr, u64>,
+    /// The budget the counts were made under, for the summary records.
+    flood: FloodBudget,
 }
 
 /// Bytes a chunk may grow to before it is shipped regardless of batch boundaries.
@@ -41,6 +47,28 @@ impl Collector {
             deckies,
             chunk: Chunk::with_capacity(CHUNK_BYTES + 4096),
             clock: WallClock::now(),
+            reported: HashMap::new(),
+            flood: FloodBudget::default(),
+        }
+    }
+
+    /// The flood budget loaded into the kernel (written into summary records).
+    pub fn with_flood(mut self, flood: FloodBudget) -> Self {
+        self.flood = flood;
+        self
+    }
+
+    /// True when a source's cumulative withheld count `total` has not been written yet.
+    pub fn unreported(&self, src: IpAddr, total: u64) -> bool {
+        self.reported.get(&src) != Some(&total)
+    }
+
+    /// Forgets the reported counts of sources not in `live` (evicted from the kernel map:
+    /// if they come back, their counters start from zero).
+    pub fn forget_except(&mut self, live: &[IpAddr]) {
+        if self.reported.len() > live.len() {
+            let live: std::collections::HashSet<&IpAddr> = live.iter().collect();
+            self.reported.retain(|ip, _| live.contains(ip));
         }
     }
 
@@ -51,12 +79,13 @@ impl Collector {
     }
 
     pub fn push(&mut self, p: &Probe) {
-        let decky = p
-            .decky_id
-            .checked_sub(1)
-            .and_then(|i| self.deckies.get(i as usize))
-            .map(String::as_str)
-            .unwrap_or("unknown");
+        if let Some(s) = &p.suppressed {
+            if !self.push_summary(p, s) {
+                PipelineStats::add(&self.journal.stats().summaries_merged, 1);
+            }
+            return;
+        }
+        let decky = decky_name(&self.deckies, p.decky_id);
         // Developer tracing: each probe starts its own trace, which the ingester continues
         // through the record's traceparent. Off, this is one branch and a null span.
         let mut span = LiteSpan::root("collector.event", SpanKind::Producer);
@@ -78,6 +107,55 @@ impl Collector {
         }
     }
 
+    /// Writes a summary the flood-guard sweep built from the kernel map.
+    pub fn push_swept(&mut self, p: &Probe) {
+        if let Some(s) = &p.suppressed
+            && self.push_summary(p, s)
+        {
+            PipelineStats::add(&self.journal.stats().summaries_swept, 1);
+        }
+    }
+
+    /// A `source_suppressed` record for what the source had withheld since the last one;
+    /// false (nothing written) when that is zero: a summary of an already reported total.
+    fn push_summary(&mut self, p: &Probe, s: &Suppressed) -> bool {
+        let total = s.summary.suppressed;
+        let prev = self.reported.get(&p.src).copied().unwrap_or(0);
+        // Below the last report: the kernel evicted and re-created the source's entry.
+        let delta = if total >= prev { total - prev } else { total };
+        if delta == 0 {
+            return false;
+        }
+        self.reported.insert(p.src, total);
+        let deckies = self.deckies.clone();
+        let decky = decky_name(&deckies, p.decky_id);
+        let mut span = LiteSpan::root("collector.event", SpanKind::Producer);
+        span.attr("event_type", || p.event_type());
+        span.attr("attacker_ip", || p.src.to_string());
+        span.attr("suppressed", || delta as i64);
+        let traceparent = span.traceparent();
+        let times = SummaryTimes {
+            at: self.clock.to_unix_ns(p.mono_ns),
+            first: self.clock.to_unix_ns(s.summary.first_ns),
+            last: self.clock.to_unix_ns(s.summary.last_ns),
+        };
+        write_suppressed_record(
+            &mut self.chunk.bytes,
+            p,
+            s,
+            delta,
+            decky,
+            times,
+            self.flood,
+            traceparent.as_deref(),
+        );
+        self.chunk.lines += 1;
+        if self.chunk.bytes.len() >= CHUNK_BYTES {
+            self.ship();
+        }
+        true
+    }
+
     /// Hands the current chunk to the writer (a full channel counts its lines as dropped).
     pub fn ship(&mut self) {
         if self.chunk.lines == 0 {
@@ -86,6 +164,14 @@ impl Collector {
         let chunk = std::mem::replace(&mut self.chunk, Chunk::with_capacity(CHUNK_BYTES + 4096));
         self.journal.send(chunk);
     }
+}
+
+/// The name of decky id `id` (1-based), `unknown` when out of range.
+fn decky_name(deckies: &[String], id: u32) -> &str {
+    id.checked_sub(1)
+        .and_then(|i| deckies.get(i as usize))
+        .map(String::as_str)
+        .unwrap_or("unknown")
 }
 
 impl Drop for Collector {

@@ -212,6 +212,64 @@ pub fn write_probe_record(
     w.lit("}}\n");
 }
 
+/// Wall-clock times of a flood-guard summary (Unix ns).
+#[derive(Clone, Copy, Debug)]
+pub struct SummaryTimes {
+    /// When the summary was taken (the record's `ts`).
+    pub at: i64,
+    /// First and last withheld event of the source.
+    pub first: i64,
+    pub last: i64,
+}
+
+/// Appends a `source_suppressed` line: what the flood guard withheld from `probe.src` since
+/// the previous summary (`suppressed`), with the source's running totals.
+#[allow(clippy::too_many_arguments)]
+pub fn write_suppressed_record(
+    out: &mut Vec<u8>,
+    probe: &Probe,
+    s: &crate::sensor::Suppressed,
+    suppressed: u64,
+    decky: &str,
+    times: SummaryTimes,
+    budget: crate::sensor::FloodBudget,
+    traceparent: Option<&str>,
+) {
+    out.reserve(512);
+    let mut w = W(out);
+    w.lit("{\"ts\":\"");
+    write_rfc3339_ns(w.0, times.at);
+    w.lit("\",\"decky\":");
+    w.text(decky);
+    w.lit(",\"service\":\"flood_guard\",\"event_type\":\"source_suppressed\",\"attacker_ip\":\"");
+    w.ip(probe.src);
+    w.lit("\"");
+    if let Some(tp) = traceparent {
+        w.lit(",\"traceparent\":");
+        w.text(tp);
+    }
+    let (ports, saturated) = s.distinct_ports();
+    w.lit(",\"fields\":{\"suppressed\":");
+    w.num(suppressed);
+    w.lit(",\"suppressed_total\":");
+    w.num(s.summary.suppressed);
+    w.lit(",\"distinct_ports_est\":");
+    w.num(ports);
+    w.lit(",\"ports_saturated\":");
+    w.bool(saturated);
+    w.lit(",\"distinct_decoys\":");
+    w.num(s.summary.decoys.count_ones());
+    w.lit(",\"first_ts\":\"");
+    write_rfc3339_ns(w.0, times.first);
+    w.lit("\",\"last_ts\":\"");
+    write_rfc3339_ns(w.0, times.last);
+    w.lit("\",\"budget_rate\":");
+    w.num(budget.rate);
+    w.lit(",\"budget_burst\":");
+    w.num(budget.burst);
+    w.lit("}}\n");
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]

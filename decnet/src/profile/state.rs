@@ -85,6 +85,25 @@ pub struct IpState {
     pub campaign_id: Option<i64>,
     /// What the last detection said, so a change (and only a change) emits a new one.
     pub reported: Option<Reported>,
+    /// What the kernel's flood guard withheld from this source (its `source_suppressed`
+    /// summaries), None when it never went over budget.
+    pub flood: Option<Flood>,
+}
+
+/// The sum of a source's flood-guard summaries.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Flood {
+    /// Events withheld (one per packet that would have been an event).
+    pub suppressed: u64,
+    /// The kernel's running estimate of distinct destination ports among them.
+    pub distinct_ports_est: u64,
+    pub ports_saturated: bool,
+    pub distinct_decoys: u64,
+    /// First and last withheld event.
+    pub first_ts: String,
+    pub last_ts: String,
+    pub summaries: u64,
 }
 
 /// The parts of a profile whose change is a detection.
@@ -132,6 +151,13 @@ struct Fields {
     options: Option<String>,
     seq: Option<u32>,
     dst_ip: Option<String>,
+    // source_suppressed
+    suppressed: Option<u64>,
+    distinct_ports_est: Option<u64>,
+    ports_saturated: Option<bool>,
+    distinct_decoys: Option<u64>,
+    first_ts: Option<String>,
+    last_ts: Option<String>,
 }
 
 impl IpState {
@@ -166,10 +192,30 @@ impl IpState {
         if !self.deckies.contains(&log.decky) && self.deckies.len() < MAX_DECKIES {
             self.deckies.push(log.decky.clone());
         }
+        let f: Fields = serde_json::from_str(&log.fields).unwrap_or_default();
+        if log.event_type == "source_suppressed" {
+            let fl = self.flood.get_or_insert_with(Flood::default);
+            fl.suppressed += f.suppressed.unwrap_or(0);
+            // The kernel's counters are running totals: the latest summary is the widest.
+            fl.distinct_ports_est = fl.distinct_ports_est.max(f.distinct_ports_est.unwrap_or(0));
+            fl.ports_saturated |= f.ports_saturated.unwrap_or(false);
+            fl.distinct_decoys = fl.distinct_decoys.max(f.distinct_decoys.unwrap_or(0));
+            if let Some(t) = f.first_ts
+                && (fl.first_ts.is_empty() || t < fl.first_ts)
+            {
+                fl.first_ts = t;
+            }
+            if let Some(t) = f.last_ts
+                && t > fl.last_ts
+            {
+                fl.last_ts = t;
+            }
+            fl.summaries += 1;
+            return;
+        }
         if self.services.len() < MAX_SERVICES {
             self.services.insert(log.service.clone());
         }
-        let f: Fields = serde_json::from_str(&log.fields).unwrap_or_default();
         if let Some(p) = f.dst_port
             && log.event_type != "icmp_probe"
             && !self.ports.contains(&p)
@@ -442,6 +488,7 @@ impl IpState {
             "campaign_id": self.campaign_id,
             "risk": v.risk,
             "event_types": self.event_types,
+            "flood": self.flood,
         })
     }
 }

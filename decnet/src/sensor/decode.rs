@@ -18,6 +18,8 @@ pub enum DecodeError {
     Short(usize),
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
+    #[error("flood-guard summary without its counters")]
+    BadSummary,
 }
 
 /// Parsed TCP options of one segment.
@@ -157,6 +159,35 @@ pub fn event_type(kind: EventKind) -> &'static str {
         EventKind::UdpProbe => "udp_probe",
         EventKind::IcmpEcho | EventKind::IcmpOther => "icmp_probe",
         EventKind::IpOther => "ip_probe",
+        EventKind::SourceSuppressed => "source_suppressed",
+    }
+}
+
+/// A flood-guard summary: the source's cumulative counters (see
+/// `decnet_common::SourceState`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suppressed {
+    pub summary: decnet_common::SuppressedSummary,
+    /// The distinct-port sketch (see `decnet_common::SourceState::ports`).
+    pub ports: [u64; decnet_common::PORT_BITS / 64],
+}
+
+impl Suppressed {
+    /// Distinct destination ports, by linear counting over the hashed bitmap (a few percent
+    /// off up to ~2,000 ports); `(estimate, saturated)`, saturated meaning "at least".
+    pub fn distinct_ports(&self) -> (u64, bool) {
+        let m = decnet_common::PORT_BITS as f64;
+        let ones: u32 = self.ports.iter().map(|w| w.count_ones()).sum();
+        let zeros = m - ones as f64;
+        if zeros == 0.0 {
+            return (decnet_common::PORT_BITS as u64, true);
+        }
+        ((m * (m / zeros).ln()).round() as u64, false)
+    }
+
+    /// Decoys (by decky id modulo 64) the withheld events went to.
+    pub fn decoy_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..64u32).filter(|b| self.summary.decoys & (1 << b) != 0)
     }
 }
 
@@ -185,6 +216,8 @@ pub struct Probe {
     pub payload_len: u32,
     /// The first bytes of the payload (at most 128).
     pub payload: Bytes,
+    /// `source_suppressed` only: the flood guard's counters.
+    pub suppressed: Option<Box<Suppressed>>,
 }
 
 #[derive(Clone, Debug)]
@@ -249,7 +282,25 @@ impl Probe {
         });
         let icmp = matches!(kind, EventKind::IcmpEcho | EventKind::IcmpOther)
             .then_some((ev.icmp_type, ev.icmp_code));
-        let cap = (ev.payload_cap as usize).min(ev.payload.len());
+        let suppressed = (kind == EventKind::SourceSuppressed)
+            .then(|| {
+                let n = (ev.opt_len as usize).min(ev.options.len());
+                let summary = decnet_common::SuppressedSummary::from_options(&ev.options[..n])?;
+                let mut ports = [0u64; decnet_common::PORT_BITS / 64];
+                for (i, w) in ports.iter_mut().enumerate() {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&ev.payload[i * 8..i * 8 + 8]);
+                    *w = u64::from_le_bytes(b);
+                }
+                Some(Box::new(Suppressed { summary, ports }))
+            })
+            .map(|s| s.ok_or(DecodeError::BadSummary))
+            .transpose()?;
+        let cap = if suppressed.is_some() {
+            0
+        } else {
+            (ev.payload_cap as usize).min(ev.payload.len())
+        };
         Ok(Probe {
             kind,
             mono_ns: ev.ts_ns,
@@ -274,6 +325,7 @@ impl Probe {
             } else {
                 Bytes::copy_from_slice(&ev.payload[..cap])
             },
+            suppressed,
         })
     }
 

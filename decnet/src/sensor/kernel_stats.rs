@@ -17,18 +17,25 @@ pub struct KernelCounters {
     pub ring_reserve_failed: u64,
     pub malformed: u64,
     pub decoy_not_emitted: u64,
+    /// Events the flood guard withheld (reported in `source_suppressed` summaries).
+    pub suppressed: u64,
+    /// `source_suppressed` summaries the kernel submitted (part of `events_emitted`).
+    pub suppressed_summaries: u64,
 }
 
 /// Shared handle to the STATS map; cheap to clone into API state.
 #[derive(Clone)]
 pub struct KernelStats {
     map: Arc<Mutex<PerCpuArray<MapData, u64>>>,
+    /// The flood guard's budget as loaded into the kernel.
+    pub flood: super::FloodBudget,
 }
 
 impl KernelStats {
-    pub(crate) fn new(map: PerCpuArray<MapData, u64>) -> Self {
+    pub(crate) fn new(map: PerCpuArray<MapData, u64>, flood: super::FloodBudget) -> Self {
         Self {
             map: Arc::new(Mutex::new(map)),
+            flood,
         }
     }
 
@@ -51,6 +58,8 @@ impl KernelStats {
                 Stat::RingReserveFailed => c.ring_reserve_failed = v,
                 Stat::Malformed => c.malformed = v,
                 Stat::DecoyNotEmitted => c.decoy_not_emitted = v,
+                Stat::Suppressed => c.suppressed = v,
+                Stat::SuppressedSummaries => c.suppressed_summaries = v,
             }
         }
         Ok(c)

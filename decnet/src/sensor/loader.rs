@@ -7,10 +7,13 @@ use std::fmt;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use decnet_common::{DECOYS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, MAX_DECOYS, STATS_MAP};
+use decnet_common::{
+    DECOYS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, GUARD_MAP, GuardConfig, MAX_DECOYS, SOURCES_MAP,
+    STATS_MAP,
+};
 
 use super::{Decoy, KernelStats, SensorError, decoy_key};
 
@@ -58,6 +61,8 @@ pub struct LoadOptions {
     /// aya-log level enabled in the kernel: 0 = off, 1 error ... 5 trace. Default 2 (warn),
     /// which keeps the per-packet debug diagnostics compiled out of the hot path at runtime.
     pub kernel_log_level: u8,
+    /// The flood guard's per-source budget.
+    pub flood: super::FloodBudget,
 }
 
 impl Default for LoadOptions {
@@ -65,6 +70,7 @@ impl Default for LoadOptions {
         Self {
             ring_bytes: DEFAULT_RING_BYTES,
             kernel_log_level: 2,
+            flood: super::FloodBudget::default(),
         }
     }
 }
@@ -74,6 +80,7 @@ pub struct Sensor {
     ebpf: Ebpf,
     link: Option<XdpLinkId>,
     attached: Option<(String, AttachMode)>,
+    flood: super::FloodBudget,
 }
 
 impl Sensor {
@@ -103,6 +110,15 @@ impl Sensor {
                     .map_err(|e| SensorError::Map(DECOYS_MAP, e))?;
             }
         }
+        {
+            let map = ebpf
+                .map_mut(GUARD_MAP)
+                .ok_or(SensorError::MissingMap(GUARD_MAP))?;
+            let mut map: Array<_, GuardConfig> =
+                Array::try_from(map).map_err(|e| SensorError::Map(GUARD_MAP, e))?;
+            map.set(0, opts.flood.kernel(), 0)
+                .map_err(|e| SensorError::Map(GUARD_MAP, e))?;
+        }
         for name in [XDP_PROGRAM, XDP_PASS_PROGRAM] {
             Self::xdp(&mut ebpf, name)?
                 .load()
@@ -112,6 +128,7 @@ impl Sensor {
             ebpf,
             link: None,
             attached: None,
+            flood: opts.flood,
         })
     }
 
@@ -198,7 +215,18 @@ impl Sensor {
             .ok_or(SensorError::MissingMap(STATS_MAP))?;
         let arr: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(map).map_err(|e| SensorError::Map(STATS_MAP, e))?;
-        Ok(KernelStats::new(arr))
+        Ok(KernelStats::new(arr, self.flood))
+    }
+
+    /// Takes the flood guard's per-source map out of the object (once), for the sweeper.
+    pub fn take_sources(&mut self) -> Result<super::guard::Sources, SensorError> {
+        let map = self
+            .ebpf
+            .take_map(SOURCES_MAP)
+            .ok_or(SensorError::MissingMap(SOURCES_MAP))?;
+        let map =
+            aya::maps::HashMap::try_from(map).map_err(|e| SensorError::Map(SOURCES_MAP, e))?;
+        Ok(super::guard::Sources::new(map))
     }
 
     /// Routes kernel aya-log records into `tracing` (through the `log` facade).

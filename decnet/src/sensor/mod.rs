@@ -7,13 +7,14 @@
 //! - `kernel_stats`: the per-CPU counters, summed.
 
 pub mod decode;
+pub mod guard;
 pub mod kernel_stats;
 pub mod loader;
 pub mod ring;
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
-pub use decode::{Probe, TcpOptions};
+pub use decode::{Probe, Suppressed, TcpOptions};
 pub use kernel_stats::KernelStats;
 pub use loader::{AttachMode, Sensor, XdpModeChoice};
 
@@ -77,6 +78,40 @@ impl FromStr for Decoy {
 impl fmt::Display for Decoy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={}", self.addr, self.name)
+    }
+}
+
+/// The flood guard's per-source budget: `rate` events per second with bursts of `burst`.
+/// A source over it has its events counted into `source_suppressed` summaries instead of
+/// sent one by one. `rate` 0 turns the guard off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FloodBudget {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+impl Default for FloodBudget {
+    /// Lets nmap's fastest timing templates through event by event; masscan and hping3
+    /// floods (10^5 packets/s and more) are summarised.
+    fn default() -> Self {
+        Self {
+            rate: 5000,
+            burst: 10000,
+        }
+    }
+}
+
+impl FloodBudget {
+    /// The kernel's form (GCRA interval and burst allowance).
+    pub fn kernel(&self) -> decnet_common::GuardConfig {
+        if self.rate == 0 {
+            return decnet_common::GuardConfig::default();
+        }
+        let interval_ns = (1_000_000_000 / self.rate as u64).max(1);
+        decnet_common::GuardConfig {
+            interval_ns,
+            burst_ns: interval_ns * self.burst.max(1) as u64,
+        }
     }
 }
 

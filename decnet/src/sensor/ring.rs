@@ -9,19 +9,29 @@ use std::sync::Arc;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::watch};
 
-use super::{Probe, SensorError};
+use super::{
+    Probe, SensorError,
+    guard::{Sources, mono_now_ns},
+};
 use crate::{collector::Collector, stats::PipelineStats};
 
 /// Probes per batch handed to the writer.
 pub const BATCH: usize = 4096;
+/// How often the flood guard's map is swept for sources that went quiet.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads until `shutdown` flips to true, then drains what is left in the ring and returns.
+/// With `sources`, also sweeps the flood guard's map every second for sources that went
+/// quiet with unreported counts (and all of them at the end).
 pub async fn run_reader(
     ring: RingBuf<MapData>,
     mut collector: Collector,
+    sources: Option<Sources>,
     stats: Arc<PipelineStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SensorError> {
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as the
     // AsyncFd owns the RingBuf.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -35,12 +45,22 @@ pub async fn run_reader(
                     guard.clear_ready();
                 }
             }
+            _ = sweep.tick(), if sources.is_some() => {
+                if let Some(s) = &sources {
+                    s.sweep(mono_now_ns(), false, &mut collector);
+                    collector.ship();
+                }
+            }
             _ = shutdown.changed() => break,
         }
         tokio::task::yield_now().await;
     }
     // Final drain: everything the kernel submitted before we stopped reaches the journal.
     while !drain(fd.get_mut(), &mut collector, &stats) {}
+    if let Some(s) = &sources {
+        s.sweep(mono_now_ns(), true, &mut collector);
+        collector.ship();
+    }
     Ok(())
 }
 
