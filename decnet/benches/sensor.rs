@@ -92,6 +92,34 @@ fn main() {
         hit,
         hit / base
     );
+    // The same with the flood guard on: a budget no test_run loop can exceed (every SYN
+    // still emits, the bucket is checked and updated), then the default budget, which this
+    // one-source loop exhausts at once (nearly every SYN is withheld and counted).
+    for (label, flood) in [
+        (
+            "decnet, decoy SYN, guard under budget",
+            decnet::sensor::FloodBudget {
+                rate: 1_000_000_000,
+                burst: 1_000_000,
+            },
+        ),
+        (
+            "decnet, decoy SYN, guard withholding",
+            decnet::sensor::FloodBudget::default(),
+        ),
+    ] {
+        let mut g = Sensor::load(
+            &decoys,
+            &LoadOptions {
+                flood,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
+        let mut gr = g.take_ring().expect("ring");
+        let ns = kernel(&mut g, &mut gr, XDP_PROGRAM, &syn, n);
+        println!("{:<34} {:>9.1} ns  {:.2}x", label, ns, ns / base);
+    }
 
     // 2. Userspace drain rate from a pre-filled ring.
     let fill = |s: &mut Sensor, events: u32| {

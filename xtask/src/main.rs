@@ -38,7 +38,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark: `sensor`, `ingest`, `profile`, `stream` or `tracing`.
+    /// Run a benchmark: `sensor`, `ingest`, `profile`, `stream`, `tracing` or `capture`.
     Bench { name: String },
 }
 
@@ -127,9 +127,18 @@ fn main() -> anyhow::Result<()> {
                         .args(["bench", "-p", "decnet-tests", "--bench", "stream"])
                         .env("DECNET_BIN", &bin))
                 }
+                "capture" => {
+                    // The release daemon against tcpdump and scapy on a namespace lab.
+                    setup::capture_tools()?;
+                    run(cargo().args(["build", "--release", "-p", "decnet"]))?;
+                    let bin = root().join("target/release/decnet");
+                    run(cargo()
+                        .args(["bench", "-p", "decnet-tests", "--bench", "capture"])
+                        .env("DECNET_BIN", &bin))
+                }
                 other => {
                     bail!(
-                        "unknown benchmark `{other}` (known: sensor, ingest, profile, stream, tracing)"
+                        "unknown benchmark `{other}` (known: sensor, ingest, profile, stream, tracing, capture)"
                     )
                 }
             }

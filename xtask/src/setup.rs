@@ -171,6 +171,24 @@ pub fn bench_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// scapy (PyPI), pinned: `cargo xtask bench capture` measures the seed project's sniff()
+/// loop beside decnet; tcpdump comes with the test tools.
+const SCAPY: &str = "scapy==2.8.0";
+
+/// Installs what `cargo xtask bench capture` compares against.
+pub fn capture_tools() -> anyhow::Result<()> {
+    test_tools()?;
+    let have_scapy = Command::new("python3")
+        .args(["-c", "import scapy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if have_scapy {
+        return Ok(());
+    }
+    eprintln!("setup: installing {SCAPY} with pip (the seed project's capture, for comparison)");
+    run(Command::new("python3").args(["-m", "pip", "install", "-q", SCAPY]))
+}
+
 /// schemathesis (PyPI), pinned: the API fuzz test runs it against the OpenAPI document.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
