@@ -62,6 +62,10 @@ pub struct Tail {
     cursor: Cursor,
     /// Bytes read past `cursor.offset` that do not yet end in a newline.
     pending: Vec<u8>,
+    /// Where reads land: allocated and zeroed once. Zeroing a fresh megabyte for every read
+    /// (most of which, while following, return a few lines or nothing) was the ingester's
+    /// biggest cost under a steady trickle of probes.
+    scratch: Vec<u8>,
     pub events: TailEvents,
 }
 
@@ -84,6 +88,7 @@ impl Tail {
             name: base.to_owned(),
             cursor: Cursor::default(),
             pending: Vec::new(),
+            scratch: Vec::new(),
             events: TailEvents::default(),
         };
         let files = t.candidates();
@@ -199,13 +204,14 @@ impl Tail {
             self.pending.drain(..start);
             start = 0;
             let at = self.cursor.offset + self.pending.len() as u64;
-            let old = self.pending.len();
-            self.pending.resize(old + READ_CHUNK, 0);
-            let got = file.read_at(&mut self.pending[old..], at)?;
-            self.pending.truncate(old + got);
+            if self.scratch.len() != READ_CHUNK {
+                self.scratch = vec![0; READ_CHUNK];
+            }
+            let got = file.read_at(&mut self.scratch, at)?;
             if got == 0 {
                 break;
             }
+            self.pending.extend_from_slice(&self.scratch[..got]);
         }
         self.pending.drain(..start);
         Ok(n)
