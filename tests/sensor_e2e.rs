@@ -97,6 +97,18 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
         let w = field(r, "window").as_u64().unwrap();
         assert!([1024, 2048, 3072, 4096].contains(&w), "nmap window {w}");
         assert!(chrono_like(r["ts"].as_str().unwrap()), "ts {}", r["ts"]);
+        // Passive fingerprint (SIGNATURES.md): initial TTL 64, window, MSS 1460 only, no DF;
+        // the nmap trait; no OS guess and no hop count from a TTL nmap drew at random.
+        assert_eq!(
+            field(r, "fingerprint"),
+            format!("64:{w}:M1460:").as_str(),
+            "{r}"
+        );
+        assert_eq!(field(r, "traits"), &serde_json::json!(["nmap"]), "{r}");
+        assert!(
+            field(r, "os_guess").is_null() && field(r, "hops").is_null(),
+            "{r}"
+        );
     }
     let w1024 = syns.iter().filter(|r| field(r, "window") == 1024).count();
     assert!(
@@ -187,6 +199,14 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
         assert_eq!(field(r, "ttl"), 64);
         assert_eq!(field(r, "dst_port"), 80);
         assert_eq!(r["service"], "http");
+        // Measured here: hping3 3.0.0a2 puts a random ack number on its SYNs (p0f's `ack+`).
+        assert_eq!(field(r, "fingerprint"), "64:512::ack+", "{r}");
+        assert_eq!(field(r, "traits"), &serde_json::json!(["hping3"]), "{r}");
+        assert_eq!(field(r, "hops"), 0, "{r}");
+        assert!(
+            field(r, "os_guess").is_null(),
+            "crafted SYNs say nothing of the OS: {r}"
+        );
     }
 
     // masscan: TTL 255, window 1024, no options, and its IP ID tell
@@ -232,6 +252,9 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
             (dst ^ port ^ seq) & 0xffff,
             "masscan IP ID: {r}"
         );
+        assert_eq!(field(r, "fingerprint"), "255:1024::", "{r}");
+        assert_eq!(field(r, "traits"), &serde_json::json!(["masscan"]), "{r}");
+        assert_eq!(field(r, "hops"), 0, "{r}");
     }
 
     // IPv6 SYN scan reaches the IPv6 decoy.
@@ -273,7 +296,16 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
     connect(&walker, &db, 80);
     connect(&walker, d, 80);
     connect(&benign, d, 443);
-    j.next_phase();
+    let recs = j.next_phase();
+    // A SYN of the host's own stack: no scanner trait, an OS guess, hops 0 on this link.
+    let own = from(&recs, &benign, "tcp_syn");
+    assert!(!own.is_empty(), "benign connect() SYN");
+    for r in own {
+        assert_eq!(field(r, "traits"), &serde_json::json!([]), "{r}");
+        assert_eq!(field(r, "hops"), 0, "{r}");
+        let os = field(r, "os_guess").as_str().unwrap_or("");
+        assert!(os.starts_with("Linux"), "{r}");
+    }
 
     // The books balance: kernel emitted == journal written + counted drops, and the file
     // holds exactly the lines the writer says it wrote.

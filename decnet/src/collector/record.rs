@@ -185,6 +185,9 @@ pub fn write_probe_record(
         if opts.malformed {
             w.lit(",\"options_malformed\":true");
         }
+        if matches!(probe.kind, EventKind::TcpSyn | EventKind::TcpProbe) {
+            write_passive_fingerprint(&mut w, probe, t);
+        }
     }
     if let Some((ty, code)) = probe.icmp {
         w.lit(",\"icmp_type\":");
@@ -210,6 +213,71 @@ pub fn write_probe_record(
     w.lit(",\"ifindex\":");
     w.num(probe.ifindex);
     w.lit("}}\n");
+}
+
+/// Passive fingerprint of a SYN or stealth probe: the p0f-style `fingerprint`, the scanner
+/// `traits` whose signature the packet matches (profile/tools.rs, a table), and for packets
+/// of the sender's own stack (no trait) the `os_guess`; `hops` unless the TTL is one nmap
+/// drew at random.
+fn write_passive_fingerprint(w: &mut W<'_>, probe: &Probe, t: &decode::TcpFields) {
+    use crate::{
+        ingest::bounty::{FpInput, fingerprint, initial_ttl},
+        profile::{os, tools},
+    };
+    let syn = probe.kind == EventKind::TcpSyn;
+    let mut letters = [0u8; 9];
+    let flags = decode::flag_letters(t.flags, &mut letters);
+    let v6 = probe.dst.is_ipv6();
+    let fp = fingerprint(&FpInput {
+        ttl: probe.ttl,
+        window: t.window,
+        layout: &t.options.layout,
+        flags,
+        df: probe.df,
+        ip_id: Some(probe.ip_id),
+        ack: t.ack,
+        urg_ptr: t.urg_ptr,
+        v6,
+    });
+    let dst_v4 = match probe.dst {
+        IpAddr::V4(a) => Some(u32::from(a)),
+        IpAddr::V6(_) => None,
+    };
+    let votes = tools::votes(&tools::Traits {
+        ttl: probe.ttl,
+        window: t.window,
+        options: &t.options.layout,
+        df: probe.df,
+        ip_id: probe.ip_id,
+        seq: t.seq,
+        dst_port: probe.dst_port,
+        dst_v4,
+        syn,
+    });
+    w.lit(",\"fingerprint\":");
+    w.text(&fp);
+    w.lit(",\"traits\":[");
+    for (i, (tool, _)) in votes.iter().enumerate() {
+        if i > 0 {
+            w.lit(",");
+        }
+        w.lit("\"");
+        w.raw(tool);
+        w.lit("\"");
+    }
+    w.lit("]");
+    let ittl = initial_ttl(probe.ttl);
+    if syn
+        && votes.is_empty()
+        && let Some(guess) = os::from_fingerprint(&fp).or_else(|| os::from_initial_ttl(ittl))
+    {
+        w.lit(",\"os_guess\":");
+        w.text(guess);
+    }
+    if !votes.iter().any(|(tool, _)| *tool == "nmap") {
+        w.lit(",\"hops\":");
+        w.num(ittl - probe.ttl);
+    }
 }
 
 /// Wall-clock times of a flood-guard summary (Unix ns).
@@ -320,6 +388,34 @@ mod tests {
         assert_eq!(rec.fields["ttl"], 42);
         assert!(rec.fields.get("probe").is_none());
         assert!(rec.traceparent.is_none());
+        // TTL 42, window 1024, MSS 1460 only, no DF: nmap's SYN; IP ID 0 is a quirk.
+        assert_eq!(rec.fields["fingerprint"], "64:1024:M1460:id0");
+        assert_eq!(rec.fields["traits"], serde_json::json!(["nmap"]));
+        assert!(rec.fields.get("os_guess").is_none() && rec.fields.get("hops").is_none());
+    }
+
+    #[test]
+    fn own_stack_syn_gets_an_os_guess_and_hops() {
+        // Linux connect(): TTL 64 minus 3 hops, DF, window 64240, MSS,SACK,TS,NOP,WS7.
+        let mut ev = syn_event();
+        ev.ttl = 61;
+        ev.df = 1;
+        ev.ip_id = 4321u16.to_be();
+        ev.window = 64240u16.to_be();
+        let opts = [
+            2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
+        ev.opt_len = opts.len() as u8;
+        ev.options[..opts.len()].copy_from_slice(&opts);
+        let p = Probe::from_raw(&ev).unwrap();
+        let mut out = Vec::new();
+        write_probe_record(&mut out, &p, "web", 1_795_723_674_000_000_000, None);
+        let rec: JournalRecord = serde_json::from_slice(&out).unwrap();
+        assert_eq!(rec.fields["fingerprint"], "64:64240:M1460,S,T,N,W7:df");
+        assert_eq!(rec.fields["traits"], serde_json::json!([]));
+        assert_eq!(rec.fields["hops"], 3);
+        let os = rec.fields["os_guess"].as_str().unwrap_or("");
+        assert!(os.starts_with("Linux"), "{os}");
     }
 
     #[test]

@@ -94,33 +94,61 @@ pub fn initial_ttl(ttl: u8) -> u8 {
 /// belong to the profiler). Quirks: `df`, `id0` (IP ID zero), `ack+` (non-zero ack on a
 /// SYN), `uptr+` (urgent pointer without URG), `ecn` (ECE/CWR on the SYN).
 fn tcp_fingerprint(f: &Fields) -> Option<String> {
-    let ttl = f.ttl?;
-    let win = f.window?;
-    let layout = f.options.as_deref().unwrap_or("");
-    let flags = f.flags.as_deref().unwrap_or("");
-    let mut quirks = Vec::new();
-    if f.df == Some(true) {
+    Some(fingerprint(&FpInput {
+        ttl: f.ttl?,
+        window: f.window?,
+        layout: f.options.as_deref().unwrap_or(""),
+        flags: f.flags.as_deref().unwrap_or(""),
+        df: f.df == Some(true),
+        ip_id: f.ip_id,
+        ack: f.ack.unwrap_or(0),
+        urg_ptr: f.urg_ptr.unwrap_or(0),
+        // IPv6 has no IP ID; the sensor reports 0 there.
+        v6: f.dst_ip.as_deref().is_some_and(|d| d.contains(':')),
+    }))
+}
+
+/// The header fields a TCP fingerprint is made of.
+pub struct FpInput<'a> {
+    pub ttl: u8,
+    pub window: u16,
+    /// Option layout (`M1460,S,T,N,W7`).
+    pub layout: &'a str,
+    /// Flag letters (`FSRPAUECN` order).
+    pub flags: &'a str,
+    pub df: bool,
+    pub ip_id: Option<u16>,
+    pub ack: u32,
+    pub urg_ptr: u16,
+    pub v6: bool,
+}
+
+/// `ittl:window:option layout:quirks` (see [`tcp_fingerprint`]); the collector writes the
+/// same string into `tcp_syn`/`tcp_probe` records.
+pub fn fingerprint(i: &FpInput<'_>) -> String {
+    let mut quirks: Vec<&str> = Vec::new();
+    if i.df {
         quirks.push("df");
     }
-    // IPv6 has no IP ID; the sensor reports 0 there.
-    let v6 = f.dst_ip.as_deref().is_some_and(|d| d.contains(':'));
-    if f.ip_id == Some(0) && !v6 {
+    if i.ip_id == Some(0) && !i.v6 {
         quirks.push("id0");
     }
-    if f.ack.is_some_and(|a| a != 0) {
+    if i.ack != 0 {
         quirks.push("ack+");
     }
-    if f.urg_ptr.is_some_and(|u| u != 0) && !flags.contains('U') {
+    if i.urg_ptr != 0 && !i.flags.contains('U') {
         quirks.push("uptr+");
     }
-    if flags.contains('E') || flags.contains('C') {
+    if i.flags.contains('E') || i.flags.contains('C') {
         quirks.push("ecn");
     }
-    Some(format!(
-        "{}:{win}:{layout}:{}",
-        initial_ttl(ttl),
+    format!(
+        "{}:{}:{}:{}",
+        initial_ttl(i.ttl),
+        i.window,
+        i.layout,
         quirks.join(",")
-    ))
+    )
 }
 
 fn cap(s: &str) -> String {

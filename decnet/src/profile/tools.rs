@@ -33,55 +33,226 @@ pub struct Traits<'a> {
     pub syn: bool,
 }
 
-/// Votes for one packet: (tool, weight).
-pub fn votes(t: &Traits<'_>) -> Vec<(&'static str, u64)> {
-    let mut v = Vec::new();
-    let ittl = initial_ttl(t.ttl);
-    // nmap raw-packet scans: TTL drawn from 37..=59, window 1024 (retries 2048-4096),
-    // SYNs carry exactly MSS 1460, stealth probes no options.
-    let nmap_window = matches!(t.window, 1024 | 2048 | 3072 | 4096);
-    let nmap_opts = if t.syn {
-        t.options == "M1460"
-    } else {
-        t.options.is_empty()
-    };
-    if nmap_window && nmap_opts && (37..=59).contains(&t.ttl) && !t.df {
-        v.push(("nmap", 1));
-    }
+/// What a signature requires of the TTL.
+#[derive(Debug, Clone, Copy)]
+pub enum Ttl {
+    Any,
+    /// The received TTL lies in this range (nmap draws its TTL per run).
+    Range(u8, u8),
+    /// The initial TTL (next of 32/64/128/255 at or above the received one).
+    Initial(u8),
+    /// Exactly this value as received (nmap's IPv6 hop limit).
+    Exact(u8),
+}
+
+/// What a signature requires of the TCP options (the layout string, e.g. `M1460`).
+#[derive(Debug, Clone, Copy)]
+pub enum Options {
+    Any,
+    /// Exactly this layout; `""` means no options.
+    Is(&'static str),
+    /// This layout on SYNs, none on other probes (nmap's stealth probes carry none).
+    SynElseNone(&'static str),
+}
+
+/// A relation between header fields that no TCP stack produces by chance.
+#[derive(Debug, Clone, Copy)]
+pub enum Relation {
+    None,
+    /// masscan: IP ID == (dst IPv4 ^ dst port ^ seq) & 0xffff.
+    MasscanIpId,
+    /// This exact IP ID (ZMap <= 4.0 sends 54321).
+    IpId(u16),
+    /// Mirai: TCP seq == destination IPv4 address.
+    SeqIsDstV4,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Any,
+    V6,
+}
+
+/// One row of the signature table (SIGNATURES.md, and the captures measured there).
+#[derive(Debug, Clone, Copy)]
+pub struct Signature {
+    pub tool: &'static str,
+    pub weight: u64,
+    /// Only SYNs (not stealth probes) can match.
+    pub syn_only: bool,
+    pub family: Family,
+    pub ttl: Ttl,
+    /// Allowed windows (empty: any).
+    pub windows: &'static [u16],
+    pub options: Options,
+    /// Required DF bit (None: either).
+    pub df: Option<bool>,
+    pub relation: Relation,
+    /// Allowed destination ports (empty: any).
+    pub ports: &'static [u16],
+}
+
+const NMAP_WINDOWS: &[u16] = &[1024, 2048, 3072, 4096];
+
+/// The table. Tools change: add rows here, and a test pinning them.
+pub const SIGNATURES: &[Signature] = &[
+    // nmap raw-packet scans: TTL drawn from 37..=59, window 1024 (retries 2048-4096), SYNs
+    // carry exactly MSS 1460, stealth probes no options, no DF.
+    Signature {
+        tool: "nmap",
+        weight: 1,
+        syn_only: false,
+        family: Family::Any,
+        ttl: Ttl::Range(37, 59),
+        windows: NMAP_WINDOWS,
+        options: Options::SynElseNone("M1460"),
+        df: Some(false),
+        relation: Relation::None,
+        ports: &[],
+    },
     // nmap over IPv6 (7.93, measured here): hop limit 255, same window and options.
-    if t.dst_v4.is_none() && t.ttl == 255 && nmap_window && nmap_opts {
-        v.push(("nmap", 1));
-    }
+    Signature {
+        tool: "nmap",
+        weight: 1,
+        syn_only: false,
+        family: Family::V6,
+        ttl: Ttl::Exact(255),
+        windows: NMAP_WINDOWS,
+        options: Options::SynElseNone("M1460"),
+        df: None,
+        relation: Relation::None,
+        ports: &[],
+    },
     // masscan: TTL 255, window 1024, IP ID = (dst ^ dst_port ^ seq) & 0xffff.
-    if let Some(dst) = t.dst_v4
-        && t.syn
-        && ittl == 255
-        && t.window == 1024
-        && t.ip_id as u32 == (dst ^ t.dst_port as u32 ^ t.seq) & 0xffff
-    {
-        v.push(("masscan", STRONG));
-    }
-    // ZMap <= 4.0: IP ID 54321; >= 4.1: TTL 64, window 65535, MSS,NOP,WS8,NOP,NOP,SACK.
-    if t.syn && t.ip_id == 54321 && t.window == 65535 {
-        v.push(("zmap", STRONG));
-    } else if t.syn && ittl == 64 && t.window == 65535 && t.options == "M1460,N,W8,N,N,S" {
-        v.push(("zmap", 1));
-    }
+    Signature {
+        tool: "masscan",
+        weight: STRONG,
+        syn_only: true,
+        family: Family::Any,
+        ttl: Ttl::Initial(255),
+        windows: &[1024],
+        options: Options::Any,
+        df: None,
+        relation: Relation::MasscanIpId,
+        ports: &[],
+    },
+    // ZMap <= 4.0: IP ID 54321, window 65535.
+    Signature {
+        tool: "zmap",
+        weight: STRONG,
+        syn_only: true,
+        family: Family::Any,
+        ttl: Ttl::Any,
+        windows: &[65535],
+        options: Options::Any,
+        df: None,
+        relation: Relation::IpId(54321),
+        ports: &[],
+    },
+    // ZMap >= 4.1: TTL 64, window 65535, MSS,NOP,WS8,NOP,NOP,SACK.
+    Signature {
+        tool: "zmap",
+        weight: 1,
+        syn_only: true,
+        family: Family::Any,
+        ttl: Ttl::Initial(64),
+        windows: &[65535],
+        options: Options::Is("M1460,N,W8,N,N,S"),
+        df: None,
+        relation: Relation::None,
+        ports: &[],
+    },
     // unicornscan: TTL 255, window 4128, no DF.
-    if t.syn && ittl == 255 && t.window == 4128 && !t.df {
-        v.push(("unicornscan", 1));
-    }
+    Signature {
+        tool: "unicornscan",
+        weight: 1,
+        syn_only: true,
+        family: Family::Any,
+        ttl: Ttl::Initial(255),
+        windows: &[4128],
+        options: Options::Any,
+        df: Some(false),
+        relation: Relation::None,
+        ports: &[],
+    },
     // hping3 defaults: TTL 64, window 512, no options.
-    if ittl == 64 && t.window == 512 && t.options.is_empty() {
-        v.push(("hping3", 1));
-    }
+    Signature {
+        tool: "hping3",
+        weight: 1,
+        syn_only: false,
+        family: Family::Any,
+        ttl: Ttl::Initial(64),
+        windows: &[512],
+        options: Options::Is(""),
+        df: None,
+        relation: Relation::None,
+        ports: &[],
+    },
     // Mirai family: TCP seq equals the destination IPv4 address, telnet ports.
-    if let Some(dst) = t.dst_v4
-        && t.syn
-        && t.seq == dst
-        && matches!(t.dst_port, 23 | 2323)
-    {
-        v.push(("mirai", STRONG));
+    Signature {
+        tool: "mirai",
+        weight: STRONG,
+        syn_only: true,
+        family: Family::Any,
+        ttl: Ttl::Any,
+        windows: &[],
+        options: Options::Any,
+        df: None,
+        relation: Relation::SeqIsDstV4,
+        ports: &[23, 2323],
+    },
+];
+
+impl Signature {
+    pub fn matches(&self, t: &Traits<'_>) -> bool {
+        if self.syn_only && !t.syn {
+            return false;
+        }
+        if self.family == Family::V6 && t.dst_v4.is_some() {
+            return false;
+        }
+        let ttl_ok = match self.ttl {
+            Ttl::Any => true,
+            Ttl::Range(lo, hi) => (lo..=hi).contains(&t.ttl),
+            Ttl::Initial(i) => initial_ttl(t.ttl) == i,
+            Ttl::Exact(v) => t.ttl == v,
+        };
+        let opts_ok = match self.options {
+            Options::Any => true,
+            Options::Is(o) => t.options == o,
+            Options::SynElseNone(o) => {
+                if t.syn {
+                    t.options == o
+                } else {
+                    t.options.is_empty()
+                }
+            }
+        };
+        let rel_ok = match self.relation {
+            Relation::None => true,
+            Relation::MasscanIpId => t
+                .dst_v4
+                .is_some_and(|dst| t.ip_id as u32 == (dst ^ t.dst_port as u32 ^ t.seq) & 0xffff),
+            Relation::IpId(id) => t.ip_id == id,
+            Relation::SeqIsDstV4 => t.dst_v4.is_some_and(|dst| t.seq == dst),
+        };
+        ttl_ok
+            && opts_ok
+            && rel_ok
+            && (self.windows.is_empty() || self.windows.contains(&t.window))
+            && self.df.is_none_or(|d| d == t.df)
+            && (self.ports.is_empty() || self.ports.contains(&t.dst_port))
+    }
+}
+
+/// Votes for one packet: (tool, weight), one per matching row of [`SIGNATURES`] (a tool
+/// votes once even when several of its rows match).
+pub fn votes(t: &Traits<'_>) -> Vec<(&'static str, u64)> {
+    let mut v: Vec<(&'static str, u64)> = Vec::new();
+    for s in SIGNATURES {
+        if s.matches(t) && !v.iter().any(|(tool, _)| *tool == s.tool) {
+            v.push((s.tool, s.weight));
+        }
     }
     v
 }
