@@ -370,7 +370,7 @@ fn one_probe_is_one_trace_from_capture_to_the_stream() {
     assert_eq!(health.attr("http.request.method"), Some("GET"));
 
     // Workers' cycle roots.
-    for root in ["sensor.drain", "collector.flush"] {
+    for root in ["sensor.drain", "collector.flush", "flood_guard.sweep"] {
         let r = named(&spans, root);
         assert!(!r.is_empty(), "no {root} span");
         assert!(
