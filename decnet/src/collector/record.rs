@@ -221,14 +221,14 @@ pub fn write_probe_record(
 /// drew at random.
 fn write_passive_fingerprint(w: &mut W<'_>, probe: &Probe, t: &decode::TcpFields) {
     use crate::{
-        ingest::bounty::{FpInput, fingerprint, initial_ttl},
-        profile::{os, tools},
+        ingest::bounty::{FpInput, initial_ttl, write_fingerprint},
+        profile::tools,
     };
     let syn = probe.kind == EventKind::TcpSyn;
     let mut letters = [0u8; 9];
     let flags = decode::flag_letters(t.flags, &mut letters);
     let v6 = probe.dst.is_ipv6();
-    let fp = fingerprint(&FpInput {
+    let fp = FpInput {
         ttl: probe.ttl,
         window: t.window,
         layout: &t.options.layout,
@@ -238,12 +238,12 @@ fn write_passive_fingerprint(w: &mut W<'_>, probe: &Probe, t: &decode::TcpFields
         ack: t.ack,
         urg_ptr: t.urg_ptr,
         v6,
-    });
+    };
     let dst_v4 = match probe.dst {
         IpAddr::V4(a) => Some(u32::from(a)),
         IpAddr::V6(_) => None,
     };
-    let votes = tools::votes(&tools::Traits {
+    let traits = tools::Traits {
         ttl: probe.ttl,
         window: t.window,
         options: &t.options.layout,
@@ -253,31 +253,64 @@ fn write_passive_fingerprint(w: &mut W<'_>, probe: &Probe, t: &decode::TcpFields
         dst_port: probe.dst_port,
         dst_v4,
         syn,
-    });
-    w.lit(",\"fingerprint\":");
-    w.text(&fp);
-    w.lit(",\"traits\":[");
-    for (i, (tool, _)) in votes.iter().enumerate() {
-        if i > 0 {
+    };
+    // The fingerprint is plain ASCII (digits, option letters, `:,+?`): written unescaped.
+    w.lit(",\"fingerprint\":\"");
+    let start = w.0.len();
+    write_fingerprint(w.0, &fp);
+    let end = w.0.len();
+    w.lit("\",\"traits\":[");
+    let (mut any, mut nmap) = (false, false);
+    let mut last: &str = "";
+    for s in tools::SIGNATURES.iter().filter(|s| s.matches(&traits)) {
+        // Rows of one tool are adjacent in the table: skip repeats.
+        if s.tool == last {
+            continue;
+        }
+        if any {
             w.lit(",");
         }
         w.lit("\"");
-        w.raw(tool);
+        w.raw(s.tool);
         w.lit("\"");
+        (any, nmap, last) = (true, nmap || s.tool == "nmap", s.tool);
     }
     w.lit("]");
     let ittl = initial_ttl(probe.ttl);
-    if syn
-        && votes.is_empty()
-        && let Some(guess) = os::from_fingerprint(&fp).or_else(|| os::from_initial_ttl(ittl))
-    {
-        w.lit(",\"os_guess\":");
-        w.text(guess);
+    if syn && !any {
+        let fp_text = std::str::from_utf8(&w.0[start..end]).unwrap_or("");
+        if let Some(guess) =
+            os_guess_cached(fp_text).or_else(|| crate::profile::os::from_initial_ttl(ittl))
+        {
+            w.lit(",\"os_guess\":");
+            w.text(guess);
+        }
     }
-    if !votes.iter().any(|(tool, _)| *tool == "nmap") {
+    if !nmap {
         w.lit(",\"hops\":");
         w.num(ittl - probe.ttl);
     }
+}
+
+/// The OS table's guess for a fingerprint, remembered per thread: a sender's own stack
+/// repeats one fingerprint for all its SYNs, and the table lookup parses the string.
+fn os_guess_cached(fp: &str) -> Option<&'static str> {
+    use std::{cell::RefCell, collections::HashMap};
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Option<&'static str>>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(g) = c.get(fp) {
+            return *g;
+        }
+        let g = crate::profile::os::from_fingerprint(fp);
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        c.insert(fp.to_owned(), g);
+        g
+    })
 }
 
 /// Wall-clock times of a flood-guard summary (Unix ns).

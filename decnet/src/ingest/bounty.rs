@@ -126,29 +126,38 @@ pub struct FpInput<'a> {
 /// `ittl:window:option layout:quirks` (see [`tcp_fingerprint`]); the collector writes the
 /// same string into `tcp_syn`/`tcp_probe` records.
 pub fn fingerprint(i: &FpInput<'_>) -> String {
-    let mut quirks: Vec<&str> = Vec::new();
-    if i.df {
-        quirks.push("df");
+    let mut out = Vec::with_capacity(48);
+    write_fingerprint(&mut out, i);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`fingerprint`] appended to `out` without an allocation of its own (the collector writes
+/// one per SYN).
+pub fn write_fingerprint(out: &mut Vec<u8>, i: &FpInput<'_>) {
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(initial_ttl(i.ttl)).as_bytes());
+    out.push(b':');
+    out.extend_from_slice(b.format(i.window).as_bytes());
+    out.push(b':');
+    out.extend_from_slice(i.layout.as_bytes());
+    out.push(b':');
+    let quirks = [
+        (i.df, "df"),
+        (i.ip_id == Some(0) && !i.v6, "id0"),
+        (i.ack != 0, "ack+"),
+        (i.urg_ptr != 0 && !i.flags.contains('U'), "uptr+"),
+        (i.flags.contains('E') || i.flags.contains('C'), "ecn"),
+    ];
+    let mut first = true;
+    for (on, name) in quirks {
+        if on {
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(name.as_bytes());
+            first = false;
+        }
     }
-    if i.ip_id == Some(0) && !i.v6 {
-        quirks.push("id0");
-    }
-    if i.ack != 0 {
-        quirks.push("ack+");
-    }
-    if i.urg_ptr != 0 && !i.flags.contains('U') {
-        quirks.push("uptr+");
-    }
-    if i.flags.contains('E') || i.flags.contains('C') {
-        quirks.push("ecn");
-    }
-    format!(
-        "{}:{}:{}:{}",
-        initial_ttl(i.ttl),
-        i.window,
-        i.layout,
-        quirks.join(",")
-    )
 }
 
 fn cap(s: &str) -> String {

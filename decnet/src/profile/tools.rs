@@ -290,6 +290,18 @@ pub fn decide(tally: &BTreeMap<String, u64>) -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn rows_of_one_tool_are_adjacent() {
+        // The collector skips repeated tool names by comparing with the previous row.
+        let mut seen: Vec<&str> = Vec::new();
+        for s in SIGNATURES {
+            if seen.last() != Some(&s.tool) {
+                assert!(!seen.contains(&s.tool), "{} rows are split", s.tool);
+                seen.push(s.tool);
+            }
+        }
+    }
+
     fn syn<'a>(ttl: u8, window: u16, options: &'a str) -> Traits<'a> {
         Traits {
             ttl,
