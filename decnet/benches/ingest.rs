@@ -16,7 +16,7 @@ use std::{
 };
 
 mod common;
-use common::{Rng, percentile, record};
+use common::{Rng, decnet_bin, percentile, record};
 
 const LINES: usize = 1_000_000;
 /// Distinct attackers in the generated journal.
@@ -35,15 +35,6 @@ fn write_journal(dir: &Path, n: usize) -> u64 {
     }
     f.write_all(&buf).expect("write");
     f.metadata().map(|m| m.len()).unwrap_or(0)
-}
-
-fn decnet_bin() -> PathBuf {
-    // Benches live in target/release/deps; the binary is one level up.
-    let exe = std::env::current_exe().expect("exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("decnet"))
-        .expect("bin path")
 }
 
 /// Runs `decnet ingest --once`; returns (seconds, peak RSS in KiB).

@@ -23,19 +23,11 @@ mod common;
 #[allow(dead_code)]
 mod otlp;
 
-use common::{Rng, record_traced};
+use common::{Rng, decnet_bin, record_traced};
 
 const LINES: usize = 300_000;
 const SOURCES: u64 = 5000;
 const ROUNDS: usize = 3;
-
-fn release_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("decnet"))
-        .expect("bin path")
-}
 
 fn write_journal(path: &Path) -> u64 {
     let mut rng = Rng(0x9e3779b97f4a7c15);
@@ -147,17 +139,17 @@ fn main() {
         },
         Variant {
             name: "tracing off (default build, variable unset)",
-            bin: release_bin(),
+            bin: decnet_bin(),
             env: vec![],
         },
         Variant {
             name: "tracing on, exporting to a local OTLP receiver",
-            bin: release_bin(),
+            bin: decnet_bin(),
             env: on(&receiver.endpoint()),
         },
         Variant {
             name: "tracing on, collector unreachable",
-            bin: release_bin(),
+            bin: decnet_bin(),
             env: on(&dead),
         },
     ];

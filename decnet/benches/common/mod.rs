@@ -90,6 +90,15 @@ pub fn record_traced(
     );
 }
 
+/// The release `decnet` binary beside the benchmark (benches live in target/release/deps).
+pub fn decnet_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("decnet"))
+        .expect("bin path")
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
