@@ -117,12 +117,11 @@ mod on {
             if !super::super::enabled() {
                 return Self::none();
             }
-            let parent = trace_id
+            match trace_id
                 .zip(span_id)
-                .and_then(|(t, s)| Some((TraceId::from_hex(t).ok()?, SpanId::from_hex(s).ok()?)))
-                .filter(|(t, s)| *t != TraceId::INVALID && *s != SpanId::INVALID);
-            match parent {
-                Some((t, s)) => Self::make(name, SpanKind::Consumer, t, s, true),
+                .and_then(|(t, s)| super::super::remote(t, s))
+            {
+                Some(sc) => Self::make(name, SpanKind::Consumer, sc.trace_id(), sc.span_id(), true),
                 None => Self::root(name, SpanKind::Consumer),
             }
         }
