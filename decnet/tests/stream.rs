@@ -228,7 +228,14 @@ async fn a_stalled_client_does_not_slow_another() {
     let mut text = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !String::from_utf8_lossy(&text).contains("event: reset") {
+    // Until the whole reset event is in: its `data:` line may come in a later read than its
+    // `event:` line.
+    let whole_reset = |t: &[u8]| {
+        let t = String::from_utf8_lossy(t);
+        t.find("event: reset")
+            .is_some_and(|i| t[i..].contains("resume_after") && t[i..].contains("\n\n"))
+    };
+    while !whole_reset(&text) {
         assert!(Instant::now() < deadline, "no reset for the stalled client");
         match tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf)).await {
             Ok(Ok(0)) | Err(_) => break,
