@@ -57,6 +57,14 @@ pub enum EventKind {
     IpOther = 8,
     /// Flood guard: a source over its event budget, summarised (see [`SuppressedSummary`]).
     SourceSuppressed = 9,
+    /// The decoy answered a reported probe (TC egress): SYN-ACK, RST or ICMP unreachable.
+    /// Addresses and ports are the probe's (attacker -> decoy); the reply's flags, ICMP type
+    /// and code, TTL and window are the reply's; `options` holds an [`OutcomeInfo`].
+    ProbeOutcome = 10,
+    /// A TCP flow ended (FIN from both sides or a RST): its [`FlowState`] travels in
+    /// `payload` (`payload_cap` = `size_of::<FlowState>()`). Flows of at most two attacker
+    /// packets without payload give none: their probe events tell the story.
+    TcpFlow = 11,
 }
 
 impl EventKind {
@@ -71,6 +79,8 @@ impl EventKind {
             7 => Self::IcmpOther,
             8 => Self::IpOther,
             9 => Self::SourceSuppressed,
+            10 => Self::ProbeOutcome,
+            11 => Self::TcpFlow,
             _ => return None,
         })
     }
@@ -97,11 +107,27 @@ pub enum Stat {
     Suppressed = 6,
     /// `source_suppressed` summaries the kernel submitted (also in `EventsEmitted`).
     SuppressedSummaries = 7,
+    /// Packets the TC egress program ran on.
+    EgressSeen = 8,
+    /// Egress packets whose source is a decoy (the decoy's replies).
+    EgressFromDecoy = 9,
+    /// `probe_outcome` events submitted (also in `EventsEmitted`).
+    ProbeOutcomes = 10,
+    /// Decoy answers (SYN-ACK, RST, ICMP unreachable) to no probe the flow map remembers:
+    /// the flow was evicted, or began before the sensor did.
+    OutcomesUnmatched = 11,
+    /// Decoy answers to probes the flood guard withheld (counted, not emitted: the probe
+    /// they answer is only in the source's summary).
+    OutcomesWithheld = 12,
+    /// `tcp_flow` summaries the kernel submitted (also in `EventsEmitted`).
+    FlowSummaries = 13,
+    /// Egress frames from a decoy cut short or with impossible header values.
+    EgressMalformed = 14,
 }
 
 /// Number of slots in the stats array (leave room to append without resizing).
 pub const STAT_COUNT: u32 = 16;
-pub const STAT_NAMES: [(Stat, &str); 8] = [
+pub const STAT_NAMES: [(Stat, &str); 15] = [
     (Stat::PacketsSeen, "packets_seen"),
     (Stat::PacketsToDecoy, "packets_to_decoy"),
     (Stat::EventsEmitted, "events_emitted"),
@@ -110,6 +136,13 @@ pub const STAT_NAMES: [(Stat, &str); 8] = [
     (Stat::DecoyNotEmitted, "decoy_not_emitted"),
     (Stat::Suppressed, "suppressed"),
     (Stat::SuppressedSummaries, "suppressed_summaries"),
+    (Stat::EgressSeen, "egress_seen"),
+    (Stat::EgressFromDecoy, "egress_from_decoy"),
+    (Stat::ProbeOutcomes, "probe_outcomes"),
+    (Stat::OutcomesUnmatched, "outcomes_unmatched"),
+    (Stat::OutcomesWithheld, "outcomes_withheld"),
+    (Stat::FlowSummaries, "flow_summaries"),
+    (Stat::EgressMalformed, "egress_malformed"),
 ];
 
 /// The flood guard's budget, set by userspace: a GCRA token bucket per source address.
@@ -248,17 +281,144 @@ pub struct FlowKey {
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
 /// Bits in [`FlowState::seen`].
+/// A SYN opened the flow.
 pub const FLOW_SEEN_SYN: u32 = 1;
+/// The attacker sent payload (its first payload segment was reported).
 pub const FLOW_SEEN_PAYLOAD: u32 = 2;
+/// A non-SYN, non-payload segment was reported (once per flow), or for ICMP / other
+/// protocols, the first packet of the flow was.
 pub const FLOW_SEEN_OTHER: u32 = 4;
+/// The probe that opened the flow was emitted (not withheld by the flood guard), so an
+/// answer to it can be linked to its record.
+pub const FLOW_REPORTED: u32 = 8;
+/// A `probe_outcome` was emitted for the current probe.
+pub const FLOW_OUTCOME: u32 = 16;
+/// The decoy answered with SYN-ACK.
+pub const FLOW_SYNACK: u32 = 32;
+/// The attacker acknowledged the SYN-ACK: the three-way handshake completed.
+pub const FLOW_HANDSHAKE: u32 = 64;
+/// FIN seen from the attacker / from the decoy.
+pub const FLOW_FIN_FWD: u32 = 128;
+pub const FLOW_FIN_REV: u32 = 256;
+/// The attacker closed (FIN or RST) before the decoy did.
+pub const FLOW_CLIENT_CLOSED: u32 = 512;
+/// The flow is over (`end` says why); its summary, if it gets one, was sent.
+pub const FLOW_ENDED: u32 = 1024;
+/// `next_seq_fwd` holds a sequence number.
+pub const FLOW_SEQ: u32 = 2048;
+/// The decoy sent payload.
+pub const FLOW_REV_PAYLOAD: u32 = 4096;
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlowState {
-    pub seen: u32,
-    pub _pad: u32,
+/// Why a flow ended ([`FlowState::end`]). Stable ids.
+pub mod flow_end {
+    /// Still open.
+    pub const OPEN: u8 = 0;
+    /// Both sides sent FIN.
+    pub const FIN: u8 = 1;
+    /// The attacker reset it.
+    pub const CLIENT_RST: u8 = 2;
+    /// The decoy reset it.
+    pub const DECOY_RST: u8 = 3;
+    /// Userspace: no packet for the idle timeout.
+    pub const IDLE: u8 = 4;
+    /// Userspace: the LRU map evicted it before it ended.
+    pub const EVICTED: u8 = 5;
+    /// Userspace: still open when the daemon stopped.
+    pub const SHUTDOWN: u8 = 6;
 }
-const _: () = assert!(core::mem::size_of::<FlowState>() == 8);
+
+/// Per-flow state (attacker -> decoy key, both directions counted). Times are
+/// CLOCK_MONOTONIC ns; sequence numbers host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowState {
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// When the current probe (the SYN, stealth probe or datagram the decoy may answer) was
+    /// seen: an answer's round-trip time starts here.
+    pub probe_ns: u64,
+    /// When the decoy first answered (0 before).
+    pub reply_ns: u64,
+    /// IP bytes attacker -> decoy and decoy -> attacker.
+    pub bytes_fwd: u64,
+    pub bytes_rev: u64,
+    pub pkts_fwd: u32,
+    pub pkts_rev: u32,
+    /// L4 payload bytes each way.
+    pub payload_fwd: u32,
+    pub payload_rev: u32,
+    /// One past the highest attacker payload byte seen (valid with [`FLOW_SEQ`]).
+    pub next_seq_fwd: u32,
+    /// Attacker payload segments that repeated sequence space already seen.
+    pub retransmits: u32,
+    /// `FLOW_*` bits.
+    pub seen: u32,
+    /// TCP flags ORed over each direction.
+    pub flags_fwd: u16,
+    pub flags_rev: u16,
+    /// Flags of the current probe.
+    pub probe_flags: u16,
+    /// A [`flow_end`] id.
+    pub end: u8,
+    pub _pad: [u8; 5],
+}
+pub const FLOW_STATE_SIZE: usize = 88;
+const _: () = assert!(core::mem::size_of::<FlowState>() == FLOW_STATE_SIZE);
+const _: () = assert!(FLOW_STATE_SIZE <= PAYLOAD_MAX && FLOW_STATE_SIZE % 8 == 0);
+
+impl FlowState {
+    /// True when the flow is worth a `tcp_flow` summary: more than two attacker packets, or
+    /// payload either way. A scan probe and its answer (SYN / RST, SYN / SYN-ACK / RST) are not.
+    pub const fn summarised(&self) -> bool {
+        self.pkts_fwd > 2 || self.seen & (FLOW_SEEN_PAYLOAD | FLOW_REV_PAYLOAD) != 0
+    }
+
+    /// The state as it travels in a `tcp_flow` event's payload.
+    pub fn from_payload(b: &[u8]) -> Option<Self> {
+        if b.len() < FLOW_STATE_SIZE {
+            return None;
+        }
+        // SAFETY: length checked; FlowState is plain old data valid for every bit pattern.
+        Some(unsafe { core::ptr::read_unaligned(b.as_ptr().cast::<FlowState>()) })
+    }
+}
+
+/// What a `probe_outcome` event carries in `RawEvent::options` (`opt_len` =
+/// [`OUTCOME_OPT_LEN`]): the answered probe's timestamp and flags, little-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OutcomeInfo {
+    pub probe_ns: u64,
+    pub probe_flags: u16,
+}
+pub const OUTCOME_OPT_LEN: usize = 16;
+
+impl OutcomeInfo {
+    pub fn to_options(&self) -> [u8; OUTCOME_OPT_LEN] {
+        let mut o = [0u8; OUTCOME_OPT_LEN];
+        let a = self.probe_ns.to_le_bytes();
+        let b = self.probe_flags.to_le_bytes();
+        let mut i = 0;
+        while i < 8 {
+            o[i] = a[i];
+            i += 1;
+        }
+        o[8] = b[0];
+        o[9] = b[1];
+        o
+    }
+
+    pub fn from_options(o: &[u8]) -> Option<Self> {
+        if o.len() < OUTCOME_OPT_LEN {
+            return None;
+        }
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&o[..8]);
+        Some(Self {
+            probe_ns: u64::from_le_bytes(a),
+            probe_flags: u16::from_le_bytes([o[8], o[9]]),
+        })
+    }
+}
 
 /// One observed packet, as the kernel hands it to userspace.
 ///

@@ -1,25 +1,33 @@
-//! decnet kernel side: the XDP ingress program on a decoy interface.
+//! decnet kernel side: the XDP ingress program and the TC egress program on a decoy
+//! interface.
 //!
-//! Every packet costs one decoy-map lookup; only packets to a decoy become events. The
-//! program never drops or redirects anything: it observes. Every path, including parse
-//! failures, returns `XDP_PASS`. Events are built directly in the reserved ring entry so the
-//! 264-byte record never touches the 512-byte BPF stack.
+//! Ingress: every packet costs one decoy-map lookup; only packets to a decoy become events,
+//! and TCP/UDP packets to a decoy update their flow's state. Egress: packets *from* a decoy
+//! are its answers; a SYN-ACK, RST or ICMP unreachable answering a reported probe becomes a
+//! `probe_outcome`, and every decoy packet counts into its flow. A flow that ends (FIN both
+//! ways, or RST) and carried more than a scan probe becomes a `tcp_flow` summary.
+//!
+//! Neither program drops or redirects anything: they observe. Every path, including parse
+//! failures, returns `XDP_PASS` / `TC_ACT_UNSPEC`. Events are built directly in the reserved
+//! ring entry so the 264-byte record never touches the 512-byte BPF stack.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{TC_ACT_UNSPEC, xdp_action},
     helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
 use decnet_common::{
-    DEFAULT_RING_BYTES, DecoyKey, EventKind, FAMILY_V4, FAMILY_V6, FLOW_SEEN_OTHER,
-    FLOW_SEEN_PAYLOAD, FLOW_SEEN_SYN, FlowKey, FlowState, GuardConfig, MAX_DECOYS, MAX_FLOWS,
-    MAX_SOURCES, PAYLOAD_MAX, PORT_BITS, RawEvent, STAT_COUNT, SUMMARY_EVERY_NS, SUMMARY_OPT_LEN,
-    SourceState, Stat, SuppressedSummary, tcp_flags,
+    DEFAULT_RING_BYTES, DecoyKey, EventKind, FAMILY_V4, FAMILY_V6, FLOW_CLIENT_CLOSED,
+    FLOW_ENDED, FLOW_FIN_FWD, FLOW_FIN_REV, FLOW_HANDSHAKE, FLOW_OUTCOME, FLOW_REPORTED,
+    FLOW_REV_PAYLOAD, FLOW_SEEN_OTHER, FLOW_SEEN_PAYLOAD, FLOW_SEEN_SYN, FLOW_SEQ,
+    FLOW_STATE_SIZE, FLOW_SYNACK, FlowKey, FlowState, GuardConfig, MAX_DECOYS, MAX_FLOWS,
+    MAX_SOURCES, OUTCOME_OPT_LEN, OutcomeInfo, PAYLOAD_MAX, PORT_BITS, RawEvent, STAT_COUNT,
+    SUMMARY_EVERY_NS, SUMMARY_OPT_LEN, SourceState, Stat, SuppressedSummary, flow_end, tcp_flags,
 };
 
 #[map(name = "EVENTS")]
@@ -43,6 +51,10 @@ static SOURCES: LruHashMap<[u8; 16], SourceState> = LruHashMap::with_max_entries
 /// A zeroed SourceState to insert from: 176 bytes are too many for the 512-byte stack.
 #[map(name = "SOURCE_SCRATCH")]
 static SOURCE_SCRATCH: PerCpuArray<SourceState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where a new FlowState is built before insertion (kept off the stack like SourceState).
+#[map(name = "FLOW_SCRATCH")]
+static FLOW_SCRATCH: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -77,11 +89,56 @@ fn bump(stat: Stat) {
     }
 }
 
+/// What the parsers need from a program context: the packet's bounds and the interface.
+/// XDP (ingress) and TC (egress) parse frames with the same code through it.
+trait Frame {
+    fn start(&self) -> usize;
+    fn end(&self) -> usize;
+    fn ifindex(&self) -> u32;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        self.ingress_ifindex() as u32
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: the context's __sk_buff, readable for the whole run.
+        unsafe { (*self.skb.skb).ifindex }
+    }
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: no arguments, no side effects.
+    unsafe { bpf_ktime_get_ns() }
+}
+
 /// The one bounds check: a pointer to `len` bytes at `off`, or Malformed.
 #[inline(always)]
-fn bytes_at(ctx: &XdpContext, off: usize, len: usize) -> Result<*const u8, Stop> {
-    let start = ctx.data();
-    let end = ctx.data_end();
+fn bytes_at<F: Frame>(ctx: &F, off: usize, len: usize) -> Result<*const u8, Stop> {
+    let start = ctx.start();
+    let end = ctx.end();
     if start + off + len > end {
         return Err(Stop::Malformed);
     }
@@ -160,7 +217,7 @@ fn try_decnet_xdp(ctx: &XdpContext) -> Result<(), Stop> {
         IPPROTO_ICMP | IPPROTO_ICMPV6 if p.l4_off != 0 => icmp(ctx, &p, decky_id),
         _ => {
             if first_of_flow(&p, 0, 0, FLOW_SEEN_OTHER) {
-                emit(ctx, &p, decky_id, EventKind::IpOther, 0, 0, |_| {});
+                emit(ctx, &p, decky_id, EventKind::IpOther, 0, 0, now_ns(), |_| {});
             } else {
                 bump(Stat::DecoyNotEmitted);
             }
@@ -170,7 +227,7 @@ fn try_decnet_xdp(ctx: &XdpContext) -> Result<(), Stop> {
 }
 
 #[inline(always)]
-fn parse_ip(ctx: &XdpContext) -> Result<Parsed, Stop> {
+fn parse_ip<F: Frame>(ctx: &F) -> Result<Parsed, Stop> {
     let eth = bytes_at(ctx, 0, ETH_HLEN)?;
     let mut ethertype = be16(eth, 12);
     let mut off = ETH_HLEN;
@@ -187,7 +244,7 @@ fn parse_ip(ctx: &XdpContext) -> Result<Parsed, Stop> {
         off += 4;
         vlan_depth += 1;
     }
-    let avail = (ctx.data_end() - ctx.data()) as u32;
+    let avail = (ctx.end() - ctx.start()) as u32;
     match ethertype {
         ETH_P_IP => parse_v4(ctx, off, avail, vlan_depth, vlan_id),
         ETH_P_IPV6 => parse_v6(ctx, off, avail, vlan_depth, vlan_id),
@@ -196,8 +253,8 @@ fn parse_ip(ctx: &XdpContext) -> Result<Parsed, Stop> {
 }
 
 #[inline(always)]
-fn parse_v4(
-    ctx: &XdpContext,
+fn parse_v4<F: Frame>(
+    ctx: &F,
     off: usize,
     avail: u32,
     vlan_depth: u8,
@@ -248,8 +305,8 @@ fn parse_v4(
 }
 
 #[inline(always)]
-fn parse_v6(
-    ctx: &XdpContext,
+fn parse_v6<F: Frame>(
+    ctx: &F,
     off: usize,
     avail: u32,
     vlan_depth: u8,
@@ -332,6 +389,27 @@ fn flow_key(p: &Parsed, sport: u16, dport: u16) -> FlowKey {
     }
 }
 
+/// Inserts a fresh flow opened by a probe seen at `now` (`reported`: its event went out).
+#[inline(always)]
+fn new_flow(key: &FlowKey, now: u64, seen: u32, probe_flags: u16, ip_len: u32, reported: bool) {
+    let Some(st) = FLOW_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, ours for this run.
+    unsafe {
+        core::ptr::write_bytes(st, 0, 1);
+        (*st).first_ns = now;
+        (*st).last_ns = now;
+        (*st).probe_ns = now;
+        (*st).pkts_fwd = 1;
+        (*st).bytes_fwd = ip_len as u64;
+        (*st).flags_fwd = probe_flags;
+        (*st).probe_flags = probe_flags;
+        (*st).seen = seen | if reported { FLOW_REPORTED } else { 0 };
+        let _ = FLOWS.insert(key, &*st, 0);
+    }
+}
+
 /// Records `bit` for the flow; true when it was not set before (so the caller emits).
 #[inline(always)]
 fn first_of_flow(p: &Parsed, sport: u16, dport: u16, bit: u32) -> bool {
@@ -347,8 +425,23 @@ fn first_of_flow(p: &Parsed, sport: u16, dport: u16, bit: u32) -> bool {
         }
         return true;
     }
-    let _ = FLOWS.insert(&key, &FlowState { seen: bit, _pad: 0 }, 0);
+    new_flow(&key, now_ns(), bit, 0, p.ip_len, true);
     true
+}
+
+/// The live (not ended) state of a flow, and the `seen` bits of whatever the map holds
+/// (0 when nothing).
+#[inline(always)]
+fn live_flow(key: &FlowKey) -> (Option<*mut FlowState>, u32) {
+    match FLOWS.get_ptr_mut(key) {
+        // SAFETY: LRU value pointer, valid for this run.
+        Some(st) => {
+            let seen = unsafe { (*st).seen };
+            let live = if seen & FLOW_ENDED == 0 { Some(st) } else { None };
+            (live, seen)
+        }
+        None => (None, 0),
+    }
 }
 
 #[inline(always)]
@@ -364,27 +457,33 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let sport = raw16(th, 0);
     let dport = raw16(th, 2);
     let payload_len = p.l4_len - doff as u32;
+    let now = now_ns();
+    let key = flow_key(p, sport, dport);
+    let (live, seen_before) = live_flow(&key);
+    // Only a SYN opens a connection that later ACK segments can belong to; a flow a stealth
+    // probe opened is just the place its answer is matched.
+    let connection = seen_before & FLOW_SEEN_SYN != 0;
 
     use tcp_flags::*;
-    let kind = if flags & SYN != 0 && flags & (ACK | FIN | RST) == 0 {
-        let key = flow_key(p, sport, dport);
-        let _ = FLOWS.insert(
-            &key,
-            &FlowState {
-                seen: FLOW_SEEN_SYN,
-                _pad: 0,
-            },
-            0,
-        );
+    let syn = flags & SYN != 0 && flags & (ACK | FIN | RST) == 0;
+    // Without ACK, a real flow only ever sends a SYN or a bare RST: anything else is a
+    // stealth probe (null, FIN, Xmas, SYN+FIN, ...).
+    let stealth = !syn && flags & ACK == 0 && flags & (SYN | FIN | RST | PSH | URG) != RST;
+    // A probe opens (or, on a live flow, re-sends) what the decoy may answer.
+    let mut probe = syn || stealth;
+    let kind = if syn {
         Some(EventKind::TcpSyn)
-    } else if flags & ACK == 0 && flags & (SYN | FIN | RST | PSH | URG) != RST {
-        // Without ACK, a real flow only ever sends a SYN or a bare RST: anything else here
-        // is a stealth probe (null, FIN, Xmas, SYN+FIN, ...).
+    } else if stealth {
         Some(EventKind::TcpProbe)
     } else {
-        match FLOWS.get_ptr_mut(&flow_key(p, sport, dport)) {
+        match live {
             // ACK-carrying (or bare RST) segment with no handshake seen: ACK/window/Maimon.
-            None => Some(EventKind::TcpProbe),
+            _ if !connection => {
+                probe = true;
+                Some(EventKind::TcpProbe)
+            }
+            // The tail of a connection that already ended (its last ACK, a late RST).
+            None => None,
             Some(st) => {
                 let seen = unsafe { (*st).seen };
                 if payload_len > 0 && seen & FLOW_SEEN_PAYLOAD == 0 {
@@ -399,44 +498,154 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
             }
         }
     };
-    let Some(kind) = kind else {
-        bump(Stat::DecoyNotEmitted);
+    let emitted = match kind {
+        Some(kind) => {
+            let opt_len = (doff - 20) as u32;
+            let payload_off = (off + doff) as u32;
+            emit(
+                ctx,
+                p,
+                decky_id,
+                kind,
+                payload_len,
+                u16::from_be(dport),
+                now,
+                |ev| {
+                    ev.src_port = sport;
+                    ev.dst_port = dport;
+                    ev.seq = raw32(th, 4);
+                    ev.ack = raw32(th, 8);
+                    ev.tcp_flags = flags;
+                    ev.window = raw16(th, 14);
+                    ev.urg_ptr = raw16(th, 18);
+                    ev.opt_len = opt_len as u8;
+                    if opt_len > 0 {
+                        // Written so the verifier can see 1 <= n <= 64 (opt_len is at most 40).
+                        let n = ((opt_len - 1) & 0x3f) + 1;
+                        unsafe {
+                            bpf_xdp_load_bytes(
+                                ctx.ctx,
+                                (off + 20) as u32,
+                                ev.options.as_mut_ptr().cast(),
+                                n,
+                            )
+                        };
+                    }
+                    copy_payload(ctx, ev, payload_off, payload_len);
+                },
+            )
+        }
+        None => {
+            bump(Stat::DecoyNotEmitted);
+            false
+        }
+    };
+    let Some(st) = live else {
+        if probe {
+            let seen = if syn { FLOW_SEEN_SYN } else { 0 };
+            new_flow(&key, now, seen, flags, p.ip_len, emitted);
+        }
         return Ok(());
     };
-    let opt_len = (doff - 20) as u32;
-    let payload_off = (off + doff) as u32;
-    emit(
+    // SAFETY: st is the live LRU value of this flow (see guard() on racing CPUs).
+    let end = unsafe {
+        (*st).pkts_fwd += 1;
+        (*st).bytes_fwd += p.ip_len as u64;
+        (*st).last_ns = now;
+        (*st).flags_fwd |= flags;
+        if probe {
+            // A re-sent probe: its answer's round trip starts now.
+            (*st).probe_ns = now;
+            (*st).probe_flags = flags;
+            if emitted {
+                (*st).seen |= FLOW_REPORTED;
+            }
+            if syn {
+                (*st).seen |= FLOW_SEEN_SYN;
+            }
+        }
+        let mut seen = (*st).seen;
+        if payload_len > 0 {
+            (*st).payload_fwd += payload_len;
+            let seq_end = u32::from_be(raw32(th, 4)).wrapping_add(payload_len);
+            if seen & FLOW_SEQ != 0 && (seq_end.wrapping_sub((*st).next_seq_fwd) as i32) <= 0 {
+                // Nothing past what was already sent: a retransmission.
+                (*st).retransmits += 1;
+            } else {
+                (*st).next_seq_fwd = seq_end;
+                seen |= FLOW_SEQ;
+            }
+        }
+        if flags & ACK != 0 && seen & FLOW_SYNACK != 0 {
+            seen |= FLOW_HANDSHAKE;
+        }
+        if flags & (FIN | RST) != 0 && seen & FLOW_FIN_REV == 0 {
+            seen |= FLOW_CLIENT_CLOSED;
+        }
+        if flags & FIN != 0 {
+            seen |= FLOW_FIN_FWD;
+        }
+        (*st).seen = seen;
+        if flags & RST != 0 {
+            flow_end::CLIENT_RST
+        } else if seen & (FLOW_FIN_FWD | FLOW_FIN_REV) == FLOW_FIN_FWD | FLOW_FIN_REV {
+            flow_end::FIN
+        } else {
+            flow_end::OPEN
+        }
+    };
+    if end != flow_end::OPEN {
+        end_flow(ctx, p, decky_id, &key, st, end, now);
+    }
+    Ok(())
+}
+
+/// Marks a flow ended and, when it carried more than a scan probe, emits its `tcp_flow`
+/// summary. `p` is oriented attacker -> decoy.
+#[inline(always)]
+fn end_flow<F: Frame>(
+    ctx: &F,
+    p: &Parsed,
+    decky_id: u32,
+    key: &FlowKey,
+    st: *mut FlowState,
+    end: u8,
+    now: u64,
+) {
+    // SAFETY: st is the flow's live LRU value.
+    let summarised = unsafe {
+        (*st).seen |= FLOW_ENDED;
+        (*st).end = end;
+        (*st).summarised()
+    };
+    if !summarised {
+        return;
+    }
+    let dport = key.dst_port;
+    if emit(
         ctx,
         p,
         decky_id,
-        kind,
-        payload_len,
+        EventKind::TcpFlow,
+        0,
         u16::from_be(dport),
+        now,
         |ev| {
-            ev.src_port = sport;
+            ev.src_port = key.src_port;
             ev.dst_port = dport;
-            ev.seq = raw32(th, 4);
-            ev.ack = raw32(th, 8);
-            ev.tcp_flags = flags;
-            ev.window = raw16(th, 14);
-            ev.urg_ptr = raw16(th, 18);
-            ev.opt_len = opt_len as u8;
-            if opt_len > 0 {
-                // Written so the verifier can see 1 <= n <= 64 (opt_len is at most 40 here).
-                let n = ((opt_len - 1) & 0x3f) + 1;
-                unsafe {
-                    bpf_xdp_load_bytes(
-                        ctx.ctx,
-                        (off + 20) as u32,
-                        ev.options.as_mut_ptr().cast(),
-                        n,
-                    )
-                };
+            ev.proto = key.proto;
+            // Word by word: the payload array is 8-aligned in the ring entry (offset 136).
+            let src = st as *const u64;
+            let dst = ev.payload.as_mut_ptr() as *mut u64;
+            for i in 0..FLOW_STATE_SIZE / 8 {
+                // SAFETY: both ranges are FLOW_STATE_SIZE bytes long and 8-aligned.
+                unsafe { *dst.add(i) = *src.add(i) };
             }
-            copy_payload(ctx, ev, payload_off, payload_len);
+            ev.payload_cap = FLOW_STATE_SIZE as u8;
         },
-    );
-    Ok(())
+    ) {
+        bump(Stat::FlowSummaries);
+    }
 }
 
 #[inline(always)]
@@ -448,20 +657,39 @@ fn udp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     }
     let payload_len = p.l4_len - 8;
     let payload_off = (off + 8) as u32;
+    let sport = raw16(uh, 0);
     let dport = raw16(uh, 2);
-    emit(
+    let now = now_ns();
+    let emitted = emit(
         ctx,
         p,
         decky_id,
         EventKind::UdpProbe,
         payload_len,
         u16::from_be(dport),
+        now,
         |ev| {
-            ev.src_port = raw16(uh, 0);
+            ev.src_port = sport;
             ev.dst_port = dport;
             copy_payload(ctx, ev, payload_off, payload_len);
         },
     );
+    // Every datagram is a probe the decoy may answer (ICMP port unreachable): the flow
+    // remembers the latest, so the answer links to it.
+    let key = flow_key(p, sport, dport);
+    match FLOWS.get_ptr_mut(&key) {
+        // SAFETY: LRU value pointer, valid for this run.
+        Some(st) => unsafe {
+            (*st).pkts_fwd += 1;
+            (*st).bytes_fwd += p.ip_len as u64;
+            (*st).payload_fwd += payload_len;
+            (*st).last_ns = now;
+            (*st).probe_ns = now;
+            let seen = (*st).seen & !(FLOW_OUTCOME | FLOW_REPORTED);
+            (*st).seen = seen | if emitted { FLOW_REPORTED } else { 0 };
+        },
+        None => new_flow(&key, now, 0, 0, p.ip_len, emitted),
+    }
     Ok(())
 }
 
@@ -485,7 +713,7 @@ fn icmp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     };
     let payload_len = p.l4_len - 8;
     let payload_off = (off + 8) as u32;
-    emit(ctx, p, decky_id, kind, payload_len, 0, |ev| {
+    emit(ctx, p, decky_id, kind, payload_len, 0, now_ns(), |ev| {
         ev.icmp_type = ty;
         ev.icmp_code = code;
         if echo {
@@ -515,12 +743,243 @@ fn copy_payload(ctx: &XdpContext, ev: &mut RawEvent, off: u32, payload_len: u32)
     }
 }
 
+/// The TC egress program: the decoy's side of each conversation.
+#[classifier]
+pub fn decnet_tc_egress(ctx: TcContext) -> i32 {
+    bump(Stat::EgressSeen);
+    if let Err(Stop::Malformed) = try_egress(&ctx) {
+        bump(Stat::EgressMalformed);
+    }
+    // Not a verdict: let the next program (or the default action) decide.
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn try_egress(ctx: &TcContext) -> Result<(), Stop> {
+    let p = parse_ip(ctx)?;
+    // SAFETY: plain u32 value, read once.
+    let decky_id = match unsafe { DECOYS.get(&DecoyKey { addr: p.src }) } {
+        Some(id) => *id,
+        None => return Err(Stop::Pass),
+    };
+    bump(Stat::EgressFromDecoy);
+    match p.proto {
+        IPPROTO_TCP if p.l4_off != 0 => egress_tcp(ctx, &p, decky_id),
+        IPPROTO_ICMP if p.l4_off != 0 && p.family == FAMILY_V4 => egress_icmp(ctx, &p, decky_id),
+        IPPROTO_ICMPV6 if p.l4_off != 0 && p.family == FAMILY_V6 => egress_icmp(ctx, &p, decky_id),
+        _ => Ok(()),
+    }
+}
+
+/// The attacker -> decoy view of a decoy packet's flow, for the events it causes.
+#[inline(always)]
+fn forward(p: &Parsed, proto: u8) -> Parsed {
+    Parsed {
+        src: p.dst,
+        dst: p.src,
+        family: p.family,
+        ttl: p.ttl,
+        tos: p.tos,
+        df: p.df,
+        ip_id: p.ip_id,
+        ip_len: p.ip_len,
+        proto,
+        l4_off: 0,
+        l4_len: 0,
+        vlan_depth: p.vlan_depth,
+        vlan_id: p.vlan_id,
+    }
+}
+
+#[inline(always)]
+fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
+    let off = p.l4_off & 0xffff;
+    let th = bytes_at(ctx, off, 20)?;
+    let doff = ((unsafe { *th.add(12) } >> 4) as usize) * 4;
+    if doff < 20 || doff as u32 > p.l4_len {
+        return Err(Stop::Malformed);
+    }
+    let flags = be16(th, 12) & 0x01ff;
+    let window = raw16(th, 14);
+    let payload_len = p.l4_len - doff as u32;
+    let fwd = forward(p, IPPROTO_TCP);
+    let key = flow_key(&fwd, raw16(th, 2), raw16(th, 0));
+    use tcp_flags::*;
+    let answer = flags & (SYN | ACK) == SYN | ACK || flags & RST != 0;
+    let Some(st) = live_flow(&key).0 else {
+        if answer {
+            bump(Stat::OutcomesUnmatched);
+        }
+        return Ok(());
+    };
+    let now = now_ns();
+    // SAFETY: st is the flow's live LRU value.
+    let end = unsafe {
+        (*st).pkts_rev += 1;
+        (*st).bytes_rev += p.ip_len as u64;
+        (*st).payload_rev += payload_len;
+        (*st).flags_rev |= flags;
+        (*st).last_ns = now;
+        if (*st).reply_ns == 0 {
+            (*st).reply_ns = now;
+        }
+        let mut seen = (*st).seen;
+        if payload_len > 0 {
+            seen |= FLOW_REV_PAYLOAD;
+        }
+        if flags & (SYN | ACK) == SYN | ACK {
+            seen |= FLOW_SYNACK;
+        }
+        if flags & FIN != 0 {
+            seen |= FLOW_FIN_REV;
+        }
+        (*st).seen = seen;
+        if flags & RST != 0 {
+            flow_end::DECOY_RST
+        } else if seen & (FLOW_FIN_FWD | FLOW_FIN_REV) == FLOW_FIN_FWD | FLOW_FIN_REV {
+            flow_end::FIN
+        } else {
+            flow_end::OPEN
+        }
+    };
+    if answer {
+        outcome(ctx, &fwd, decky_id, &key, st, flags, 0, 0, window, now);
+    }
+    if end != flow_end::OPEN {
+        end_flow(ctx, &fwd, decky_id, &key, st, end, now);
+    }
+    Ok(())
+}
+
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+
+/// An ICMP destination-unreachable from the decoy: the quoted header names the probe.
+#[inline(always)]
+fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
+    let off = p.l4_off & 0xffff;
+    let ih = bytes_at(ctx, off, 8)?;
+    let (ty, code) = unsafe { (*ih, *ih.add(1)) };
+    let v4 = p.family == FAMILY_V4;
+    if (v4 && ty != ICMP_DEST_UNREACH) || (!v4 && ty != ICMPV6_DEST_UNREACH) {
+        return Ok(());
+    }
+    let inner = off + 8;
+    let mut key = FlowKey {
+        src: [0; 16],
+        dst: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        proto: 0,
+        _pad: [0; 3],
+    };
+    let l4 = if v4 {
+        let ip = bytes_at(ctx, inner, 20)?;
+        let ihl = ((unsafe { *ip } & 0x0f) as usize) * 4;
+        key.proto = unsafe { *ip.add(9) };
+        key.src[10] = 0xff;
+        key.src[11] = 0xff;
+        key.dst[10] = 0xff;
+        key.dst[11] = 0xff;
+        for i in 0..4 {
+            unsafe {
+                key.src[12 + i] = *ip.add(12 + i);
+                key.dst[12 + i] = *ip.add(16 + i);
+            }
+        }
+        inner + (ihl & 0x3c)
+    } else {
+        let ip = bytes_at(ctx, inner, 40)?;
+        key.proto = unsafe { *ip.add(6) };
+        for i in 0..16 {
+            unsafe {
+                key.src[i] = *ip.add(8 + i);
+                key.dst[i] = *ip.add(24 + i);
+            }
+        }
+        inner + 40
+    };
+    let ports = bytes_at(ctx, l4, 4)?;
+    key.src_port = raw16(ports, 0);
+    key.dst_port = raw16(ports, 2);
+    if key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP {
+        return Ok(());
+    }
+    let Some(st) = live_flow(&key).0 else {
+        bump(Stat::OutcomesUnmatched);
+        return Ok(());
+    };
+    let now = now_ns();
+    // SAFETY: st is the flow's live LRU value.
+    unsafe {
+        (*st).last_ns = now;
+        if (*st).reply_ns == 0 {
+            (*st).reply_ns = now;
+        }
+    }
+    let fwd = forward(p, key.proto);
+    outcome(ctx, &fwd, decky_id, &key, st, 0, ty, code, 0, now);
+    Ok(())
+}
+
+/// Emits the `probe_outcome` for a flow's current probe, once. An answer to a probe the
+/// flood guard withheld is counted instead: there is no record to link it to.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn outcome(
+    ctx: &TcContext,
+    fwd: &Parsed,
+    decky_id: u32,
+    key: &FlowKey,
+    st: *mut FlowState,
+    flags: u16,
+    icmp_type: u8,
+    icmp_code: u8,
+    window: u16,
+    now: u64,
+) {
+    // SAFETY: st is the flow's live LRU value.
+    let (seen, info) = unsafe {
+        (
+            (*st).seen,
+            OutcomeInfo {
+                probe_ns: (*st).probe_ns,
+                probe_flags: (*st).probe_flags,
+            },
+        )
+    };
+    if seen & FLOW_OUTCOME != 0 {
+        return;
+    }
+    unsafe { (*st).seen = seen | FLOW_OUTCOME };
+    if seen & FLOW_REPORTED == 0 {
+        bump(Stat::OutcomesWithheld);
+        return;
+    }
+    let sent = submit(ctx, fwd, decky_id, EventKind::ProbeOutcome, 0, now, |ev| {
+        ev.src_port = key.src_port;
+        ev.dst_port = key.dst_port;
+        ev.tcp_flags = flags;
+        ev.window = window;
+        ev.icmp_type = icmp_type;
+        ev.icmp_code = icmp_code;
+        let o = info.to_options();
+        for i in 0..OUTCOME_OPT_LEN {
+            ev.options[i] = o[i];
+        }
+        ev.opt_len = OUTCOME_OPT_LEN as u8;
+    });
+    if sent {
+        bump(Stat::ProbeOutcomes);
+    }
+}
+
 /// The flood guard: true when the source is within its budget (the event goes out), false
 /// when it is over (the event is counted into the source's state instead, and a summary is
 /// submitted at most once a second). `port` is the destination port in host order (0 for
 /// portless protocols).
 #[inline(always)]
-fn guard(ctx: &XdpContext, p: &Parsed, decky_id: u32, port: u16, now: u64) -> bool {
+fn guard<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, port: u16, now: u64) -> bool {
     let Some(cfg) = GUARD.get(0) else {
         return true;
     };
@@ -586,14 +1045,14 @@ fn port_bit(port: u16) -> usize {
 
 /// Submits a `source_suppressed` event with the source's cumulative counters.
 #[inline(always)]
-fn summarize(ctx: &XdpContext, p: &Parsed, decky_id: u32, st: *mut SourceState, now: u64) {
+fn summarize<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, st: *mut SourceState, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
         // The next summary carries the same (cumulative) counters.
         bump(Stat::RingReserveFailed);
         return;
     };
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_common(ctx, ev, p, decky_id, EventKind::SourceSuppressed, 0, now);
+    fill_common(ctx.ifindex(), ev, p, decky_id, EventKind::SourceSuppressed, 0, now);
     // SAFETY: st is the live map value; plain loads.
     let s = unsafe {
         SuppressedSummary {
@@ -621,39 +1080,56 @@ fn summarize(ctx: &XdpContext, p: &Parsed, decky_id: u32, st: *mut SourceState, 
     bump(Stat::SuppressedSummaries);
 }
 
-/// Reserves a ring entry, fills the common fields, lets `fill` add the L4 ones, submits —
-/// unless the flood guard withholds the event (`port`: destination port, host order).
+/// [`submit`]s the event unless the flood guard withholds it (`port`: destination port,
+/// host order). True when it went out.
 #[inline(always)]
-fn emit(
-    ctx: &XdpContext,
+#[allow(clippy::too_many_arguments)]
+fn emit<F: Frame>(
+    ctx: &F,
     p: &Parsed,
     decky_id: u32,
     kind: EventKind,
     payload_len: u32,
     port: u16,
+    now: u64,
     fill: impl FnOnce(&mut RawEvent),
-) {
-    let now = unsafe { bpf_ktime_get_ns() };
+) -> bool {
     if !guard(ctx, p, decky_id, port, now) {
-        return;
+        return false;
     }
+    submit(ctx, p, decky_id, kind, payload_len, now, fill)
+}
+
+/// Reserves a ring entry, fills the common fields, lets `fill` add the L4 ones, submits.
+/// True when it went out (false: the ring was full, counted).
+#[inline(always)]
+fn submit<F: Frame>(
+    ctx: &F,
+    p: &Parsed,
+    decky_id: u32,
+    kind: EventKind,
+    payload_len: u32,
+    now: u64,
+    fill: impl FnOnce(&mut RawEvent),
+) -> bool {
     let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
         bump(Stat::RingReserveFailed);
-        return;
+        return false;
     };
     // SAFETY: the entry is exclusively ours until submit; every scalar is written below and
     // the option/payload arrays are only read up to opt_len/payload_cap.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_common(ctx, ev, p, decky_id, kind, payload_len, now);
+    fill_common(ctx.ifindex(), ev, p, decky_id, kind, payload_len, now);
     fill(ev);
     entry.submit(0);
     bump(Stat::EventsEmitted);
+    true
 }
 
 /// The fields every event has; L4 fields zeroed for the caller to fill.
 #[inline(always)]
 fn fill_common(
-    ctx: &XdpContext,
+    ifindex: u32,
     ev: &mut RawEvent,
     p: &Parsed,
     decky_id: u32,
@@ -665,7 +1141,7 @@ fn fill_common(
     ev.src_addr = p.src;
     ev.dst_addr = p.dst;
     ev.kind = kind as u32;
-    ev.ifindex = ctx.ingress_ifindex() as u32;
+    ev.ifindex = ifindex;
     ev.decky_id = decky_id;
     ev.ip_len = p.ip_len;
     ev.seq = 0;

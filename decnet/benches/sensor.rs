@@ -155,7 +155,7 @@ fn main() {
         JournalWriter::spawn(JournalConfig::new(journal_path.clone()), stats.clone())
             .expect("journal");
     let mut collector = Collector::new(handle, deckies.clone());
-    while !ring::drain(&mut ring, &mut collector, &stats) {}
+    while !ring::drain(&mut ring, &mut collector, None, &stats) {}
     drop(collector);
     // Rate to the last write(2); the shutdown fsync of ~600 MB is reported separately.
     while stats.snapshot().journal_written + stats.snapshot().channel_full_dropped < events as u64 {
@@ -257,7 +257,7 @@ fn main() {
         let stats = stats.clone();
         std::thread::spawn(move || {
             loop {
-                let empty = ring::drain(&mut ring, &mut collector, &stats);
+                let empty = ring::drain(&mut ring, &mut collector, None, &stats);
                 if empty {
                     if stop.load(Ordering::SeqCst) {
                         break;

@@ -76,8 +76,12 @@ pub struct RunArgs {
     /// Flood guard: events one source may send at once above the rate [default: 10000].
     #[arg(long, env = "DECNET_FLOOD_BURST")]
     pub flood_burst: Option<u32>,
+    /// Seconds without a packet after which an open TCP flow is summarised as idle
+    /// [default: 60].
+    #[arg(long, env = "DECNET_FLOW_IDLE_SECS")]
+    pub flow_idle_secs: Option<u64>,
     /// TOML file with the same keys as the flags (iface, decoy, data_dir, listen, xdp_mode,
-    /// journal_max_mb, journal_keep, journal_fsync, flood_rate, flood_burst).
+    /// journal_max_mb, journal_keep, journal_fsync, flood_rate, flood_burst, flow_idle_secs).
     #[arg(long, env = "DECNET_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -97,6 +101,7 @@ struct FileConfig {
     journal_fsync: Option<FsyncPolicy>,
     flood_rate: Option<u32>,
     flood_burst: Option<u32>,
+    flow_idle_secs: Option<u64>,
 }
 
 /// Everything `decnet run` needs, resolved.
@@ -111,6 +116,7 @@ pub struct RunConfig {
     pub journal_keep: usize,
     pub journal_fsync: FsyncPolicy,
     pub flood: FloodBudget,
+    pub flow_idle: std::time::Duration,
 }
 
 impl RunConfig {
@@ -172,6 +178,12 @@ impl RunConfig {
                     .unwrap_or(FloodBudget::default().burst)
                     .max(1),
             },
+            flow_idle: std::time::Duration::from_secs(
+                args.flow_idle_secs
+                    .or(file.flow_idle_secs)
+                    .unwrap_or(60)
+                    .max(1),
+            ),
         })
     }
 }

@@ -82,6 +82,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     let ring = sensor.take_ring()?;
     let kernel = sensor.take_stats()?;
     let sources = sensor.take_sources()?;
+    let flows = sensor.take_flows()?.with_idle(cfg.flow_idle);
     if let Some(logger) = sensor.take_logger() {
         spawn_kernel_log_pump(logger);
     }
@@ -89,6 +90,12 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     tracing::info!(iface = %cfg.iface, xdp_mode = %mode,
         decoys = %cfg.decoys.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" "),
         "XDP program attached");
+    // Without the egress program the sensor still sees every probe; only the decoy's
+    // answers (probe outcomes, the return half of flows) are missing, and stats say so.
+    match sensor.attach_egress(&cfg.iface) {
+        Ok(mode) => tracing::info!(iface = %cfg.iface, mode = %mode, "TC egress program attached"),
+        Err(e) => tracing::warn!(error = %e, "no probe outcomes: egress attach failed"),
+    }
     if cfg.flood.rate == 0 {
         tracing::info!("flood guard off");
     } else {
@@ -134,7 +141,10 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     let reader = tokio::spawn(sensor::ring::run_reader(
         ring,
         collector,
-        Some(sources),
+        sensor::ring::Sweepers {
+            sources: Some(sources),
+            flows: Some(flows),
+        },
         pipeline.clone(),
         reader_rx,
     ));
@@ -151,6 +161,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         kernel: Some(kernel.clone()),
         pipeline: pipeline.clone(),
         attached: sensor.attached().map(|(i, m)| (i.to_owned(), m)),
+        egress: sensor.egress_mode(),
         ingest: Some(ingest_stats.clone()),
         store: Some(store),
         hub,

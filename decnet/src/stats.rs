@@ -1,6 +1,6 @@
 //! Userspace pipeline counters. Every place an event can be lost has one, so that
-//! kernel emitted + swept summaries == ring read + swept summaries == journal written +
-//! counted drops + merged summaries can be checked at any time.
+//! kernel emitted + swept summaries (flood guard and flows) == ring read + swept summaries
+//! == journal written + counted drops + merged summaries can be checked at any time.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -24,6 +24,11 @@ pub struct PipelineStats {
     /// Kernel flood-guard summaries with nothing new (a sweep had reported their counts):
     /// read from the ring, deliberately not written.
     pub summaries_merged: AtomicU64,
+    /// `tcp_flow` summaries written by the userspace flow sweep (idle, evicted, shutdown).
+    pub flows_swept: AtomicU64,
+    /// Flows not watched for idle/eviction because the watch list was full (their kernel
+    /// summary on FIN/RST still comes).
+    pub flows_unwatched: AtomicU64,
 }
 
 /// A point-in-time copy for the API and logs.
@@ -37,6 +42,8 @@ pub struct PipelineSnapshot {
     pub journal_bytes: u64,
     pub summaries_swept: u64,
     pub summaries_merged: u64,
+    pub flows_swept: u64,
+    pub flows_unwatched: u64,
 }
 
 impl PipelineStats {
@@ -50,6 +57,8 @@ impl PipelineStats {
             journal_bytes: self.journal_bytes.load(Relaxed),
             summaries_swept: self.summaries_swept.load(Relaxed),
             summaries_merged: self.summaries_merged.load(Relaxed),
+            flows_swept: self.flows_swept.load(Relaxed),
+            flows_unwatched: self.flows_unwatched.load(Relaxed),
         }
     }
 

@@ -37,6 +37,7 @@ async fn server() -> Server {
         kernel: None,
         pipeline: Arc::new(PipelineStats::default()),
         attached: None,
+        egress: None,
         ingest: None,
         store: Some(store.clone()),
         hub: hub.clone(),

@@ -43,6 +43,8 @@ pub struct AppState {
     pub kernel: Option<KernelStats>,
     pub pipeline: Arc<PipelineStats>,
     pub attached: Option<(String, AttachMode)>,
+    /// How the TC egress program is attached (None: not attached, no probe outcomes).
+    pub egress: Option<crate::sensor::EgressMode>,
     pub ingest: Option<Arc<IngestStats>>,
     pub store: Option<Store>,
     /// Live announcements (logs, detections) for the stream.
@@ -165,10 +167,11 @@ pub struct Health {
     uptime_s: f64,
     iface: Option<String>,
     xdp_mode: Option<AttachMode>,
+    egress_mode: Option<crate::sensor::EgressMode>,
 }
 
 #[utoipa::path(get, path = "/api/v1/health", tag = "status", security(()),
-    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode}`", body = Object)))]
+    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode, egress_mode}`", body = Object)))]
 pub async fn health(State(st): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -176,6 +179,7 @@ pub async fn health(State(st): State<AppState>) -> Json<Health> {
         uptime_s: st.started.elapsed().as_secs_f64(),
         iface: st.attached.as_ref().map(|(i, _)| i.clone()),
         xdp_mode: st.attached.as_ref().map(|(_, m)| *m),
+        egress_mode: st.egress,
     })
 }
 
@@ -305,6 +309,45 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
             "source_suppressed summaries the kernel submitted.",
             k.suppressed_summaries,
         );
+        for (name, help, v) in [
+            (
+                "kernel_egress_seen_total",
+                "Frames the TC egress program ran on.",
+                k.egress_seen,
+            ),
+            (
+                "kernel_egress_from_decoy_total",
+                "Egress packets sent by a decoy (its answers).",
+                k.egress_from_decoy,
+            ),
+            (
+                "kernel_probe_outcomes_total",
+                "probe_outcome events submitted (decoy answered a reported probe).",
+                k.probe_outcomes,
+            ),
+            (
+                "kernel_outcomes_unmatched_total",
+                "Decoy answers to no probe in the flow map (evicted or older than the sensor).",
+                k.outcomes_unmatched,
+            ),
+            (
+                "kernel_outcomes_withheld_total",
+                "Decoy answers to probes the flood guard withheld.",
+                k.outcomes_withheld,
+            ),
+            (
+                "kernel_flow_summaries_total",
+                "tcp_flow summaries the kernel submitted.",
+                k.flow_summaries,
+            ),
+            (
+                "kernel_egress_malformed_total",
+                "Decoy egress frames that could not be parsed.",
+                k.egress_malformed,
+            ),
+        ] {
+            counter_to(&mut out, name, help, v);
+        }
     }
     if let Some(k) = &st.kernel {
         gauge(
@@ -321,6 +364,18 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         );
     }
     let p = st.pipeline.snapshot();
+    counter_to(
+        &mut out,
+        "flows_swept_total",
+        "tcp_flow summaries written by the userspace sweep (idle, evicted, shutdown).",
+        p.flows_swept,
+    );
+    counter_to(
+        &mut out,
+        "flows_unwatched_total",
+        "Flows not watched for idle/eviction because the watch list was full.",
+        p.flows_unwatched,
+    );
     counter_to(
         &mut out,
         "ring_read_total",
@@ -502,6 +557,7 @@ mod tests {
             kernel: None,
             pipeline,
             attached: None,
+            egress: None,
             ingest: Some(Arc::default()),
             store,
             hub: Default::default(),

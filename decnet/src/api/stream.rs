@@ -397,6 +397,7 @@ mod tests {
             kernel: None,
             pipeline: Arc::new(PipelineStats::default()),
             attached: None,
+            egress: None,
             ingest: None,
             store: Some(store),
             hub: Default::default(),

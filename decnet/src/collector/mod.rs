@@ -14,7 +14,10 @@ pub mod record;
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 pub use journal::{Chunk, FsyncPolicy, JournalConfig, JournalHandle, JournalWriter};
-pub use record::{JournalRecord, SummaryTimes, write_probe_record, write_suppressed_record};
+pub use record::{
+    FlowTimes, JournalRecord, SummaryTimes, write_flow_record, write_outcome_record,
+    write_probe_record, write_suppressed_record,
+};
 
 use crate::{
     sensor::{FloodBudget, Probe, Suppressed},
@@ -94,13 +97,21 @@ impl Collector {
         span.attr("attacker_ip", || p.src.to_string());
         span.attr("dst_port", || p.dst_port as i64);
         let traceparent = span.traceparent();
-        write_probe_record(
-            &mut self.chunk.bytes,
-            p,
-            decky,
-            self.clock.to_unix_ns(p.mono_ns),
-            traceparent.as_deref(),
-        );
+        let at = self.clock.to_unix_ns(p.mono_ns);
+        let tp = traceparent.as_deref();
+        if let Some(o) = &p.outcome {
+            let probe_at = self.clock.to_unix_ns(o.info.probe_ns);
+            write_outcome_record(&mut self.chunk.bytes, p, o, decky, at, probe_at, tp);
+        } else if let Some(f) = &p.flow {
+            let times = FlowTimes {
+                at,
+                first: self.clock.to_unix_ns(f.first_ns),
+                last: self.clock.to_unix_ns(f.last_ns),
+            };
+            write_flow_record(&mut self.chunk.bytes, p, f, decky, times, tp);
+        } else {
+            write_probe_record(&mut self.chunk.bytes, p, decky, at, tp);
+        }
         self.chunk.lines += 1;
         if self.chunk.bytes.len() >= CHUNK_BYTES {
             self.ship();
@@ -113,6 +124,14 @@ impl Collector {
             && self.push_summary(p, s)
         {
             PipelineStats::add(&self.journal.stats().summaries_swept, 1);
+        }
+    }
+
+    /// Writes a flow summary the flow sweep built from the kernel map.
+    pub fn push_swept_flow(&mut self, p: &Probe) {
+        if p.flow.is_some() {
+            self.push(p);
+            PipelineStats::add(&self.journal.stats().flows_swept, 1);
         }
     }
 

@@ -96,35 +96,7 @@ pub fn write_probe_record(
     // One reservation per record; the appends below then never reallocate.
     out.reserve(640);
     let mut w = W(out);
-    w.lit("{\"ts\":\"");
-    write_rfc3339_ns(w.0, unix_ns);
-    w.lit("\",\"decky\":");
-    w.text(decky);
-    w.lit(",\"service\":\"");
-    match probe.proto {
-        6 | 17 => match services::service_name(probe.proto, probe.dst_port) {
-            Some(s) => w.raw(s),
-            None => w.raw(&probe.service()),
-        },
-        p => w.raw(services::proto_name(p)),
-    }
-    w.lit("\",\"event_type\":\"");
-    w.raw(probe.event_type());
-    w.lit("\",\"attacker_ip\":\"");
-    w.ip(probe.src);
-    w.lit("\"");
-    if let Some(tp) = traceparent {
-        w.lit(",\"traceparent\":");
-        w.text(tp);
-    }
-    w.lit(",\"fields\":{\"proto\":\"");
-    w.raw(services::proto_name(probe.proto));
-    w.lit("\",\"src_port\":");
-    w.num(probe.src_port);
-    w.lit(",\"dst_ip\":\"");
-    w.ip(probe.dst);
-    w.lit("\",\"dst_port\":");
-    w.num(probe.dst_port);
+    write_head(&mut w, probe, decky, unix_ns, traceparent);
     w.lit(",\"ttl\":");
     w.num(probe.ttl);
     w.lit(",\"tos\":");
@@ -210,6 +182,180 @@ pub fn write_probe_record(
         w.lit(",\"vlan_id\":");
         w.num(vid);
     }
+    w.lit(",\"ifindex\":");
+    w.num(probe.ifindex);
+    w.lit("}}\n");
+}
+
+/// The envelope of a sensor record up to and including the flow's addresses in `fields`:
+/// `{"ts":..,"decky":..,"service":..,"event_type":..,"attacker_ip":..[,"traceparent":..],
+/// "fields":{"proto":..,"src_port":..,"dst_ip":..,"dst_port":..` (the caller closes it).
+fn write_head(
+    w: &mut W<'_>,
+    probe: &Probe,
+    decky: &str,
+    unix_ns: i64,
+    traceparent: Option<&str>,
+) {
+    w.lit("{\"ts\":\"");
+    write_rfc3339_ns(w.0, unix_ns);
+    w.lit("\",\"decky\":");
+    w.text(decky);
+    w.lit(",\"service\":\"");
+    match probe.proto {
+        6 | 17 => match services::service_name(probe.proto, probe.dst_port) {
+            Some(s) => w.raw(s),
+            None => w.raw(&probe.service()),
+        },
+        p => w.raw(services::proto_name(p)),
+    }
+    w.lit("\",\"event_type\":\"");
+    w.raw(probe.event_type());
+    w.lit("\",\"attacker_ip\":\"");
+    w.ip(probe.src);
+    w.lit("\"");
+    if let Some(tp) = traceparent {
+        w.lit(",\"traceparent\":");
+        w.text(tp);
+    }
+    w.lit(",\"fields\":{\"proto\":\"");
+    w.raw(services::proto_name(probe.proto));
+    w.lit("\",\"src_port\":");
+    w.num(probe.src_port);
+    w.lit(",\"dst_ip\":\"");
+    w.ip(probe.dst);
+    w.lit("\",\"dst_port\":");
+    w.num(probe.dst_port);
+}
+
+/// Appends a `probe_outcome` line: the decoy's answer to the probe `probe` names (same
+/// addresses and ports), the verdict on the port, and the round trip. `probe_unix_ns` is the
+/// answered probe's time through the same clock as its own record's `ts`.
+pub fn write_outcome_record(
+    out: &mut Vec<u8>,
+    probe: &Probe,
+    o: &decode::Outcome,
+    decky: &str,
+    unix_ns: i64,
+    probe_unix_ns: i64,
+    traceparent: Option<&str>,
+) {
+    out.reserve(512);
+    let mut w = W(out);
+    write_head(&mut w, probe, decky, unix_ns, traceparent);
+    let (verdict, reply) = o.verdict(probe.src.is_ipv6());
+    w.lit(",\"outcome\":\"");
+    w.raw(verdict);
+    w.lit("\",\"reply\":\"");
+    w.raw(reply);
+    w.lit("\",\"probe\":\"");
+    w.raw(match probe.proto {
+        6 if o.info.probe_flags == decnet_common::tcp_flags::SYN => "syn",
+        6 => decode::probe_name(o.info.probe_flags),
+        17 => "udp",
+        _ => "other",
+    });
+    w.lit("\"");
+    if probe.proto == 6 {
+        w.lit(",\"probe_flags\":\"");
+        w.raw(decode::flag_letters(o.info.probe_flags, &mut [0; 9]));
+        w.lit("\"");
+    }
+    match o.reply_icmp {
+        Some((ty, code)) => {
+            w.lit(",\"icmp_type\":");
+            w.num(ty);
+            w.lit(",\"icmp_code\":");
+            w.num(code);
+        }
+        None => {
+            w.lit(",\"reply_flags\":\"");
+            w.raw(decode::flag_letters(o.reply_flags, &mut [0; 9]));
+            w.lit("\",\"reply_window\":");
+            w.num(o.reply_window);
+        }
+    }
+    w.lit(",\"probe_ts\":\"");
+    write_rfc3339_ns(w.0, probe_unix_ns);
+    w.lit("\",\"rtt_ns\":");
+    w.num(o.rtt_ns(probe.mono_ns));
+    w.lit(",\"ifindex\":");
+    w.num(probe.ifindex);
+    w.lit("}}\n");
+}
+
+/// Wall-clock times of a flow summary (Unix ns).
+#[derive(Clone, Copy, Debug)]
+pub struct FlowTimes {
+    /// When the summary was made (the record's `ts`).
+    pub at: i64,
+    pub first: i64,
+    pub last: i64,
+}
+
+/// Appends a `tcp_flow` line: one TCP flow, both directions, from its final state.
+pub fn write_flow_record(
+    out: &mut Vec<u8>,
+    probe: &Probe,
+    f: &decnet_common::FlowState,
+    decky: &str,
+    times: FlowTimes,
+    traceparent: Option<&str>,
+) {
+    use decnet_common::{
+        FLOW_CLIENT_CLOSED, FLOW_FIN_FWD, FLOW_FIN_REV, FLOW_HANDSHAKE, FLOW_SYNACK,
+    };
+    out.reserve(768);
+    let mut w = W(out);
+    write_head(&mut w, probe, decky, times.at, traceparent);
+    w.lit(",\"end\":\"");
+    w.raw(decode::flow_end_name(f.end));
+    w.lit("\",\"first_ts\":\"");
+    write_rfc3339_ns(w.0, times.first);
+    w.lit("\",\"last_ts\":\"");
+    write_rfc3339_ns(w.0, times.last);
+    w.lit("\",\"duration_ns\":");
+    w.num(f.last_ns.saturating_sub(f.first_ns));
+    w.lit(",\"attacker_packets\":");
+    w.num(f.pkts_fwd);
+    w.lit(",\"decoy_packets\":");
+    w.num(f.pkts_rev);
+    w.lit(",\"attacker_bytes\":");
+    w.num(f.bytes_fwd);
+    w.lit(",\"decoy_bytes\":");
+    w.num(f.bytes_rev);
+    w.lit(",\"attacker_payload_bytes\":");
+    w.num(f.payload_fwd);
+    w.lit(",\"decoy_payload_bytes\":");
+    w.num(f.payload_rev);
+    w.lit(",\"retransmits\":");
+    w.num(f.retransmits);
+    w.lit(",\"attacker_flags\":\"");
+    w.raw(decode::flag_letters(f.flags_fwd, &mut [0; 9]));
+    w.lit("\",\"decoy_flags\":\"");
+    w.raw(decode::flag_letters(f.flags_rev, &mut [0; 9]));
+    w.lit("\"");
+    let handshake = f.seen & FLOW_HANDSHAKE != 0;
+    w.lit(",\"handshake\":");
+    w.bool(handshake);
+    if f.seen & FLOW_SYNACK != 0 && f.reply_ns >= f.probe_ns {
+        w.lit(",\"handshake_rtt_ns\":");
+        w.num(f.reply_ns - f.probe_ns);
+    }
+    let client_closed = f.seen & FLOW_CLIENT_CLOSED != 0;
+    let closed = f.seen & (FLOW_FIN_FWD | FLOW_FIN_REV) != 0
+        || f.flags_fwd & decnet_common::tcp_flags::RST != 0
+        || f.flags_rev & decnet_common::tcp_flags::RST != 0;
+    w.lit(",\"closed_by\":");
+    match (closed, client_closed) {
+        (false, _) => w.lit("null"),
+        (true, true) => w.lit("\"attacker\""),
+        (true, false) => w.lit("\"decoy\""),
+    }
+    // nmap -sT and every connect() scanner: the handshake completes, nothing is said, and
+    // the scanner hangs up first.
+    w.lit(",\"connect_scan\":");
+    w.bool(handshake && f.payload_fwd == 0 && client_closed);
     w.lit(",\"ifindex\":");
     w.num(probe.ifindex);
     w.lit("}}\n");

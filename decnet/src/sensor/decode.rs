@@ -20,6 +20,10 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("flood-guard summary without its counters")]
     BadSummary,
+    #[error("probe outcome without the probe it answers")]
+    BadOutcome,
+    #[error("flow summary without its state")]
+    BadFlow,
 }
 
 /// Parsed TCP options of one segment.
@@ -160,6 +164,60 @@ pub fn event_type(kind: EventKind) -> &'static str {
         EventKind::IcmpEcho | EventKind::IcmpOther => "icmp_probe",
         EventKind::IpOther => "ip_probe",
         EventKind::SourceSuppressed => "source_suppressed",
+        EventKind::ProbeOutcome => "probe_outcome",
+        EventKind::TcpFlow => "tcp_flow",
+    }
+}
+
+/// A decoy's answer to a probe (`probe_outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The answered probe's timestamp (CLOCK_MONOTONIC ns) and TCP flags.
+    pub info: decnet_common::OutcomeInfo,
+    /// The answer: TCP flags, or ICMP type and code.
+    pub reply_flags: u16,
+    pub reply_icmp: Option<(u8, u8)>,
+    pub reply_window: u16,
+}
+
+impl Outcome {
+    /// Round trip from the probe to the answer (ns).
+    pub fn rtt_ns(&self, answer_ns: u64) -> u64 {
+        answer_ns.saturating_sub(self.info.probe_ns)
+    }
+
+    /// What the answer says about the port (`open`, `closed`, `unfiltered`, `filtered`,
+    /// `unreachable`) and what the answer was, in nmap's terms.
+    pub fn verdict(&self, v6: bool) -> (&'static str, &'static str) {
+        use tcp_flags::*;
+        match self.reply_icmp {
+            None if self.reply_flags & (SYN | ACK) == SYN | ACK => ("open", "syn_ack"),
+            // A RST to an ACK probe says only that no firewall dropped it.
+            None if self.info.probe_flags & (ACK | SYN) == ACK => ("unfiltered", "rst"),
+            None => ("closed", "rst"),
+            Some((3, 3)) if !v6 => ("closed", "icmp_port_unreachable"),
+            Some((1, 4)) if v6 => ("closed", "icmp_port_unreachable"),
+            Some((3, 9 | 10 | 13)) if !v6 => ("filtered", "icmp_admin_prohibited"),
+            Some((1, 1)) if v6 => ("filtered", "icmp_admin_prohibited"),
+            Some((3, 0)) if !v6 => ("unreachable", "icmp_net_unreachable"),
+            Some((3, 1)) if !v6 => ("unreachable", "icmp_host_unreachable"),
+            Some((1, 3)) if v6 => ("unreachable", "icmp_address_unreachable"),
+            Some(_) => ("unreachable", "icmp_unreachable"),
+        }
+    }
+}
+
+/// Why a flow ended, as the journal names it.
+pub fn flow_end_name(end: u8) -> &'static str {
+    use decnet_common::flow_end::*;
+    match end {
+        FIN => "fin",
+        CLIENT_RST => "client_rst",
+        DECOY_RST => "decoy_rst",
+        IDLE => "idle",
+        EVICTED => "evicted",
+        SHUTDOWN => "shutdown",
+        _ => "open",
     }
 }
 
@@ -218,6 +276,10 @@ pub struct Probe {
     pub payload: Bytes,
     /// `source_suppressed` only: the flood guard's counters.
     pub suppressed: Option<Box<Suppressed>>,
+    /// `probe_outcome` only: the decoy's answer.
+    pub outcome: Option<Outcome>,
+    /// `tcp_flow` only: the flow's final state.
+    pub flow: Option<Box<decnet_common::FlowState>>,
 }
 
 #[derive(Clone, Debug)]
@@ -296,7 +358,29 @@ impl Probe {
             })
             .map(|s| s.ok_or(DecodeError::BadSummary))
             .transpose()?;
-        let cap = if suppressed.is_some() {
+        let outcome = (kind == EventKind::ProbeOutcome)
+            .then(|| {
+                let n = (ev.opt_len as usize).min(ev.options.len());
+                let info = decnet_common::OutcomeInfo::from_options(&ev.options[..n])?;
+                Some(Outcome {
+                    info,
+                    reply_flags: ev.tcp_flags,
+                    // The kernel sets the ICMP type only for ICMP answers, and
+                    // destination-unreachable is never type 0.
+                    reply_icmp: (ev.icmp_type != 0).then_some((ev.icmp_type, ev.icmp_code)),
+                    reply_window: u16::from_be(ev.window),
+                })
+            })
+            .map(|o| o.ok_or(DecodeError::BadOutcome))
+            .transpose()?;
+        let flow = (kind == EventKind::TcpFlow)
+            .then(|| {
+                let n = (ev.payload_cap as usize).min(ev.payload.len());
+                decnet_common::FlowState::from_payload(&ev.payload[..n]).map(Box::new)
+            })
+            .map(|f| f.ok_or(DecodeError::BadFlow))
+            .transpose()?;
+        let cap = if suppressed.is_some() || flow.is_some() {
             0
         } else {
             (ev.payload_cap as usize).min(ev.payload.len())
@@ -326,6 +410,8 @@ impl Probe {
                 Bytes::copy_from_slice(&ev.payload[..cap])
             },
             suppressed,
+            outcome,
+            flow,
         })
     }
 

@@ -103,6 +103,8 @@ fn summary_probe(src: IpAddr, st: &SourceState, now_mono: u64) -> Probe {
         payload_len: 0,
         payload: Default::default(),
         suppressed: Some(Box::new(s)),
+        outcome: None,
+        flow: None,
     }
 }
 

@@ -21,6 +21,19 @@ pub struct KernelCounters {
     pub suppressed: u64,
     /// `source_suppressed` summaries the kernel submitted (part of `events_emitted`).
     pub suppressed_summaries: u64,
+    /// Packets the TC egress program ran on, and those sent by a decoy.
+    pub egress_seen: u64,
+    pub egress_from_decoy: u64,
+    /// `probe_outcome` events submitted (part of `events_emitted`).
+    pub probe_outcomes: u64,
+    /// Decoy answers to no probe the flow map remembers (evicted or older than the sensor).
+    pub outcomes_unmatched: u64,
+    /// Decoy answers to probes the flood guard withheld.
+    pub outcomes_withheld: u64,
+    /// `tcp_flow` summaries the kernel submitted (part of `events_emitted`).
+    pub flow_summaries: u64,
+    /// Decoy frames on egress that could not be parsed.
+    pub egress_malformed: u64,
 }
 
 /// Shared handle to the STATS map; cheap to clone into API state.
@@ -60,6 +73,13 @@ impl KernelStats {
                 Stat::DecoyNotEmitted => c.decoy_not_emitted = v,
                 Stat::Suppressed => c.suppressed = v,
                 Stat::SuppressedSummaries => c.suppressed_summaries = v,
+                Stat::EgressSeen => c.egress_seen = v,
+                Stat::EgressFromDecoy => c.egress_from_decoy = v,
+                Stat::ProbeOutcomes => c.probe_outcomes = v,
+                Stat::OutcomesUnmatched => c.outcomes_unmatched = v,
+                Stat::OutcomesWithheld => c.outcomes_withheld = v,
+                Stat::FlowSummaries => c.flow_summaries = v,
+                Stat::EgressMalformed => c.egress_malformed = v,
             }
         }
         Ok(c)

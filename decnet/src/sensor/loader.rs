@@ -1,18 +1,25 @@
-//! Loading the eBPF object, filling the decoy map, attaching XDP.
+//! Loading the eBPF object, filling the decoy map, attaching XDP (ingress) and TC (egress).
 //!
-//! Attachment goes through a bpf_link, so the program is detached by the kernel when the
-//! daemon exits for any reason, including SIGKILL: a crash never leaves a program behind.
+//! Attachment goes through bpf_links (XDP link, tcx link), so the programs are detached by
+//! the kernel when the daemon exits for any reason, including SIGKILL: a crash never leaves
+//! a program behind. Kernels before 6.6 have no tcx; there the egress program goes on a
+//! clsact qdisc through netlink, which aya removes on exit (the qdisc itself stays).
 
 use std::fmt;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        links::LinkOrder,
+        tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions},
+        xdp::XdpLinkId,
+    },
 };
 use decnet_common::{
-    DECOYS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, GUARD_MAP, GuardConfig, MAX_DECOYS, SOURCES_MAP,
-    STATS_MAP,
+    DECOYS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, FLOWS_MAP, GUARD_MAP, GuardConfig, MAX_DECOYS,
+    SOURCES_MAP, STATS_MAP,
 };
 
 use super::{Decoy, KernelStats, SensorError, decoy_key};
@@ -24,6 +31,27 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub const XDP_PROGRAM: &str = "decnet_xdp";
 /// A program that only returns XDP_PASS: the baseline in benchmarks.
 pub const XDP_PASS_PROGRAM: &str = "decnet_xdp_pass";
+/// The TC egress program (the decoy's answers).
+pub const TC_EGRESS_PROGRAM: &str = "decnet_tc_egress";
+
+/// How the egress program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    /// A tcx link (kernel >= 6.6): no qdisc, detached with the link.
+    Tcx,
+    /// A cls_bpf filter on a clsact qdisc (older kernels).
+    Clsact,
+}
+
+impl fmt::Display for EgressMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcx => "tcx",
+            Self::Clsact => "clsact",
+        })
+    }
+}
 
 /// `--xdp-mode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -79,6 +107,7 @@ impl Default for LoadOptions {
 pub struct Sensor {
     ebpf: Ebpf,
     link: Option<XdpLinkId>,
+    egress: Option<(SchedClassifierLinkId, EgressMode)>,
     attached: Option<(String, AttachMode)>,
     flood: super::FloodBudget,
 }
@@ -124,9 +153,13 @@ impl Sensor {
                 .load()
                 .map_err(|e| SensorError::Program(name, e))?;
         }
+        Self::tc(&mut ebpf)?
+            .load()
+            .map_err(|e| SensorError::Program(TC_EGRESS_PROGRAM, e))?;
         Ok(Self {
             ebpf,
             link: None,
+            egress: None,
             attached: None,
             flood: opts.flood,
         })
@@ -138,6 +171,54 @@ impl Sensor {
             aya::programs::ProgramError::NotLoaded,
         ))?;
         prog.try_into().map_err(|e| SensorError::Program(name, e))
+    }
+
+    fn tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, SensorError> {
+        let prog = ebpf
+            .program_mut(TC_EGRESS_PROGRAM)
+            .ok_or(SensorError::Program(
+                TC_EGRESS_PROGRAM,
+                aya::programs::ProgramError::NotLoaded,
+            ))?;
+        prog.try_into()
+            .map_err(|e| SensorError::Program(TC_EGRESS_PROGRAM, e))
+    }
+
+    /// Attaches the egress program to `iface`: a tcx link, or on kernels without tcx a
+    /// clsact qdisc filter.
+    pub fn attach_egress(&mut self, iface: &str) -> Result<EgressMode, SensorError> {
+        let prog = Self::tc(&mut self.ebpf)?;
+        let tcx = prog.attach_with_options(
+            iface,
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        );
+        let (link, mode) = match tcx {
+            Ok(link) => (link, EgressMode::Tcx),
+            Err(e) => {
+                tracing::info!(iface, error = %e, "tcx attach failed; trying a clsact qdisc");
+                // Already present is fine (another tool's, or ours from a run before).
+                let _ = aya::programs::tc::qdisc_add_clsact(iface);
+                let link = prog
+                    .attach_with_options(
+                        iface,
+                        TcAttachType::Egress,
+                        TcAttachOptions::Netlink(NlOptions::default()),
+                    )
+                    .map_err(|source| SensorError::EgressAttach {
+                        iface: iface.to_owned(),
+                        source,
+                    })?;
+                (link, EgressMode::Clsact)
+            }
+        };
+        self.egress = Some((link, mode));
+        Ok(mode)
+    }
+
+    /// How the egress program is attached, if it is.
+    pub fn egress_mode(&self) -> Option<EgressMode> {
+        self.egress.as_ref().map(|(_, m)| *m)
     }
 
     /// Attaches the main program to `iface`. In `Auto` mode native is tried first, then SKB.
@@ -183,8 +264,13 @@ impl Sensor {
         })
     }
 
-    /// Detaches the program (also happens on drop).
+    /// Detaches the programs (also happens on drop).
     pub fn detach(&mut self) -> Result<(), SensorError> {
+        if let Some((link, _)) = self.egress.take() {
+            Self::tc(&mut self.ebpf)?
+                .detach(link)
+                .map_err(|e| SensorError::Program(TC_EGRESS_PROGRAM, e))?;
+        }
         if let Some(link) = self.link.take() {
             Self::xdp(&mut self.ebpf, XDP_PROGRAM)?
                 .detach(link)
@@ -229,6 +315,17 @@ impl Sensor {
         Ok(super::guard::Sources::new(map))
     }
 
+    /// Takes the flow map out of the object (once), for the flow sweeper.
+    pub fn take_flows(&mut self) -> Result<super::flows::Flows, SensorError> {
+        let map = self
+            .ebpf
+            .take_map(FLOWS_MAP)
+            .ok_or(SensorError::MissingMap(FLOWS_MAP))?;
+        let map =
+            aya::maps::HashMap::try_from(map).map_err(|e| SensorError::Map(FLOWS_MAP, e))?;
+        Ok(super::flows::Flows::new(map))
+    }
+
     /// Routes kernel aya-log records into `tracing` (through the `log` facade).
     pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
         aya_log::EbpfLogger::init(&mut self.ebpf).ok()
@@ -242,13 +339,15 @@ impl Sensor {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, std::time::Duration), SensorError> {
-        let prog = Self::xdp(&mut self.ebpf, program)?;
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.repeat = repeat.max(1);
-        let r = prog
-            .test_run(opts)
-            .map_err(|e| SensorError::Program(program, e))?;
+        let r = if program == TC_EGRESS_PROGRAM {
+            Self::tc(&mut self.ebpf)?.test_run(opts)
+        } else {
+            Self::xdp(&mut self.ebpf, program)?.test_run(opts)
+        }
+        .map_err(|e| SensorError::Program(program, e))?;
         Ok((r.return_value, r.duration))
     }
 }

@@ -4,9 +4,12 @@
 //! - `loader`: object loading, decoy map, XDP attach with native -> SKB fallback.
 //! - `ring`: the AsyncFd ring reader, batching decoded probes to the journal writer.
 //! - `decode`: raw kernel event -> [`Probe`].
+//! - `guard`: the flood guard's userspace half (sweeping quiet sources).
+//! - `flows`: the flow table's userspace half (idle and evicted flows).
 //! - `kernel_stats`: the per-CPU counters, summed.
 
 pub mod decode;
+pub mod flows;
 pub mod guard;
 pub mod kernel_stats;
 pub mod loader;
@@ -16,7 +19,7 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 pub use decode::{Probe, Suppressed, TcpOptions};
 pub use kernel_stats::KernelStats;
-pub use loader::{AttachMode, Sensor, XdpModeChoice};
+pub use loader::{AttachMode, EgressMode, Sensor, XdpModeChoice};
 
 /// Errors at the kernel boundary.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,12 @@ pub enum SensorError {
     Attach {
         iface: String,
         mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("interface {iface}: TC egress attach failed (tcx, then clsact): {source}")]
+    EgressAttach {
+        iface: String,
         #[source]
         source: aya::programs::ProgramError,
     },

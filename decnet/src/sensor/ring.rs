@@ -11,6 +11,7 @@ use tokio::{io::unix::AsyncFd, sync::watch};
 
 use super::{
     Probe, SensorError,
+    flows::Flows,
     guard::{Sources, mono_now_ns},
 };
 use crate::{collector::Collector, stats::PipelineStats};
@@ -20,13 +21,35 @@ pub const BATCH: usize = 4096;
 /// How often the flood guard's map is swept for sources that went quiet.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The kernel maps swept from userspace every second.
+#[derive(Default)]
+pub struct Sweepers {
+    /// The flood guard's sources: summaries for sources that went quiet.
+    pub sources: Option<Sources>,
+    /// The flow table: summaries for flows that went idle or were evicted.
+    pub flows: Option<Flows>,
+}
+
+impl Sweepers {
+    fn sweep(&mut self, force: bool, collector: &mut Collector) {
+        let now = mono_now_ns();
+        if let Some(s) = &self.sources {
+            s.sweep(now, force, collector);
+        }
+        if let Some(f) = &mut self.flows {
+            f.sweep(now, force, collector);
+        }
+        collector.ship();
+    }
+}
+
 /// Reads until `shutdown` flips to true, then drains what is left in the ring and returns.
-/// With `sources`, also sweeps the flood guard's map every second for sources that went
-/// quiet with unreported counts (and all of them at the end).
+/// Every second, and once more at the end with everything still open, the sweepers write
+/// what the kernel cannot: summaries of sources and flows that went quiet.
 pub async fn run_reader(
     ring: RingBuf<MapData>,
     mut collector: Collector,
-    sources: Option<Sources>,
+    mut sweepers: Sweepers,
     stats: Arc<PipelineStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SensorError> {
@@ -40,27 +63,24 @@ pub async fn run_reader(
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let empty = drain(guard.get_inner_mut(), &mut collector, &stats);
+                let empty = drain(
+                    guard.get_inner_mut(),
+                    &mut collector,
+                    sweepers.flows.as_mut(),
+                    &stats,
+                );
                 if empty {
                     guard.clear_ready();
                 }
             }
-            _ = sweep.tick(), if sources.is_some() => {
-                if let Some(s) = &sources {
-                    s.sweep(mono_now_ns(), false, &mut collector);
-                    collector.ship();
-                }
-            }
+            _ = sweep.tick() => sweepers.sweep(false, &mut collector),
             _ = shutdown.changed() => break,
         }
         tokio::task::yield_now().await;
     }
     // Final drain: everything the kernel submitted before we stopped reaches the journal.
-    while !drain(fd.get_mut(), &mut collector, &stats) {}
-    if let Some(s) = &sources {
-        s.sweep(mono_now_ns(), true, &mut collector);
-        collector.ship();
-    }
+    while !drain(fd.get_mut(), &mut collector, sweepers.flows.as_mut(), &stats) {}
+    sweepers.sweep(true, &mut collector);
     Ok(())
 }
 
@@ -68,6 +88,7 @@ pub async fn run_reader(
 pub fn drain(
     ring: &mut RingBuf<MapData>,
     collector: &mut Collector,
+    mut flows: Option<&mut Flows>,
     stats: &PipelineStats,
 ) -> bool {
     // One root span per drain cycle (never per packet: each probe's own span is the
@@ -86,7 +107,12 @@ pub fn drain(
     while let Some(item) = ring.next() {
         read += 1;
         match Probe::decode(&item) {
-            Ok(p) => collector.push(&p),
+            Ok(p) => {
+                if let Some(f) = flows.as_deref_mut() {
+                    f.note(&p, stats);
+                }
+                collector.push(&p);
+            }
             Err(e) => {
                 bad += 1;
                 tracing::debug!(error = %e, "undecodable ring entry");

@@ -1,0 +1,179 @@
+//! The flow table's userspace half.
+//!
+//! The kernel keeps per-flow state in the `FLOWS` LRU map and submits a `tcp_flow` summary
+//! when a flow ends with FIN both ways or a RST. Two endings it cannot see without timers: a
+//! flow that simply goes quiet, and one the LRU map evicts to make room. So userspace
+//! watches every flow that may need a summary (from the first non-SYN segment or payload the
+//! kernel reported) and once a second looks each one up:
+//! - ended in the kernel: forgotten (the kernel summarised it, or it was a scan probe);
+//! - quiet for the idle timeout: summarised here as `idle` and marked ended in the map;
+//! - gone from the map: evicted; summarised from the last state read;
+//! - at shutdown, still open: summarised as `shutdown`, so nothing is left unsaid.
+//!
+//! One lookup per watched flow per second; the watch list is capped and what does not fit
+//! is counted. Scan probes (SYN / RST) never enter it.
+
+use std::{collections::HashMap as StdMap, net::IpAddr};
+
+use aya::maps::{HashMap, MapData, MapError};
+use decnet_common::{EventKind, FLOW_ENDED, FlowKey, FlowState, flow_end};
+
+use super::Probe;
+use crate::{collector::Collector, stats::PipelineStats};
+
+/// Flows watched at most (the kernel map's own size).
+pub const MAX_WATCHED: usize = decnet_common::MAX_FLOWS as usize;
+
+/// What userspace remembers of a watched flow.
+struct Watched {
+    /// The state at the last sweep (the summary if the flow is evicted before the next).
+    last: FlowState,
+    decky_id: u32,
+    ifindex: u32,
+}
+
+pub struct Flows {
+    map: HashMap<MapData, FlowKey, FlowState>,
+    watched: StdMap<FlowKey, Watched>,
+    idle_ns: u64,
+}
+
+/// The kernel's key of a probe's flow (addresses IPv4-mapped, ports in wire order).
+pub fn key_of(p: &Probe) -> FlowKey {
+    FlowKey {
+        src: super::decoy_key(p.src).addr,
+        dst: super::decoy_key(p.dst).addr,
+        src_port: p.src_port.to_be(),
+        dst_port: p.dst_port.to_be(),
+        proto: p.proto,
+        _pad: [0; 3],
+    }
+}
+
+fn addr(raw: &[u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(*raw);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+impl Flows {
+    pub fn new(map: HashMap<MapData, FlowKey, FlowState>) -> Self {
+        Self {
+            map,
+            watched: StdMap::new(),
+            idle_ns: 60_000_000_000,
+        }
+    }
+
+    /// Flows quiet this long are summarised as idle.
+    pub fn with_idle(mut self, idle: std::time::Duration) -> Self {
+        self.idle_ns = idle.as_nanos().min(u64::MAX as u128) as u64;
+        self
+    }
+
+    /// Follows the kernel's events: a flow's first reported segment starts watching it, its
+    /// `tcp_flow` summary ends that.
+    pub fn note(&mut self, p: &Probe, stats: &PipelineStats) {
+        if p.proto != 6 {
+            return;
+        }
+        match p.kind {
+            EventKind::TcpSegment | EventKind::TcpPayload => {
+                let key = key_of(p);
+                if self.watched.contains_key(&key) {
+                    return;
+                }
+                if self.watched.len() >= MAX_WATCHED {
+                    PipelineStats::add(&stats.flows_unwatched, 1);
+                    return;
+                }
+                self.watched.insert(
+                    key,
+                    Watched {
+                        last: FlowState::default(),
+                        decky_id: p.decky_id,
+                        ifindex: p.ifindex,
+                    },
+                );
+            }
+            EventKind::TcpFlow => {
+                self.watched.remove(&key_of(p));
+            }
+            _ => {}
+        }
+    }
+
+    pub fn watched(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Summarises watched flows that went idle, were evicted, or (with `force`, at shutdown)
+    /// are still open. Returns the summaries written.
+    pub fn sweep(&mut self, now_mono: u64, force: bool, collector: &mut Collector) -> usize {
+        let _span = crate::dev_span!(parent: None, "flows.sweep", force).entered();
+        let mut written = 0;
+        let idle_ns = self.idle_ns;
+        let map = &mut self.map;
+        self.watched.retain(|key, w| {
+            let end = match map.get(key, 0) {
+                Ok(st) if st.seen & FLOW_ENDED != 0 => return false,
+                Ok(st) => {
+                    w.last = st;
+                    if force {
+                        flow_end::SHUTDOWN
+                    } else if now_mono.saturating_sub(st.last_ns) >= idle_ns {
+                        flow_end::IDLE
+                    } else {
+                        return true;
+                    }
+                }
+                Err(MapError::KeyNotFound) => flow_end::EVICTED,
+                // A transient error: try again next sweep.
+                Err(_) => return true,
+            };
+            let mut st = w.last;
+            st.end = end;
+            st.seen |= FLOW_ENDED;
+            if end == flow_end::IDLE {
+                // Ended in the map too, so a late packet does not restart what was summarised.
+                let _ = map.insert(key, st, 0);
+            }
+            if st.summarised() {
+                collector.push_swept_flow(&summary_probe(key, w, st, now_mono));
+                written += 1;
+            }
+            false
+        });
+        written
+    }
+}
+
+/// A `tcp_flow` probe built from the map (the kernel builds the same when a flow ends).
+fn summary_probe(key: &FlowKey, w: &Watched, st: FlowState, now_mono: u64) -> Probe {
+    Probe {
+        kind: EventKind::TcpFlow,
+        mono_ns: now_mono,
+        src: addr(&key.src),
+        dst: addr(&key.dst),
+        decky_id: w.decky_id,
+        ifindex: w.ifindex,
+        proto: key.proto,
+        src_port: u16::from_be(key.src_port),
+        dst_port: u16::from_be(key.dst_port),
+        ttl: 0,
+        tos: 0,
+        df: false,
+        ip_id: 0,
+        ip_len: 0,
+        vlan_id: None,
+        tcp: None,
+        icmp: None,
+        payload_len: 0,
+        payload: Default::default(),
+        suppressed: None,
+        outcome: None,
+        flow: Some(Box::new(st)),
+    }
+}
