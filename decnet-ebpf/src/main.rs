@@ -22,12 +22,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use decnet_common::{
-    DEFAULT_RING_BYTES, DecoyKey, EventKind, FAMILY_V4, FAMILY_V6, FLOW_CLIENT_CLOSED,
-    FLOW_ENDED, FLOW_FIN_FWD, FLOW_FIN_REV, FLOW_HANDSHAKE, FLOW_OUTCOME, FLOW_REPORTED,
-    FLOW_REV_PAYLOAD, FLOW_SEEN_OTHER, FLOW_SEEN_PAYLOAD, FLOW_SEEN_SYN, FLOW_SEQ,
-    FLOW_STATE_SIZE, FLOW_SYNACK, FlowKey, FlowState, GuardConfig, MAX_DECOYS, MAX_FLOWS,
-    MAX_SOURCES, OUTCOME_OPT_LEN, OutcomeInfo, PAYLOAD_MAX, PORT_BITS, RawEvent, STAT_COUNT,
-    SUMMARY_EVERY_NS, SUMMARY_OPT_LEN, SourceState, Stat, SuppressedSummary, flow_end, tcp_flags,
+    DEFAULT_RING_BYTES, DecoyKey, EventKind, FAMILY_V4, FAMILY_V6, FLOW_CLIENT_CLOSED, FLOW_ENDED,
+    FLOW_FIN_FWD, FLOW_FIN_REV, FLOW_HANDSHAKE, FLOW_OUTCOME, FLOW_REPORTED, FLOW_REV_PAYLOAD,
+    FLOW_SEEN_OTHER, FLOW_SEEN_PAYLOAD, FLOW_SEEN_SYN, FLOW_SEQ, FLOW_STATE_SIZE, FLOW_SYNACK,
+    FlowKey, FlowState, GuardConfig, MAX_DECOYS, MAX_FLOWS, MAX_SOURCES, OUTCOME_OPT_LEN,
+    OutcomeInfo, PAYLOAD_MAX, PORT_BITS, RawEvent, STAT_COUNT, SUMMARY_EVERY_NS, SUMMARY_OPT_LEN,
+    SourceState, Stat, SuppressedSummary, flow_end, tcp_flags,
 };
 
 #[map(name = "EVENTS")]
@@ -217,7 +217,16 @@ fn try_decnet_xdp(ctx: &XdpContext) -> Result<(), Stop> {
         IPPROTO_ICMP | IPPROTO_ICMPV6 if p.l4_off != 0 => icmp(ctx, &p, decky_id),
         _ => {
             if first_of_flow(&p, 0, 0, FLOW_SEEN_OTHER) {
-                emit(ctx, &p, decky_id, EventKind::IpOther, 0, 0, now_ns(), |_| {});
+                emit(
+                    ctx,
+                    &p,
+                    decky_id,
+                    EventKind::IpOther,
+                    0,
+                    0,
+                    now_ns(),
+                    |_| {},
+                );
             } else {
                 bump(Stat::DecoyNotEmitted);
             }
@@ -437,7 +446,11 @@ fn live_flow(key: &FlowKey) -> (Option<*mut FlowState>, u32) {
         // SAFETY: LRU value pointer, valid for this run.
         Some(st) => {
             let seen = unsafe { (*st).seen };
-            let live = if seen & FLOW_ENDED == 0 { Some(st) } else { None };
+            let live = if seen & FLOW_ENDED == 0 {
+                Some(st)
+            } else {
+                None
+            };
             (live, seen)
         }
         None => (None, 0),
@@ -1052,7 +1065,15 @@ fn summarize<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, st: *mut SourceState,
         return;
     };
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_common(ctx.ifindex(), ev, p, decky_id, EventKind::SourceSuppressed, 0, now);
+    fill_common(
+        ctx.ifindex(),
+        ev,
+        p,
+        decky_id,
+        EventKind::SourceSuppressed,
+        0,
+        now,
+    );
     // SAFETY: st is the live map value; plain loads.
     let s = unsafe {
         SuppressedSummary {

@@ -1,6 +1,7 @@
-//! The XDP program driven with BPF_PROG_TEST_RUN on crafted frames: every event kind,
-//! IPv4 options, IPv6 extension headers, VLAN tags, frames cut short at every byte, and
-//! traffic to non-decoys. Needs root (CAP_BPF); prints `skipping:` without it.
+//! The XDP and TC egress programs driven with BPF_PROG_TEST_RUN on crafted frames: every
+//! event kind, IPv4 options, IPv6 extension headers, VLAN tags, frames cut short at every
+//! byte, traffic to non-decoys, the decoy's answers matched to probes, and flow state across
+//! FIN and RST. Needs root (CAP_BPF); prints `skipping:` without it.
 
 use aya::maps::{MapData, RingBuf};
 use decnet::{
@@ -8,12 +9,14 @@ use decnet::{
     sensor::{
         Decoy, FloodBudget, KernelStats, Probe, Sensor,
         kernel_stats::KernelCounters,
-        loader::{LoadOptions, XDP_PROGRAM},
+        loader::{LoadOptions, TC_EGRESS_PROGRAM, XDP_PROGRAM},
     },
 };
 use decnet_common::{EventKind, tcp_flags::*};
 
 const XDP_PASS: u32 = 2;
+/// TC_ACT_UNSPEC (-1): the egress program never gives a verdict of its own.
+const TC_UNSPEC: u32 = u32::MAX;
 const ATTACKER: &str = "10.9.0.2";
 const DECOY: &str = "10.9.0.1";
 const ATTACKER6: &str = "fd00:9::2";
@@ -64,6 +67,20 @@ impl Rig {
             .test_run(XDP_PROGRAM, frame, 1)
             .expect("test_run");
         assert_eq!(action, XDP_PASS, "the sensor must never drop or redirect");
+        let mut out = vec![];
+        while let Some(item) = self.ring.next() {
+            out.push(Probe::decode(&item).expect("every ring entry decodes"));
+        }
+        out
+    }
+
+    /// Runs one frame through the egress program (a packet the decoy sends).
+    fn egress(&mut self, frame: &[u8]) -> Vec<Probe> {
+        let (action, _) = self
+            .sensor
+            .test_run(TC_EGRESS_PROGRAM, frame, 1)
+            .expect("test_run egress");
+        assert_eq!(action, TC_UNSPEC, "the egress program must never decide");
         let mut out = vec![];
         while let Some(item) = self.ring.next() {
             out.push(Probe::decode(&item).expect("every ring entry decodes"));
@@ -504,7 +521,7 @@ fn drain_all(r: &mut Rig) -> (Vec<Probe>, Vec<Probe>) {
 /// Journal records a collector writes for `probes` plus a final forced flood-guard sweep.
 fn journal_of(
     probes: &[Probe],
-    sources: &decnet::sensor::guard::Sources,
+    sources: Option<&decnet::sensor::guard::Sources>,
     budget: FloodBudget,
 ) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -521,7 +538,9 @@ fn journal_of(
     for p in probes {
         c.push(p);
     }
-    sources.sweep(decnet::sensor::guard::mono_now_ns(), true, &mut c);
+    if let Some(sources) = sources {
+        sources.sweep(decnet::sensor::guard::mono_now_ns(), true, &mut c);
+    }
     drop(c);
     writer.join();
     std::fs::read_to_string(&path)
@@ -593,7 +612,7 @@ fn flood_guard_caps_a_source_and_its_summaries_count_exactly_what_it_withheld() 
     // withheld, and describe it.
     let mut all = events.clone();
     all.extend(summaries.iter().cloned());
-    let journal = journal_of(&all, &sources, budget);
+    let journal = journal_of(&all, Some(&sources), budget);
     let sums: Vec<&serde_json::Value> = journal
         .iter()
         .filter(|r| r["event_type"] == "source_suppressed")
@@ -658,5 +677,305 @@ fn flood_guard_is_per_source_and_covers_ipv6() {
     assert_eq!(
         (p.kind, p.src.to_string(), p.ttl),
         (EventKind::TcpSyn, "10.9.0.3".to_owned(), 61)
+    );
+}
+
+/// A packet the decoy sends back to the attacker.
+fn reply(l4: L4) -> Frame {
+    Frame::new(DECOY, ATTACKER, l4)
+}
+
+/// The probe's IP header and first 8 L4 bytes, as an ICMP error quotes them.
+fn quoted(probe: &Frame) -> Vec<u8> {
+    let f = probe.build();
+    let ip = &f[14..];
+    let hlen = if probe.src.is_ipv6() { 40 } else { 20 };
+    ip[..hlen + 8].to_vec()
+}
+
+#[test]
+fn syn_ack_and_rst_answers_are_outcomes_matched_to_their_probes() {
+    let Some(mut r) = rig() else { return };
+    let syn = r.one(&v4(L4::syn(41000, 80)).build());
+    let closed = r.one(&v4(L4::syn(41001, 81)).build());
+    // The decoy answers the first SYN with SYN-ACK, the second with RST.
+    let out = r.egress(&reply(L4::tcp(80, 41000, SYN | ACK, &[])).build());
+    assert_eq!(out.len(), 1, "{out:?}");
+    let o = &out[0];
+    assert_eq!(o.kind, EventKind::ProbeOutcome);
+    // Addresses and ports are the probe's, so the outcome lands on the attacker.
+    assert_eq!((o.src, o.dst), (syn.src, syn.dst));
+    assert_eq!((o.src_port, o.dst_port, o.proto), (41000, 80, 6));
+    let oc = o.outcome.expect("outcome fields");
+    assert_eq!(
+        oc.info.probe_ns, syn.mono_ns,
+        "linked to the probe's own timestamp"
+    );
+    assert_eq!(oc.info.probe_flags, SYN);
+    assert_eq!(oc.verdict(false), ("open", "syn_ack"));
+    assert!(o.mono_ns >= syn.mono_ns);
+    assert_eq!(oc.rtt_ns(o.mono_ns), o.mono_ns - syn.mono_ns);
+
+    let out = r.egress(&reply(L4::tcp(81, 41001, RST | ACK, &[])).build());
+    assert_eq!(out.len(), 1, "{out:?}");
+    let oc = out[0].outcome.expect("outcome");
+    assert_eq!(oc.info.probe_ns, closed.mono_ns);
+    assert_eq!(oc.verdict(false), ("closed", "rst"));
+    // A retransmitted SYN-ACK is not a second outcome.
+    assert!(
+        r.egress(&reply(L4::tcp(80, 41000, SYN | ACK, &[])).build())
+            .is_empty()
+    );
+
+    // An ACK probe answered by RST: the port is unfiltered, not closed.
+    r.one(&v4(L4::tcp(41002, 82, ACK, &[])).build());
+    let out = r.egress(&reply(L4::tcp(82, 41002, RST, &[])).build());
+    assert_eq!(
+        out[0].outcome.unwrap().verdict(false),
+        ("unfiltered", "rst")
+    );
+    // An answer to nothing the sensor saw is counted, not invented.
+    assert!(
+        r.egress(&reply(L4::tcp(80, 49999, SYN | ACK, &[])).build())
+            .is_empty()
+    );
+    // The decoy's own traffic to anyone that is not an answer passes unremarked.
+    assert!(
+        r.egress(&reply(L4::tcp(80, 49998, ACK, b"x")).build())
+            .is_empty()
+    );
+    let c = r.counters();
+    assert_eq!(c.probe_outcomes, 3);
+    assert_eq!(c.outcomes_unmatched, 1);
+    assert_eq!(c.egress_seen, 6);
+    assert_eq!(c.egress_from_decoy, 6);
+    assert_eq!(c.egress_malformed, 0);
+}
+
+#[test]
+fn icmp_unreachable_answers_udp_and_ipv6_probes() {
+    let Some(mut r) = rig() else { return };
+    let probe = v4(L4::Udp {
+        sport: 50000,
+        dport: 161,
+        payload: b"public".to_vec(),
+    });
+    let udp = r.one(&probe.build());
+    let out = r.egress(
+        &reply(L4::Icmp {
+            ty: 3,
+            code: 3,
+            rest: [0; 4],
+            payload: quoted(&probe),
+        })
+        .build(),
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    let o = &out[0];
+    assert_eq!((o.src_port, o.dst_port, o.proto), (50000, 161, 17));
+    let oc = o.outcome.unwrap();
+    assert_eq!(oc.info.probe_ns, udp.mono_ns);
+    assert_eq!(oc.reply_icmp, Some((3, 3)));
+    assert_eq!(oc.verdict(false), ("closed", "icmp_port_unreachable"));
+    // The next datagram is a new probe: its answer is a new outcome, linked to it.
+    let again = r.one(&probe.build());
+    let out = r.egress(
+        &reply(L4::Icmp {
+            ty: 3,
+            code: 3,
+            rest: [0; 4],
+            payload: quoted(&probe),
+        })
+        .build(),
+    );
+    assert_eq!(out[0].outcome.unwrap().info.probe_ns, again.mono_ns);
+
+    // IPv6: SYN answered by SYN-ACK, UDP answered by ICMPv6 port unreachable.
+    let syn6 = r.one(&Frame::new(ATTACKER6, DECOY6, L4::syn(42000, 443)).build());
+    let out = r.egress(&Frame::new(DECOY6, ATTACKER6, L4::tcp(443, 42000, SYN | ACK, &[])).build());
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].src.to_string(), ATTACKER6);
+    assert_eq!(out[0].outcome.unwrap().info.probe_ns, syn6.mono_ns);
+    assert_eq!(out[0].outcome.unwrap().verdict(true), ("open", "syn_ack"));
+    let probe6 = Frame::new(
+        ATTACKER6,
+        DECOY6,
+        L4::Udp {
+            sport: 50001,
+            dport: 53,
+            payload: vec![0; 12],
+        },
+    );
+    r.one(&probe6.build());
+    let out = r.egress(
+        &Frame::new(
+            DECOY6,
+            ATTACKER6,
+            L4::Icmp {
+                ty: 1,
+                code: 4,
+                rest: [0; 4],
+                payload: quoted(&probe6),
+            },
+        )
+        .build(),
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].src_port, out[0].dst_port), (50001, 53));
+    assert_eq!(
+        out[0].outcome.unwrap().verdict(true),
+        ("closed", "icmp_port_unreachable")
+    );
+    assert_eq!(r.counters().probe_outcomes, 4);
+}
+
+/// A full connection, both directions: the tcp_flow summary counts every packet and byte,
+/// the retransmit and the flags, and ends with the second FIN.
+#[test]
+fn flow_state_across_fin_teardown() {
+    let Some(mut r) = rig() else { return };
+    let mut evs = vec![];
+    evs.extend(r.run(&v4(L4::syn(43000, 80)).build()));
+    evs.extend(r.egress(&reply(L4::tcp(80, 43000, SYN | ACK, &[])).build()));
+    evs.extend(r.run(&v4(L4::tcp(43000, 80, ACK, &[])).build()));
+    let req = L4::Tcp {
+        sport: 43000,
+        dport: 80,
+        flags: ACK | PSH,
+        seq: 1000,
+        ack: 1,
+        window: 502,
+        urg: 0,
+        options: vec![],
+        payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+    };
+    evs.extend(r.run(&v4(req.clone()).build()));
+    // The same bytes again: a retransmission.
+    evs.extend(r.run(&v4(req).build()));
+    evs.extend(r.egress(&reply(L4::tcp(80, 43000, ACK | PSH, b"HTTP/1.0 200 OK\r\n\r\n")).build()));
+    evs.extend(r.egress(&reply(L4::tcp(80, 43000, FIN | ACK, &[])).build()));
+    assert!(
+        !evs.iter().any(|p| p.kind == EventKind::TcpFlow),
+        "one FIN does not end a flow: {evs:?}"
+    );
+    evs.extend(r.run(&v4(L4::tcp(43000, 80, FIN | ACK, &[])).build()));
+    let flows: Vec<&Probe> = evs
+        .iter()
+        .filter(|p| p.kind == EventKind::TcpFlow)
+        .collect();
+    assert_eq!(flows.len(), 1, "{evs:?}");
+    let p = flows[0];
+    assert_eq!(
+        (p.src.to_string().as_str(), p.src_port, p.dst_port),
+        (ATTACKER, 43000, 80)
+    );
+    let f = p.flow.as_ref().unwrap();
+    assert_eq!((f.pkts_fwd, f.pkts_rev), (5, 3));
+    assert_eq!(f.payload_fwd, 2 * 18);
+    assert_eq!(f.payload_rev, 19);
+    assert_eq!(f.bytes_fwd, 44 + 40 + 2 * 58 + 40);
+    assert_eq!(f.bytes_rev, 40 + 59 + 40);
+    assert_eq!(f.retransmits, 1);
+    assert_eq!(f.end, decnet_common::flow_end::FIN);
+    assert_eq!(f.flags_fwd, SYN | ACK | PSH | FIN);
+    assert_eq!(f.flags_rev, SYN | ACK | PSH | FIN);
+    assert!(f.first_ns <= f.probe_ns && f.probe_ns < f.reply_ns && f.reply_ns <= f.last_ns);
+    let j = journal_of(&[p.clone()], None, FloodBudget::default());
+    let rec = &j[0]["fields"];
+    assert_eq!(j[0]["event_type"], "tcp_flow");
+    assert_eq!(j[0]["service"], "http");
+    assert_eq!(rec["end"], "fin");
+    assert_eq!(rec["handshake"], true);
+    assert_eq!(rec["closed_by"], "decoy");
+    assert_eq!(rec["connect_scan"], false);
+    assert_eq!(rec["attacker_packets"], 5);
+    assert_eq!(rec["retransmits"], 1);
+    assert_eq!(rec["attacker_flags"], "FSPA");
+    assert!(rec["handshake_rtt_ns"].as_u64().unwrap() > 0);
+    // The final ACK after both FINs is the tail of an ended flow: no event at all.
+    assert!(r.run(&v4(L4::tcp(43000, 80, ACK, &[])).build()).is_empty());
+    assert_eq!(r.counters().flow_summaries, 1);
+}
+
+/// nmap -sT's pattern (handshake, then the scanner's RST) is a connect scan; -sS's (SYN,
+/// SYN-ACK, RST without ACK) and a closed port's (SYN, RST) are two-packet probes with no
+/// flow summary.
+#[test]
+fn flow_state_across_rst_and_connect_scans() {
+    let Some(mut r) = rig() else { return };
+    // Connect scan.
+    r.run(&v4(L4::syn(44000, 22)).build());
+    r.egress(&reply(L4::tcp(22, 44000, SYN | ACK, &[])).build());
+    r.run(&v4(L4::tcp(44000, 22, ACK, &[])).build());
+    let evs = r.run(&v4(L4::tcp(44000, 22, RST | ACK, &[])).build());
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    let f = evs[0].flow.as_ref().expect("a tcp_flow");
+    assert_eq!(f.end, decnet_common::flow_end::CLIENT_RST);
+    assert_eq!((f.pkts_fwd, f.pkts_rev), (3, 1));
+    let j = journal_of(&evs, None, FloodBudget::default());
+    assert_eq!(j[0]["fields"]["connect_scan"], true, "{}", j[0]);
+    assert_eq!(j[0]["fields"]["closed_by"], "attacker");
+    assert_eq!(j[0]["fields"]["end"], "client_rst");
+
+    // SYN scan of an open port: SYN, SYN-ACK, RST. The RST is reported (first other
+    // segment), no flow summary.
+    r.run(&v4(L4::syn(44001, 22)).build());
+    r.egress(&reply(L4::tcp(22, 44001, SYN | ACK, &[])).build());
+    let evs = r.run(&v4(L4::tcp(44001, 22, RST, &[])).build());
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].kind, EventKind::TcpSegment);
+    // Closed port: SYN, RST from the decoy; the outcome, no flow summary.
+    r.run(&v4(L4::syn(44002, 23)).build());
+    let evs = r.egress(&reply(L4::tcp(23, 44002, RST | ACK, &[])).build());
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].kind, EventKind::ProbeOutcome);
+    // A new SYN on the ended flow starts a new one (and a new outcome).
+    r.run(&v4(L4::syn(44002, 23)).build());
+    let evs = r.egress(&reply(L4::tcp(23, 44002, RST | ACK, &[])).build());
+    assert_eq!(evs.len(), 1);
+    // A flow the decoy resets after payload is summarised with the decoy's RST.
+    r.run(&v4(L4::syn(44003, 80)).build());
+    r.egress(&reply(L4::tcp(80, 44003, SYN | ACK, &[])).build());
+    r.run(&v4(L4::tcp(44003, 80, ACK | PSH, b"\x16\x03\x01")).build());
+    let evs = r.egress(&reply(L4::tcp(80, 44003, RST, &[])).build());
+    let f = evs
+        .iter()
+        .find_map(|p| p.flow.as_ref())
+        .expect("a tcp_flow");
+    assert_eq!(f.end, decnet_common::flow_end::DECOY_RST);
+    assert_eq!(r.counters().flow_summaries, 2);
+}
+
+/// Answers to probes the flood guard withheld are counted, not emitted.
+#[test]
+fn answers_to_withheld_probes_are_counted() {
+    let Some(mut r) = rig_with(LoadOptions {
+        flood: FloodBudget { rate: 1, burst: 1 },
+        ..LoadOptions::default()
+    }) else {
+        return;
+    };
+    let first = r.run(&v4(L4::syn(45000, 80)).build());
+    assert_eq!(first.len(), 1);
+    // Over budget: withheld (the first one also opens the summary).
+    r.run(&v4(L4::syn(45001, 80)).build());
+    r.run(&v4(L4::syn(45002, 80)).build());
+    assert_eq!(
+        r.egress(&reply(L4::tcp(80, 45000, RST | ACK, &[])).build())
+            .len(),
+        1
+    );
+    assert!(
+        r.egress(&reply(L4::tcp(80, 45001, RST | ACK, &[])).build())
+            .is_empty()
+    );
+    assert!(
+        r.egress(&reply(L4::tcp(80, 45002, RST | ACK, &[])).build())
+            .is_empty()
+    );
+    let c = r.counters();
+    assert_eq!(
+        (c.probe_outcomes, c.outcomes_withheld, c.suppressed),
+        (1, 2, 2)
     );
 }

@@ -190,13 +190,7 @@ pub fn write_probe_record(
 /// The envelope of a sensor record up to and including the flow's addresses in `fields`:
 /// `{"ts":..,"decky":..,"service":..,"event_type":..,"attacker_ip":..[,"traceparent":..],
 /// "fields":{"proto":..,"src_port":..,"dst_ip":..,"dst_port":..` (the caller closes it).
-fn write_head(
-    w: &mut W<'_>,
-    probe: &Probe,
-    decky: &str,
-    unix_ns: i64,
-    traceparent: Option<&str>,
-) {
+fn write_head(w: &mut W<'_>, probe: &Probe, decky: &str, unix_ns: i64, traceparent: Option<&str>) {
     w.lit("{\"ts\":\"");
     write_rfc3339_ns(w.0, unix_ns);
     w.lit("\",\"decky\":");

@@ -321,8 +321,7 @@ impl Sensor {
             .ebpf
             .take_map(FLOWS_MAP)
             .ok_or(SensorError::MissingMap(FLOWS_MAP))?;
-        let map =
-            aya::maps::HashMap::try_from(map).map_err(|e| SensorError::Map(FLOWS_MAP, e))?;
+        let map = aya::maps::HashMap::try_from(map).map_err(|e| SensorError::Map(FLOWS_MAP, e))?;
         Ok(super::flows::Flows::new(map))
     }
 

@@ -79,7 +79,12 @@ pub async fn run_reader(
         tokio::task::yield_now().await;
     }
     // Final drain: everything the kernel submitted before we stopped reaches the journal.
-    while !drain(fd.get_mut(), &mut collector, sweepers.flows.as_mut(), &stats) {}
+    while !drain(
+        fd.get_mut(),
+        &mut collector,
+        sweepers.flows.as_mut(),
+        &stats,
+    ) {}
     sweepers.sweep(true, &mut collector);
     Ok(())
 }
