@@ -428,3 +428,65 @@ async fn commands_credentials_and_exploits_reach_the_profile() {
     assert!(reasons.contains("path traversal"), "{reasons}");
     assert!(p["risk"]["score"].as_u64().unwrap() >= 50, "{}", p["risk"]);
 }
+
+/// The decoy's answers and the source's flows: open ports, a connect scan told apart from
+/// a SYN scan, round trips; and none of it counted as the source's own events.
+#[tokio::test]
+async fn outcomes_and_flows_reach_the_profile() {
+    let d = tempfile::tempdir().unwrap();
+    let t0 = 1_795_723_674_000_000_000i64;
+    let row = |et: &str, port: u16, t: i64, fields: String| NewLog {
+        ts: decnet::timefmt::rfc3339_ns(t),
+        decky: "web".into(),
+        service: format!("tcp/{port}"),
+        event_type: et.into(),
+        attacker_ip: "10.7.7.7".into(),
+        fields,
+        trace_id: None,
+        span_id: None,
+    };
+    let mut logs = vec![];
+    // An OS-stack connect() scan of three ports: SYNs without scanner traits.
+    for (i, port) in [22u16, 80, 8080].into_iter().enumerate() {
+        let t = t0 + i as i64 * 1_000_000_000;
+        logs.push(row(
+            "tcp_syn",
+            port,
+            t,
+            format!(r#"{{"dst_port":{port},"flags":"S","window":64240,"ttl":64,"options":"M1460,S,T,N,W7","df":true,"traits":[]}}"#),
+        ));
+        let outcome = if port == 8080 { "open" } else { "closed" };
+        logs.push(row(
+            "probe_outcome",
+            port,
+            t + 200_000,
+            format!(r#"{{"dst_port":{port},"outcome":"{outcome}","rtt_ns":200000}}"#),
+        ));
+    }
+    logs.push(row(
+        "tcp_flow",
+        8080,
+        t0 + 2_500_000_000,
+        r#"{"dst_port":8080,"end":"client_rst","connect_scan":true,"attacker_bytes":132,"decoy_bytes":60,"retransmits":0}"#.into(),
+    ));
+    let store = store_with(d.path(), &logs).await;
+    Profiler::new(store.clone()).catch_up().await.unwrap();
+    let p = profile_of(&store, "10.7.7.7").await;
+    // Three probes; the answers and the flow are the decoy's side, not events of the source.
+    assert_eq!(p["event_count"], 3, "{p}");
+    assert_eq!(p["behavior"]["timing"]["median_iat_s"], 1.0, "{p}");
+    assert_eq!(p["scan"]["kinds"], serde_json::json!(["connect"]), "{p}");
+    let a = &p["answers"];
+    assert_eq!(a["open_ports"], serde_json::json!([8080]));
+    assert_eq!(a["open_port_count"], 1);
+    assert_eq!(a["closed"], 2);
+    assert_eq!(a["flows"], 1);
+    assert_eq!(a["connect_flows"], 1);
+    assert_eq!(a["rtt_ms"]["n"], 3);
+    assert!(
+        (a["rtt_ms"]["median"].as_f64().unwrap() - 0.2).abs() < 1e-9,
+        "{a}"
+    );
+    let reasons = p["risk"]["reasons"].to_string();
+    assert!(reasons.contains("Found 1 open port (8080)"), "{reasons}");
+}

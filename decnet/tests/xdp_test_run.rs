@@ -26,6 +26,7 @@ struct Rig {
     sensor: Sensor,
     ring: RingBuf<MapData>,
     stats: KernelStats,
+    flows: Option<decnet::sensor::flows::Flows>,
 }
 
 fn rig() -> Option<Rig> {
@@ -52,10 +53,12 @@ fn rig_with(opts: LoadOptions) -> Option<Rig> {
     };
     let ring = sensor.take_ring().expect("ring");
     let stats = sensor.take_stats().expect("stats");
+    let flows = Some(sensor.take_flows().expect("flows"));
     Some(Rig {
         sensor,
         ring,
         stats,
+        flows,
     })
 }
 
@@ -978,4 +981,77 @@ fn answers_to_withheld_probes_are_counted() {
         (c.probe_outcomes, c.outcomes_withheld, c.suppressed),
         (1, 2, 2)
     );
+}
+
+/// Flows the kernel cannot end: the userspace sweep summarises the idle one and, at
+/// shutdown, the open one; the ended ones and the scan probes it leaves alone.
+#[test]
+fn sweep_summarises_idle_and_open_flows_once() {
+    let Some(mut r) = rig() else { return };
+    let mut flows = r
+        .flows
+        .take()
+        .unwrap()
+        .with_idle(std::time::Duration::from_secs(5));
+    let stats = decnet::stats::PipelineStats::default();
+    let mut open = |r: &mut Rig, sport: u16, flows: &mut decnet::sensor::flows::Flows| {
+        let mut evs = r.run(&v4(L4::syn(sport, 80)).build());
+        evs.extend(r.egress(&reply(L4::tcp(80, sport, SYN | ACK, &[])).build()));
+        evs.extend(r.run(&v4(L4::tcp(sport, 80, ACK, &[])).build()));
+        evs.extend(r.run(&v4(L4::tcp(sport, 80, ACK | PSH, b"hello")).build()));
+        for p in &evs {
+            flows.note(p, &stats);
+        }
+    };
+    open(&mut r, 46000, &mut flows);
+    open(&mut r, 46001, &mut flows);
+    // A scan probe is never watched.
+    for p in r.run(&v4(L4::syn(46002, 80)).build()) {
+        flows.note(&p, &stats);
+    }
+    assert_eq!(flows.watched(), 2);
+    // One flow ends in the kernel (its summary comes from the ring; the note unwatches it).
+    let mut ended = r.run(&v4(L4::tcp(46001, 80, RST, &[])).build());
+    assert_eq!(ended.len(), 1);
+    flows.note(&ended.remove(0), &stats);
+    assert_eq!(flows.watched(), 1);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let pstats = std::sync::Arc::new(decnet::stats::PipelineStats::default());
+    let (handle, writer) = decnet::collector::JournalWriter::spawn(
+        decnet::collector::JournalConfig::new(path.clone()),
+        pstats.clone(),
+    )
+    .expect("journal");
+    let mut c = decnet::collector::Collector::new(handle, vec!["web".to_owned()].into());
+    let now = decnet::sensor::guard::mono_now_ns();
+    // Not idle yet: nothing.
+    assert_eq!(flows.sweep(now, false, &mut c), 0);
+    assert_eq!(flows.watched(), 1);
+    // Six seconds later (as the sweep sees it): idle, summarised once, unwatched.
+    assert_eq!(flows.sweep(now + 6_000_000_000, false, &mut c), 1);
+    assert_eq!(flows.watched(), 0);
+    // Marked ended in the kernel: a late packet is the tail of an ended flow.
+    assert!(r.run(&v4(L4::tcp(46000, 80, ACK, &[])).build()).is_empty());
+
+    // A flow still open at shutdown is summarised as such.
+    open(&mut r, 46003, &mut flows);
+    assert_eq!(flows.sweep(now, true, &mut c), 1);
+    drop(c);
+    writer.join();
+    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[0]["event_type"], "tcp_flow");
+    assert_eq!(recs[0]["fields"]["end"], "idle");
+    assert_eq!(recs[0]["fields"]["src_port"], 46000);
+    assert_eq!(recs[0]["fields"]["attacker_payload_bytes"], 5);
+    assert_eq!(recs[0]["fields"]["closed_by"], serde_json::Value::Null);
+    assert_eq!(recs[1]["fields"]["end"], "shutdown");
+    assert_eq!(recs[1]["fields"]["src_port"], 46003);
+    assert_eq!(pstats.snapshot().flows_swept, 2);
 }

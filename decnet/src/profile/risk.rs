@@ -1,7 +1,8 @@
 //! Risk score (0-100) with reasons a person can act on.
 //!
 //! The score is a sum of capped parts, each with its reason:
-//! - breadth: 4 points per doubling of distinct ports (cap 24), 8 per extra decoy (cap 16);
+//! - breadth: 4 points per doubling of distinct ports (cap 24), 8 per extra decoy (cap 16),
+//!   10 when a decoy answered one of its probes open (it found something to attack);
 //! - depth: 10 when the source sent payloads (it talked to a service, not just knocked),
 //!   15 when it tried credentials, 10 when it sent commands;
 //! - intent: 15 for OS detection, 10 for stealth scans (FIN/NULL/Xmas/Maimon/ACK), 15 for
@@ -52,6 +53,19 @@ pub fn assess(s: &IpState, tools: &[String]) -> Risk {
             "Moved across {} decoys ({}): it is exploring the network, not one host.",
             s.deckies.len(),
             s.deckies.join(" -> ")
+        ));
+    }
+    if let Some(a) = &s.answers
+        && !a.open_ports.is_empty()
+    {
+        score += 10;
+        let list: Vec<String> = a.open_ports.iter().take(8).map(|p| p.to_string()).collect();
+        let more = if a.open_ports.len() > 8 { ", ..." } else { "" };
+        reasons.push(format!(
+            "Found {} open port{} ({}{more}): it now knows what to attack.",
+            a.open_ports.len(),
+            if a.open_ports.len() == 1 { "" } else { "s" },
+            list.join(", ")
         ));
     }
     if s.payloads > 0 {

@@ -88,8 +88,37 @@ pub struct IpState {
     /// What the kernel's flood guard withheld from this source (its `source_suppressed`
     /// summaries), None when it never went over budget.
     pub flood: Option<Flood>,
+    /// What the decoys answered (`probe_outcome`) and the TCP flows this source held
+    /// (`tcp_flow`); None before the first of either.
+    pub answers: Option<Answers>,
 }
 
+/// Open ports remembered per source.
+pub const MAX_OPEN_PORTS: usize = 256;
+
+/// The decoys' answers to a source's probes and the sum of its TCP flows. These rows are the
+/// decoy's side of the conversation, so they stay out of the source's event timing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Answers {
+    /// TCP ports a decoy answered with SYN-ACK (capped at [`MAX_OPEN_PORTS`]).
+    pub open_ports: BTreeSet<u16>,
+    /// Probes answered closed (RST, ICMP port unreachable), unfiltered (RST to an ACK
+    /// probe), filtered (ICMP administratively prohibited) or unreachable (other ICMP).
+    pub closed: u64,
+    pub unfiltered: u64,
+    pub filtered: u64,
+    pub unreachable: u64,
+    /// Probe -> answer round trips, milliseconds.
+    pub rtt_ms: Welford,
+    /// TCP flows summarised, how many of them were connect-scan probes (handshake, nothing
+    /// said, the source hung up), and their totals.
+    pub flows: u64,
+    pub connect_flows: u64,
+    pub attacker_bytes: u64,
+    pub decoy_bytes: u64,
+    pub retransmits: u64,
+}
 /// The sum of a source's flood-guard summaries.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -151,6 +180,15 @@ struct Fields {
     options: Option<String>,
     seq: Option<u32>,
     dst_ip: Option<String>,
+    traits: Option<Vec<String>>,
+    // probe_outcome
+    outcome: Option<String>,
+    rtt_ns: Option<u64>,
+    // tcp_flow
+    connect_scan: Option<bool>,
+    attacker_bytes: Option<u64>,
+    decoy_bytes: Option<u64>,
+    retransmits: Option<u64>,
     // source_suppressed
     suppressed: Option<u64>,
     distinct_ports_est: Option<u64>,
@@ -164,6 +202,10 @@ impl IpState {
     /// Folds one row in. Rows must come in id order; timestamps may still go backwards
     /// (several writers, clock steps): such gaps are ignored by the timing statistics.
     pub fn update(&mut self, log: &NewLog) {
+        if matches!(log.event_type.as_str(), "probe_outcome" | "tcp_flow") {
+            self.answer(log);
+            return;
+        }
         let ts = parse_rfc3339_ns(&log.ts);
         if self.events == 0 {
             self.first_seen = log.ts.clone();
@@ -244,6 +286,40 @@ impl IpState {
         }
     }
 
+    /// Folds in a decoy's answer or a flow summary.
+    fn answer(&mut self, log: &NewLog) {
+        let f: Fields = serde_json::from_str(&log.fields).unwrap_or_default();
+        let a = self.answers.get_or_insert_with(Answers::default);
+        if log.event_type == "tcp_flow" {
+            a.flows += 1;
+            a.attacker_bytes += f.attacker_bytes.unwrap_or(0);
+            a.decoy_bytes += f.decoy_bytes.unwrap_or(0);
+            a.retransmits += f.retransmits.unwrap_or(0);
+            if f.connect_scan == Some(true) {
+                a.connect_flows += 1;
+                self.kinds.insert("connect".into());
+            }
+            return;
+        }
+        if let Some(ns) = f.rtt_ns {
+            a.rtt_ms.push(ns as f64 / 1e6);
+        }
+        match f.outcome.as_deref() {
+            Some("open") => {
+                if let Some(p) = f.dst_port
+                    && a.open_ports.len() < MAX_OPEN_PORTS
+                {
+                    a.open_ports.insert(p);
+                }
+            }
+            Some("closed") => a.closed += 1,
+            Some("unfiltered") => a.unfiltered += 1,
+            Some("filtered") => a.filtered += 1,
+            Some(_) => a.unreachable += 1,
+            None => {}
+        }
+    }
+
     /// Folds one payload artifact (bounty) in.
     fn artifact(&mut self, log: &NewLog, kind: &str, value: &str) {
         match kind {
@@ -285,7 +361,13 @@ impl IpState {
         let df = f.df.unwrap_or(false);
         match log.event_type.as_str() {
             "tcp_syn" => {
-                self.kinds.insert("syn".into());
+                // A SYN scan is crafted SYNs (a scanner's traits). The source's own stack's
+                // SYNs (no trait) open connections; what those are shows in their flows
+                // (a connect scan, or a session). Records without traits (other writers,
+                // older journals) count as a scan.
+                if f.traits.as_ref().is_none_or(|t| !t.is_empty()) {
+                    self.kinds.insert("syn".into());
+                }
                 if flags.contains('E')
                     && flags.contains('C')
                     && win == 3
@@ -313,10 +395,6 @@ impl IpState {
                 } else if let kind @ ("null" | "fin" | "xmas" | "ack" | "maimon") = probe {
                     self.kinds.insert(kind.into());
                 }
-            }
-            // The handshake-completing ACK of a flow: a full connect().
-            "tcp_segment" if flags == "A" => {
-                self.kinds.insert("connect".into());
             }
             "udp_probe" => {
                 self.kinds.insert("udp".into());
@@ -489,6 +567,26 @@ impl IpState {
             "risk": v.risk,
             "event_types": self.event_types,
             "flood": self.flood,
+            "answers": self.answers.as_ref().map(|a| serde_json::json!({
+                "open_ports": a.open_ports,
+                "open_port_count": a.open_ports.len(),
+                "closed": a.closed,
+                "unfiltered": a.unfiltered,
+                "filtered": a.filtered,
+                "unreachable": a.unreachable,
+                "rtt_ms": {
+                    "n": a.rtt_ms.n,
+                    "mean": a.rtt_ms.mean,
+                    "median": a.rtt_ms.median(),
+                    "min": a.rtt_ms.min,
+                    "max": a.rtt_ms.max,
+                },
+                "flows": a.flows,
+                "connect_flows": a.connect_flows,
+                "attacker_bytes": a.attacker_bytes,
+                "decoy_bytes": a.decoy_bytes,
+                "retransmits": a.retransmits,
+            })),
         })
     }
 }
