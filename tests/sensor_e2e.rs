@@ -312,12 +312,19 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
     let s = daemon.settle();
     let k = &s["kernel"];
     let p = &s["pipeline"];
-    let emitted = k["events_emitted"].as_u64().unwrap();
+    // (Userspace sweeps add flood-guard and flow summaries of their own.)
+    let emitted = k["events_emitted"].as_u64().unwrap()
+        + p["summaries_swept"].as_u64().unwrap()
+        + p["flows_swept"].as_u64().unwrap();
     let written = p["journal_written"].as_u64().unwrap();
     let dropped = p["channel_full_dropped"].as_u64().unwrap()
         + p["journal_write_failed"].as_u64().unwrap()
         + p["decode_errors"].as_u64().unwrap();
-    assert_eq!(emitted, written + dropped, "{s}");
+    assert_eq!(
+        emitted,
+        written + dropped + p["summaries_merged"].as_u64().unwrap(),
+        "{s}"
+    );
     assert_eq!(p["ring_read"], k["events_emitted"]);
     assert_eq!(k["ring_reserve_failed"], 0, "{s}");
     assert_eq!(dropped, 0, "nothing dropped at this rate: {s}");
@@ -377,10 +384,10 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
     // The IPv6 source only ran nmap -sS (hop limit 255, window 1024, MSS 1460: measured).
     let p6 = daemon.attacker(&lab.attacker6);
     assert_eq!(p6["tools"], serde_json::json!(["nmap"]), "{p6}");
-    let events = all.iter().filter(|r| r["attacker_ip"] == a).count();
+    let rows = all.iter().filter(|r| r["attacker_ip"] == a).count();
     assert_eq!(
-        p["event_count"].as_u64().unwrap() as usize,
-        events,
+        decnet_tests::profile_rows(&p) as usize,
+        rows,
         "every row of the attacker profiled"
     );
 
@@ -451,7 +458,7 @@ fn nmap_syn_scan_is_profiled_within_one_second() {
     while done.elapsed() < std::time::Duration::from_secs(3) {
         if let Some((200, body)) = decnet_tests::http_get(daemon.api, &path) {
             let v: Value = serde_json::from_str(&body).expect("profile JSON");
-            samples.push((done.elapsed(), v["event_count"].as_u64().unwrap_or(0)));
+            samples.push((done.elapsed(), decnet_tests::profile_rows(&v)));
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -751,4 +758,209 @@ fn hping3_flood_is_summarised_in_the_kernel_and_a_second_source_keeps_full_detai
         rss_after < rss_before + 64.0,
         "daemon RSS grew from {rss_before:.1} to {rss_after:.1} MiB during the flood"
     );
+}
+
+/// Unix ns of an RFC 3339 UTC timestamp as the journal writes them.
+fn unix_ns(ts: &str) -> i128 {
+    let n = |a: usize, b: usize| ts[a..b].parse::<i64>().expect("digits");
+    let (y, m, d) = (n(0, 4), n(5, 7), n(8, 10));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60 + n(17, 19);
+    let frac = &ts[20..ts.len() - 1];
+    secs as i128 * 1_000_000_000
+        + frac.parse::<i128>().expect("ns") * 10i128.pow(9 - frac.len() as u32)
+}
+
+/// A python listener makes one decoy port open; nmap -sS and -sT scan it and two closed
+/// ports. Every answer is a probe_outcome linked to its probe; the connect scan leaves
+/// connect-scan flows, the SYN scan none; IPv6 alike.
+#[test]
+fn nmap_syn_and_connect_scans_get_outcomes_and_are_told_apart() {
+    if !require_root() {
+        return;
+    }
+    require_tool("nmap");
+    require_tool("python3");
+    let lab = Lab::new(25);
+    let dir = tempfile_dir("outcomes");
+    let daemon = Daemon::start(
+        &lab.host_if,
+        &[format!("{}=web", lab.decoy), format!("{}=web6", lab.decoy6)],
+        &dir,
+    );
+    let open = decnet_tests::free_port();
+    let closed = [decnet_tests::free_port(), decnet_tests::free_port()];
+    // Listeners on the decoy addresses only (both families), killed when the test ends.
+    let servers: Vec<ChildGuard> = [lab.decoy.as_str(), lab.decoy6.as_str()]
+        .iter()
+        .map(|addr| {
+            ChildGuard(
+                std::process::Command::new("python3")
+                    .args(["-m", "http.server", &open.to_string(), "--bind", addr])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("python3 -m http.server"),
+            )
+        })
+        .collect();
+    for addr in [
+        format!("{}:{open}", lab.decoy),
+        format!("[{}]:{open}", lab.decoy6),
+    ] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "listener on {addr} never came up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let port_list = format!("{open},{},{}", closed[0], closed[1]);
+    let mut journal = Journal {
+        daemon: &daemon,
+        seen: 0,
+    };
+    // Our own readiness probes (from the host, not the attacker) are not part of this.
+    journal.next_phase();
+    let a = lab.attacker.as_str();
+
+    let check_outcomes = |recs: &[Value], who: &str| {
+        let outs = from(recs, who, "probe_outcome");
+        let syns = from(recs, who, "tcp_syn");
+        let verdict = |port: u16| -> BTreeSet<String> {
+            outs.iter()
+                .filter(|r| field(r, "dst_port") == port)
+                .map(|r| field(r, "outcome").as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            verdict(open),
+            BTreeSet::from(["open".to_owned()]),
+            "{outs:?}"
+        );
+        for c in closed {
+            assert_eq!(
+                verdict(c),
+                BTreeSet::from(["closed".to_owned()]),
+                "{outs:?}"
+            );
+        }
+        for o in &outs {
+            // Linked: a SYN with the same ports at the probe's timestamp.
+            let probe_ts = unix_ns(field(o, "probe_ts").as_str().unwrap());
+            let linked = syns.iter().any(|s| {
+                field(s, "src_port") == field(o, "src_port")
+                    && field(s, "dst_port") == field(o, "dst_port")
+                    && (unix_ns(s["ts"].as_str().unwrap()) - probe_ts).abs() < 1_000_000
+            });
+            assert!(linked, "outcome {o} answers no recorded SYN");
+            let rtt = field(o, "rtt_ns").as_u64().unwrap();
+            assert!(rtt > 0 && rtt < 1_000_000_000, "rtt {rtt} ns: {o}");
+            assert_eq!(
+                unix_ns(o["ts"].as_str().unwrap()) - probe_ts,
+                rtt as i128,
+                "the outcome's time is the probe's plus the round trip: {o}"
+            );
+        }
+    };
+
+    // SYN scan: outcomes, and no flow summary (SYN, SYN-ACK, RST is a scan probe).
+    lab.exec(
+        &["nmap", "-n", "-Pn", "-sS", "-p", &port_list, &lab.decoy],
+        60,
+    );
+    let recs = journal.next_phase();
+    check_outcomes(&recs, a);
+    assert!(from(&recs, a, "tcp_flow").is_empty(), "{recs:?}");
+    let p = daemon.attacker(a);
+    assert_eq!(p["scan"]["kinds"], serde_json::json!(["syn"]), "{p}");
+    assert_eq!(p["answers"]["open_ports"], serde_json::json!([open]), "{p}");
+
+    // Connect scan from the same source: handshake, silence, the scanner hangs up.
+    lab.exec(
+        &["nmap", "-n", "-Pn", "-sT", "-p", &port_list, &lab.decoy],
+        60,
+    );
+    let recs = journal.next_phase();
+    check_outcomes(&recs, a);
+    let flows = from(&recs, a, "tcp_flow");
+    assert!(
+        !flows.is_empty(),
+        "a connect scan of an open port leaves a flow: {recs:?}"
+    );
+    eprintln!("connect-scan flow: {}", flows[0]);
+    eprintln!("outcome: {}", from(&recs, a, "probe_outcome")[0]);
+    for f in &flows {
+        assert_eq!(field(f, "dst_port"), open, "{f}");
+        assert_eq!(field(f, "handshake"), true, "{f}");
+        assert_eq!(field(f, "attacker_payload_bytes"), 0, "{f}");
+        assert_eq!(field(f, "closed_by"), "attacker", "{f}");
+        assert_eq!(field(f, "connect_scan"), true, "{f}");
+        assert!(field(f, "handshake_rtt_ns").as_u64().unwrap() > 0, "{f}");
+    }
+    let p = daemon.attacker(a);
+    assert_eq!(
+        p["scan"]["kinds"],
+        serde_json::json!(["connect", "syn"]),
+        "{p}"
+    );
+
+    // IPv6, connect scan only: the profile says connect and nothing else.
+    let a6 = lab.attacker6.as_str();
+    lab.exec(
+        &[
+            "nmap",
+            "-6",
+            "-n",
+            "-Pn",
+            "-sT",
+            "-p",
+            &port_list,
+            &lab.decoy6,
+        ],
+        60,
+    );
+    let recs = journal.next_phase();
+    check_outcomes(&recs, a6);
+    assert!(
+        from(&recs, a6, "tcp_flow")
+            .iter()
+            .all(|f| field(f, "connect_scan") == true),
+        "{recs:?}"
+    );
+    let p6 = daemon.attacker(a6);
+    assert_eq!(p6["scan"]["kinds"], serde_json::json!(["connect"]), "{p6}");
+    assert_eq!(
+        p6["answers"]["open_ports"],
+        serde_json::json!([open]),
+        "{p6}"
+    );
+    assert_eq!(p6["answers"]["closed"].as_u64().unwrap() % 2, 0, "{p6}");
+    let reasons = p6["risk"]["reasons"].to_string();
+    assert!(reasons.contains("open port"), "{reasons}");
+
+    let s = daemon.settle();
+    let k = &s["kernel"];
+    assert!(k["probe_outcomes"].as_u64().unwrap() >= 9, "{s}");
+    assert_eq!(k["egress_malformed"], 0, "{s}");
+    assert_eq!(k["outcomes_withheld"], 0, "{s}");
+    drop(servers);
+}
+
+/// Kills a child process when dropped (also when the test panics).
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -307,10 +307,11 @@ impl Daemon {
         loop {
             let s = self.stats();
             let p = &s["pipeline"];
-            // Flood-guard summaries written by the userspace sweep come on top of the
-            // kernel's events; kernel summaries a sweep had already covered are not written.
+            // Flood-guard and flow summaries written by the userspace sweeps come on top of
+            // the kernel's events; kernel summaries a sweep had already covered are not written.
             let emitted = s["kernel"]["events_emitted"].as_u64().unwrap_or(0)
-                + p["summaries_swept"].as_u64().unwrap_or(0);
+                + p["summaries_swept"].as_u64().unwrap_or(0)
+                + p["flows_swept"].as_u64().unwrap_or(0);
             let accounted = [
                 "journal_written",
                 "channel_full_dropped",
@@ -339,7 +340,7 @@ impl Daemon {
     }
 
     /// `GET /api/v1/attackers/{ip}`, waiting (bounded) until the profile has absorbed every
-    /// ingested row of that attacker's journal lines.
+    /// ingested row of that attacker's journal lines (see [`profile_rows`]).
     pub fn attacker(&self, ip: &str) -> Value {
         let want = read_journal(&self.journal_path())
             .iter()
@@ -349,7 +350,7 @@ impl Daemon {
         loop {
             if let Some((200, body)) = http_get(self.api, &format!("/api/v1/attackers/{ip}")) {
                 let v: Value = serde_json::from_str(&body).expect("profile JSON");
-                if v["event_count"].as_u64() == Some(want) {
+                if profile_rows(&v) == want {
                     return v;
                 }
             }
@@ -398,6 +399,13 @@ impl Drop for Daemon {
 }
 
 /// Every journal line parsed; panics naming the line that is not JSON.
+/// The journal rows a profile has absorbed: its own events plus the decoy's answers and
+/// flow summaries, which the profile keeps apart (`answers`) from the source's events.
+pub fn profile_rows(p: &Value) -> u64 {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    n(&p["event_count"]) + n(&p["answers"]["outcomes"]) + n(&p["answers"]["flows"])
+}
+
 pub fn read_journal(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()

@@ -109,6 +109,8 @@ pub struct Answers {
     pub unfiltered: u64,
     pub filtered: u64,
     pub unreachable: u64,
+    /// `probe_outcome` rows folded in.
+    pub outcomes: u64,
     /// Probe -> answer round trips, milliseconds.
     pub rtt_ms: Welford,
     /// TCP flows summarised, how many of them were connect-scan probes (handshake, nothing
@@ -301,6 +303,7 @@ impl IpState {
             }
             return;
         }
+        a.outcomes += 1;
         if let Some(ns) = f.rtt_ns {
             a.rtt_ms.push(ns as f64 / 1e6);
         }
@@ -568,6 +571,7 @@ impl IpState {
             "event_types": self.event_types,
             "flood": self.flood,
             "answers": self.answers.as_ref().map(|a| serde_json::json!({
+                "outcomes": a.outcomes,
                 "open_ports": a.open_ports,
                 "open_port_count": a.open_ports.len(),
                 "closed": a.closed,
