@@ -304,7 +304,12 @@ pub fn event_line(ev: &SseEvent) -> Option<String> {
             text(&v["decky"]),
             text(&v["service"]),
             text(&v["event_type"]),
-            text(&v["fields"]["probe"]),
+            // The answer for an outcome, how it ended for a flow, the kind for a probe.
+            match v["event_type"].as_str() {
+                Some("probe_outcome") => text(&v["fields"]["outcome"]),
+                Some("tcp_flow") => text(&v["fields"]["end"]),
+                _ => text(&v["fields"]["probe"]),
+            },
         )),
         "detection" => Some(format!(
             "{} DETECTION {} [{}] class={} tools={} risk={} ({}) campaign={}",

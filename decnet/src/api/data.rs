@@ -20,6 +20,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "icmp_probe",
     "ip_probe",
     "source_suppressed",
+    "probe_outcome",
+    "tcp_flow",
 ];
 
 pub const SORTS: &[&str] = &["risk", "last_seen", "first_seen", "events"];
@@ -222,4 +224,20 @@ pub async fn detections(
         r#"{{"detections":[{}],"next_after_id":{next}}}"#,
         items.join(",")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_sensor_event_type_can_be_filtered_on() {
+        for id in 0..=255 {
+            if let Some(kind) = decnet_common::EventKind::from_u32(id) {
+                let t = crate::sensor::decode::event_type(kind);
+                assert!(
+                    super::EVENT_TYPES.contains(&t),
+                    "{t} missing from EVENT_TYPES"
+                );
+            }
+        }
+    }
 }
