@@ -364,7 +364,7 @@ pub struct FlowState {
 }
 pub const FLOW_STATE_SIZE: usize = 88;
 const _: () = assert!(core::mem::size_of::<FlowState>() == FLOW_STATE_SIZE);
-const _: () = assert!(FLOW_STATE_SIZE <= PAYLOAD_MAX && FLOW_STATE_SIZE % 8 == 0);
+const _: () = assert!(FLOW_STATE_SIZE <= PAYLOAD_MAX && FLOW_STATE_SIZE.is_multiple_of(8));
 
 impl FlowState {
     /// True when the flow is worth a `tcp_flow` summary: more than two attacker packets, or

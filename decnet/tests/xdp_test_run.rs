@@ -883,7 +883,7 @@ fn flow_state_across_fin_teardown() {
     assert_eq!(f.flags_fwd, SYN | ACK | PSH | FIN);
     assert_eq!(f.flags_rev, SYN | ACK | PSH | FIN);
     assert!(f.first_ns <= f.probe_ns && f.probe_ns < f.reply_ns && f.reply_ns <= f.last_ns);
-    let j = journal_of(&[p.clone()], None, FloodBudget::default());
+    let j = journal_of(std::slice::from_ref(p), None, FloodBudget::default());
     let rec = &j[0]["fields"];
     assert_eq!(j[0]["event_type"], "tcp_flow");
     assert_eq!(j[0]["service"], "http");
@@ -994,7 +994,7 @@ fn sweep_summarises_idle_and_open_flows_once() {
         .unwrap()
         .with_idle(std::time::Duration::from_secs(5));
     let stats = decnet::stats::PipelineStats::default();
-    let mut open = |r: &mut Rig, sport: u16, flows: &mut decnet::sensor::flows::Flows| {
+    let open = |r: &mut Rig, sport: u16, flows: &mut decnet::sensor::flows::Flows| {
         let mut evs = r.run(&v4(L4::syn(sport, 80)).build());
         evs.extend(r.egress(&reply(L4::tcp(80, sport, SYN | ACK, &[])).build()));
         evs.extend(r.run(&v4(L4::tcp(sport, 80, ACK, &[])).build()));
