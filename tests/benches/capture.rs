@@ -256,8 +256,10 @@ fn main() {
         let k = &s["kernel"];
         let d = |key: &str| k[key].as_u64().unwrap_or(0) - k0[key].as_u64().unwrap_or(0);
         assert_eq!(d("ring_reserve_failed"), 0, "{s}");
-        // Per-packet events (summaries excluded) plus the exactly counted withheld ones.
-        d("events_emitted") - d("suppressed_summaries") + d("suppressed")
+        // Per-packet events (summaries, the decoy's answers and flow summaries excluded:
+        // they describe no packet sent to the decoy) plus the exactly counted withheld ones.
+        d("events_emitted") - d("suppressed_summaries") - d("probe_outcomes") - d("flow_summaries")
+            + d("suppressed")
     });
     let st = daemon.stats();
     let threads = thread_cpu(daemon.pid());
