@@ -805,6 +805,15 @@ fn nmap_syn_and_connect_scans_get_outcomes_and_are_told_apart() {
         &[format!("{}=web", lab.decoy), format!("{}=web6", lab.decoy6)],
         &dir,
     );
+    // Auto mode on a veth is generic XDP (cheaper there than native); egress is a tcx link.
+    let (code, body) = decnet_tests::http_get(daemon.api, "/api/v1/health").expect("health");
+    assert_eq!(code, 200);
+    let h: Value = serde_json::from_str(&body).expect("health JSON");
+    assert_eq!(
+        (h["xdp_mode"].as_str(), h["egress_mode"].as_str()),
+        (Some("skb"), Some("tcx")),
+        "{h}"
+    );
     let open = decnet_tests::free_port();
     let closed = [decnet_tests::free_port(), decnet_tests::free_port()];
     // Listeners on the decoy addresses only (both families), killed when the test ends.

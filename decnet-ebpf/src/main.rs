@@ -511,7 +511,7 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
             }
         }
     };
-    let emitted = match kind {
+    let status = match kind {
         Some(kind) => {
             let opt_len = (doff - 20) as u32;
             let payload_off = (off + doff) as u32;
@@ -550,11 +550,14 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
         }
         None => {
             bump(Stat::DecoyNotEmitted);
-            false
+            Emitted::Lost
         }
     };
+    let emitted = status == Emitted::Sent;
     let Some(st) = live else {
-        if probe {
+        // A withheld probe opens no flow: a flooding source must not churn the flow table
+        // (its answers are counted as withheld by the source's guard state instead).
+        if probe && status != Emitted::Withheld {
             let seen = if syn { FLOW_SEEN_SYN } else { 0 };
             new_flow(&key, now, seen, flags, p.ip_len, emitted);
         }
@@ -635,7 +638,7 @@ fn end_flow<F: Frame>(
         return;
     }
     let dport = key.dst_port;
-    if emit(
+    let sent = emit(
         ctx,
         p,
         decky_id,
@@ -656,7 +659,8 @@ fn end_flow<F: Frame>(
             }
             ev.payload_cap = FLOW_STATE_SIZE as u8;
         },
-    ) {
+    );
+    if sent == Emitted::Sent {
         bump(Stat::FlowSummaries);
     }
 }
@@ -673,7 +677,7 @@ fn udp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let sport = raw16(uh, 0);
     let dport = raw16(uh, 2);
     let now = now_ns();
-    let emitted = emit(
+    let status = emit(
         ctx,
         p,
         decky_id,
@@ -688,7 +692,8 @@ fn udp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
         },
     );
     // Every datagram is a probe the decoy may answer (ICMP port unreachable): the flow
-    // remembers the latest, so the answer links to it.
+    // remembers the latest, so the answer links to it. Withheld ones open none.
+    let emitted = status == Emitted::Sent;
     let key = flow_key(p, sport, dport);
     match FLOWS.get_ptr_mut(&key) {
         // SAFETY: LRU value pointer, valid for this run.
@@ -701,7 +706,8 @@ fn udp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
             let seen = (*st).seen & !(FLOW_OUTCOME | FLOW_REPORTED);
             (*st).seen = seen | if emitted { FLOW_REPORTED } else { 0 };
         },
-        None => new_flow(&key, now, 0, 0, p.ip_len, emitted),
+        None if status != Emitted::Withheld => new_flow(&key, now, 0, 0, p.ip_len, emitted),
+        None => {}
     }
     Ok(())
 }
@@ -821,7 +827,7 @@ fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let answer = flags & (SYN | ACK) == SYN | ACK || flags & RST != 0;
     let Some(st) = live_flow(&key).0 else {
         if answer {
-            bump(Stat::OutcomesUnmatched);
+            no_flow_answer(&key.src);
         }
         return Ok(());
     };
@@ -919,7 +925,7 @@ fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
         return Ok(());
     }
     let Some(st) = live_flow(&key).0 else {
-        bump(Stat::OutcomesUnmatched);
+        no_flow_answer(&key.src);
         return Ok(());
     };
     let now = now_ns();
@@ -933,6 +939,25 @@ fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let fwd = forward(p, key.proto);
     outcome(ctx, &fwd, decky_id, &key, st, 0, ty, code, 0, now);
     Ok(())
+}
+
+/// Counts an answer whose probe has no flow: withheld when the flood guard is withholding
+/// that source's probes (they open no flow), else unmatched (evicted, or older than us).
+#[inline(always)]
+fn no_flow_answer(attacker: &[u8; 16]) {
+    let now = now_ns();
+    // SAFETY: LRU value pointer, plain loads.
+    let flooding = match SOURCES.get_ptr(attacker) {
+        Some(st) => unsafe {
+            (*st).suppressed != 0 && now.saturating_sub((*st).last_ns) < SUMMARY_EVERY_NS
+        },
+        None => false,
+    };
+    bump(if flooding {
+        Stat::OutcomesWithheld
+    } else {
+        Stat::OutcomesUnmatched
+    });
 }
 
 /// Emits the `probe_outcome` for a flow's current probe, once. An answer to a probe the
@@ -1101,8 +1126,18 @@ fn summarize<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, st: *mut SourceState,
     bump(Stat::SuppressedSummaries);
 }
 
+/// What became of an event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Emitted {
+    Sent,
+    /// The flood guard withheld it (counted in the source's summary).
+    Withheld,
+    /// The ring was full (counted).
+    Lost,
+}
+
 /// [`submit`]s the event unless the flood guard withholds it (`port`: destination port,
-/// host order). True when it went out.
+/// host order).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn emit<F: Frame>(
@@ -1114,11 +1149,15 @@ fn emit<F: Frame>(
     port: u16,
     now: u64,
     fill: impl FnOnce(&mut RawEvent),
-) -> bool {
+) -> Emitted {
     if !guard(ctx, p, decky_id, port, now) {
-        return false;
+        return Emitted::Withheld;
     }
-    submit(ctx, p, decky_id, kind, payload_len, now, fill)
+    if submit(ctx, p, decky_id, kind, payload_len, now, fill) {
+        Emitted::Sent
+    } else {
+        Emitted::Lost
+    }
 }
 
 /// Reserves a ring entry, fills the common fields, lets `fill` add the L4 ones, submits.
