@@ -325,10 +325,14 @@ impl Daemon {
             let ingested = s["ingest"]["rows"].as_u64().unwrap_or(0)
                 + s["ingest"]["dead_letters"].as_u64().unwrap_or(0);
             let written = p["journal_written"].as_u64().unwrap_or(0);
+            // Withheld events are all in summaries once the sweep has seen the flood end.
+            let summarised = s["kernel"]["suppressed"].as_u64().unwrap_or(0)
+                == p["suppressed_reported"].as_u64().unwrap_or(0);
             if s != last {
                 last = s.clone();
                 stable_since = Instant::now();
             } else if emitted == accounted
+                && summarised
                 && ingested == written
                 && stable_since.elapsed() >= Duration::from_millis(300)
             {

@@ -71,10 +71,10 @@ pub struct RunArgs {
     #[arg(long, value_enum, env = "DECNET_JOURNAL_FSYNC")]
     pub journal_fsync: Option<FsyncPolicy>,
     /// Flood guard: events per second one source may send before the kernel summarises it
-    /// instead (0: guard off) [default: 5000].
+    /// instead (0: guard off) [default: 1000].
     #[arg(long, env = "DECNET_FLOOD_RATE")]
     pub flood_rate: Option<u32>,
-    /// Flood guard: events one source may send at once above the rate [default: 10000].
+    /// Flood guard: events one source may send at once above the rate [default: 2000].
     #[arg(long, env = "DECNET_FLOOD_BURST")]
     pub flood_burst: Option<u32>,
     /// Seconds without a packet after which an open TCP flow is summarised as idle

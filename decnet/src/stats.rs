@@ -24,6 +24,10 @@ pub struct PipelineStats {
     /// Kernel flood-guard summaries with nothing new (a sweep had reported their counts):
     /// read from the ring, deliberately not written.
     pub summaries_merged: AtomicU64,
+    /// Withheld events the written `source_suppressed` records account for (the sum of their
+    /// `suppressed`): once a flood has been quiet for a second this equals the kernel's
+    /// `suppressed` counter.
+    pub suppressed_reported: AtomicU64,
     /// `tcp_flow` summaries written by the userspace flow sweep (idle, evicted, shutdown).
     pub flows_swept: AtomicU64,
     /// Flows not watched for idle/eviction because the watch list was full (their kernel
@@ -42,6 +46,7 @@ pub struct PipelineSnapshot {
     pub journal_bytes: u64,
     pub summaries_swept: u64,
     pub summaries_merged: u64,
+    pub suppressed_reported: u64,
     pub flows_swept: u64,
     pub flows_unwatched: u64,
 }
@@ -57,6 +62,7 @@ impl PipelineStats {
             journal_bytes: self.journal_bytes.load(Relaxed),
             summaries_swept: self.summaries_swept.load(Relaxed),
             summaries_merged: self.summaries_merged.load(Relaxed),
+            suppressed_reported: self.suppressed_reported.load(Relaxed),
             flows_swept: self.flows_swept.load(Relaxed),
             flows_unwatched: self.flows_unwatched.load(Relaxed),
         }

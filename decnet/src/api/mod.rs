@@ -366,6 +366,12 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let p = st.pipeline.snapshot();
     counter_to(
         &mut out,
+        "suppressed_reported_total",
+        "Withheld events accounted for by written source_suppressed records.",
+        p.suppressed_reported,
+    );
+    counter_to(
+        &mut out,
         "flows_swept_total",
         "tcp_flow summaries written by the userspace sweep (idle, evicted, shutdown).",
         p.flows_swept,

@@ -146,6 +146,7 @@ impl Collector {
             return false;
         }
         self.reported.insert(p.src, total);
+        PipelineStats::add(&self.journal.stats().suppressed_reported, delta);
         let deckies = self.deckies.clone();
         let decky = decky_name(&deckies, p.decky_id);
         let mut span = LiteSpan::root("collector.event", SpanKind::Producer);
