@@ -576,6 +576,66 @@ fn bad_arguments_fail_with_a_clear_message() {
         err.contains("10.0.0.300") && err.contains("IP[=NAME]"),
         "{err}"
     );
+    // check-config: the same resolution without starting; the file's errors name key and line.
+    let dir = tempfile_dir("checkconfig");
+    let conf = dir.join("decnet.toml");
+    std::fs::write(
+        &conf,
+        "iface = \"lo\"\ndecoy = [\"10.0.0.1=web\"]\nflood_rate = 100\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(&bin)
+        .arg("check-config")
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .expect("check-config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("flood_rate = 100") && text.contains("configuration ok"),
+        "{text}"
+    );
+    for (body, want) in [
+        (
+            "iface = \"lo\"\ndecoy = [\"10.0.0.1\"]\nflood = 1\n",
+            "line 3",
+        ),
+        (
+            "iface = \"lo\"\n\ndecoy = [\"10.0.0.1\", \"10.0.0.400\"]\n",
+            "line 3",
+        ),
+        (
+            "iface = \"lo\"\ndecoy = [\"10.0.0.1\"]\nlisten = \"nowhere\"\n",
+            "line 3",
+        ),
+        (
+            "decoy = [\"10.0.0.1\",\n  \"10.0.0.1=again\"]\niface = \"lo\"\n",
+            "line 2",
+        ),
+        (
+            "decoy = [\"10.0.0.1\"]\niface = \"dn-no-such1\"\n",
+            "line 2",
+        ),
+    ] {
+        std::fs::write(&conf, body).unwrap();
+        let out = std::process::Command::new(&bin)
+            .arg("check-config")
+            .arg("--config")
+            .arg(&conf)
+            .output()
+            .expect("check-config");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{body}: accepted");
+        assert!(
+            err.contains(want) && err.contains("decnet.toml"),
+            "{body}: {err}"
+        );
+    }
     if !require_root() {
         return;
     }

@@ -21,20 +21,54 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
 pub enum ConfigError {
     #[error("reading config file {0}: {1}")]
     Read(PathBuf, #[source] std::io::Error),
-    #[error("config file {0}: {1}")]
-    Parse(PathBuf, String),
+    /// A TOML syntax error, an unknown key or a value of the wrong shape (a bad `listen`
+    /// address, an unknown `xdp_mode`), with the line it is on.
+    #[error("{origin}: {msg}")]
+    Parse { origin: Origin, msg: String },
     #[error("no interface: pass --iface IFACE (or DECNET_IFACE, or `iface` in the config file)")]
     NoIface,
     #[error("no decoy: pass at least one --decoy IP[=NAME]")]
     NoDecoy,
-    #[error("decoy {0} is listed twice")]
-    DuplicateDecoy(std::net::IpAddr),
-    #[error("config file {path}: decoy `{value}`: {msg}")]
+    #[error("{second}: decoy {addr} is listed twice (first at {first})")]
+    DuplicateDecoy {
+        addr: std::net::IpAddr,
+        first: Origin,
+        second: Origin,
+    },
+    #[error("{origin}: decoy `{value}`: {msg}")]
     BadDecoy {
-        path: PathBuf,
+        origin: Origin,
         value: String,
         msg: String,
     },
+    #[error("{origin}: interface `{iface}` does not exist on this host")]
+    NoSuchIface { iface: String, origin: Origin },
+}
+
+/// Where a setting came from, for error messages: a flag (or its variable), or a line of
+/// the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Flag(&'static str),
+    File { path: PathBuf, line: usize },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Flag(name) => write!(f, "{name}"),
+            Origin::File { path, line } => write!(f, "config file {} line {line}", path.display()),
+        }
+    }
+}
+
+/// The 1-based line of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Flags of `decnet run`. Every flag also reads `DECNET_<FLAG>`.
@@ -87,13 +121,14 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
 }
 
-/// The TOML file. Unknown keys are an error, not silently ignored.
+/// The TOML file. Unknown keys are an error, not silently ignored. Values whose errors can
+/// only be found after parsing keep their position, so the error names the line.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    iface: Option<String>,
+    iface: Option<toml::Spanned<String>>,
     #[serde(default)]
-    decoy: Vec<String>,
+    decoy: Vec<toml::Spanned<String>>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     xdp_mode: Option<XdpModeChoice>,
@@ -109,6 +144,8 @@ struct FileConfig {
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub iface: String,
+    /// Where `iface` came from (for the error when it does not exist).
+    pub iface_origin: Origin,
     pub decoys: Vec<Decoy>,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
@@ -126,36 +163,65 @@ impl RunConfig {
     }
 
     pub fn resolve(args: RunArgs) -> Result<Self, ConfigError> {
-        let file = match &args.config {
+        let (file, text) = match &args.config {
             Some(p) => load_file(p)?,
-            None => FileConfig::default(),
+            None => (FileConfig::default(), String::new()),
         };
-        let decoys = if !args.decoys.is_empty() {
+        let path = args.config.clone().unwrap_or_default();
+        let at = |span: std::ops::Range<usize>| Origin::File {
+            path: path.clone(),
+            line: line_of(&text, span.start),
+        };
+        let decoys: Vec<(Decoy, Origin)> = if !args.decoys.is_empty() {
             args.decoys
+                .into_iter()
+                .map(|d| (d, Origin::Flag("--decoy/DECNET_DECOY")))
+                .collect()
         } else {
-            let path = args.config.clone().unwrap_or_default();
             file.decoy
                 .iter()
                 .map(|s| {
-                    s.parse().map_err(|msg| ConfigError::BadDecoy {
-                        path: path.clone(),
-                        value: s.clone(),
-                        msg,
-                    })
+                    let origin = at(s.span());
+                    match s.get_ref().parse() {
+                        Ok(d) => Ok((d, origin)),
+                        Err(msg) => Err(ConfigError::BadDecoy {
+                            origin,
+                            value: s.get_ref().clone(),
+                            msg,
+                        }),
+                    }
                 })
-                .collect::<Result<Vec<Decoy>, _>>()?
+                .collect::<Result<_, _>>()?
         };
         if decoys.is_empty() {
             return Err(ConfigError::NoDecoy);
         }
-        for (i, d) in decoys.iter().enumerate() {
-            if decoys[..i].iter().any(|e| e.addr == d.addr) {
-                return Err(ConfigError::DuplicateDecoy(d.addr));
+        for (i, (d, origin)) in decoys.iter().enumerate() {
+            // 10.0.0.1 and ::ffff:10.0.0.1 are one address to the kernel's decoy map.
+            let key = crate::sensor::decoy_key(d.addr);
+            if let Some((_, first)) = decoys[..i]
+                .iter()
+                .find(|(e, _)| crate::sensor::decoy_key(e.addr) == key)
+            {
+                return Err(ConfigError::DuplicateDecoy {
+                    addr: d.addr,
+                    first: first.clone(),
+                    second: origin.clone(),
+                });
             }
         }
+        let (iface, iface_origin) = match (args.iface, file.iface) {
+            (Some(i), _) => (i, Origin::Flag("--iface/DECNET_IFACE")),
+            (None, Some(i)) => {
+                let origin = at(i.span());
+                (i.into_inner(), origin)
+            }
+            (None, None) => return Err(ConfigError::NoIface),
+        };
         Ok(RunConfig {
-            iface: args.iface.or(file.iface).ok_or(ConfigError::NoIface)?,
-            decoys,
+            iface,
+            iface_origin,
+            decoys: decoys.into_iter().map(|(d, _)| d).collect(),
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -187,15 +253,58 @@ impl RunConfig {
             ),
         })
     }
+
+    /// The resolved settings, one `key = value` per line (what `decnet check-config` prints).
+    pub fn describe(&self) -> String {
+        let decoys: Vec<String> = self.decoys.iter().map(|d| d.to_string()).collect();
+        format!(
+            "iface = {} ({})\ndecoy = {}\ndata_dir = {}\nlisten = {}\nxdp_mode = {}\n\
+             journal_max_mb = {}\njournal_keep = {}\njournal_fsync = {}\n\
+             flood_rate = {}\nflood_burst = {}\nflow_idle_secs = {}\n",
+            self.iface,
+            self.iface_origin,
+            decoys.join(", "),
+            self.data_dir.display(),
+            self.listen,
+            format!("{:?}", self.xdp_mode).to_lowercase(),
+            self.journal_max_bytes >> 20,
+            self.journal_keep,
+            format!("{:?}", self.journal_fsync).to_lowercase(),
+            self.flood.rate,
+            self.flood.burst,
+            self.flow_idle.as_secs(),
+        )
+    }
+
+    /// Checks what only this host can tell: that the interface exists. `decnet run` and
+    /// `decnet check-config` both do this before anything is loaded.
+    pub fn check_host(&self) -> Result<(), ConfigError> {
+        if crate::sensor::loader::nix_if_index(&self.iface).is_none() {
+            return Err(ConfigError::NoSuchIface {
+                iface: self.iface.clone(),
+                origin: self.iface_origin.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8470))
 }
 
-fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+fn load_file(path: &Path) -> Result<(FileConfig, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e.to_string()))
+    match toml::from_str(&text) {
+        Ok(f) => Ok((f, text)),
+        Err(e) => Err(ConfigError::Parse {
+            origin: Origin::File {
+                path: path.into(),
+                line: e.span().map(|s| line_of(&text, s.start)).unwrap_or(1),
+            },
+            msg: e.message().trim().to_owned(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -244,11 +353,47 @@ mod tests {
         let e = RunConfig::resolve(a).unwrap_err().to_string();
         assert!(e.contains("decoys") && e.contains("bad.toml"), "{e}");
 
-        std::fs::write(&path, "iface = \"x\"\ndecoy = [\"300.1.1.1\"]\n").unwrap();
+        assert!(e.contains("line 2"), "{e}");
+
+        std::fs::write(
+            &path,
+            "iface = \"x\"\ndecoy = [\n  \"10.0.0.1\",\n  \"300.1.1.1\",\n]\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        let e = RunConfig::resolve(a).unwrap_err().to_string();
+        assert!(e.contains("300.1.1.1") && e.contains("line 4"), "{e}");
+
+        // A bad listen address: the key and its line.
+        std::fs::write(
+            &path,
+            "iface = \"x\"\ndecoy = [\"10.0.0.1\"]\n\nlisten = \"1.2.3\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        let e = RunConfig::resolve(a).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("bad.toml"), "{e}");
+
+        // Overlapping decoys: the same address twice, even in its IPv4-mapped IPv6 form.
+        std::fs::write(
+            &path,
+            "iface = \"x\"\ndecoy = [\"10.0.0.1=a\",\n \"::ffff:10.0.0.1=b\"]\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        let e = RunConfig::resolve(a).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("line 2"), "{e}");
+
+        // A missing interface names where it was set.
+        std::fs::write(&path, "decoy = [\"10.0.0.1\"]\niface = \"nosuch0\"\n").unwrap();
         let mut a = args();
         a.config = Some(path);
-        let e = RunConfig::resolve(a).unwrap_err().to_string();
-        assert!(e.contains("300.1.1.1"), "{e}");
+        let c = RunConfig::resolve(a).unwrap();
+        let e = c.check_host().unwrap_err().to_string();
+        assert!(e.contains("nosuch0") && e.contains("line 2"), "{e}");
     }
 
     #[test]
@@ -267,7 +412,7 @@ mod tests {
         a.decoys.push("10.0.0.1=again".parse().unwrap());
         assert!(matches!(
             RunConfig::resolve(a),
-            Err(ConfigError::DuplicateDecoy(_))
+            Err(ConfigError::DuplicateDecoy { .. })
         ));
     }
 }

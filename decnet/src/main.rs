@@ -20,6 +20,9 @@ struct Cli {
 enum Cmd {
     /// Attach to the decoy interface and run the sensor, journal and API.
     Run(RunArgs),
+    /// Validate a configuration (the flags, variables and file `run` would use) without
+    /// starting anything: prints the resolved settings, or the first error with its origin.
+    CheckConfig(RunArgs),
     /// Ingest the journal of a data dir into its database without the sensor (for journals
     /// written by other honeypots, or to catch up after the daemon stopped).
     Ingest {
@@ -109,8 +112,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     match cli.cmd {
+        Cmd::CheckConfig(args) => {
+            let cfg = RunConfig::resolve(args).context("configuration")?;
+            cfg.check_host().context("configuration")?;
+            print!("{}", cfg.describe());
+            println!("configuration ok");
+            Ok(())
+        }
         Cmd::Run(args) => {
             let cfg = RunConfig::resolve(args).context("configuration")?;
+            cfg.check_host().context("configuration")?;
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
