@@ -208,7 +208,8 @@ async fn read_events(
                     if ev.id.is_some() {
                         last_id.clone_from(&ev.id);
                     }
-                    let reset = ev.event == "reset";
+                    // Both end the stream; the caller reconnects and resumes after the id.
+                    let reset = ev.event == "reset" || ev.event == "shutdown";
                     if !on_event(&ev) {
                         return Ok(false);
                     }
@@ -323,6 +324,7 @@ pub fn event_line(ev: &SseEvent) -> Option<String> {
             text(&v["campaign_id"]),
         )),
         "reset" => Some(format!("(stream reset, resuming: {})", text(&v["reason"]))),
+        "shutdown" => Some("(daemon stopping; reconnecting until it is back)".to_owned()),
         _ => None,
     }
 }

@@ -115,8 +115,14 @@ pub struct RunArgs {
     /// [default: 60].
     #[arg(long, env = "DECNET_FLOW_IDLE_SECS")]
     pub flow_idle_secs: Option<u64>,
+    /// Seconds a SIGTERM/SIGINT shutdown may take (drain the ring, flush the journal, commit
+    /// the last batch and profiles, close the streams) before the daemon exits anyway
+    /// [default: 5].
+    #[arg(long, env = "DECNET_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
     /// TOML file with the same keys as the flags (iface, decoy, data_dir, listen, xdp_mode,
-    /// journal_max_mb, journal_keep, journal_fsync, flood_rate, flood_burst, flow_idle_secs).
+    /// journal_max_mb, journal_keep, journal_fsync, flood_rate, flood_burst, flow_idle_secs,
+    /// shutdown_timeout_secs).
     #[arg(long, env = "DECNET_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -138,6 +144,7 @@ struct FileConfig {
     flood_rate: Option<u32>,
     flood_burst: Option<u32>,
     flow_idle_secs: Option<u64>,
+    shutdown_timeout_secs: Option<u64>,
 }
 
 /// Everything `decnet run` needs, resolved.
@@ -155,6 +162,7 @@ pub struct RunConfig {
     pub journal_fsync: FsyncPolicy,
     pub flood: FloodBudget,
     pub flow_idle: std::time::Duration,
+    pub shutdown_timeout: std::time::Duration,
 }
 
 impl RunConfig {
@@ -251,6 +259,12 @@ impl RunConfig {
                     .unwrap_or(60)
                     .max(1),
             ),
+            shutdown_timeout: std::time::Duration::from_secs(
+                args.shutdown_timeout_secs
+                    .or(file.shutdown_timeout_secs)
+                    .unwrap_or(5)
+                    .max(1),
+            ),
         })
     }
 
@@ -260,7 +274,8 @@ impl RunConfig {
         format!(
             "iface = {} ({})\ndecoy = {}\ndata_dir = {}\nlisten = {}\nxdp_mode = {}\n\
              journal_max_mb = {}\njournal_keep = {}\njournal_fsync = {}\n\
-             flood_rate = {}\nflood_burst = {}\nflow_idle_secs = {}\n",
+             flood_rate = {}\nflood_burst = {}\nflow_idle_secs = {}\n\
+             shutdown_timeout_secs = {}\n",
             self.iface,
             self.iface_origin,
             decoys.join(", "),
@@ -273,6 +288,7 @@ impl RunConfig {
             self.flood.rate,
             self.flood.burst,
             self.flow_idle.as_secs(),
+            self.shutdown_timeout.as_secs(),
         )
     }
 

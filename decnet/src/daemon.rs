@@ -115,6 +115,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         .map_err(|e| DaemonError::Store(db_path.clone(), e))?;
     let checkpoints = tokio::spawn(store.clone().checkpoint_loop(Duration::from_millis(500)));
     let hub = Hub::default();
+    let stream_hub = hub.clone();
     let wake = Arc::new(Notify::new());
     let mut ingest_cfg = IngestConfig::new(cfg.data_dir.clone());
     ingest_cfg.keep = ingest_cfg.keep.max(cfg.journal_keep);
@@ -185,35 +186,58 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     });
 
     let _ = shutdown.wait_for(|v| *v).await;
+    let stopping = Instant::now();
     tracing::info!("shutting down: detaching, draining the ring, flushing the journal");
     if let Err(e) = sensor.detach() {
         tracing::warn!(error = %e, "detach failed; the link goes away with the process");
     }
-    let _ = stop_reader.send(true);
-    match reader.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "ring reader failed"),
-        Err(e) => tracing::error!(error = %e, "ring reader task panicked"),
-    }
-    // The reader owned the collector and with it the only JournalHandle; with it gone the
-    // writer drains and exits.
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-    // The journal is complete on disk; the ingester takes in the rest and commits.
-    let _ = stop_ingest.send(true);
-    match ingest_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "ingester failed"),
-        Err(e) => tracing::error!(error = %e, "ingester task panicked"),
-    }
-    // Profiles take in the last committed rows.
-    let _ = stop_profile.send(true);
-    match profile_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "profiler failed"),
-        Err(e) => tracing::error!(error = %e, "profiler task panicked"),
+    let stage = std::sync::Mutex::new("draining the ring");
+    let graceful = async {
+        let _ = stop_reader.send(true);
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "ring reader failed"),
+            Err(e) => tracing::error!(error = %e, "ring reader task panicked"),
+        }
+        // The reader owned the collector and with it the only JournalHandle; with it gone the
+        // writer drains, fsyncs and exits.
+        *stage.lock().unwrap_or_else(|p| p.into_inner()) = "flushing the journal";
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        // The journal is complete on disk; the ingester takes in the rest and commits.
+        *stage.lock().unwrap_or_else(|p| p.into_inner()) = "committing the last ingest batch";
+        let _ = stop_ingest.send(true);
+        match ingest_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "ingester failed"),
+            Err(e) => tracing::error!(error = %e, "ingester task panicked"),
+        }
+        // Profiles take in the last committed rows.
+        *stage.lock().unwrap_or_else(|p| p.into_inner()) = "updating the last profiles";
+        let _ = stop_profile.send(true);
+        match profile_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "profiler failed"),
+            Err(e) => tracing::error!(error = %e, "profiler task panicked"),
+        }
+        // Everything committed has been announced: the streams get their last event and end,
+        // which lets the server's graceful shutdown finish.
+        *stage.lock().unwrap_or_else(|p| p.into_inner()) = "closing the streams";
+        stream_hub.shutdown();
+        let _ = server.await;
+    };
+    if tokio::time::timeout(cfg.shutdown_timeout, graceful)
+        .await
+        .is_err()
+    {
+        // Nothing is lost by stopping here: the journal is append-only and the ingester and
+        // profiler resume from cursors committed with their rows.
+        tracing::warn!(
+            timeout_s = cfg.shutdown_timeout.as_secs(),
+            stage = *stage.lock().unwrap_or_else(|p| p.into_inner()),
+            "shutdown took too long; exiting (the next start resumes from the cursors)"
+        );
     }
     checkpoints.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let k = kernel.read()?;
     let p = pipeline.snapshot();
     tracing::info!(
@@ -227,6 +251,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         decode_errors = p.decode_errors,
         ingested_rows = ingest_stats.snapshot().rows,
         dead_letters = ingest_stats.snapshot().dead_letters,
+        shutdown_ms = stopping.elapsed().as_millis() as u64,
         "stopped"
     );
     drop(sensor);

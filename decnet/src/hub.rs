@@ -78,6 +78,8 @@ pub fn log_json(id: i64, l: &NewLog) -> String {
 pub enum HubMsg {
     Logs(Arc<LogBatch>),
     Detection(Arc<DetectionRow>),
+    /// The daemon is stopping; everything committed has been announced before this.
+    Shutdown,
 }
 
 #[derive(Clone)]
@@ -109,6 +111,11 @@ impl Hub {
                 .tx
                 .send(HubMsg::Logs(Arc::new(LogBatch::new(first_id, logs()))));
         }
+    }
+
+    /// Tells every subscriber the daemon is stopping (the stream ends with a final event).
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(HubMsg::Shutdown);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<HubMsg> {

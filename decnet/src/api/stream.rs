@@ -223,6 +223,18 @@ impl Client {
                     self.push_detection(d.id, &d.body);
                 }
             }
+            HubMsg::Shutdown => {
+                // Last words: where to resume (Last-Event-ID) when the daemon is back.
+                let e = Event::default()
+                    .event("shutdown")
+                    .id(self.id())
+                    .data(format!(
+                        r#"{{"reason":"daemon stopping","resume_after":"{}"}}"#,
+                        self.id()
+                    ));
+                self.pending.push_back(e);
+                self.ended = true;
+            }
         }
     }
 
