@@ -1047,9 +1047,9 @@ impl Drop for ChildGuard {
     }
 }
 
-/// SIGTERM in the middle of traffic: the ring is drained, the journal flushed, the last
-/// batch committed and announced, and every stream ends with a `shutdown` event, within the
-/// shutdown bound.
+/// The daemon runs as `nobody` with no capability once attached; SIGTERM in the middle of
+/// traffic: the ring is drained, the journal flushed, the last batch committed and
+/// announced, and every stream ends with a `shutdown` event, within the shutdown bound.
 #[test]
 fn sigterm_drains_everything_and_closes_streams_with_a_final_event() {
     if !require_root() {
@@ -1067,6 +1067,34 @@ fn sigterm_drains_everything_and_closes_streams_with_a_final_event() {
         decnet_tests::API_TOKEN
     )
     .expect("stream request");
+    // Least privilege: attached, then `nobody` with no capability on any thread, owning
+    // its data dir; everything below (capture, journal, SQLite, stream) works like that.
+    let pid = daemon.pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(
+        status.contains("Uid:\t65534\t65534\t65534\t65534"),
+        "{status}"
+    );
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for k in ["CapEff:", "CapPrm:", "CapAmb:"] {
+            let v = st
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or("?")
+                .trim();
+            assert_eq!(v, "0000000000000000", "thread {:?} {k}", t.file_name());
+        }
+    }
+    {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let m = std::fs::metadata(&dir).expect("data dir");
+        assert_eq!((m.uid(), m.permissions().mode() & 0o777), (65534, 0o750));
+    }
     let reader = std::thread::spawn(move || {
         let mut all = Vec::new();
         let _ = sse.set_read_timeout(Some(std::time::Duration::from_secs(20)));

@@ -16,6 +16,7 @@ use crate::{
 
 pub const DEFAULT_DATA_DIR: &str = "./decnet-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
+pub const DEFAULT_USER: &str = "nobody";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -120,9 +121,13 @@ pub struct RunArgs {
     /// [default: 5].
     #[arg(long, env = "DECNET_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// User the daemon becomes once the programs are attached, keeping no capability
+    /// (`root`: stay root) [default: nobody].
+    #[arg(long, env = "DECNET_USER")]
+    pub user: Option<String>,
     /// TOML file with the same keys as the flags (iface, decoy, data_dir, listen, xdp_mode,
     /// journal_max_mb, journal_keep, journal_fsync, flood_rate, flood_burst, flow_idle_secs,
-    /// shutdown_timeout_secs).
+    /// shutdown_timeout_secs, user).
     #[arg(long, env = "DECNET_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -145,6 +150,7 @@ struct FileConfig {
     flood_burst: Option<u32>,
     flow_idle_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
+    user: Option<String>,
 }
 
 /// Everything `decnet run` needs, resolved.
@@ -163,6 +169,7 @@ pub struct RunConfig {
     pub flood: FloodBudget,
     pub flow_idle: std::time::Duration,
     pub shutdown_timeout: std::time::Duration,
+    pub user: String,
 }
 
 impl RunConfig {
@@ -265,6 +272,10 @@ impl RunConfig {
                     .unwrap_or(5)
                     .max(1),
             ),
+            user: args
+                .user
+                .or(file.user)
+                .unwrap_or_else(|| DEFAULT_USER.to_owned()),
         })
     }
 
@@ -275,7 +286,7 @@ impl RunConfig {
             "iface = {} ({})\ndecoy = {}\ndata_dir = {}\nlisten = {}\nxdp_mode = {}\n\
              journal_max_mb = {}\njournal_keep = {}\njournal_fsync = {}\n\
              flood_rate = {}\nflood_burst = {}\nflow_idle_secs = {}\n\
-             shutdown_timeout_secs = {}\n",
+             shutdown_timeout_secs = {}\nuser = {}\n",
             self.iface,
             self.iface_origin,
             decoys.join(", "),
@@ -289,6 +300,7 @@ impl RunConfig {
             self.flood.burst,
             self.flow_idle.as_secs(),
             self.shutdown_timeout.as_secs(),
+            self.user,
         )
     }
 

@@ -50,8 +50,22 @@ pub enum DaemonError {
     Token(std::path::PathBuf, #[source] std::io::Error),
 }
 
-/// Runs until `shutdown` becomes true.
-pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+/// What `decnet run` sets up while it still has its privileges: the data dir and token,
+/// the loaded and attached programs and the maps the daemon keeps. Nothing after this needs
+/// a capability (see `privilege`).
+pub struct Prepared {
+    auth: api::auth::Auth,
+    sensor: Sensor,
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    kernel: sensor::KernelStats,
+    sources: sensor::guard::Sources,
+    flows: sensor::flows::Flows,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// The privileged part of start-up (synchronous: it runs before the runtime's threads
+/// exist, so that dropping privileges afterwards covers every thread).
+pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
     // Before touching the kernel: an API reachable from other hosts needs a chosen token.
     let token_set = std::env::var(api::auth::TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty());
     if !cfg.listen.ip().to_canonical().is_loopback() && !token_set {
@@ -62,6 +76,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         .mode(0o750)
         .create(&cfg.data_dir)
         .map_err(|e| DaemonError::DataDir(cfg.data_dir.clone(), e))?;
+    tighten_data_dir(&cfg.data_dir)?;
     let (auth, source) = api::auth::Auth::load_or_create(&cfg.data_dir)
         .map_err(|e| DaemonError::Token(cfg.data_dir.join(api::auth::TOKEN_FILE), e))?;
     match source {
@@ -83,9 +98,7 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
     let kernel = sensor.take_stats()?;
     let sources = sensor.take_sources()?;
     let flows = sensor.take_flows()?.with_idle(cfg.flow_idle);
-    if let Some(logger) = sensor.take_logger() {
-        spawn_kernel_log_pump(logger);
-    }
+    let logger = sensor.take_logger();
     let mode = sensor.attach(&cfg.iface, cfg.xdp_mode)?;
     tracing::info!(iface = %cfg.iface, xdp_mode = %mode,
         decoys = %cfg.decoys.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" "),
@@ -105,7 +118,35 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
             "flood guard: per-source event budget"
         );
     }
+    Ok(Prepared {
+        auth,
+        sensor,
+        ring,
+        kernel,
+        sources,
+        flows,
+        logger,
+    })
+}
 
+/// Runs until `shutdown` becomes true.
+pub async fn run(
+    cfg: RunConfig,
+    prepared: Prepared,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let Prepared {
+        auth,
+        mut sensor,
+        ring,
+        kernel,
+        sources,
+        flows,
+        logger,
+    } = prepared;
+    if let Some(logger) = logger {
+        spawn_kernel_log_pump(logger);
+    }
     let pipeline = Arc::new(PipelineStats::default());
     let journal_path = cfg.journal_path();
     let deckies: Arc<[String]> = cfg.decoys.iter().map(|d| d.name.clone()).collect();
@@ -255,6 +296,21 @@ pub async fn run(cfg: RunConfig, mut shutdown: watch::Receiver<bool>) -> Result<
         "stopped"
     );
     drop(sensor);
+    Ok(())
+}
+
+/// The data dir holds attacker data and the API token: nobody but the daemon's user (and
+/// its group, read-only) gets in, also when the directory already existed.
+fn tighten_data_dir(dir: &std::path::Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let err = |e| DaemonError::DataDir(dir.to_owned(), e);
+    let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode() & 0o7777;
+    if mode & 0o7027 != 0 {
+        let safe = mode & 0o750;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(safe)).map_err(err)?;
+        tracing::info!(dir = %dir.display(), from = format!("{mode:o}"), to = format!("{safe:o}"),
+            "data dir permissions tightened");
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod frames;
 pub mod hub;
 pub mod ingest;
+pub mod privilege;
 pub mod profile;
 pub mod sensor;
 pub mod services;

@@ -106,15 +106,19 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?;
+        .context("starting the tokio runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::CheckConfig(args) => {
             let cfg = RunConfig::resolve(args).context("configuration")?;
             cfg.check_host().context("configuration")?;
+            decnet::privilege::preflight(&cfg.user, &cfg.data_dir).context("configuration")?;
             print!("{}", cfg.describe());
             println!("configuration ok");
             Ok(())
@@ -122,16 +126,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Run(args) => {
             let cfg = RunConfig::resolve(args).context("configuration")?;
             cfg.check_host().context("configuration")?;
+            decnet::privilege::preflight(&cfg.user, &cfg.data_dir).context("configuration")?;
+            // Everything that needs a capability happens here, before the runtime's threads
+            // exist; then the process becomes an unprivileged user for good.
+            let prepared = decnet::daemon::prepare(&cfg).context("decnet run")?;
+            match decnet::privilege::drop_to(&cfg.user, &cfg.data_dir)
+                .context("dropping privileges")?
+            {
+                decnet::privilege::Dropped::KeptRoot => {
+                    tracing::warn!("running as root (--user root): nothing was dropped")
+                }
+                decnet::privilege::Dropped::To { user, uid, gid } => {
+                    tracing::info!(user, uid, gid, "privileges dropped: no capabilities left")
+                }
+            }
+            let rt = runtime()?;
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
                     wait_for_signal().await;
                     let _ = tx.send(true);
                 });
-                decnet::daemon::run(cfg, rx).await
+                decnet::daemon::run(cfg, prepared, rx).await
             })
             .context("decnet run")
         }
+        other => run_other(other),
+    }
+}
+
+/// The commands that need no privileges: one runtime, one async body.
+fn run_other(cmd: Cmd) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    match cmd {
+        // run() handles these itself (privileges, runtime after the drop).
+        Cmd::Run(_) | Cmd::CheckConfig(_) => anyhow::bail!("internal: run/check-config"),
         Cmd::Ingest { data_dir, once } => rt.block_on(async move {
             let db = data_dir.join("decnet.db");
             let store = decnet::store::Store::open(&db)

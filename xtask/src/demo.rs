@@ -133,10 +133,21 @@ pub fn run_demo(bin: &Path) -> anyhow::Result<()> {
          From a shell: decnet attackers / decnet tail  (target/release/decnet)\n\
          Ctrl-C detaches and removes the namespace.\n"
     );
-    let child = Command::new(bin)
-        .args(["run", "--iface", HOST_IF])
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--iface", HOST_IF])
         .args(["--decoy", &format!("{DECOY_V4}=demo-web")])
-        .args(["--decoy", &format!("{DECOY_V6}=demo-web6")])
+        .args(["--decoy", &format!("{DECOY_V6}=demo-web6")]);
+    // The daemon drops to `nobody` once attached, and `nobody` must be able to walk to
+    // ./decnet-data. A checkout under a private home (/root is 0700) is not: the demo then
+    // stays root rather than fail (a deployment uses dist/decnet.service).
+    if let Some(blocker) = private_ancestor() {
+        println!(
+            "decnet demo: {} is closed to other users, so the daemon keeps root (--user root)",
+            blocker.display()
+        );
+        cmd.args(["--user", "root"]);
+    }
+    let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", bin.display()));
     let result = child.and_then(supervise);
@@ -147,6 +158,15 @@ pub fn run_demo(bin: &Path) -> anyhow::Result<()> {
         bail!("decnet exited with {status}");
     }
     Ok(())
+}
+
+/// The first directory above the current one that other users cannot pass through.
+fn private_ancestor() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cwd = std::env::current_dir().ok()?;
+    cwd.ancestors()
+        .find(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+        .map(|a| a.to_owned())
 }
 
 pub fn run_direct(bin: &Path, args: &[String]) -> anyhow::Result<()> {
