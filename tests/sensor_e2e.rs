@@ -1149,3 +1149,113 @@ fn sigterm_drains_everything_and_closes_streams_with_a_final_event() {
     );
     eprintln!("shutdown in {took:?}; {logs} rows announced");
 }
+
+/// Unmounts a tmpfs when dropped (also when the test panics).
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The data dir's disk fills up: journal writes fail and are counted, the error is logged
+/// once per interval, the daemon keeps running, and once space is freed writing resumes
+/// with nothing committed lost and no half line left behind.
+#[test]
+fn a_full_disk_costs_counted_records_and_writing_resumes() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    let lab = Lab::new(27);
+    let dir = std::env::temp_dir().join(format!("decnet-e2e-diskfull-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m,mode=0750", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .expect("mount");
+    assert!(ok.success(), "mounting a tmpfs");
+    let _mount = Tmpfs(dir.clone());
+    let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    let syns = |port: &str, n: &str| {
+        lab.exec(
+            &[
+                "hping3", "-S", "-p", port, "-i", "u2000", "-c", n, &lab.decoy,
+            ],
+            60,
+        );
+    };
+    syns("21", "50");
+    let before = daemon.settle();
+    let written_before = before["pipeline"]["journal_written"].as_u64().unwrap();
+    assert!(written_before >= 50, "{before}");
+
+    // Fill the disk.
+    {
+        use std::io::Write as _;
+        let mut filler = std::fs::File::create(dir.join("filler")).expect("filler");
+        let block = vec![0u8; 64 << 10];
+        while filler.write_all(&block).is_ok() {}
+    }
+    syns("22", "300");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let full = loop {
+        let s = daemon.stats();
+        if s["pipeline"]["journal_write_failed"].as_u64().unwrap_or(0) > 0 {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write failure counted: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let (code, _) = decnet_tests::http_get(daemon.api, "/api/v1/health").expect("health");
+    assert_eq!(code, 200, "the daemon keeps running on a full disk");
+
+    // Free the space: writing resumes.
+    std::fs::remove_file(dir.join("filler")).expect("free space");
+    syns("23", "50");
+    let s = daemon.settle();
+    let p = &s["pipeline"];
+    assert!(p["journal_write_failed"].as_u64().unwrap() > 0, "{s}");
+    assert!(
+        p["journal_written"].as_u64().unwrap() >= written_before + 50,
+        "writing resumed: {s}"
+    );
+    // No half line: every line in the file parses, every one is a row, none dead-lettered.
+    let journal = read_journal(&dir.join("events.jsonl"));
+    assert_eq!(
+        journal.len() as u64,
+        p["journal_written"].as_u64().unwrap(),
+        "{s}"
+    );
+    assert_eq!(
+        s["ingest"]["rows"].as_u64().unwrap(),
+        journal.len() as u64,
+        "{s}"
+    );
+    assert_eq!(s["ingest"]["dead_letters"], 0, "{s}");
+    // The first phase's probes are all still there.
+    let first = journal
+        .iter()
+        .filter(|r| r["event_type"] == "tcp_syn" && r["fields"]["dst_port"] == 21)
+        .count();
+    assert_eq!(first, 50);
+    let resumed = journal
+        .iter()
+        .filter(|r| r["event_type"] == "tcp_syn" && r["fields"]["dst_port"] == 23)
+        .count();
+    assert_eq!(resumed, 50, "the probes after the space came back");
+    // Logged once per interval, not once per failed write.
+    let log = daemon.log_text();
+    let logged = log.matches("journal write failed").count();
+    assert!((1..=3).contains(&logged), "{logged} error lines:\n{log}");
+    eprintln!(
+        "disk full: {} records lost (counted), {} written; {logged} error line(s); during: {}",
+        p["journal_write_failed"], p["journal_written"], full["pipeline"]
+    );
+}

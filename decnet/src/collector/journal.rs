@@ -341,6 +341,47 @@ impl Writer {
         }
     }
 
+    /// Appends the whole buffer. A full disk can take part of it before refusing the rest:
+    /// then the file is cut back to where it was, so no half line is left for the ingester
+    /// (or for the next write to run into), unless another writer appended meanwhile (its
+    /// lines are never cut; the half line is then dead-lettered, and counted, by the
+    /// ingester).
+    fn write_buf(&mut self) -> std::io::Result<()> {
+        let before = self.file.metadata().map(|m| m.len()).ok();
+        let mut done = 0;
+        while done < self.buf.len() {
+            match self.file.write(&self.buf[done..]) {
+                Ok(0) => {
+                    return self.cut_back(before, done, std::io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return self.cut_back(before, done, e),
+            }
+        }
+        Ok(())
+    }
+
+    fn cut_back(
+        &mut self,
+        before: Option<u64>,
+        written: usize,
+        e: std::io::Error,
+    ) -> std::io::Result<()> {
+        if written > 0
+            && let Some(before) = before
+        {
+            let now = self.file.metadata().map(|m| m.len()).ok();
+            if now == Some(before + written as u64)
+                && let Err(t) = self.file.set_len(before)
+            {
+                tracing::error!(error = %t, path = %self.cfg.path.display(),
+                    "could not cut a partial journal write back");
+            }
+        }
+        Err(e)
+    }
+
     fn flush(&mut self) {
         if self.buf.is_empty() {
             return;
@@ -353,7 +394,7 @@ impl Writer {
         )
         .entered();
         self.rotate_if_full();
-        match self.file.write_all(&self.buf) {
+        match self.write_buf() {
             Ok(()) => {
                 self.size += self.buf.len() as u64;
                 self.dirty = true;
