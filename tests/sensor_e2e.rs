@@ -1259,3 +1259,70 @@ fn a_full_disk_costs_counted_records_and_writing_resumes() {
         p["journal_write_failed"], p["journal_written"], full["pipeline"]
     );
 }
+
+/// Another process holds SQLite's write lock past the busy timeout (10 s) while probes
+/// arrive: the ingester and the profiler retry with backoff and lose nothing.
+#[test]
+fn a_locked_database_is_retried_and_nothing_is_lost() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    require_tool("python3");
+    let lab = Lab::new(28);
+    let dir = tempfile_dir("locked");
+    let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    lab.exec(
+        &[
+            "hping3", "-S", "-p", "21", "-i", "u2000", "-c", "20", &lab.decoy,
+        ],
+        30,
+    );
+    daemon.settle();
+    let mut locker = ChildGuard(
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys, time\n\
+                 c = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)\n\
+                 c.execute('BEGIN IMMEDIATE')\n\
+                 print('locked', flush=True)\n\
+                 time.sleep(12)\n\
+                 c.execute('COMMIT')\n",
+            ])
+            .arg(dir.join("decnet.db"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 sqlite3"),
+    );
+    {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        std::io::BufReader::new(locker.0.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("locker ready");
+        assert_eq!(line.trim(), "locked");
+    }
+    lab.exec(
+        &[
+            "hping3", "-S", "-p", "22", "-i", "u2000", "-c", "100", &lab.decoy,
+        ],
+        30,
+    );
+    let _ = locker.0.wait();
+    let s = daemon.settle();
+    let journal = read_journal(&dir.join("events.jsonl"));
+    assert_eq!(
+        s["ingest"]["rows"].as_u64().unwrap(),
+        journal.len() as u64,
+        "{s}"
+    );
+    assert!(s["ingest"]["commit_retries"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["ingest"]["dead_letters"], 0, "{s}");
+    let p = daemon.attacker(&lab.attacker);
+    assert_eq!(p["event_count"], 120, "{p}");
+    eprintln!(
+        "locked 12 s: ingest retries {}, profile retries {}",
+        s["ingest"]["commit_retries"], s["profile"]["retries"]
+    );
+}

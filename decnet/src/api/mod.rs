@@ -501,6 +501,12 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
             "Detections emitted (class, tools, campaign or risk band changed).",
             p.detections.load(Relaxed),
         );
+        counter_to(
+            &mut out,
+            "profile_retries_total",
+            "Profile updates that failed (database busy, disk full) and were retried.",
+            p.retries.load(Relaxed),
+        );
     }
     if let Some(lag) = profile_lag(&st) {
         gauge(

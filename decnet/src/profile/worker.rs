@@ -52,6 +52,8 @@ pub struct ProfileStats {
     pub rows: AtomicU64,
     pub batches: AtomicU64,
     pub detections: AtomicU64,
+    /// Profile updates that failed and were retried (database busy, disk full).
+    pub retries: AtomicU64,
 }
 
 impl ProfileStats {
@@ -61,6 +63,7 @@ impl ProfileStats {
             "rows": self.rows.load(Relaxed),
             "batches": self.batches.load(Relaxed),
             "detections": self.detections.load(Relaxed),
+            "retries": self.retries.load(Relaxed),
         })
     }
 }
@@ -420,14 +423,32 @@ impl Profiler {
         Ok(())
     }
 
-    /// Catches up, then again after every ingester commit, until `shutdown`.
+    /// Catches up, then again after every ingester commit, until `shutdown`. A failed
+    /// catch-up (the database busy or locked by another process past the busy timeout, a
+    /// full disk) is retried with backoff: nothing of it was committed, its in-memory
+    /// campaign state is dropped and reloaded, and the cursor still says where to resume.
     pub async fn run(
         mut self,
         mut ingested: watch::Receiver<u64>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
+        let mut backoff = Duration::from_millis(50);
         loop {
-            self.catch_up().await?;
+            if let Err(e) = self.catch_up().await {
+                self.stats.retries.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "profile update failed; retrying");
+                let stop = tokio::select! {
+                    _ = tokio::time::sleep(backoff) => false,
+                    r = shutdown.wait_for(|v| *v) => r.is_ok(),
+                };
+                if stop {
+                    return self.catch_up().await.map(|_| ());
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            backoff = Duration::from_millis(50);
             let stop = tokio::select! {
                 r = ingested.changed() => r.is_err(),
                 _ = shutdown.wait_for(|v| *v) => true,
