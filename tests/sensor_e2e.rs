@@ -1326,3 +1326,58 @@ fn a_locked_database_is_retried_and_nothing_is_lost() {
         s["ingest"]["commit_retries"], s["profile"]["retries"]
     );
 }
+
+/// The journal is deleted while the daemon runs: the writer creates a new one before its
+/// next write, and the ingester follows it; every probe still becomes a row.
+#[test]
+fn a_deleted_journal_is_recreated_and_followed() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    let lab = Lab::new(29);
+    let dir = tempfile_dir("deleted");
+    let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    lab.exec(
+        &[
+            "hping3", "-S", "-p", "21", "-i", "u2000", "-c", "20", &lab.decoy,
+        ],
+        30,
+    );
+    let s = daemon.settle();
+    let first = s["pipeline"]["journal_written"].as_u64().unwrap();
+    std::fs::remove_file(dir.join("events.jsonl")).expect("delete the journal");
+    lab.exec(
+        &[
+            "hping3", "-S", "-p", "22", "-i", "u2000", "-c", "30", &lab.decoy,
+        ],
+        30,
+    );
+    let s = daemon.settle();
+    let written = s["pipeline"]["journal_written"].as_u64().unwrap();
+    let now = read_journal(&dir.join("events.jsonl"));
+    assert_eq!(
+        now.len() as u64,
+        written - first,
+        "the new journal has the later lines: {s}"
+    );
+    assert!(
+        now.iter().all(|r| r["fields"]["dst_port"] == 22),
+        "only the later probes"
+    );
+    assert_eq!(s["ingest"]["rows"].as_u64().unwrap(), written, "{s}");
+    assert_eq!(s["ingest"]["dead_letters"], 0, "{s}");
+    // (daemon.attacker() counts the rows of the current journal file only.)
+    let path = format!("/api/v1/attackers/{}", lab.attacker);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, body) = decnet_tests::http_get(daemon.api, &path).expect("profile");
+        let p: Value = serde_json::from_str(&body).expect("profile JSON");
+        if p["event_count"] == 50 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "profile: {p}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(daemon.log_text().contains("deleted or replaced"));
+}

@@ -305,6 +305,34 @@ impl Writer {
         self.lines += chunk.lines;
     }
 
+    /// Someone deleted or replaced `events.jsonl` while we had it open: lines appended to
+    /// the old inode would reach no reader, so the path is opened (created) anew first. One
+    /// stat per flush; the ingester notices the new inode and follows it.
+    fn reopen_if_gone(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        let ours = self.file.metadata().ok().map(|m| (m.dev(), m.ino()));
+        let at_path = std::fs::metadata(&self.cfg.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if ours.is_some() && at_path == ours {
+            return;
+        }
+        match open_journal(&self.cfg.path) {
+            Ok(f) => {
+                let old = std::mem::replace(&mut self.file, f);
+                self.syncer.finish(old);
+                self.size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.dirty = false;
+                tracing::warn!(path = %self.cfg.path.display(),
+                    "the journal was deleted or replaced while open; writing to a new one");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %self.cfg.path.display(),
+                    "the journal was deleted and cannot be recreated; writing to the old file")
+            }
+        }
+    }
+
     /// Size-based rotation: `events.jsonl` -> `.1` -> `.2` ... up to `keep`; the oldest is
     /// replaced. The ingester follows rotated files by inode, so it finishes `.1` first.
     fn rotate_if_full(&mut self) {
@@ -393,6 +421,7 @@ impl Writer {
             bytes = self.buf.len()
         )
         .entered();
+        self.reopen_if_gone();
         self.rotate_if_full();
         match self.write_buf() {
             Ok(()) => {
