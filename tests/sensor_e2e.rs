@@ -1381,3 +1381,46 @@ fn a_deleted_journal_is_recreated_and_followed() {
     }
     assert!(daemon.log_text().contains("deleted or replaced"));
 }
+
+/// The decoy interface goes down and comes back: the programs stay attached (bpf_links
+/// belong to the interface, not to its state) and the probes after it are recorded.
+#[test]
+fn the_interface_going_down_and_up_keeps_capturing() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    let lab = Lab::new(31);
+    let dir = tempfile_dir("downup");
+    let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    lab.exec(
+        &[
+            "hping3", "-S", "-p", "21", "-i", "u2000", "-c", "10", &lab.decoy,
+        ],
+        30,
+    );
+    daemon.settle();
+    for state in ["down", "up"] {
+        let ok = std::process::Command::new("ip")
+            .args(["link", "set", &lab.host_if, state])
+            .status()
+            .expect("ip link set");
+        assert!(ok.success());
+    }
+    // The peer needs a moment to see carrier again.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    lab.exec(
+        &[
+            "hping3", "-S", "-p", "22", "-i", "u2000", "-c", "10", &lab.decoy,
+        ],
+        30,
+    );
+    daemon.settle();
+    let journal = read_journal(&dir.join("events.jsonl"));
+    let after = journal
+        .iter()
+        .filter(|r| r["event_type"] == "tcp_syn" && r["fields"]["dst_port"] == 22)
+        .count();
+    assert_eq!(after, 10, "probes after the interface came back");
+    assert!(lab.xdp_attached());
+}
