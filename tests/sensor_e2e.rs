@@ -497,12 +497,7 @@ fn hping3_hammering_one_port_is_brute_force() {
     let lab = Lab::new(14);
     let dir = tempfile_dir("hammer");
     let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
-    lab.exec(
-        &[
-            "hping3", "-S", "-p", "22", "-i", "u100000", "-c", "40", &lab.decoy,
-        ],
-        60,
-    );
+    hping_syns(&lab, 22, 40, 100000);
     daemon.settle();
     let p = daemon.attacker(&lab.attacker);
     // One service, 40 SYNs 0.1 s apart: the documented brute_force rule (classify.rs).
@@ -659,6 +654,18 @@ fn bad_arguments_fail_with_a_clear_message() {
     assert!(
         err.contains("dn-no-such0") && err.contains("does not exist"),
         "{err}"
+    );
+}
+
+/// `count` SYNs from hping3 in the attacker namespace to `port` on the decoy, `gap_us`
+/// apart (bounded at 60 s).
+fn hping_syns(lab: &Lab, port: u16, count: u32, gap_us: u32) {
+    let (port, count, gap) = (port.to_string(), count.to_string(), format!("u{gap_us}"));
+    lab.exec(
+        &[
+            "hping3", "-S", "-p", &port, "-i", &gap, "-c", &count, &lab.decoy,
+        ],
+        60,
     );
 }
 
@@ -1102,12 +1109,7 @@ fn sigterm_drains_everything_and_closes_streams_with_a_final_event() {
         String::from_utf8_lossy(&all).into_owned()
     });
     // 1,500 SYNs as fast as hping3 goes, and stop while they are still being taken in.
-    lab.exec(
-        &[
-            "hping3", "-S", "-p", "80", "-i", "u200", "-c", "1500", &lab.decoy,
-        ],
-        60,
-    );
+    hping_syns(&lab, 80, 1500, 200);
     let t = std::time::Instant::now();
     let st = daemon.stop();
     let took = t.elapsed();
@@ -1180,15 +1182,7 @@ fn a_full_disk_costs_counted_records_and_writing_resumes() {
     assert!(ok.success(), "mounting a tmpfs");
     let _mount = Tmpfs(dir.clone());
     let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
-    let syns = |port: &str, n: &str| {
-        lab.exec(
-            &[
-                "hping3", "-S", "-p", port, "-i", "u2000", "-c", n, &lab.decoy,
-            ],
-            60,
-        );
-    };
-    syns("21", "50");
+    hping_syns(&lab, 21, 50, 2000);
     let before = daemon.settle();
     let written_before = before["pipeline"]["journal_written"].as_u64().unwrap();
     assert!(written_before >= 50, "{before}");
@@ -1200,7 +1194,7 @@ fn a_full_disk_costs_counted_records_and_writing_resumes() {
         let block = vec![0u8; 64 << 10];
         while filler.write_all(&block).is_ok() {}
     }
-    syns("22", "300");
+    hping_syns(&lab, 22, 300, 2000);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let full = loop {
         let s = daemon.stats();
@@ -1218,7 +1212,7 @@ fn a_full_disk_costs_counted_records_and_writing_resumes() {
 
     // Free the space: writing resumes.
     std::fs::remove_file(dir.join("filler")).expect("free space");
-    syns("23", "50");
+    hping_syns(&lab, 23, 50, 2000);
     let s = daemon.settle();
     let p = &s["pipeline"];
     assert!(p["journal_write_failed"].as_u64().unwrap() > 0, "{s}");
@@ -1272,12 +1266,7 @@ fn a_locked_database_is_retried_and_nothing_is_lost() {
     let lab = Lab::new(28);
     let dir = tempfile_dir("locked");
     let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
-    lab.exec(
-        &[
-            "hping3", "-S", "-p", "21", "-i", "u2000", "-c", "20", &lab.decoy,
-        ],
-        30,
-    );
+    hping_syns(&lab, 21, 20, 2000);
     daemon.settle();
     let mut locker = ChildGuard(
         std::process::Command::new("python3")
@@ -1303,12 +1292,7 @@ fn a_locked_database_is_retried_and_nothing_is_lost() {
             .expect("locker ready");
         assert_eq!(line.trim(), "locked");
     }
-    lab.exec(
-        &[
-            "hping3", "-S", "-p", "22", "-i", "u2000", "-c", "100", &lab.decoy,
-        ],
-        30,
-    );
+    hping_syns(&lab, 22, 100, 2000);
     let _ = locker.0.wait();
     let s = daemon.settle();
     let journal = read_journal(&dir.join("events.jsonl"));
@@ -1338,21 +1322,11 @@ fn a_deleted_journal_is_recreated_and_followed() {
     let lab = Lab::new(29);
     let dir = tempfile_dir("deleted");
     let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
-    lab.exec(
-        &[
-            "hping3", "-S", "-p", "21", "-i", "u2000", "-c", "20", &lab.decoy,
-        ],
-        30,
-    );
+    hping_syns(&lab, 21, 20, 2000);
     let s = daemon.settle();
     let first = s["pipeline"]["journal_written"].as_u64().unwrap();
     std::fs::remove_file(dir.join("events.jsonl")).expect("delete the journal");
-    lab.exec(
-        &[
-            "hping3", "-S", "-p", "22", "-i", "u2000", "-c", "30", &lab.decoy,
-        ],
-        30,
-    );
+    hping_syns(&lab, 22, 30, 2000);
     let s = daemon.settle();
     let written = s["pipeline"]["journal_written"].as_u64().unwrap();
     let now = read_journal(&dir.join("events.jsonl"));
@@ -1393,12 +1367,7 @@ fn the_interface_going_down_and_up_keeps_capturing() {
     let lab = Lab::new(31);
     let dir = tempfile_dir("downup");
     let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
-    lab.exec(
-        &[
-            "hping3", "-S", "-p", "21", "-i", "u2000", "-c", "10", &lab.decoy,
-        ],
-        30,
-    );
+    hping_syns(&lab, 21, 10, 2000);
     daemon.settle();
     for state in ["down", "up"] {
         let ok = std::process::Command::new("ip")
@@ -1409,12 +1378,7 @@ fn the_interface_going_down_and_up_keeps_capturing() {
     }
     // The peer needs a moment to see carrier again.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    lab.exec(
-        &[
-            "hping3", "-S", "-p", "22", "-i", "u2000", "-c", "10", &lab.decoy,
-        ],
-        30,
-    );
+    hping_syns(&lab, 22, 10, 2000);
     daemon.settle();
     let journal = read_journal(&dir.join("events.jsonl"));
     let after = journal

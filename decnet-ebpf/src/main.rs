@@ -602,18 +602,25 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
             seen |= FLOW_FIN_FWD;
         }
         (*st).seen = seen;
-        if flags & RST != 0 {
-            flow_end::CLIENT_RST
-        } else if seen & (FLOW_FIN_FWD | FLOW_FIN_REV) == FLOW_FIN_FWD | FLOW_FIN_REV {
-            flow_end::FIN
-        } else {
-            flow_end::OPEN
-        }
+        flow_end_of(flags, seen, flow_end::CLIENT_RST)
     };
     if end != flow_end::OPEN {
         end_flow(ctx, p, decky_id, &key, st, end, now);
     }
     Ok(())
+}
+
+/// How a segment with `flags` ends its flow (given the flow's `seen` bits after it): a RST
+/// ends it as `rst` says (who sent it), the second FIN as a FIN exchange.
+#[inline(always)]
+fn flow_end_of(flags: u16, seen: u32, rst: u8) -> u8 {
+    if flags & tcp_flags::RST != 0 {
+        rst
+    } else if seen & (FLOW_FIN_FWD | FLOW_FIN_REV) == FLOW_FIN_FWD | FLOW_FIN_REV {
+        flow_end::FIN
+    } else {
+        flow_end::OPEN
+    }
 }
 
 /// Marks a flow ended and, when it carried more than a scan probe, emits its `tcp_flow`
@@ -853,13 +860,7 @@ fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
             seen |= FLOW_FIN_REV;
         }
         (*st).seen = seen;
-        if flags & RST != 0 {
-            flow_end::DECOY_RST
-        } else if seen & (FLOW_FIN_FWD | FLOW_FIN_REV) == FLOW_FIN_FWD | FLOW_FIN_REV {
-            flow_end::FIN
-        } else {
-            flow_end::OPEN
-        }
+        flow_end_of(flags, seen, flow_end::DECOY_RST)
     };
     if answer {
         outcome(ctx, &fwd, decky_id, &key, st, flags, 0, 0, window, now);

@@ -65,25 +65,22 @@ fn rig_with(opts: LoadOptions) -> Option<Rig> {
 impl Rig {
     /// Runs one frame; returns the probes it produced. Every run must say XDP_PASS.
     fn run(&mut self, frame: &[u8]) -> Vec<Probe> {
-        let (action, _) = self
-            .sensor
-            .test_run(XDP_PROGRAM, frame, 1)
-            .expect("test_run");
-        assert_eq!(action, XDP_PASS, "the sensor must never drop or redirect");
-        let mut out = vec![];
-        while let Some(item) = self.ring.next() {
-            out.push(Probe::decode(&item).expect("every ring entry decodes"));
-        }
-        out
+        self.run_program(XDP_PROGRAM, frame, XDP_PASS)
     }
 
     /// Runs one frame through the egress program (a packet the decoy sends).
     fn egress(&mut self, frame: &[u8]) -> Vec<Probe> {
-        let (action, _) = self
-            .sensor
-            .test_run(TC_EGRESS_PROGRAM, frame, 1)
-            .expect("test_run egress");
-        assert_eq!(action, TC_UNSPEC, "the egress program must never decide");
+        self.run_program(TC_EGRESS_PROGRAM, frame, TC_UNSPEC)
+    }
+
+    /// Runs `program` on `frame`, checks it returned `want` (the programs only observe),
+    /// and decodes what it put on the ring.
+    fn run_program(&mut self, program: &'static str, frame: &[u8], want: u32) -> Vec<Probe> {
+        let (action, _) = self.sensor.test_run(program, frame, 1).expect("test_run");
+        assert_eq!(
+            action, want,
+            "{program} must never drop, redirect or decide"
+        );
         let mut out = vec![];
         while let Some(item) = self.ring.next() {
             out.push(Probe::decode(&item).expect("every ring entry decodes"));

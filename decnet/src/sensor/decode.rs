@@ -419,6 +419,35 @@ impl Probe {
         event_type(self.kind)
     }
 
+    /// A probe with no packet behind it: the summaries userspace builds from a kernel map
+    /// (flood guard, flows). The caller sets what the summary carries.
+    pub fn summary(kind: EventKind, mono_ns: u64, src: IpAddr, dst: IpAddr, decky_id: u32) -> Self {
+        Probe {
+            kind,
+            mono_ns,
+            src,
+            dst,
+            decky_id,
+            ifindex: 0,
+            proto: 0,
+            src_port: 0,
+            dst_port: 0,
+            ttl: 0,
+            tos: 0,
+            df: false,
+            ip_id: 0,
+            ip_len: 0,
+            vlan_id: None,
+            tcp: None,
+            icmp: None,
+            payload_len: 0,
+            payload: Bytes::new(),
+            suppressed: None,
+            outcome: None,
+            flow: None,
+        }
+    }
+
     /// `ssh`, `http`, ... or `tcp/4444` when the port is not in the table; ICMP gives `icmp`.
     pub fn service(&self) -> String {
         match self.proto {

@@ -13,12 +13,12 @@
 //! One lookup per watched flow per second; the watch list is capped and what does not fit
 //! is counted. Scan probes (SYN / RST) never enter it.
 
-use std::{collections::HashMap as StdMap, net::IpAddr};
+use std::collections::HashMap as StdMap;
 
 use aya::maps::{HashMap, MapData, MapError};
 use decnet_common::{EventKind, FLOW_ENDED, FlowKey, FlowState, flow_end};
 
-use super::Probe;
+use super::{Probe, key_addr};
 use crate::{collector::Collector, stats::PipelineStats};
 
 /// Flows watched at most (the kernel map's own size).
@@ -47,14 +47,6 @@ pub fn key_of(p: &Probe) -> FlowKey {
         dst_port: p.dst_port.to_be(),
         proto: p.proto,
         _pad: [0; 3],
-    }
-}
-
-fn addr(raw: &[u8; 16]) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(*raw);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
     }
 }
 
@@ -152,28 +144,17 @@ impl Flows {
 
 /// A `tcp_flow` probe built from the map (the kernel builds the same when a flow ends).
 fn summary_probe(key: &FlowKey, w: &Watched, st: FlowState, now_mono: u64) -> Probe {
-    Probe {
-        kind: EventKind::TcpFlow,
-        mono_ns: now_mono,
-        src: addr(&key.src),
-        dst: addr(&key.dst),
-        decky_id: w.decky_id,
-        ifindex: w.ifindex,
-        proto: key.proto,
-        src_port: u16::from_be(key.src_port),
-        dst_port: u16::from_be(key.dst_port),
-        ttl: 0,
-        tos: 0,
-        df: false,
-        ip_id: 0,
-        ip_len: 0,
-        vlan_id: None,
-        tcp: None,
-        icmp: None,
-        payload_len: 0,
-        payload: Default::default(),
-        suppressed: None,
-        outcome: None,
-        flow: Some(Box::new(st)),
-    }
+    let mut p = Probe::summary(
+        EventKind::TcpFlow,
+        now_mono,
+        key_addr(&key.src),
+        key_addr(&key.dst),
+        w.decky_id,
+    );
+    p.ifindex = w.ifindex;
+    p.proto = key.proto;
+    p.src_port = u16::from_be(key.src_port);
+    p.dst_port = u16::from_be(key.dst_port);
+    p.flow = Some(Box::new(st));
+    p
 }

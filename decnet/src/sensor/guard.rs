@@ -20,15 +20,6 @@ pub struct Sources {
     map: HashMap<MapData, [u8; 16], SourceState>,
 }
 
-/// Source key (IPv4-mapped for IPv4) to address.
-fn addr(key: &[u8; 16]) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(*key);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
 impl Sources {
     pub fn new(map: HashMap<MapData, [u8; 16], SourceState>) -> Self {
         Self { map }
@@ -43,7 +34,7 @@ impl Sources {
         let mut live = Vec::new();
         for item in self.map.iter() {
             let Ok((key, st)) = item else { continue };
-            let src = addr(&key);
+            let src = super::key_addr(&key);
             live.push(src);
             if st.suppressed == 0
                 || (!force && now_mono.saturating_sub(st.last_ns) < SUMMARY_EVERY_NS)
@@ -79,33 +70,13 @@ fn summary_probe(src: IpAddr, st: &SourceState, now_mono: u64) -> Probe {
         .next()
         .map(|b| if b == 0 { 64 } else { b })
         .unwrap_or(0);
-    Probe {
-        kind: EventKind::SourceSuppressed,
-        mono_ns: now_mono,
-        src,
-        dst: match src {
-            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-        },
-        decky_id,
-        ifindex: 0,
-        proto: 0,
-        src_port: 0,
-        dst_port: 0,
-        ttl: 0,
-        tos: 0,
-        df: false,
-        ip_id: 0,
-        ip_len: 0,
-        vlan_id: None,
-        tcp: None,
-        icmp: None,
-        payload_len: 0,
-        payload: Default::default(),
-        suppressed: Some(Box::new(s)),
-        outcome: None,
-        flow: None,
-    }
+    let dst = match src {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let mut p = Probe::summary(EventKind::SourceSuppressed, now_mono, src, dst, decky_id);
+    p.suppressed = Some(Box::new(s));
+    p
 }
 
 /// CLOCK_MONOTONIC now, the kernel's `bpf_ktime_get_ns` clock.

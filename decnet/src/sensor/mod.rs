@@ -127,6 +127,15 @@ impl FloodBudget {
     }
 }
 
+/// A kernel map key's address (IPv4 is stored mapped into IPv6) as an address.
+pub fn key_addr(raw: &[u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(*raw);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
 /// Decoy address as the kernel keys it: IPv4 mapped into IPv6.
 pub fn decoy_key(addr: IpAddr) -> decnet_common::DecoyKey {
     let v6 = match addr {
