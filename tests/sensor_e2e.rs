@@ -634,6 +634,17 @@ fn bad_arguments_fail_with_a_clear_message() {
     if !require_root() {
         return;
     }
+    // A directory holding anything else is not a data dir: it would be tightened and given
+    // away. (/tmp always holds something.)
+    let out = std::process::Command::new(&bin)
+        .args(["run", "--iface", "lo", "--decoy", "10.0.0.1", "--data-dir"])
+        .arg(std::env::temp_dir())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run decnet");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not decnet's own"), "{err}");
     let dir = tempfile_dir("noiface");
     let out = std::process::Command::new(&bin)
         .args([

@@ -46,6 +46,14 @@ pub enum DaemonError {
          string) to expose the API beyond loopback, or use --listen 127.0.0.1:PORT"
     )]
     ExposedWithoutToken(std::net::SocketAddr),
+    #[error(
+        "data dir {dir} is not decnet's own: it holds `{entry}`; give decnet a directory of its \
+         own (it tightens the directory to 0750 and hands it to the daemon user)"
+    )]
+    DataDirShared {
+        dir: std::path::PathBuf,
+        entry: String,
+    },
     #[error("API token {0}: {1}")]
     Token(std::path::PathBuf, #[source] std::io::Error),
 }
@@ -299,11 +307,35 @@ pub async fn run(
     Ok(())
 }
 
+/// Names decnet writes into its data dir (journal and rotations, database, token).
+fn ours(name: &str) -> bool {
+    let rotated = |s: &str| {
+        s.strip_prefix("events.jsonl.")
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+    };
+    matches!(
+        name,
+        "events.jsonl" | "decnet.db" | "decnet.db-wal" | "decnet.db-shm" | "decnet.db-journal"
+    ) || name == api::auth::TOKEN_FILE
+        || rotated(name)
+}
+
 /// The data dir holds attacker data and the API token: nobody but the daemon's user (and
-/// its group, read-only) gets in, also when the directory already existed.
+/// its group, read-only) gets in, also when the directory already existed. Because it is
+/// tightened (and, when dropping from root, handed to the daemon user), it must be decnet's
+/// own: a directory holding anything else (`/tmp`, `/var/lib`, a home) is refused.
 fn tighten_data_dir(dir: &std::path::Path) -> Result<(), DaemonError> {
     use std::os::unix::fs::PermissionsExt as _;
     let err = |e| DaemonError::DataDir(dir.to_owned(), e);
+    for e in std::fs::read_dir(dir).map_err(err)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !ours(&name) {
+            return Err(DaemonError::DataDirShared {
+                dir: dir.to_owned(),
+                entry: name,
+            });
+        }
+    }
     let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode() & 0o7777;
     if mode & 0o7027 != 0 {
         let safe = mode & 0o750;
@@ -327,5 +359,24 @@ fn spawn_kernel_log_pump(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
             });
         }
         Err(e) => tracing::warn!(error = %e, "kernel log pump unavailable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_decnets_own_files_make_a_data_dir() {
+        for n in [
+            "events.jsonl",
+            "events.jsonl.3",
+            "decnet.db",
+            "decnet.db-wal",
+            "api-token",
+        ] {
+            assert!(super::ours(n), "{n}");
+        }
+        for n in ["events.jsonl.x", "notes.txt", ".bashrc", "decnet.db.bak"] {
+            assert!(!super::ours(n), "{n}");
+        }
     }
 }
