@@ -161,6 +161,11 @@ struct Writer {
     /// Written since the last fsync.
     dirty: bool,
     syncer: Syncer,
+    /// The rest of a line a full disk cut in the middle: written first by the next flush,
+    /// so the file never keeps half a line (the ingester holds the first half and waits).
+    carry: Vec<u8>,
+    /// The file ends in the middle of a line (a cut one, whose rest is in `carry`).
+    mid_line: bool,
 }
 
 /// A thread that fsyncs journal files so the writer never blocks on the disk. At most one
@@ -234,6 +239,8 @@ impl Writer {
             stats,
             buf: Vec::with_capacity(FLUSH_BYTES + 64 * 1024),
             lines: 0,
+            carry: Vec::new(),
+            mid_line: false,
             last_error_log: None,
             size,
             dirty: false,
@@ -286,6 +293,11 @@ impl Writer {
             }
         }
         self.flush();
+        if !self.carry.is_empty() {
+            // Still no room for the end of a cut line: its record is lost (the half line
+            // left in the file is dead-lettered, and counted, by the ingester).
+            PipelineStats::add(&self.stats.journal_write_failed, 1);
+        }
         if let Err(e) = self.file.sync_all() {
             tracing::warn!(error = %e, path = %self.cfg.path.display(), "journal fsync failed");
         }
@@ -369,50 +381,30 @@ impl Writer {
         }
     }
 
-    /// Appends the whole buffer. A full disk can take part of it before refusing the rest:
-    /// then the file is cut back to where it was, so no half line is left for the ingester
-    /// (or for the next write to run into), unless another writer appended meanwhile (its
-    /// lines are never cut; the half line is then dead-lettered, and counted, by the
-    /// ingester).
-    fn write_buf(&mut self) -> std::io::Result<()> {
-        let before = self.file.metadata().map(|m| m.len()).ok();
+    /// Appends the whole buffer; on failure, returns how many bytes went in with the error.
+    fn write_buf(&mut self) -> Result<(), (usize, std::io::Error)> {
         let mut done = 0;
         while done < self.buf.len() {
             match self.file.write(&self.buf[done..]) {
-                Ok(0) => {
-                    return self.cut_back(before, done, std::io::ErrorKind::WriteZero.into());
-                }
+                Ok(0) => return Err((done, std::io::ErrorKind::WriteZero.into())),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return self.cut_back(before, done, e),
+                Err(e) => return Err((done, e)),
             }
         }
         Ok(())
     }
 
-    fn cut_back(
-        &mut self,
-        before: Option<u64>,
-        written: usize,
-        e: std::io::Error,
-    ) -> std::io::Result<()> {
-        if written > 0
-            && let Some(before) = before
-        {
-            let now = self.file.metadata().map(|m| m.len()).ok();
-            if now == Some(before + written as u64)
-                && let Err(t) = self.file.set_len(before)
-            {
-                tracing::error!(error = %t, path = %self.cfg.path.display(),
-                    "could not cut a partial journal write back");
-            }
-        }
-        Err(e)
-    }
-
     fn flush(&mut self) {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && self.carry.is_empty() {
             return;
+        }
+        if !self.carry.is_empty() {
+            // The cut line's record is counted (written or lost) with this chunk.
+            let mut b = std::mem::take(&mut self.carry);
+            b.extend_from_slice(&self.buf);
+            self.buf = b;
+            self.lines += 1;
         }
         let _span = crate::dev_span!(
             parent: None,
@@ -425,6 +417,7 @@ impl Writer {
         self.rotate_if_full();
         match self.write_buf() {
             Ok(()) => {
+                self.mid_line = false;
                 self.size += self.buf.len() as u64;
                 self.dirty = true;
                 PipelineStats::add(&self.stats.journal_written, self.lines);
@@ -433,8 +426,34 @@ impl Writer {
                     w.notify_one();
                 }
             }
-            Err(e) => {
-                PipelineStats::add(&self.stats.journal_write_failed, self.lines);
+            Err((kept, e)) => {
+                // A full disk can take part of the chunk: its whole lines are written, a
+                // line it cut is finished by the next flush (carried), the rest are lost,
+                // and counted.
+                let ok = self.buf[..kept].iter().filter(|&&b| b == b'\n').count() as u64;
+                // Where the file now ends: after a newline, or inside a line (cut now, or
+                // still cut from before when nothing went in).
+                let mid_line = if kept > 0 {
+                    self.buf[kept - 1] != b'\n'
+                } else {
+                    self.mid_line
+                };
+                let mut cut = 0;
+                if mid_line && let Some(end) = self.buf[kept..].iter().position(|&b| b == b'\n') {
+                    self.carry = self.buf[kept..kept + end + 1].to_vec();
+                    cut = 1;
+                }
+                self.mid_line = mid_line;
+                self.size += kept as u64;
+                if ok > 0 {
+                    self.dirty = true;
+                    PipelineStats::add(&self.stats.journal_written, ok);
+                    PipelineStats::add(&self.stats.journal_bytes, kept as u64);
+                    if let Some(w) = &self.cfg.wake {
+                        w.notify_one();
+                    }
+                }
+                PipelineStats::add(&self.stats.journal_write_failed, self.lines - ok - cut);
                 let now = Instant::now();
                 if self
                     .last_error_log

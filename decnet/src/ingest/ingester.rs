@@ -375,8 +375,8 @@ async fn finish(inflight: &mut Inflight) -> Result<(), IngestError> {
     }
 }
 
-/// Commits one batch. A busy or locked database is retried with backoff (the batch stays
-/// in memory, nothing is lost); other errors end the run.
+/// Commits one batch. A busy or locked database, or a full disk, is retried with backoff
+/// (the batch stays in memory, nothing is lost); other errors end the run.
 async fn write_batch(
     store: Store,
     stats: Arc<IngestStats>,
@@ -390,7 +390,7 @@ async fn write_batch(
             Ok(first_id) => break first_id,
             Err(StoreError::Db(e)) if is_busy(&e) => {
                 stats.commit_retries.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database busy; retrying batch");
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database busy or full; retrying batch");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -430,12 +430,13 @@ fn is_busy(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
             let code = d.code();
-            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without extended codes.
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without extended codes, and
+            // SQLITE_FULL (13): the disk fills up and frees again; the batch waits in memory.
             matches!(
                 code.as_deref()
                     .and_then(|c| c.parse::<i32>().ok())
                     .map(|c| c & 0xff),
-                Some(5 | 6)
+                Some(5 | 6 | 13)
             )
         }
         sqlx::Error::PoolTimedOut => true,
