@@ -1399,3 +1399,115 @@ fn the_interface_going_down_and_up_keeps_capturing() {
     assert_eq!(after, 10, "probes after the interface came back");
     assert!(lab.xdp_attached());
 }
+
+/// Text a prober or another journal writer controls reaches people escaped: `decnet tail`,
+/// `decnet attackers` and the daemon's own log show control characters and bidi overrides
+/// as `\u{..}`, so nothing can drive a terminal or forge a log line.
+#[test]
+fn hostile_text_never_reaches_a_terminal_or_a_log_line() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new(32);
+    let dir = tempfile_dir("hostile");
+    let daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    let client = |args: &[&str]| {
+        let mut c = std::process::Command::new(decnet_tests::decnet_bin());
+        c.args(args)
+            .arg("--listen")
+            .arg(daemon.api.to_string())
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("DECNET_API_TOKEN", decnet_tests::API_TOKEN)
+            .env("DECNET_LOG", "warn");
+        c
+    };
+    let mut tail = ChildGuard(
+        client(&["tail"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("decnet tail"),
+    );
+    // Let tail connect before the lines are appended: it shows the live stream.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let valid = r#"{"ts":"2026-11-27T08:00:00.000000000Z","decky":"web\u001b]0;pwned\u0007\u202e\r","service":"ssh","event_type":"tcp_syn","attacker_ip":"10.231.32.9","fields":{"dst_port":22}}"#;
+    let forged = r#"{"ts":"t","decky":"d","service":"s","event_type":"e","attacker_ip":"\u001b[2J\n2026-11-27T08:00:00Z  INFO decnet: all clear"}"#;
+    {
+        use std::io::Write as _;
+        let mut j = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("events.jsonl"))
+            .expect("journal");
+        writeln!(j, "{valid}\n{forged}").expect("append");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let s = daemon.stats();
+        if s["ingest"]["rows"] == 1 && s["ingest"]["dead_letters"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ingested: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let unsafe_chars = |s: &str| {
+        s.chars()
+            .filter(|&c| c != '\n' && (c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)))
+            .collect::<Vec<_>>()
+    };
+
+    // decnet attackers: the decoy name in the profile.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let table = loop {
+        let out = client(&["attackers"]).output().expect("decnet attackers");
+        assert!(out.status.success());
+        let t = String::from_utf8(out.stdout).expect("UTF-8");
+        if t.contains("10.231.32.9") {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "no profile: {t}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(unsafe_chars(&table), vec![], "{table:?}");
+    assert!(
+        table.contains(r"web\u{1b}]0;pwned\u{7}\u{202e}\u{d}"),
+        "{table}"
+    );
+
+    // decnet tail: the live log line.
+    let mut out = tail.0.stdout.take().expect("tail stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = out.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if String::from_utf8_lossy(&buf).contains("pwned") {
+                break;
+            }
+        }
+        buf
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = tail.0.kill();
+    let shown = String::from_utf8(reader.join().expect("reader")).expect("UTF-8");
+    assert!(shown.contains(r"web\u{1b}]0;pwned\u{7}"), "{shown:?}");
+    assert_eq!(unsafe_chars(&shown), vec![], "{shown:?}");
+
+    // The daemon's log: the dead letter's reason quotes the hostile address, escaped, on the
+    // same line.
+    let log = daemon.log_text();
+    assert!(log.contains("dead-lettered"), "{log}");
+    assert_eq!(unsafe_chars(&log), vec![], "{log:?}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("all clear") && !l.contains("dead-lettered")),
+        "a forged log line: {log}"
+    );
+}

@@ -20,4 +20,5 @@ pub mod services;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod textsafe;
 pub mod timefmt;

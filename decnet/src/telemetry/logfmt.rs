@@ -26,7 +26,8 @@ pub fn install(filter: EnvFilter, tracer: SdkTracer) -> anyhow::Result<()> {
         .with_tracer(tracer)
         .with_filter(Targets::new().with_target("decnet", tracing::Level::INFO));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_writer(crate::textsafe::stderr)
         .event_format(Correlated(tracing_subscriber::fmt::format()))
         .with_filter(filter);
     let dispatch = Dispatch::new(tracing_subscriber::registry().with(otel).with(fmt));

@@ -175,7 +175,8 @@ pub fn init() -> anyhow::Result<Guard> {
     let Some(cfg) = cfg else {
         tracing_subscriber::fmt()
             .with_env_filter(filter())
-            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_writer(crate::textsafe::stderr)
             .init();
         return Ok(Guard {
             #[cfg(feature = "otel")]
