@@ -1511,3 +1511,159 @@ fn hostile_text_never_reaches_a_terminal_or_a_log_line() {
         "a forged log line: {log}"
     );
 }
+
+/// A bpffs instance of the test's own (this machine may have none at /sys/fs/bpf);
+/// unmounting it releases whatever is still pinned there.
+struct Bpffs(std::path::PathBuf);
+
+impl Bpffs {
+    fn mount(name: &str) -> Bpffs {
+        let p = std::env::temp_dir().join(format!("decnet-bpffs-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&p)
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "mount -t bpf");
+        Bpffs(p)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `--pin`: a daemon restarted in the middle of a probe stream takes over the same ring, so
+/// every probe is recorded exactly once, the counters continue across the restart, and
+/// `decnet detach` removes what the pins left attached.
+#[test]
+fn a_pinned_sensor_restarts_without_losing_a_probe() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    let lab = Lab::new(33);
+    let dir = tempfile_dir("pinned");
+    let bpffs = Bpffs::mount("pinned");
+    let pins = bpffs.0.join("decnet");
+    let pin_dir = pins.to_string_lossy().into_owned();
+    let env = [("DECNET_PIN", "true"), ("DECNET_PIN_DIR", pin_dir.as_str())];
+    let decoys = [format!("{}=web", lab.decoy)];
+    let health = |d: &Daemon| -> Value {
+        let (_, body) = decnet_tests::http_get(d.api, "/api/v1/health").expect("health");
+        serde_json::from_str(&body).expect("health JSON")
+    };
+    const SENT: usize = 1500;
+    let mut first = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
+    assert_eq!(health(&first)["pin"]["start"], "first");
+    let now_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as i128
+    };
+    let (second, down) = std::thread::scope(|s| {
+        // About 3 s of SYNs, one source port each; the restart falls in the middle.
+        let sender = s.spawn(|| hping_syns(&lab, 80, SENT as u32, 2000));
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let before = first.stats()["pipeline"]["journal_written"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(before > 0, "the first daemon saw the start of the stream");
+        assert!(first.stop().success());
+        let stopped = now_ns();
+        // Nobody reads the ring for a moment: the kernel keeps capturing into it.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let second = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
+        let started = now_ns();
+        sender.join().expect("hping3");
+        (second, stopped..started)
+    });
+    assert!(second.log_text().contains("took over the pinned XDP link"));
+    let h = health(&second);
+    assert_eq!(h["pin"]["start"], "clean", "{h}");
+    assert_eq!(h["pin"]["restarts"], 1, "{h}");
+    assert_eq!(h["egress_mode"], "tcx", "{h}");
+    // The counters span both daemons: settle() checks kernel emitted == written + drops.
+    let s = second.settle();
+    assert_eq!(s["kernel"]["ring_reserve_failed"], 0, "{s}");
+    assert_eq!(s["kernel"]["suppressed"], 0, "{s}");
+    let journal = read_journal(&dir.join("events.jsonl"));
+    let syns: Vec<&Value> = journal
+        .iter()
+        .filter(|r| r["event_type"] == "tcp_syn" && r["attacker_ip"] == lab.attacker)
+        .collect();
+    let ports: BTreeSet<u64> = syns
+        .iter()
+        .map(|r| r["fields"]["src_port"].as_u64().expect("src_port"))
+        .collect();
+    assert_eq!(syns.len(), SENT, "every SYN once");
+    assert_eq!(ports.len(), SENT, "no SYN twice");
+    let unattended = syns
+        .iter()
+        .filter(|r| down.contains(&unix_ns(r["ts"].as_str().expect("ts"))))
+        .count();
+    assert!(
+        unattended > 50,
+        "SYNs sent while no daemon ran are in the journal: {unattended}"
+    );
+    eprintln!("{unattended} of {SENT} SYNs arrived while no daemon was running");
+    assert_eq!(
+        s["pipeline"]["journal_written"].as_u64(),
+        Some(journal.len() as u64),
+        "{s}"
+    );
+    assert_eq!(
+        s["ingest"]["rows"].as_u64(),
+        Some(journal.len() as u64),
+        "{s}"
+    );
+    // The profile spans both daemons too (the profiler resumed from its cursor).
+    let p = second.attacker(&lab.attacker);
+    assert_eq!(p["event_count"], SENT as u64, "{p}");
+    drop(second);
+
+    // Killed, not stopped: the programs stay attached and keep counting; the next start
+    // takes over without a handover and says so.
+    assert!(lab.xdp_attached(), "pinned programs outlive the daemon");
+    let mut third = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
+    assert_eq!(health(&third)["pin"]["start"], "unclean");
+    assert!(third.stop().success());
+
+    // An unpinned start next to the pins is refused with what to do.
+    let out = std::process::Command::new(decnet_tests::decnet_bin())
+        .args([
+            "run",
+            "--iface",
+            &lab.host_if,
+            "--decoy",
+            &lab.decoy,
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("DECNET_API_TOKEN", decnet_tests::API_TOKEN)
+        .env("DECNET_PIN", "false")
+        .env("DECNET_PIN_DIR", &pin_dir)
+        .output()
+        .expect("decnet run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("decnet detach --iface"), "{err}");
+
+    let out = std::process::Command::new(decnet_tests::decnet_bin())
+        .args(["detach", "--iface", &lab.host_if, "--pin-dir", &pin_dir])
+        .output()
+        .expect("decnet detach");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("xdp_link_skb") && said.contains("EVENTS"),
+        "{said}"
+    );
+    assert!(!lab.xdp_attached(), "detached");
+    assert!(!pins.exists(), "pin dir removed");
+}

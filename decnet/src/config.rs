@@ -17,6 +17,8 @@ use crate::{
 pub const DEFAULT_DATA_DIR: &str = "./decnet-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
 pub const DEFAULT_USER: &str = "nobody";
+/// Where `--pin` pins the programs, links and maps (one subdirectory per interface).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/decnet";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -125,9 +127,19 @@ pub struct RunArgs {
     /// (`root`: stay root) [default: nobody].
     #[arg(long, env = "DECNET_USER")]
     pub user: Option<String>,
+    /// Pin the programs, their links and maps in bpffs, so that a restarted or upgraded
+    /// daemon takes over the same ring and no probe sent meanwhile is lost (`decnet detach`
+    /// removes them) [default: on under systemd, off otherwise].
+    #[arg(long, env = "DECNET_PIN", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL")]
+    pub pin: Option<bool>,
+    /// bpffs directory for the pins; each interface gets its own subdirectory
+    /// [default: /sys/fs/bpf/decnet].
+    #[arg(long, env = "DECNET_PIN_DIR")]
+    pub pin_dir: Option<PathBuf>,
     /// TOML file with the same keys as the flags (iface, decoy, data_dir, listen, xdp_mode,
     /// journal_max_mb, journal_keep, journal_fsync, flood_rate, flood_burst, flow_idle_secs,
-    /// shutdown_timeout_secs, user).
+    /// shutdown_timeout_secs, user, pin, pin_dir).
     #[arg(long, env = "DECNET_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -151,6 +163,8 @@ struct FileConfig {
     flow_idle_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
     user: Option<String>,
+    pin: Option<bool>,
+    pin_dir: Option<PathBuf>,
 }
 
 /// Everything `decnet run` needs, resolved.
@@ -170,6 +184,11 @@ pub struct RunConfig {
     pub flow_idle: std::time::Duration,
     pub shutdown_timeout: std::time::Duration,
     pub user: String,
+    /// Pin the programs, links and maps under `pin_dir`.
+    pub pin: bool,
+    /// The bpffs root of the pins (also checked when not pinning: an unpinned start next to
+    /// a pinned sensor is refused).
+    pub pin_dir: PathBuf,
 }
 
 impl RunConfig {
@@ -276,6 +295,15 @@ impl RunConfig {
                 .user
                 .or(file.user)
                 .unwrap_or_else(|| DEFAULT_USER.to_owned()),
+            // systemd sets INVOCATION_ID for every unit it starts: a service restarts there.
+            pin: args
+                .pin
+                .or(file.pin)
+                .unwrap_or_else(|| std::env::var_os("INVOCATION_ID").is_some()),
+            pin_dir: args
+                .pin_dir
+                .or(file.pin_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
         })
     }
 
@@ -286,7 +314,7 @@ impl RunConfig {
             "iface = {} ({})\ndecoy = {}\ndata_dir = {}\nlisten = {}\nxdp_mode = {}\n\
              journal_max_mb = {}\njournal_keep = {}\njournal_fsync = {}\n\
              flood_rate = {}\nflood_burst = {}\nflow_idle_secs = {}\n\
-             shutdown_timeout_secs = {}\nuser = {}\n",
+             shutdown_timeout_secs = {}\nuser = {}\npin = {}\npin_dir = {}\n",
             self.iface,
             self.iface_origin,
             decoys.join(", "),
@@ -301,6 +329,8 @@ impl RunConfig {
             self.flow_idle.as_secs(),
             self.shutdown_timeout.as_secs(),
             self.user,
+            self.pin,
+            self.pin_dir.display(),
         )
     }
 

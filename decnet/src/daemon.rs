@@ -21,10 +21,11 @@ use crate::{
     api::{self, AppState},
     collector::{Collector, JournalConfig, JournalWriter},
     config::RunConfig,
+    handover,
     hub::Hub,
     ingest::{IngestConfig, Ingester},
     profile::Profiler,
-    sensor::{self, Sensor, SensorError, loader::LoadOptions},
+    sensor::{self, Sensor, SensorError, loader::LoadOptions, pin::Pins},
     stats::PipelineStats,
     store::Store,
 };
@@ -69,6 +70,14 @@ pub struct Prepared {
     sources: sensor::guard::Sources,
     flows: sensor::flows::Flows,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    pinned: Option<Pinned>,
+}
+
+/// A pinned sensor's identity and what the daemon before handed over.
+struct Pinned {
+    ring_id: u32,
+    status: handover::PinStatus,
+    taken: Option<handover::Handover>,
 }
 
 /// The privileged part of start-up (synchronous: it runs before the runtime's threads
@@ -97,16 +106,31 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
         }
     }
 
-    let load = LoadOptions {
+    let mut load = LoadOptions {
         flood: cfg.flood,
         ..LoadOptions::default()
     };
+    if cfg.pin {
+        load.pins = Some(Pins::open(&cfg.pin_dir, &cfg.iface, load.ring_bytes)?);
+    } else if let Some(dir) = Pins::existing(&cfg.pin_dir, &cfg.iface) {
+        // An unpinned start cannot attach next to a pinned sensor; say what to do instead of
+        // the kernel's "device busy".
+        return Err(SensorError::PinnedElsewhere {
+            iface: cfg.iface.clone(),
+            dir,
+        }
+        .into());
+    }
     let mut sensor = Sensor::load(&cfg.decoys, &load)?;
     let ring = sensor.take_ring()?;
     let kernel = sensor.take_stats()?;
     let sources = sensor.take_sources()?;
-    let flows = sensor.take_flows()?.with_idle(cfg.flow_idle);
+    let mut flows = sensor.take_flows()?.with_idle(cfg.flow_idle);
     let logger = sensor.take_logger();
+    let pinned = match load.pins.as_ref() {
+        Some(pins) => Some(take_over(cfg, pins, &mut flows)?),
+        None => None,
+    };
     let mode = sensor.attach(&cfg.iface, cfg.xdp_mode)?;
     tracing::info!(iface = %cfg.iface, xdp_mode = %mode,
         decoys = %cfg.decoys.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" "),
@@ -126,6 +150,15 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
             "flood guard: per-source event budget"
         );
     }
+    if let Some(pins) = load.pins.as_ref() {
+        for stale in pins.stale_maps() {
+            tracing::warn!(path = %stale.display(),
+                "removing maps pinned by a decnet with another map layout (their unread events are lost)");
+            if let Err(e) = std::fs::remove_dir_all(&stale) {
+                tracing::warn!(error = %e, path = %stale.display(), "removing stale pinned maps failed");
+            }
+        }
+    }
     Ok(Prepared {
         auth,
         sensor,
@@ -134,6 +167,58 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
         sources,
         flows,
         logger,
+        pinned,
+    })
+}
+
+/// With pins: identifies the pinned ring, takes the last daemon's handover and watches the
+/// flows it was watching.
+fn take_over(
+    cfg: &RunConfig,
+    pins: &Pins,
+    flows: &mut sensor::flows::Flows,
+) -> Result<Pinned, DaemonError> {
+    let ring_path = pins.map(decnet_common::EVENTS_MAP);
+    let ring_id = aya::maps::MapInfo::from_pin(&ring_path)
+        .map_err(|e| SensorError::Pinning(ring_path.clone(), e.to_string()))?
+        .id();
+    let (start, taken) = if !pins.reused() {
+        (handover::Start::First, None)
+    } else {
+        let ifindex = sensor::loader::nix_if_index(&cfg.iface).unwrap_or(0);
+        let adopted = flows.adopt(
+            |addr| {
+                let key = sensor::decoy_key(addr);
+                cfg.decoys
+                    .iter()
+                    .position(|d| sensor::decoy_key(d.addr) == key)
+                    .map_or(0, |i| i as u32 + 1)
+            },
+            ifindex,
+        );
+        match handover::take(&cfg.data_dir, ring_id) {
+            Some(h) => {
+                tracing::info!(dir = %pins.dir().display(), restarts = h.restarts,
+                    journal_written = h.pipeline.journal_written, open_flows = adopted,
+                    "taking over the pinned sensor: same ring, counters continued");
+                (handover::Start::Clean, Some(h))
+            }
+            None => {
+                tracing::warn!(dir = %pins.dir().display(), open_flows = adopted,
+                    "taking over the pinned sensor without a handover (the last daemon did not \
+                     stop cleanly): userspace counters start from zero, the kernel's carry on");
+                (handover::Start::Unclean, None)
+            }
+        }
+    };
+    Ok(Pinned {
+        ring_id,
+        status: handover::PinStatus {
+            dir: pins.dir().to_owned(),
+            start,
+            restarts: taken.as_ref().map_or(0, |h| h.restarts),
+        },
+        taken,
     })
 }
 
@@ -151,11 +236,18 @@ pub async fn run(
         sources,
         flows,
         logger,
+        pinned,
     } = prepared;
     if let Some(logger) = logger {
         spawn_kernel_log_pump(logger);
     }
-    let pipeline = Arc::new(PipelineStats::default());
+    let taken = pinned.as_ref().and_then(|p| p.taken.clone());
+    let pipeline = Arc::new(
+        taken
+            .as_ref()
+            .map(|h| PipelineStats::restore(&h.pipeline))
+            .unwrap_or_default(),
+    );
     let journal_path = cfg.journal_path();
     let deckies: Arc<[String]> = cfg.decoys.iter().map(|d| d.name.clone()).collect();
     let db_path = cfg.data_dir.join("decnet.db");
@@ -168,7 +260,10 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let mut ingest_cfg = IngestConfig::new(cfg.data_dir.clone());
     ingest_cfg.keep = ingest_cfg.keep.max(cfg.journal_keep);
-    let ingester = Ingester::new(store.clone(), ingest_cfg, wake.clone()).with_hub(hub.clone());
+    let mut ingester = Ingester::new(store.clone(), ingest_cfg, wake.clone()).with_hub(hub.clone());
+    if let Some(h) = &taken {
+        ingester = ingester.with_stats(Arc::new(crate::ingest::IngestStats::restore(&h.ingest)));
+    }
     let (stop_profile, profile_rx) = watch::channel(false);
     let profiler = Profiler::with_hub(store.clone(), hub.clone());
     let profile_stats = profiler.stats();
@@ -184,7 +279,9 @@ pub async fn run(
     journal_cfg.fsync = cfg.journal_fsync;
     let (journal, writer) = JournalWriter::spawn(journal_cfg, pipeline.clone())
         .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;
-    let collector = Collector::new(journal, deckies).with_flood(cfg.flood);
+    let collector = Collector::new(journal, deckies)
+        .with_flood(cfg.flood)
+        .with_reported(taken.as_ref().map_or(&[][..], |h| &h.reported));
     tracing::info!(path = %journal_path.display(), "journal open");
 
     let (stop_reader, reader_rx) = watch::channel(false);
@@ -194,6 +291,7 @@ pub async fn run(
         sensor::ring::Sweepers {
             sources: Some(sources),
             flows: Some(flows),
+            keep_open: pinned.is_some(),
         },
         pipeline.clone(),
         reader_rx,
@@ -212,6 +310,7 @@ pub async fn run(
         pipeline: pipeline.clone(),
         attached: sensor.attached().map(|(i, m)| (i.to_owned(), m)),
         egress: sensor.egress_mode(),
+        pin: pinned.as_ref().map(|p| p.status.clone()),
         ingest: Some(ingest_stats.clone()),
         store: Some(store),
         hub,
@@ -236,18 +335,31 @@ pub async fn run(
 
     let _ = shutdown.wait_for(|v| *v).await;
     let stopping = Instant::now();
-    tracing::info!("shutting down: detaching, draining the ring, flushing the journal");
-    if let Err(e) = sensor.detach() {
-        tracing::warn!(error = %e, "detach failed; the link goes away with the process");
+    if let Some(p) = &pinned {
+        // The programs keep capturing into the pinned ring; the next start reads on from
+        // where this one stops.
+        tracing::info!(dir = %p.status.dir.display(),
+            "shutting down: programs stay attached (pinned), draining the ring, flushing the journal");
+    } else {
+        tracing::info!("shutting down: detaching, draining the ring, flushing the journal");
+        if let Err(e) = sensor.detach() {
+            tracing::warn!(error = %e, "detach failed; the link goes away with the process");
+        }
     }
     let stage = std::sync::Mutex::new("draining the ring");
     let graceful = async {
         let _ = stop_reader.send(true);
-        match reader.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "ring reader failed"),
-            Err(e) => tracing::error!(error = %e, "ring reader task panicked"),
-        }
+        let reported = match reader.await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "ring reader failed");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ring reader task panicked");
+                None
+            }
+        };
         // The reader owned the collector and with it the only JournalHandle; with it gone the
         // writer drains, fsyncs and exits.
         *stage.lock().unwrap_or_else(|p| p.into_inner()) = "flushing the journal";
@@ -267,6 +379,24 @@ pub async fn run(
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "profiler failed"),
             Err(e) => tracing::error!(error = %e, "profiler task panicked"),
+        }
+        // A clean stop of a pinned sensor: the next daemon continues these totals.
+        if let (Some(p), Some(reported)) = (&pinned, reported) {
+            let h = handover::Handover {
+                ring_id: p.ring_id,
+                restarts: p.status.restarts + 1,
+                pipeline: pipeline.snapshot(),
+                ingest: ingest_stats.snapshot(),
+                reported,
+            };
+            match handover::write(&cfg.data_dir, &h) {
+                Ok(()) => tracing::info!(
+                    journal_written = h.pipeline.journal_written,
+                    "handover written for the next start"
+                ),
+                Err(e) => tracing::warn!(error = %e,
+                    "no handover written: the next start's counters begin from zero"),
+            }
         }
         // Everything committed has been announced: the streams get their last event and end,
         // which lets the server's graceful shutdown finish.
@@ -317,6 +447,8 @@ fn ours(name: &str) -> bool {
         name,
         "events.jsonl" | "decnet.db" | "decnet.db-wal" | "decnet.db-shm" | "decnet.db-journal"
     ) || name == api::auth::TOKEN_FILE
+        || name == handover::FILE
+        || name.strip_suffix(".tmp") == Some(handover::FILE)
         || rotated(name)
 }
 

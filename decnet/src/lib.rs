@@ -11,6 +11,7 @@ pub mod collector;
 pub mod config;
 pub mod daemon;
 pub mod frames;
+pub mod handover;
 pub mod hub;
 pub mod ingest;
 pub mod privilege;

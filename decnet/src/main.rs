@@ -33,6 +33,16 @@ enum Cmd {
         #[arg(long)]
         once: bool,
     },
+    /// Remove what `decnet run --pin` left attached on an interface: its pinned links (which
+    /// detaches the programs once no daemon holds them), programs and maps.
+    Detach {
+        /// The interface the sensor was pinned on.
+        #[arg(long, env = "DECNET_IFACE")]
+        iface: String,
+        /// The bpffs directory given to `run --pin-dir`.
+        #[arg(long, env = "DECNET_PIN_DIR", default_value = decnet::config::DEFAULT_PIN_DIR)]
+        pin_dir: std::path::PathBuf,
+    },
     /// Print the counters of a running daemon (GET /api/v1/stats).
     Stats {
         #[command(flatten)]
@@ -151,6 +161,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .context("decnet run")
         }
+        Cmd::Detach { iface, pin_dir } => {
+            let removed = decnet::sensor::pin::remove_all(&pin_dir, &iface)
+                .with_context(|| format!("detaching {iface}"))?;
+            if removed.is_empty() {
+                println!("nothing pinned for {iface} under {}", pin_dir.display());
+            } else {
+                for p in &removed {
+                    println!("removed {}", p.display());
+                }
+                println!(
+                    "detached: {} pins removed (a daemon still running on {iface} keeps its \
+                     programs until it stops)",
+                    removed.len()
+                );
+            }
+            Ok(())
+        }
         other => run_other(other),
     }
 }
@@ -160,7 +187,9 @@ fn run_other(cmd: Cmd) -> anyhow::Result<()> {
     let rt = runtime()?;
     match cmd {
         // run() handles these itself (privileges, runtime after the drop).
-        Cmd::Run(_) | Cmd::CheckConfig(_) => anyhow::bail!("internal: run/check-config"),
+        Cmd::Run(_) | Cmd::CheckConfig(_) | Cmd::Detach { .. } => {
+            anyhow::bail!("internal: run/check-config/detach")
+        }
         Cmd::Ingest { data_dir, once } => rt.block_on(async move {
             let db = data_dir.join("decnet.db");
             let store = decnet::store::Store::open(&db)

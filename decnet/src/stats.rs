@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -36,7 +36,8 @@ pub struct PipelineStats {
 }
 
 /// A point-in-time copy for the API and logs.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct PipelineSnapshot {
     pub ring_read: u64,
     pub decode_errors: u64,
@@ -65,6 +66,23 @@ impl PipelineStats {
             suppressed_reported: self.suppressed_reported.load(Relaxed),
             flows_swept: self.flows_swept.load(Relaxed),
             flows_unwatched: self.flows_unwatched.load(Relaxed),
+        }
+    }
+
+    /// Counters that continue a pinned sensor's totals after a clean restart (`handover`).
+    pub fn restore(s: &PipelineSnapshot) -> Self {
+        Self {
+            ring_read: s.ring_read.into(),
+            decode_errors: s.decode_errors.into(),
+            channel_full_dropped: s.channel_full_dropped.into(),
+            journal_written: s.journal_written.into(),
+            journal_write_failed: s.journal_write_failed.into(),
+            journal_bytes: s.journal_bytes.into(),
+            summaries_swept: s.summaries_swept.into(),
+            summaries_merged: s.summaries_merged.into(),
+            suppressed_reported: s.suppressed_reported.into(),
+            flows_swept: s.flows_swept.into(),
+            flows_unwatched: s.flows_unwatched.into(),
         }
     }
 

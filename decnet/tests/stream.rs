@@ -38,6 +38,7 @@ async fn server() -> Server {
         pipeline: Arc::new(PipelineStats::default()),
         attached: None,
         egress: None,
+        pin: None,
         ingest: None,
         store: Some(store.clone()),
         hub: hub.clone(),

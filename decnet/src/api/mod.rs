@@ -45,6 +45,8 @@ pub struct AppState {
     pub attached: Option<(String, AttachMode)>,
     /// How the TC egress program is attached (None: not attached, no probe outcomes).
     pub egress: Option<crate::sensor::EgressMode>,
+    /// Pinning (`--pin`): where, and how this daemon's counters started.
+    pub pin: Option<crate::handover::PinStatus>,
     pub ingest: Option<Arc<IngestStats>>,
     pub store: Option<Store>,
     /// Live announcements (logs, detections) for the stream.
@@ -168,10 +170,11 @@ pub struct Health {
     iface: Option<String>,
     xdp_mode: Option<AttachMode>,
     egress_mode: Option<crate::sensor::EgressMode>,
+    pin: Option<crate::handover::PinStatus>,
 }
 
 #[utoipa::path(get, path = "/api/v1/health", tag = "status", security(()),
-    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode, egress_mode}`", body = Object)))]
+    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode, egress_mode, pin}`", body = Object)))]
 pub async fn health(State(st): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -180,6 +183,7 @@ pub async fn health(State(st): State<AppState>) -> Json<Health> {
         iface: st.attached.as_ref().map(|(i, _)| i.clone()),
         xdp_mode: st.attached.as_ref().map(|(_, m)| *m),
         egress_mode: st.egress,
+        pin: st.pin.clone(),
     })
 }
 
@@ -213,6 +217,7 @@ pub fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
         "profile": st.profile.as_ref().map(|p| p.snapshot()),
         "profile_lag_rows": profile_lag(st),
         "stream_clients": st.hub.subscribers(),
+        "pin": st.pin,
         // The per-source budget loaded into the kernel (withheld counts: kernel.suppressed).
         "flood_guard": st.kernel.as_ref().map(|k| k.flood),
         // Developer tracing's exporter (null when tracing is off).
@@ -570,6 +575,7 @@ mod tests {
             pipeline,
             attached: None,
             egress: None,
+            pin: None,
             ingest: Some(Arc::default()),
             store,
             hub: Default::default(),

@@ -410,6 +410,7 @@ mod tests {
             pipeline: Arc::new(PipelineStats::default()),
             attached: None,
             egress: None,
+            pin: None,
             ingest: None,
             store: Some(store),
             hub: Default::default(),

@@ -61,6 +61,17 @@ impl Collector {
         self
     }
 
+    /// The withheld totals already written per source (handed over across a pinned restart,
+    /// where the kernel's per-source counts carry on).
+    pub fn reported(&self) -> Vec<(IpAddr, u64)> {
+        self.reported.iter().map(|(ip, n)| (*ip, *n)).collect()
+    }
+
+    pub fn with_reported(mut self, reported: &[(IpAddr, u64)]) -> Self {
+        self.reported.extend(reported.iter().copied());
+        self
+    }
+
     /// True when a source's cumulative withheld count `total` has not been written yet.
     pub fn unreported(&self, src: IpAddr, total: u64) -> bool {
         self.reported.get(&src) != Some(&total)

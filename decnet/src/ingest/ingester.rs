@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
@@ -89,7 +89,8 @@ pub struct IngestStats {
     pub last_commit_ns: AtomicU64,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct IngestSnapshot {
     pub rows: u64,
     pub dead_letters: u64,
@@ -105,6 +106,21 @@ pub struct IngestSnapshot {
 }
 
 impl IngestStats {
+    /// Counters that continue a pinned sensor's totals after a clean restart (`handover`);
+    /// the gauges (last id, lag) start afresh.
+    pub fn restore(s: &IngestSnapshot) -> Self {
+        Self {
+            rows: s.rows.into(),
+            dead_letters: s.dead_letters.into(),
+            batches: s.batches.into(),
+            commit_retries: s.commit_retries.into(),
+            rotations: s.rotations.into(),
+            truncations: s.truncations.into(),
+            cursor_lost: s.cursor_lost.into(),
+            ..Self::default()
+        }
+    }
+
     pub fn snapshot(&self) -> IngestSnapshot {
         IngestSnapshot {
             rows: self.rows.load(Relaxed),
@@ -148,6 +164,12 @@ impl Ingester {
             committed: Arc::new(watch::channel(0).0),
             hub: None,
         }
+    }
+
+    /// Counts on from `stats` (a pinned sensor's totals handed over by the last daemon).
+    pub fn with_stats(mut self, stats: Arc<IngestStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Announces every committed batch's rows on `hub`.

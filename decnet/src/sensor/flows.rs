@@ -97,6 +97,30 @@ impl Flows {
         }
     }
 
+    /// After a pinned restart: watches the open flows the last daemon was watching (every
+    /// flow past its SYN that the kernel has not ended), so their idle or eviction summary
+    /// still comes. `decky_of` names the decky of a decoy address; `ifindex` is the decoy
+    /// interface's.
+    pub fn adopt(&mut self, decky_of: impl Fn(std::net::IpAddr) -> u32, ifindex: u32) -> usize {
+        let open: Vec<(FlowKey, FlowState)> = self
+            .map
+            .iter()
+            .flatten()
+            .filter(|(_, st)| st.seen & FLOW_ENDED == 0 && (st.pkts_fwd > 1 || st.payload_fwd > 0))
+            .collect();
+        for (key, st) in open.into_iter().take(MAX_WATCHED) {
+            self.watched.insert(
+                key,
+                Watched {
+                    last: st,
+                    decky_id: decky_of(key_addr(&key.dst)),
+                    ifindex,
+                },
+            );
+        }
+        self.watched.len()
+    }
+
     pub fn watched(&self) -> usize {
         self.watched.len()
     }

@@ -12,9 +12,9 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
-        links::LinkOrder,
-        tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions},
-        xdp::XdpLinkId,
+        links::{FdLink, LinkOrder, PinnedLink},
+        tc::{NlOptions, SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions},
+        xdp::{XdpLink, XdpLinkId},
     },
 };
 use decnet_common::{
@@ -22,7 +22,10 @@ use decnet_common::{
     SOURCES_MAP, STATS_MAP,
 };
 
-use super::{Decoy, KernelStats, SensorError, decoy_key};
+use super::{
+    Decoy, KernelStats, SensorError, decoy_key,
+    pin::{PINNED_MAPS, Pins, unpin},
+};
 
 /// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decnet-ebpf"));
@@ -91,6 +94,9 @@ pub struct LoadOptions {
     pub kernel_log_level: u8,
     /// The flood guard's per-source budget.
     pub flood: super::FloodBudget,
+    /// Pin the programs, links and maps here (see `pin`), adopting what an earlier daemon
+    /// pinned.
+    pub pins: Option<Pins>,
 }
 
 impl Default for LoadOptions {
@@ -99,6 +105,7 @@ impl Default for LoadOptions {
             ring_bytes: DEFAULT_RING_BYTES,
             kernel_log_level: 2,
             flood: super::FloodBudget::default(),
+            pins: None,
         }
     }
 }
@@ -110,6 +117,12 @@ pub struct Sensor {
     egress: Option<(SchedClassifierLinkId, EgressMode)>,
     attached: Option<(String, AttachMode)>,
     flood: super::FloodBudget,
+    pins: Option<Pins>,
+    /// The egress program is in a pinned tcx link (held in `held`).
+    egress_pinned: Option<EgressMode>,
+    /// Pinned links taken over or created by this daemon: closing these fds leaves the
+    /// links (and so the programs) attached through their pins.
+    held: Vec<FdLink>,
 }
 
 impl Sensor {
@@ -123,10 +136,18 @@ impl Sensor {
         }
         let ring_bytes = opts.ring_bytes.max(4096).next_power_of_two();
         let level = opts.kernel_log_level;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(EVENTS_MAP, ring_bytes)
-            .override_global("AYA_LOG_LEVEL", &level, false)
-            .load(EBPF_OBJECT)?;
+            .override_global("AYA_LOG_LEVEL", &level, false);
+        if let Some(pins) = &opts.pins {
+            // An existing pin is opened (the same ring, counters and tables as before the
+            // restart); a missing one is created and pinned.
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, pins.map(name));
+            }
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         {
             let map = ebpf
                 .map_mut(DECOYS_MAP)
@@ -136,6 +157,18 @@ impl Sensor {
             for (i, d) in decoys.iter().enumerate() {
                 // Decky ids are 1-based positions in the decoy list; 0 never names a decky.
                 map.insert(decoy_key(d.addr), i as u32 + 1, 0)
+                    .map_err(|e| SensorError::Map(DECOYS_MAP, e))?;
+            }
+            // A pinned map keeps the decoys of the last configuration: drop the ones that
+            // are no longer configured.
+            let current: Vec<_> = decoys.iter().map(|d| decoy_key(d.addr)).collect();
+            let stale: Vec<_> = map
+                .keys()
+                .flatten()
+                .filter(|k| !current.contains(k))
+                .collect();
+            for k in stale {
+                map.remove(&k)
                     .map_err(|e| SensorError::Map(DECOYS_MAP, e))?;
             }
         }
@@ -156,13 +189,62 @@ impl Sensor {
         Self::tc(&mut ebpf)?
             .load()
             .map_err(|e| SensorError::Program(TC_EGRESS_PROGRAM, e))?;
+        if let Some(pins) = &opts.pins {
+            // The pinned programs are the ones now loaded (for bpftool and for `detach`).
+            let xdp = pins.program("xdp_prog");
+            unpin(&xdp)?;
+            Self::xdp(&mut ebpf, XDP_PROGRAM)?
+                .pin(&xdp)
+                .map_err(|e| SensorError::Pinning(xdp.clone(), chain(&e)))?;
+            let tc = pins.program("tc_prog");
+            unpin(&tc)?;
+            Self::tc(&mut ebpf)?
+                .pin(&tc)
+                .map_err(|e| SensorError::Pinning(tc.clone(), chain(&e)))?;
+        }
         Ok(Self {
             ebpf,
             link: None,
             egress: None,
             attached: None,
             flood: opts.flood,
+            pins: opts.pins.clone(),
+            egress_pinned: None,
+            held: Vec::new(),
         })
+    }
+
+    /// The pins this sensor uses, if it pins.
+    pub fn pins(&self) -> Option<&Pins> {
+        self.pins.as_ref()
+    }
+
+    /// Puts the freshly loaded XDP program into the pinned link at `path` (atomically: the
+    /// old program runs until the new one is in).
+    fn adopt_xdp(&mut self, path: &std::path::Path) -> Result<(), SensorError> {
+        let err = |e: String| SensorError::Pinning(path.to_owned(), e);
+        let pinned = PinnedLink::from_pin(path).map_err(|e| err(chain(&e)))?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| err(chain(&e)))?;
+        let prog = Self::xdp(&mut self.ebpf, XDP_PROGRAM)?;
+        let id = prog.attach_to_link(link).map_err(|e| err(chain(&e)))?;
+        let link = prog.take_link(id).map_err(|e| err(chain(&e)))?;
+        self.held
+            .push(FdLink::try_from(link).map_err(|e| err(chain(&e)))?);
+        Ok(())
+    }
+
+    /// The same for the egress program's pinned tcx link.
+    fn adopt_tc(&mut self, path: &std::path::Path) -> Result<(), SensorError> {
+        let err = |e: String| SensorError::Pinning(path.to_owned(), e);
+        let pinned = PinnedLink::from_pin(path).map_err(|e| err(chain(&e)))?;
+        let link =
+            SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| err(chain(&e)))?;
+        let prog = Self::tc(&mut self.ebpf)?;
+        let id = prog.attach_to_link(link).map_err(|e| err(chain(&e)))?;
+        let link = prog.take_link(id).map_err(|e| err(chain(&e)))?;
+        self.held
+            .push(FdLink::try_from(link).map_err(|e| err(chain(&e)))?);
+        Ok(())
     }
 
     fn xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, SensorError> {
@@ -187,6 +269,21 @@ impl Sensor {
     /// Attaches the egress program to `iface`: a tcx link, or on kernels without tcx a
     /// clsact qdisc filter.
     pub fn attach_egress(&mut self, iface: &str) -> Result<EgressMode, SensorError> {
+        if let Some(path) = self.pins.as_ref().map(Pins::tc_link)
+            && path.exists()
+        {
+            match self.adopt_tc(&path) {
+                Ok(()) => {
+                    tracing::info!(iface, path = %path.display(), "took over the pinned egress link");
+                    self.egress_pinned = Some(EgressMode::Tcx);
+                    return Ok(EgressMode::Tcx);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the pinned egress link cannot be taken over; attaching afresh");
+                    unpin(&path)?;
+                }
+            }
+        }
         let prog = Self::tc(&mut self.ebpf)?;
         let tcx = prog.attach_with_options(
             iface,
@@ -194,6 +291,16 @@ impl Sensor {
             TcAttachOptions::TcxOrder(LinkOrder::default()),
         );
         let (link, mode) = match tcx {
+            Ok(link) if self.pins.is_some() => {
+                let path = self.pins.as_ref().map(Pins::tc_link).unwrap_or_default();
+                let err = |e: String| SensorError::Pinning(path.clone(), e);
+                let link = prog.take_link(link).map_err(|e| err(chain(&e)))?;
+                let fd = FdLink::try_from(link).map_err(|e| err(chain(&e)))?;
+                let pinned = fd.pin(&path).map_err(|e| err(chain(&e)))?;
+                self.held.push(pinned.into());
+                self.egress_pinned = Some(EgressMode::Tcx);
+                return Ok(EgressMode::Tcx);
+            }
             Ok(link) => (link, EgressMode::Tcx),
             Err(e) => {
                 tracing::info!(iface, error = %e, "tcx attach failed; trying a clsact qdisc");
@@ -218,7 +325,7 @@ impl Sensor {
 
     /// How the egress program is attached, if it is.
     pub fn egress_mode(&self) -> Option<EgressMode> {
-        self.egress.as_ref().map(|(_, m)| *m)
+        self.egress.as_ref().map(|(_, m)| *m).or(self.egress_pinned)
     }
 
     /// Attaches the main program to `iface`. In `Auto` mode native is tried first, then SKB.
@@ -229,6 +336,26 @@ impl Sensor {
     ) -> Result<AttachMode, SensorError> {
         if nix_if_index(iface).is_none() {
             return Err(SensorError::NoSuchInterface(iface.to_owned()));
+        }
+        if let Some((path, mode)) = self.pins.as_ref().and_then(Pins::pinned_xdp_link) {
+            let wanted = match choice {
+                XdpModeChoice::Auto => true,
+                XdpModeChoice::Native => mode == AttachMode::Native,
+                XdpModeChoice::Skb => mode == AttachMode::Skb,
+            };
+            match wanted.then(|| self.adopt_xdp(&path)) {
+                Some(Ok(())) => {
+                    tracing::info!(iface, path = %path.display(), "took over the pinned XDP link");
+                    self.attached = Some((iface.to_owned(), mode));
+                    return Ok(mode);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e,
+                    "the pinned XDP link cannot be taken over (interface recreated?); attaching afresh"),
+                None => tracing::warn!(pinned = %mode, wanted = ?choice,
+                    "the pinned XDP link has another mode; replacing it (probes in between are missed)"),
+            }
+            // Its last reference goes with the pin: the old program is detached.
+            unpin(&path)?;
         }
         let prog = Self::xdp(&mut self.ebpf, XDP_PROGRAM)?;
         let veth = driver_name(iface).as_deref() == Some("veth");
@@ -251,7 +378,16 @@ impl Sensor {
         for &(mode, label) in tries {
             match prog.attach(iface, mode) {
                 Ok(link) => {
-                    self.link = Some(link);
+                    if let Some(pins) = &self.pins {
+                        let path = pins.xdp_link(label);
+                        let err = |e: String| SensorError::Pinning(path.clone(), e);
+                        let link = prog.take_link(link).map_err(|e| err(chain(&e)))?;
+                        let fd = FdLink::try_from(link).map_err(|e| err(chain(&e)))?;
+                        self.held
+                            .push(fd.pin(&path).map_err(|e| err(chain(&e)))?.into());
+                    } else {
+                        self.link = Some(link);
+                    }
                     self.attached = Some((iface.to_owned(), label));
                     return Ok(label);
                 }
@@ -357,6 +493,18 @@ impl Sensor {
         .map_err(|e| SensorError::Program(program, e))?;
         Ok((r.return_value, r.duration))
     }
+}
+
+/// An error and its sources on one line (aya's pin and link errors keep the errno below).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 /// The kernel driver behind an interface (`veth`, `e1000e`, ...), by the ethtool ioctl.

@@ -7,12 +7,14 @@
 //! - `guard`: the flood guard's userspace half (sweeping quiet sources).
 //! - `flows`: the flow table's userspace half (idle and evicted flows).
 //! - `kernel_stats`: the per-CPU counters, summed.
+//! - `pin`: the bpffs pins that let a restarted daemon take over the same programs and ring.
 
 pub mod decode;
 pub mod flows;
 pub mod guard;
 pub mod kernel_stats;
 pub mod loader;
+pub mod pin;
 pub mod ring;
 
 use std::{fmt, net::IpAddr, str::FromStr};
@@ -55,6 +57,23 @@ pub enum SensorError {
     TooManyDecoys(usize, u32),
     #[error("ring buffer I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("pin {0}: {1}")]
+    Pin(std::path::PathBuf, #[source] std::io::Error),
+    #[error("pin {0}: {1}")]
+    Pinning(std::path::PathBuf, String),
+    #[error(
+        "pin directory {0} is not on bpffs: mount it (`mount -t bpf bpf /sys/fs/bpf`) or choose \
+         another --pin-dir"
+    )]
+    NotBpffs(std::path::PathBuf),
+    #[error(
+        "decnet's programs are pinned on {iface} ({dir}) by a daemon started with --pin: start \
+         with --pin to take them over, or remove them with `decnet detach --iface {iface}`"
+    )]
+    PinnedElsewhere {
+        iface: String,
+        dir: std::path::PathBuf,
+    },
 }
 
 /// A decoy address and the decky name it reports as (`--decoy IP[=NAME]`).

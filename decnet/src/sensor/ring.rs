@@ -28,6 +28,9 @@ pub struct Sweepers {
     pub sources: Option<Sources>,
     /// The flow table: summaries for flows that went idle or were evicted.
     pub flows: Option<Flows>,
+    /// The programs stay attached after this daemon (pinned): open flows are left for the
+    /// next daemon to watch instead of being summarised as `shutdown`.
+    pub keep_open: bool,
 }
 
 impl Sweepers {
@@ -43,16 +46,17 @@ impl Sweepers {
     }
 }
 
-/// Reads until `shutdown` flips to true, then drains what is left in the ring and returns.
-/// Every second, and once more at the end with everything still open, the sweepers write
-/// what the kernel cannot: summaries of sources and flows that went quiet.
+/// Reads until `shutdown` flips to true, then drains what is left in the ring and returns
+/// the flood-guard totals written per source (for a handover). Every second, and once more
+/// at the end with everything still open (unless `keep_open`), the sweepers write what the
+/// kernel cannot: summaries of sources and flows that went quiet.
 pub async fn run_reader(
     ring: RingBuf<MapData>,
     mut collector: Collector,
     mut sweepers: Sweepers,
     stats: Arc<PipelineStats>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), SensorError> {
+) -> Result<Vec<(std::net::IpAddr, u64)>, SensorError> {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as the
@@ -85,8 +89,9 @@ pub async fn run_reader(
         sweepers.flows.as_mut(),
         &stats,
     ) {}
-    sweepers.sweep(true, &mut collector);
-    Ok(())
+    let force = !sweepers.keep_open;
+    sweepers.sweep(force, &mut collector);
+    Ok(collector.reported())
 }
 
 /// Moves up to one batch from the ring to the collector. Returns true when the ring is empty.

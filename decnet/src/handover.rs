@@ -1,0 +1,120 @@
+//! What one pinned daemon hands the next across a clean restart.
+//!
+//! With `--pin` the kernel's counters and tables outlive the daemon, so its userspace
+//! counters must too, or "kernel emitted == written + counted drops" would break at every
+//! restart. A daemon that stops cleanly (ring drained, journal flushed, last batch
+//! committed) writes its totals to `handover.json` in the data dir; the next one takes them
+//! over, but only if they belong to the same pinned ring (its kernel map id, unique per
+//! boot). After a crash there is no handover: the kernel's counters then still cover the
+//! pinned programs' whole life while the userspace ones start from zero, and
+//! `sensor.handover` in the stats says so.
+
+use std::{
+    io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ingest::ingester::IngestSnapshot, stats::PipelineSnapshot};
+
+/// File name in the data dir.
+pub const FILE: &str = "handover.json";
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Handover {
+    /// Kernel id of the pinned event ring the counters belong to.
+    pub ring_id: u32,
+    /// Clean restarts so far in this pinned life.
+    pub restarts: u64,
+    pub pipeline: PipelineSnapshot,
+    pub ingest: IngestSnapshot,
+    /// Flood-guard totals already written per source.
+    pub reported: Vec<(IpAddr, u64)>,
+}
+
+/// How this daemon's counters started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// New pins: nothing to take over.
+    First,
+    /// Totals taken over from the daemon before.
+    Clean,
+    /// Pins adopted without a handover (the last daemon did not stop cleanly): userspace
+    /// counters start from zero while the kernel's carry on.
+    Unclean,
+}
+
+/// What `GET /api/v1/stats` and `/health` show about pinning.
+#[derive(Clone, Debug, Serialize)]
+pub struct PinStatus {
+    pub dir: PathBuf,
+    pub start: Start,
+    pub restarts: u64,
+}
+
+fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+/// Takes (reads and removes) the handover in `dir` if it belongs to `ring_id`.
+pub fn take(dir: &Path, ring_id: u32) -> Option<Handover> {
+    let p = path(dir);
+    let text = std::fs::read(&p).ok()?;
+    let _ = std::fs::remove_file(&p);
+    match serde_json::from_slice::<Handover>(&text) {
+        Ok(h) if h.ring_id == ring_id => Some(h),
+        Ok(h) => {
+            tracing::warn!(
+                theirs = h.ring_id,
+                ours = ring_id,
+                "a handover for another pinned ring; counters start from zero"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable handover; counters start from zero");
+            None
+        }
+    }
+}
+
+/// Writes the handover atomically (a new file renamed over the name) and durably.
+pub fn write(dir: &Path, h: &Handover) -> io::Result<()> {
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(h).map_err(io::Error::other)?)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handover_is_taken_once_and_only_by_its_ring() {
+        let dir = std::env::temp_dir().join(format!("decnet-handover-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = Handover {
+            ring_id: 7,
+            restarts: 2,
+            reported: vec![("10.0.0.1".parse().unwrap(), 40)],
+            ..Handover::default()
+        };
+        h.pipeline.journal_written = 123;
+        h.ingest.rows = 120;
+        write(&dir, &h).unwrap();
+        assert_eq!(take(&dir, 7), Some(h.clone()));
+        assert_eq!(take(&dir, 7), None, "taken once");
+        write(&dir, &h).unwrap();
+        assert_eq!(take(&dir, 8), None, "another ring's totals are not taken");
+        assert!(!path(&dir).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
