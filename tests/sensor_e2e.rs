@@ -1667,3 +1667,65 @@ fn a_pinned_sensor_restarts_without_losing_a_probe() {
     assert!(!lab.xdp_attached(), "detached");
     assert!(!pins.exists(), "pin dir removed");
 }
+
+/// The decoy interface is deleted and created again (a new index, nothing attached): the
+/// daemon notices, attaches its programs again through its privileged helper, and the
+/// probes after it are recorded with their answers; stopping detaches everything.
+#[test]
+fn a_recreated_interface_is_attached_again() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    let lab = Lab::new(34);
+    let dir = tempfile_dir("recreated");
+    let mut daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    hping_syns(&lab, 21, 10, 2000);
+    daemon.settle();
+    lab.recreate_link();
+    assert!(!lab.xdp_attached(), "a new interface starts bare");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let state = loop {
+        let (_, body) = decnet_tests::http_get(daemon.api, "/api/v1/health").expect("health");
+        let h: Value = serde_json::from_str(&body).expect("health JSON");
+        let st = h["iface_state"].clone();
+        if st["reattached"] == 1 && st["state"] == "attached" {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not attached again: {h}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(state["lost"], 1, "{state}");
+    assert!(lab.xdp_attached());
+    // The peer needs a moment to see carrier.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    hping_syns(&lab, 22, 10, 2000);
+    let s = daemon.settle();
+    let journal = read_journal(&dir.join("events.jsonl"));
+    let of = |kind: &str| {
+        journal
+            .iter()
+            .filter(|r| r["event_type"] == kind && r["fields"]["dst_port"] == 22)
+            .count()
+    };
+    assert_eq!(of("tcp_syn"), 10, "probes after the interface came back");
+    // The decoy's RSTs: the egress program is back too.
+    assert_eq!(
+        of("probe_outcome"),
+        10,
+        "answers after the interface came back: {s}"
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("the decoy interface is gone") || log.contains("is back"),
+        "{log}"
+    );
+    assert!(daemon.stop().success());
+    assert!(
+        !lab.xdp_attached(),
+        "stopping detaches what the helper attached"
+    );
+}

@@ -92,59 +92,71 @@ impl Lab {
             decoy6: format!("fd00:231:{subnet}::1"),
             attacker6: format!("fd00:231:{subnet}::2"),
         };
+        sh(Command::new("ip").args(["netns", "add", &lab.ns]));
+        lab.plumb();
+        sh(Command::new("ip").args(["-n", &lab.ns, "link", "set", "lo", "up"]));
+        lab
+    }
+
+    /// The veth pair, its addresses and links up.
+    fn plumb(&self) {
         let ip = |args: &[&str]| sh(Command::new("ip").args(args));
-        ip(&["netns", "add", &lab.ns]);
         ip(&[
             "link",
             "add",
-            &lab.host_if,
+            &self.host_if,
             "type",
             "veth",
             "peer",
             "name",
-            &lab.ns_if,
+            &self.ns_if,
         ]);
-        ip(&["link", "set", &lab.ns_if, "netns", &lab.ns]);
+        ip(&["link", "set", &self.ns_if, "netns", &self.ns]);
         ip(&[
             "addr",
             "add",
-            &format!("{}/24", lab.decoy),
+            &format!("{}/24", self.decoy),
             "dev",
-            &lab.host_if,
+            &self.host_if,
         ]);
         ip(&[
             "-6",
             "addr",
             "add",
-            &format!("{}/64", lab.decoy6),
+            &format!("{}/64", self.decoy6),
             "dev",
-            &lab.host_if,
+            &self.host_if,
             "nodad",
         ]);
-        ip(&["link", "set", &lab.host_if, "up"]);
+        ip(&["link", "set", &self.host_if, "up"]);
         ip(&[
             "-n",
-            &lab.ns,
+            &self.ns,
             "addr",
             "add",
-            &format!("{}/24", lab.attacker),
+            &format!("{}/24", self.attacker),
             "dev",
-            &lab.ns_if,
+            &self.ns_if,
         ]);
         ip(&[
             "-n",
-            &lab.ns,
+            &self.ns,
             "-6",
             "addr",
             "add",
-            &format!("{}/64", lab.attacker6),
+            &format!("{}/64", self.attacker6),
             "dev",
-            &lab.ns_if,
+            &self.ns_if,
             "nodad",
         ]);
-        ip(&["-n", &lab.ns, "link", "set", &lab.ns_if, "up"]);
-        ip(&["-n", &lab.ns, "link", "set", "lo", "up"]);
-        lab
+        ip(&["-n", &self.ns, "link", "set", &self.ns_if, "up"]);
+    }
+
+    /// Deletes the veth pair and creates it again with the same names and addresses (a new
+    /// interface index: whatever was attached to the old one is gone).
+    pub fn recreate_link(&self) {
+        sh(Command::new("ip").args(["link", "del", &self.host_if]));
+        self.plumb();
     }
 
     /// Runs a command inside the attacker namespace, bounded by `timeout_s`.

@@ -25,6 +25,7 @@ use crate::{
     hub::Hub,
     ingest::{IngestConfig, Ingester},
     profile::Profiler,
+    reattach,
     sensor::{self, Sensor, SensorError, loader::LoadOptions, pin::Pins},
     stats::PipelineStats,
     store::Store,
@@ -71,6 +72,7 @@ pub struct Prepared {
     flows: sensor::flows::Flows,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pinned: Option<Pinned>,
+    helper: Option<reattach::Helper>,
 }
 
 /// A pinned sensor's identity and what the daemon before handed over.
@@ -150,6 +152,14 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
             "flood guard: per-source event budget"
         );
     }
+    // Last, with everything loaded and attached: the helper's copy of the sensor is complete.
+    let helper = match reattach::Helper::spawn(&mut sensor, cfg) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "no re-attach helper: a recreated interface needs a restart");
+            None
+        }
+    };
     if let Some(pins) = load.pins.as_ref() {
         for stale in pins.stale_maps() {
             tracing::warn!(path = %stale.display(),
@@ -168,6 +178,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
         flows,
         logger,
         pinned,
+        helper,
     })
 }
 
@@ -237,7 +248,15 @@ pub async fn run(
         flows,
         logger,
         pinned,
+        helper,
     } = prepared;
+    let iface_status = Arc::new(reattach::IfaceStatus::default());
+    let iface_watch = tokio::spawn(reattach::watch(
+        cfg.iface.clone(),
+        helper,
+        iface_status.clone(),
+        shutdown.clone(),
+    ));
     if let Some(logger) = logger {
         spawn_kernel_log_pump(logger);
     }
@@ -311,6 +330,7 @@ pub async fn run(
         attached: sensor.attached().map(|(i, m)| (i.to_owned(), m)),
         egress: sensor.egress_mode(),
         pin: pinned.as_ref().map(|p| p.status.clone()),
+        iface_status: Some(iface_status),
         ingest: Some(ingest_stats.clone()),
         store: Some(store),
         hub,
@@ -346,6 +366,17 @@ pub async fn run(
             tracing::warn!(error = %e, "detach failed; the link goes away with the process");
         }
     }
+    // The helper's links (after a re-attach) go too, before the last drain; pinned ones stay.
+    let helper = iface_watch.await.ok().flatten();
+    let helper = match (helper, &pinned) {
+        (Some(mut h), None) => tokio::task::spawn_blocking(move || {
+            h.detach();
+            h
+        })
+        .await
+        .ok(),
+        (h, _) => h,
+    };
     let stage = std::sync::Mutex::new("draining the ring");
     let graceful = async {
         let _ = stop_reader.send(true);
@@ -433,6 +464,7 @@ pub async fn run(
         shutdown_ms = stopping.elapsed().as_millis() as u64,
         "stopped"
     );
+    drop(helper);
     drop(sensor);
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod hub;
 pub mod ingest;
 pub mod privilege;
 pub mod profile;
+pub mod reattach;
 pub mod sensor;
 pub mod services;
 pub mod stats;

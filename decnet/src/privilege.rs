@@ -178,7 +178,7 @@ pub fn drop_to(user: &str, data_dir: &Path) -> Result<Dropped, PrivilegeError> {
             {
                 return Err(os_err("clearing ambient capabilities"));
             }
-            clear_thread_caps()?;
+            set_thread_caps(0)?;
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(os_err("no_new_privs"));
@@ -195,8 +195,59 @@ pub fn drop_to(user: &str, data_dir: &Path) -> Result<Dropped, PrivilegeError> {
     })
 }
 
-/// Empties the calling thread's effective, permitted and inheritable sets.
-fn clear_thread_caps() -> Result<(), PrivilegeError> {
+/// `CAP_NET_ADMIN` (linux/capability.h): attaching XDP and TC.
+pub const CAP_NET_ADMIN: u32 = 12;
+/// `CAP_BPF`: creating links for loaded programs.
+pub const CAP_BPF: u32 = 39;
+
+/// The re-attach helper's drop (see `reattach`): becomes `user` like the daemon does, but
+/// keeps `caps` in its effective and permitted sets (nothing inheritable or ambient), with
+/// `no_new_privs`. Only for a single-threaded process (capability sets are per thread): the
+/// helper is a child forked before the runtime started. `root` keeps root, as for the daemon.
+pub fn narrow_to(user: &str, data_dir: &Path, caps: &[u32]) -> Result<(), PrivilegeError> {
+    let Some((uid, gid)) = preflight(user, data_dir)? else {
+        return Ok(());
+    };
+    let mask = caps.iter().fold(0u64, |m, &c| m | 1 << c);
+    // SAFETY: plain syscalls without pointers (or with a null list for setgroups).
+    unsafe {
+        if libc::geteuid() == 0 {
+            // Leaving uid 0 would clear the permitted set; KEEPCAPS keeps it (effective is
+            // still cleared, and set again below).
+            if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+                return Err(os_err("keepcaps"));
+            }
+            if libc::setgroups(0, std::ptr::null()) != 0 {
+                return Err(os_err("setgroups"));
+            }
+            if libc::setresgid(gid, gid, gid) != 0 {
+                return Err(os_err("setresgid"));
+            }
+            if libc::setresuid(uid, uid, uid) != 0 {
+                return Err(os_err("setresuid"));
+            }
+        } else if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(os_err("clearing ambient capabilities"));
+        }
+    }
+    set_thread_caps(mask)?;
+    // SAFETY: no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(os_err("no_new_privs"));
+    }
+    Ok(())
+}
+
+/// Sets the calling thread's effective and permitted sets to `mask` (a bit per capability)
+/// and empties its inheritable set.
+fn set_thread_caps(mask: u64) -> Result<(), PrivilegeError> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -214,11 +265,19 @@ fn clear_thread_caps() -> Result<(), PrivilegeError> {
         version: VERSION_3,
         pid: 0,
     };
-    let d = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    let half = |shift: u32| (mask >> shift) as u32;
+    let d = [
+        Data {
+            effective: half(0),
+            permitted: half(0),
+            inheritable: 0,
+        },
+        Data {
+            effective: half(32),
+            permitted: half(32),
+            inheritable: 0,
+        },
+    ];
     // SAFETY: header and two data structs as capset(2) v3 expects.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) };
     if r != 0 {

@@ -39,6 +39,7 @@ async fn server() -> Server {
         attached: None,
         egress: None,
         pin: None,
+        iface_status: None,
         ingest: None,
         store: Some(store.clone()),
         hub: hub.clone(),

@@ -47,6 +47,8 @@ pub struct AppState {
     pub egress: Option<crate::sensor::EgressMode>,
     /// Pinning (`--pin`): where, and how this daemon's counters started.
     pub pin: Option<crate::handover::PinStatus>,
+    /// The decoy interface: attached, gone, re-attached.
+    pub iface_status: Option<Arc<crate::reattach::IfaceStatus>>,
     pub ingest: Option<Arc<IngestStats>>,
     pub store: Option<Store>,
     /// Live announcements (logs, detections) for the stream.
@@ -171,10 +173,11 @@ pub struct Health {
     xdp_mode: Option<AttachMode>,
     egress_mode: Option<crate::sensor::EgressMode>,
     pin: Option<crate::handover::PinStatus>,
+    iface_state: Option<crate::reattach::IfaceSnapshot>,
 }
 
 #[utoipa::path(get, path = "/api/v1/health", tag = "status", security(()),
-    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode, egress_mode, pin}`", body = Object)))]
+    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode, egress_mode, pin, iface_state}`", body = Object)))]
 pub async fn health(State(st): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -184,6 +187,7 @@ pub async fn health(State(st): State<AppState>) -> Json<Health> {
         xdp_mode: st.attached.as_ref().map(|(_, m)| *m),
         egress_mode: st.egress,
         pin: st.pin.clone(),
+        iface_state: st.iface_status.as_ref().map(|s| s.snapshot()),
     })
 }
 
@@ -218,6 +222,7 @@ pub fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
         "profile_lag_rows": profile_lag(st),
         "stream_clients": st.hub.subscribers(),
         "pin": st.pin,
+        "iface": st.iface_status.as_ref().map(|s| s.snapshot()),
         // The per-source budget loaded into the kernel (withheld counts: kernel.suppressed).
         "flood_guard": st.kernel.as_ref().map(|k| k.flood),
         // Developer tracing's exporter (null when tracing is off).
@@ -576,6 +581,7 @@ mod tests {
             attached: None,
             egress: None,
             pin: None,
+            iface_status: None,
             ingest: Some(Arc::default()),
             store,
             hub: Default::default(),

@@ -411,6 +411,7 @@ mod tests {
             attached: None,
             egress: None,
             pin: None,
+            iface_status: None,
             ingest: None,
             store: Some(store),
             hub: Default::default(),

@@ -214,11 +214,6 @@ impl Sensor {
         })
     }
 
-    /// The pins this sensor uses, if it pins.
-    pub fn pins(&self) -> Option<&Pins> {
-        self.pins.as_ref()
-    }
-
     /// Puts the freshly loaded XDP program into the pinned link at `path` (atomically: the
     /// old program runs until the new one is in).
     fn adopt_xdp(&mut self, path: &std::path::Path) -> Result<(), SensorError> {
