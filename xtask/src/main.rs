@@ -40,6 +40,52 @@ enum Cmd {
     },
     /// Run a benchmark: `sensor`, `ingest`, `profile`, `stream`, `tracing` or `capture`.
     Bench { name: String },
+    /// Fuzz the parsers of hostile input (cargo-fuzz, libFuzzer): every target, or one, for
+    /// a bounded time each. A crash fails with the input saved under fuzz/artifacts/.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+        /// One target (journal_line, payload, ring_event); all when omitted.
+        target: Option<String>,
+    },
+}
+
+/// The fuzz targets in fuzz/fuzz_targets.
+const FUZZ_TARGETS: &[&str] = &["journal_line", "payload", "ring_event"];
+
+/// Seconds each fuzz target runs within `cargo xtask test`.
+const TEST_FUZZ_SECONDS: u32 = 30;
+
+/// Builds the fuzz targets once, then runs each for `seconds` from its seeds (fuzz/seeds,
+/// committed) plus whatever corpus earlier runs left (fuzz/corpus, not committed).
+fn fuzz(targets: &[&str], seconds: u32) -> anyhow::Result<()> {
+    setup::fuzz_tools()?;
+    // A debug build (overflow checks, debug assertions) without a sanitizer: the targets are
+    // safe Rust, so what there is to find is panics, and this builds in half the time.
+    let base = |c: &mut Command| {
+        c.args(["+nightly", "fuzz"]);
+        c.env("AYA_BUILD_SKIP", "1");
+    };
+    let mut build = cargo_plain();
+    base(&mut build);
+    run(build.args(["build", "--dev", "-s", "none", "--fuzz-dir", "fuzz"]))?;
+    for t in targets {
+        let corpus = root().join("fuzz/corpus").join(t);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("creating {}", corpus.display()))?;
+        eprintln!("fuzz: {t} for {seconds} s");
+        let mut c = cargo_plain();
+        base(&mut c);
+        run(c
+            .args(["run", "--dev", "-s", "none", "--fuzz-dir", "fuzz", t])
+            .arg(&corpus)
+            .arg(root().join("fuzz/seeds").join(t))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .args(["-rss_limit_mb=4096", "-print_final_stats=1"]))?;
+    }
+    Ok(())
 }
 
 pub fn root() -> PathBuf {
@@ -65,6 +111,18 @@ fn cargo() -> Command {
     c
 }
 
+/// `cargo` through rustup's proxy (so `+nightly` works), with `.tools` on PATH.
+fn cargo_plain() -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root());
+    c.env("PATH", setup::path_with_tools());
+    // The proxy would otherwise keep the stable toolchain cargo chose for xtask.
+    c.env_remove("RUSTUP_TOOLCHAIN");
+    c.env_remove("CARGO");
+    c.env_remove("RUSTC");
+    c
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -85,7 +143,23 @@ fn main() -> anyhow::Result<()> {
             setup::test_tools()?;
             run(cargo().args(["build", "-p", "decnet"]))?;
             let bin = root().join("target/debug/decnet");
-            run(cargo().arg("test").env("DECNET_BIN", &bin).args(&args))
+            run(cargo().arg("test").env("DECNET_BIN", &bin).args(&args))?;
+            // Hostile-input parsers, bounded; a filtered run (`cargo xtask test NAME`) skips it.
+            if args.is_empty() {
+                fuzz(FUZZ_TARGETS, TEST_FUZZ_SECONDS)?;
+            }
+            Ok(())
+        }
+        Cmd::Fuzz { seconds, target } => {
+            setup::setup()?;
+            match target {
+                Some(t) if FUZZ_TARGETS.contains(&t.as_str()) => fuzz(&[t.as_str()], seconds),
+                Some(t) => bail!(
+                    "unknown fuzz target `{t}` (known: {})",
+                    FUZZ_TARGETS.join(", ")
+                ),
+                None => fuzz(FUZZ_TARGETS, seconds),
+            }
         }
         Cmd::Bench { name } => {
             setup::setup()?;

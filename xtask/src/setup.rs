@@ -232,3 +232,26 @@ pub fn test_tools() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// cargo-fuzz, pinned, built from crates.io into `.tools` (about two minutes, once).
+const CARGO_FUZZ: &str = "0.13.2";
+
+/// Installs cargo-fuzz for the fuzz targets in `fuzz/` when it is missing.
+pub fn fuzz_tools() -> anyhow::Result<()> {
+    let bin = tools().join("bin/cargo-fuzz");
+    if bin.is_file() {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: building cargo-fuzz {CARGO_FUZZ} into {} (about two minutes, once)",
+        tools().display()
+    );
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "cargo-fuzz", "--locked", "--version"])
+            .arg(format!("={CARGO_FUZZ}"))
+            .arg("--root")
+            .arg(tools()),
+    )
+    .context("installing cargo-fuzz (by hand: cargo install cargo-fuzz --locked --root .tools)")
+}

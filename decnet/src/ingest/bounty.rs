@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use crate::store::{NewBounty, NewLog};
 
 /// Longest artifact value kept.
-const VALUE_MAX: usize = 256;
+pub const VALUE_MAX: usize = 256;
 
 /// The fields of a sensor row that bounties look at.
 #[derive(Deserialize, Default)]

@@ -84,10 +84,20 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-/// The raw line as text for a dead letter: lossy UTF-8, capped.
+/// The raw line as text for a dead letter: lossy UTF-8, capped at
+/// [`DEAD_LETTER_RAW_MAX`] bytes of text (each invalid byte becomes a 3-byte U+FFFD, so the
+/// text is cut again after conversion, at a character boundary).
 pub fn dead_raw(line: &[u8]) -> String {
     let cut = &line[..line.len().min(DEAD_LETTER_RAW_MAX)];
-    String::from_utf8_lossy(cut).into_owned()
+    let mut text = String::from_utf8_lossy(cut).into_owned();
+    if text.len() > DEAD_LETTER_RAW_MAX {
+        let mut end = DEAD_LETTER_RAW_MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -146,5 +156,9 @@ mod tests {
         let long = vec![b'a'; 10_000];
         assert_eq!(dead_raw(&long).len(), DEAD_LETTER_RAW_MAX);
         assert_eq!(dead_raw(b"\xffok"), "\u{fffd}ok");
+        // Found by the journal_line fuzz target: invalid bytes triple in size as U+FFFD.
+        let invalid = vec![0x99u8; 10_000];
+        let raw = dead_raw(&invalid);
+        assert!(raw.len() <= DEAD_LETTER_RAW_MAX && raw.len() > DEAD_LETTER_RAW_MAX - 3);
     }
 }
