@@ -695,6 +695,8 @@ fn chrono_like(ts: &str) -> bool {
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("decnet-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
+    // The daemon's log (appended to across restarts) is the dir's sibling.
+    let _ = std::fs::remove_file(p.with_extension("log"));
     std::fs::create_dir_all(&p).expect("temp dir");
     p
 }

@@ -249,8 +249,24 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> Daemon {
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        Self::start_at(iface, decoys, data_dir, env, api)
+    }
+
+    /// [`start_with_env`](Self::start_with_env) with the API on `api` (a restarted daemon
+    /// where its clients expect it). The log is appended to, so restarts keep one log.
+    pub fn start_at(
+        iface: &str,
+        decoys: &[String],
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        api: SocketAddr,
+    ) -> Daemon {
         let log = data_dir.with_extension("log");
-        let logf = std::fs::File::create(&log).expect("daemon log file");
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("daemon log file");
         let mut cmd = Command::new(decnet_bin());
         cmd.args(["run", "--iface", iface, "--listen", &api.to_string()])
             .arg("--data-dir")

@@ -377,6 +377,10 @@ pub async fn run(
         .ok(),
         (h, _) => h,
     };
+    tracing::debug!(
+        ms = stopping.elapsed().as_millis() as u64,
+        "shutdown: helper done"
+    );
     let stage = std::sync::Mutex::new("draining the ring");
     let graceful = async {
         let _ = stop_reader.send(true);
@@ -393,9 +397,17 @@ pub async fn run(
         };
         // The reader owned the collector and with it the only JournalHandle; with it gone the
         // writer drains, fsyncs and exits.
+        tracing::debug!(
+            ms = stopping.elapsed().as_millis() as u64,
+            "shutdown: ring drained"
+        );
         *stage.lock().unwrap_or_else(|p| p.into_inner()) = "flushing the journal";
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         // The journal is complete on disk; the ingester takes in the rest and commits.
+        tracing::debug!(
+            ms = stopping.elapsed().as_millis() as u64,
+            "shutdown: journal flushed"
+        );
         *stage.lock().unwrap_or_else(|p| p.into_inner()) = "committing the last ingest batch";
         let _ = stop_ingest.send(true);
         match ingest_task.await {
@@ -404,6 +416,10 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "ingester task panicked"),
         }
         // Profiles take in the last committed rows.
+        tracing::debug!(
+            ms = stopping.elapsed().as_millis() as u64,
+            "shutdown: ingest committed"
+        );
         *stage.lock().unwrap_or_else(|p| p.into_inner()) = "updating the last profiles";
         let _ = stop_profile.send(true);
         match profile_task.await {

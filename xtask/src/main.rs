@@ -40,6 +40,12 @@ enum Cmd {
     },
     /// Run a benchmark: `sensor`, `ingest`, `profile`, `stream`, `tracing` or `capture`.
     Bench { name: String },
+    /// Soak the daemon (root): scanners, a flood, 50 SSE clients, two restarts and journal
+    /// rotations for N minutes, with the release binary; prints the figures.
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+    },
     /// Fuzz the parsers of hostile input (cargo-fuzz, libFuzzer): every target, or one, for
     /// a bounded time each. A crash fails with the input saved under fuzz/artifacts/.
     Fuzz {
@@ -149,6 +155,17 @@ fn main() -> anyhow::Result<()> {
                 fuzz(FUZZ_TARGETS, TEST_FUZZ_SECONDS)?;
             }
             Ok(())
+        }
+        Cmd::Soak { minutes } => {
+            setup::setup()?;
+            setup::test_tools()?;
+            run(cargo().args(["build", "--release", "-p", "decnet"]))?;
+            let bin = root().join("target/release/decnet");
+            run(cargo()
+                .args(["test", "--release", "-p", "decnet-tests", "--test", "soak"])
+                .args(["--", "--nocapture"])
+                .env("DECNET_BIN", &bin)
+                .env("DECNET_SOAK_MINUTES", minutes.to_string()))
         }
         Cmd::Fuzz { seconds, target } => {
             setup::setup()?;

@@ -18,6 +18,8 @@ use crate::{collector::Collector, stats::PipelineStats};
 
 /// Probes per batch handed to the writer.
 pub const BATCH: usize = 4096;
+/// The longest a pinned sensor's last drain runs (its programs keep capturing meanwhile).
+const FINAL_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often the flood guard's map is swept for sources that went quiet.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -83,12 +85,20 @@ pub async fn run_reader(
         tokio::task::yield_now().await;
     }
     // Final drain: everything the kernel submitted before we stopped reaches the journal.
+    // Unpinned, the programs are detached by now, so the ring only empties. Pinned, they
+    // keep capturing: take what is there for at most FINAL_DRAIN; the rest stays in the
+    // pinned ring for the next daemon.
+    let until = std::time::Instant::now() + FINAL_DRAIN;
     while !drain(
         fd.get_mut(),
         &mut collector,
         sweepers.flows.as_mut(),
         &stats,
-    ) {}
+    ) {
+        if sweepers.keep_open && std::time::Instant::now() >= until {
+            break;
+        }
+    }
     let force = !sweepers.keep_open;
     sweepers.sweep(force, &mut collector);
     Ok(collector.reported())

@@ -339,13 +339,18 @@ impl Store {
             if self.pool.is_closed() {
                 return;
             }
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_all(&self.pool)
-                .await
-            {
+            if let Err(e) = self.checkpoint().await {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
             }
         }
+    }
+
+    /// One passive WAL checkpoint (copies what no reader needs back into the database).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(())
     }
 
     #[cfg(test)]
@@ -405,79 +410,93 @@ impl Store {
     /// Writes a batch: logs, bounties (upserted), dead letters and the cursor, all in one
     /// transaction. Either all of it is visible afterwards or none of it. Returns the id of
     /// the first log row (the others follow consecutively), None when it had no logs.
+    ///
+    /// A connection whose transaction failed is closed, not returned to the pool: after
+    /// SQLITE_FULL (or busy) in the middle of a transaction SQLite may leave it open on that
+    /// connection, write lock included, and every writer and checkpoint then waits on a
+    /// connection sitting idle in the pool (seen in the disk-full test: "database table is
+    /// locked" for as long as the test ran).
     pub async fn commit_batch(&self, batch: &Batch) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut first_id: Option<i64> = None;
-        for chunk in batch.logs.chunks(ROWS_PER_STMT) {
-            let mut q = sqlx::query(AssertSqlSafe(INSERT_LOGS.sql(chunk.len())));
-            for l in chunk {
-                q = q
-                    .bind(&l.ts)
-                    .bind(&l.decky)
-                    .bind(&l.service)
-                    .bind(&l.event_type)
-                    .bind(&l.attacker_ip)
-                    .bind(&l.fields)
-                    .bind(&l.trace_id)
-                    .bind(&l.span_id);
+        let mut conn = self.pool.acquire().await?;
+        let r: Result<Option<i64>, StoreError> = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let mut first_id: Option<i64> = None;
+            for chunk in batch.logs.chunks(ROWS_PER_STMT) {
+                let mut q = sqlx::query(AssertSqlSafe(INSERT_LOGS.sql(chunk.len())));
+                for l in chunk {
+                    q = q
+                        .bind(&l.ts)
+                        .bind(&l.decky)
+                        .bind(&l.service)
+                        .bind(&l.event_type)
+                        .bind(&l.attacker_ip)
+                        .bind(&l.fields)
+                        .bind(&l.trace_id)
+                        .bind(&l.span_id);
+                }
+                let res = q.execute(&mut *tx).await?;
+                // Ids in one transaction are consecutive (AUTOINCREMENT, single writer).
+                let last_id = res.last_insert_rowid();
+                if first_id.is_none() {
+                    first_id = Some(last_id - chunk.len() as i64 + 1);
+                }
             }
-            let res = q.execute(&mut *tx).await?;
-            // Ids in one transaction are consecutive (AUTOINCREMENT, single writer).
-            let last_id = res.last_insert_rowid();
-            if first_id.is_none() {
-                first_id = Some(last_id - chunk.len() as i64 + 1);
+            // One upsert per distinct artifact per batch: a scan repeats the same fingerprint
+            // thousands of times, and the count is what matters.
+            // Value: (first position in the batch, index of its log, first ts, last ts, count).
+            type Agg<'a> = (usize, usize, &'a str, &'a str, i64);
+            let mut agg: std::collections::HashMap<(&str, &str, &str), Agg<'_>> =
+                std::collections::HashMap::new();
+            for (seq, (idx, b)) in batch.bounties.iter().enumerate() {
+                agg.entry((b.attacker_ip.as_str(), b.kind, b.value.as_str()))
+                    .and_modify(|e| {
+                        e.3 = b.ts.as_str();
+                        e.4 += 1;
+                    })
+                    .or_insert((seq, *idx, b.ts.as_str(), b.ts.as_str(), 1));
             }
-        }
-        // One upsert per distinct artifact per batch: a scan repeats the same fingerprint
-        // thousands of times, and the count is what matters.
-        // Value: (first position in the batch, index of its log, first ts, last ts, count).
-        type Agg<'a> = (usize, usize, &'a str, &'a str, i64);
-        let mut agg: std::collections::HashMap<(&str, &str, &str), Agg<'_>> =
-            std::collections::HashMap::new();
-        for (seq, (idx, b)) in batch.bounties.iter().enumerate() {
-            agg.entry((b.attacker_ip.as_str(), b.kind, b.value.as_str()))
-                .and_modify(|e| {
-                    e.3 = b.ts.as_str();
-                    e.4 += 1;
-                })
-                .or_insert((seq, *idx, b.ts.as_str(), b.ts.as_str(), 1));
-        }
-        let mut agg: Vec<_> = agg.into_iter().collect();
-        // Deterministic order (first occurrence) so ids follow the journal.
-        agg.sort_by_key(|(_, v)| v.0);
-        for chunk in agg.chunks(ROWS_PER_STMT) {
-            let mut q = sqlx::query(AssertSqlSafe(UPSERT_BOUNTIES.sql(chunk.len())));
-            for ((ip, kind, value), (_, idx, first, last, n)) in chunk {
-                q = q
-                    .bind(*ip)
-                    .bind(*kind)
-                    .bind(*value)
-                    .bind(*first)
-                    .bind(*last)
-                    .bind(*n)
-                    .bind(first_id.map(|f| f + *idx as i64));
+            let mut agg: Vec<_> = agg.into_iter().collect();
+            // Deterministic order (first occurrence) so ids follow the journal.
+            agg.sort_by_key(|(_, v)| v.0);
+            for chunk in agg.chunks(ROWS_PER_STMT) {
+                let mut q = sqlx::query(AssertSqlSafe(UPSERT_BOUNTIES.sql(chunk.len())));
+                for ((ip, kind, value), (_, idx, first, last, n)) in chunk {
+                    q = q
+                        .bind(*ip)
+                        .bind(*kind)
+                        .bind(*value)
+                        .bind(*first)
+                        .bind(*last)
+                        .bind(*n)
+                        .bind(first_id.map(|f| f + *idx as i64));
+                }
+                q.execute(&mut *tx).await?;
             }
-            q.execute(&mut *tx).await?;
+            let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
+            for d in &batch.dead {
+                sqlx::query(
+                    "INSERT INTO dead_letters (received_at, file, byte_offset, reason, raw) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&now)
+                .bind(&d.file)
+                .bind(d.byte_offset as i64)
+                .bind(&d.reason)
+                .bind(&d.raw)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some(c) = &batch.cursor {
+                // A second ingester on the same database fails here instead of duplicating rows.
+                set_cursor(&mut tx, c).await?;
+            }
+            tx.commit().await?;
+            Ok(first_id)
         }
-        let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
-        for d in &batch.dead {
-            sqlx::query(
-                "INSERT INTO dead_letters (received_at, file, byte_offset, reason, raw) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&now)
-            .bind(&d.file)
-            .bind(d.byte_offset as i64)
-            .bind(&d.reason)
-            .bind(&d.raw)
-            .execute(&mut *tx)
-            .await?;
+        .await;
+        if r.is_err() {
+            conn.close_on_drop();
         }
-        if let Some(c) = &batch.cursor {
-            // A second ingester on the same database fails here instead of duplicating rows.
-            set_cursor(&mut tx, c).await?;
-        }
-        tx.commit().await?;
-        Ok(first_id)
+        r
     }
 
     /// Streaming states of these IPs (those that have one).
@@ -498,72 +517,80 @@ impl Store {
     /// Writes one profiler batch: profiles and states of the IPs it changed, campaigns,
     /// detections and the profiler cursor (compare-and-set), in one transaction.
     pub async fn commit_profiles(&self, c: &ProfileCommit) -> Result<(), StoreError> {
-        let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
-        let mut tx = self.pool.begin().await?;
-        for chunk in c.rows.chunks(ROWS_PER_STMT) {
-            let mut q = sqlx::query(AssertSqlSafe(UPSERT_ATTACKERS.sql(chunk.len())));
-            for r in chunk {
-                q = q
-                    .bind(&r.ip)
-                    .bind(&r.first_seen)
-                    .bind(&r.last_seen)
-                    .bind(r.event_count)
-                    .bind(&r.class)
-                    .bind(r.risk_score)
-                    .bind(r.campaign_id)
-                    .bind(&r.summary)
-                    .bind(&now);
+        let mut conn = self.pool.acquire().await?;
+        let r: Result<(), StoreError> = async {
+            let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            for chunk in c.rows.chunks(ROWS_PER_STMT) {
+                let mut q = sqlx::query(AssertSqlSafe(UPSERT_ATTACKERS.sql(chunk.len())));
+                for r in chunk {
+                    q = q
+                        .bind(&r.ip)
+                        .bind(&r.first_seen)
+                        .bind(&r.last_seen)
+                        .bind(r.event_count)
+                        .bind(&r.class)
+                        .bind(r.risk_score)
+                        .bind(r.campaign_id)
+                        .bind(&r.summary)
+                        .bind(&now);
+                }
+                q.execute(&mut *tx).await?;
+                let mut q = sqlx::query(AssertSqlSafe(UPSERT_BEHAVIOR.sql(chunk.len())));
+                for r in chunk {
+                    q = q
+                        .bind(&r.ip)
+                        .bind(&r.state)
+                        .bind(&r.campaign_key)
+                        .bind(&now);
+                }
+                q.execute(&mut *tx).await?;
             }
-            q.execute(&mut *tx).await?;
-            let mut q = sqlx::query(AssertSqlSafe(UPSERT_BEHAVIOR.sql(chunk.len())));
-            for r in chunk {
-                q = q
-                    .bind(&r.ip)
-                    .bind(&r.state)
-                    .bind(&r.campaign_key)
-                    .bind(&now);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for (id, summary) in &c.campaigns {
-            sqlx::query(
-                "INSERT INTO campaigns (id, created_at, updated_at, summary) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at, summary = excluded.summary",
-            )
-            .bind(id)
-            .bind(&now)
-            .bind(&now)
-            .bind(summary)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for id in &c.dropped_campaigns {
-            sqlx::query("DELETE FROM campaigns WHERE id = ?")
+            for (id, summary) in &c.campaigns {
+                sqlx::query(
+                    "INSERT INTO campaigns (id, created_at, updated_at, summary) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at, summary = excluded.summary",
+                )
                 .bind(id)
+                .bind(&now)
+                .bind(&now)
+                .bind(summary)
                 .execute(&mut *tx)
                 .await?;
-        }
-        for chunk in c.detections.chunks(ROWS_PER_STMT) {
-            let mut q = sqlx::query(AssertSqlSafe(INSERT_DETECTIONS.sql(chunk.len())));
-            for d in chunk {
-                q = q.bind(d.id).bind(&d.ts).bind(&d.ip).bind(&d.body);
             }
-            q.execute(&mut *tx).await?;
+            for id in &c.dropped_campaigns {
+                sqlx::query("DELETE FROM campaigns WHERE id = ?")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for chunk in c.detections.chunks(ROWS_PER_STMT) {
+                let mut q = sqlx::query(AssertSqlSafe(INSERT_DETECTIONS.sql(chunk.len())));
+                for d in chunk {
+                    q = q.bind(d.id).bind(&d.ts).bind(&d.ip).bind(&d.body);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for (k, v) in &c.state {
+                sqlx::query(
+                    "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some(cursor) = &c.cursor {
+                set_cursor(&mut tx, cursor).await?;
+            }
+            tx.commit().await?;
+            Ok(())
         }
-        for (k, v) in &c.state {
-            sqlx::query(
-                "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(k)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
+        .await;
+        if r.is_err() {
+            conn.close_on_drop();
         }
-        if let Some(cursor) = &c.cursor {
-            set_cursor(&mut tx, cursor).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        r
     }
 
     /// States of every source with a campaign key (the campaign index is rebuilt from them).
