@@ -1,5 +1,8 @@
-//! Soak: the daemon under a mixed, bounded workload for `DECNET_SOAK_MINUTES` (default 2;
-//! `cargo xtask soak --minutes N` runs it longer, with the release binary).
+//! Soak: the release daemon (`DECNET_SOAK_BIN`, which `cargo xtask test` and
+//! `cargo xtask soak` set) under a mixed, bounded workload for `DECNET_SOAK_MINUTES`
+//! (default 2; `cargo xtask soak --minutes N` runs it longer). A debug build of the daemon
+//! is several times slower and is not what runs on a decoy, so without `DECNET_SOAK_BIN` the
+//! test skips.
 //!
 //! Network: the decoy interface is one end of a veth pair whose other end is a port of a
 //! bridge in a hub namespace; four attacker namespaces hang off that bridge, so every probe
@@ -290,20 +293,14 @@ fn sse_client(api: Arc<Mutex<SocketAddr>>, stop: Arc<AtomicBool>, seen: Arc<Mute
     }
 }
 
-/// (seconds since start, pid, RSS MiB, open descriptors), taken every second.
-type Sample = (f64, i32, f64, usize);
+/// (seconds since start, pid, RSS MiB, open descriptors, CPU seconds), every second.
+type Sample = (f64, i32, f64, usize, f64);
 
-/// (RSS MiB, open descriptors) of a process.
-fn usage(pid: i32) -> Option<(f64, usize)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())?
-        / 1024.0;
+/// (RSS MiB, open descriptors, CPU seconds) of a process.
+fn usage(pid: i32) -> Option<(f64, usize, f64)> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-    Some((rss, fds))
+    let (cpu, rss, _) = decnet_tests::proc_usage(pid);
+    Some((rss as f64 / 1024.0, fds, cpu))
 }
 
 #[test]
@@ -311,6 +308,13 @@ fn soak() {
     if !require_root() {
         return;
     }
+    let Some(bin) = std::env::var_os("DECNET_SOAK_BIN").map(std::path::PathBuf::from) else {
+        println!(
+            "skipping: the soak runs the release binary; set DECNET_SOAK_BIN \
+             (cargo xtask test and cargo xtask soak do)"
+        );
+        return;
+    };
     for t in ["nmap", "hping3", "masscan"] {
         require_tool(t);
     }
@@ -338,7 +342,7 @@ fn soak() {
     ];
     let decoys = [format!("{}=soak", net.decoy)];
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let start = |a| Daemon::start_at(&net.host_if, &decoys, &dir, &env, a);
+    let start = |a| Daemon::start_at(&bin, &net.host_if, &decoys, &dir, &env, a);
     let mut daemon = start(addr);
     let api = Arc::new(Mutex::new(addr));
     let pid = Arc::new(AtomicI32::new(daemon.pid()));
@@ -363,12 +367,13 @@ fn soak() {
         std::thread::spawn(move || {
             while !stop.load(Relaxed) {
                 let p = pid.load(Relaxed);
-                if let Some((rss, fds)) = usage(p) {
+                if let Some((rss, fds, cpu)) = usage(p) {
                     samples.lock().expect("samples").push((
                         t0.elapsed().as_secs_f64(),
                         p,
                         rss,
                         fds,
+                        cpu,
                     ));
                 }
                 std::thread::sleep(Duration::from_secs(1));
@@ -545,6 +550,18 @@ fn soak() {
          third, {:.1} MiB in its last; fds {} -> {} (last half {} -> {})",
         first.2, lastx.2, rss_early, rss_late, first.3, lastx.3, fds_early, fds_late
     );
+    // Each daemon's CPU load over its life (CPU seconds per wall second).
+    let mut pids: Vec<i32> = samples.iter().map(|x| x.1).collect();
+    pids.dedup();
+    let loads: Vec<String> = pids
+        .iter()
+        .map(|p| {
+            let xs: Vec<_> = samples.iter().filter(|x| x.1 == *p).collect();
+            let (a, b) = (xs[0], xs[xs.len() - 1]);
+            format!("{:.2}", (b.4 - a.4) / (b.0 - a.0).max(1.0))
+        })
+        .collect();
+    println!("daemon CPU load (cores) per life: {}", loads.join(", "));
     println!(
         "restarts survived: {} (pin: {})",
         n(&h["pin"]["restarts"]),

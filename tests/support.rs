@@ -249,12 +249,14 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> Daemon {
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        Self::start_at(iface, decoys, data_dir, env, api)
+        Self::start_at(&decnet_bin(), iface, decoys, data_dir, env, api)
     }
 
-    /// [`start_with_env`](Self::start_with_env) with the API on `api` (a restarted daemon
-    /// where its clients expect it). The log is appended to, so restarts keep one log.
+    /// [`start_with_env`](Self::start_with_env) of the binary `bin` with the API on `api` (a
+    /// restarted daemon where its clients expect it). The log is appended to, so restarts
+    /// keep one log.
     pub fn start_at(
+        bin: &Path,
         iface: &str,
         decoys: &[String],
         data_dir: &Path,
@@ -267,7 +269,7 @@ impl Daemon {
             .append(true)
             .open(&log)
             .expect("daemon log file");
-        let mut cmd = Command::new(decnet_bin());
+        let mut cmd = Command::new(bin);
         cmd.args(["run", "--iface", iface, "--listen", &api.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
@@ -534,4 +536,24 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let (head, body) = buf.split_once("\r\n\r\n")?;
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, body.to_owned()))
+}
+
+/// A process's CPU seconds (user + system), RSS and peak RSS in KiB, from /proc.
+pub fn proc_usage(pid: i32) -> (f64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    (ticks / hz, kib("VmRSS:"), kib("VmHWM:"))
 }

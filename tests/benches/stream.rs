@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use decnet_tests::{API_TOKEN, Daemon, Lab, require_root, require_tool};
+use decnet_tests::{API_TOKEN, Daemon, Lab, proc_usage, require_root, require_tool};
 
 /// A UDP socket inside the namespace `ns` (setns on a short-lived thread; the socket stays
 /// in that namespace wherever it is used).
@@ -125,26 +125,6 @@ fn latency(lab: &Lab, api: SocketAddr) {
         pct(&lat, 0.99),
         lat.last().copied().unwrap_or(0.0)
     );
-}
-
-/// (utime + stime in seconds, RSS KiB, peak RSS KiB) of `pid`.
-fn proc_usage(pid: i32) -> (f64, u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |k: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
-    (ticks / hz, kib("VmRSS:"), kib("VmHWM:"))
 }
 
 fn fan_out(lab: &Lab, daemon: &Daemon) {

@@ -149,7 +149,14 @@ fn main() -> anyhow::Result<()> {
             setup::test_tools()?;
             run(cargo().args(["build", "-p", "decnet"]))?;
             let bin = root().join("target/debug/decnet");
-            run(cargo().arg("test").env("DECNET_BIN", &bin).args(&args))?;
+            // The soak runs the binary users run.
+            run(cargo().args(["build", "--release", "-p", "decnet"]))?;
+            let soak_bin = root().join("target/release/decnet");
+            run(cargo()
+                .arg("test")
+                .env("DECNET_BIN", &bin)
+                .env("DECNET_SOAK_BIN", &soak_bin)
+                .args(&args))?;
             // Hostile-input parsers, bounded; a filtered run (`cargo xtask test NAME`) skips it.
             if args.is_empty() {
                 fuzz(FUZZ_TARGETS, TEST_FUZZ_SECONDS)?;
@@ -164,7 +171,7 @@ fn main() -> anyhow::Result<()> {
             run(cargo()
                 .args(["test", "--release", "-p", "decnet-tests", "--test", "soak"])
                 .args(["--", "--nocapture"])
-                .env("DECNET_BIN", &bin)
+                .env("DECNET_SOAK_BIN", &bin)
                 .env("DECNET_SOAK_MINUTES", minutes.to_string()))
         }
         Cmd::Fuzz { seconds, target } => {
