@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use decnet_tests::{
-    Daemon, Lab, link_exists, netns_exists, read_journal, require_root, require_tool,
+    Bpffs, Daemon, Lab, link_exists, netns_exists, read_journal, require_root, require_tool,
 };
 use serde_json::Value;
 
@@ -1512,31 +1512,6 @@ fn hostile_text_never_reaches_a_terminal_or_a_log_line() {
             .any(|l| l.contains("all clear") && !l.contains("dead-lettered")),
         "a forged log line: {log}"
     );
-}
-
-/// A bpffs instance of the test's own (this machine may have none at /sys/fs/bpf);
-/// unmounting it releases whatever is still pinned there.
-struct Bpffs(std::path::PathBuf);
-
-impl Bpffs {
-    fn mount(name: &str) -> Bpffs {
-        let p = std::env::temp_dir().join(format!("decnet-bpffs-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("mount point");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&p)
-            .status()
-            .expect("mount");
-        assert!(ok.success(), "mount -t bpf");
-        Bpffs(p)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 /// `--pin`: a daemon restarted in the middle of a probe stream takes over the same ring, so

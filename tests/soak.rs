@@ -32,7 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use decnet_tests::{API_TOKEN, Daemon, free_port, require_root, require_tool};
+use decnet_tests::{API_TOKEN, Bpffs, Daemon, free_port, require_root, require_tool};
 use serde_json::Value;
 
 const SSE_CLIENTS: usize = 50;
@@ -153,30 +153,6 @@ impl Drop for Net {
         {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-    }
-}
-
-/// A bpffs instance of the soak's own, for the pins (released on unmount).
-struct Bpffs(std::path::PathBuf);
-
-impl Bpffs {
-    fn mount() -> Bpffs {
-        let p = std::env::temp_dir().join(format!("decnet-soak-bpffs-{}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("mount point");
-        let ok = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&p)
-            .status()
-            .expect("mount");
-        assert!(ok.success(), "mount -t bpf");
-        Bpffs(p)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
     }
 }
 
@@ -324,7 +300,7 @@ fn soak() {
         .unwrap_or(2.0);
     let total = Duration::from_secs_f64(minutes * 60.0);
     let net = Net::new(4);
-    let bpffs = Bpffs::mount();
+    let bpffs = Bpffs::mount("soak");
     let dir = std::env::temp_dir().join(format!("decnet-soak-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("log"));

@@ -557,3 +557,28 @@ pub fn proc_usage(pid: i32) -> (f64, u64, u64) {
     };
     (ticks / hz, kib("VmRSS:"), kib("VmHWM:"))
 }
+
+/// A bpffs instance of a test's own (this machine may have none at /sys/fs/bpf), for
+/// `--pin-dir`; unmounting it releases whatever is still pinned there.
+pub struct Bpffs(pub PathBuf);
+
+impl Bpffs {
+    pub fn mount(name: &str) -> Bpffs {
+        let p = std::env::temp_dir().join(format!("decnet-bpffs-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&p)
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "mount -t bpf");
+        Bpffs(p)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

@@ -153,31 +153,13 @@ pub fn drop_to(user: &str, data_dir: &Path) -> Result<Dropped, PrivilegeError> {
     let Some((uid, gid)) = preflight(user, data_dir)? else {
         return Ok(Dropped::KeptRoot);
     };
-    // SAFETY: plain syscalls without pointers (or with a null list for setgroups).
+    // SAFETY: geteuid and prctl take no pointers.
     unsafe {
         if libc::geteuid() == 0 {
             hand_over(data_dir, uid, gid)?;
-            if libc::setgroups(0, std::ptr::null()) != 0 {
-                return Err(os_err("setgroups"));
-            }
-            // glibc applies these to every thread of the process.
-            if libc::setresgid(gid, gid, gid) != 0 {
-                return Err(os_err("setresgid"));
-            }
-            if libc::setresuid(uid, uid, uid) != 0 {
-                return Err(os_err("setresuid"));
-            }
+            become_user(uid, gid)?;
         } else {
-            if libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(os_err("clearing ambient capabilities"));
-            }
+            clear_ambient()?;
             set_thread_caps(0)?;
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
@@ -209,7 +191,7 @@ pub fn narrow_to(user: &str, data_dir: &Path, caps: &[u32]) -> Result<(), Privil
         return Ok(());
     };
     let mask = caps.iter().fold(0u64, |m, &c| m | 1 << c);
-    // SAFETY: plain syscalls without pointers (or with a null list for setgroups).
+    // SAFETY: geteuid and prctl take no pointers.
     unsafe {
         if libc::geteuid() == 0 {
             // Leaving uid 0 would clear the permitted set; KEEPCAPS keeps it (effective is
@@ -217,30 +199,51 @@ pub fn narrow_to(user: &str, data_dir: &Path, caps: &[u32]) -> Result<(), Privil
             if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
                 return Err(os_err("keepcaps"));
             }
-            if libc::setgroups(0, std::ptr::null()) != 0 {
-                return Err(os_err("setgroups"));
-            }
-            if libc::setresgid(gid, gid, gid) != 0 {
-                return Err(os_err("setresgid"));
-            }
-            if libc::setresuid(uid, uid, uid) != 0 {
-                return Err(os_err("setresuid"));
-            }
-        } else if libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        ) != 0
-        {
-            return Err(os_err("clearing ambient capabilities"));
+            become_user(uid, gid)?;
+        } else {
+            clear_ambient()?;
         }
     }
     set_thread_caps(mask)?;
     // SAFETY: no pointers.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(os_err("no_new_privs"));
+    }
+    Ok(())
+}
+
+/// No supplementary groups, then `gid` and `uid` for real, effective and saved ids (glibc
+/// applies these to every thread of the process).
+fn become_user(uid: u32, gid: u32) -> Result<(), PrivilegeError> {
+    // SAFETY: plain syscalls without pointers (a null list for setgroups).
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(os_err("setgroups"));
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            return Err(os_err("setresgid"));
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            return Err(os_err("setresuid"));
+        }
+    }
+    Ok(())
+}
+
+/// Empties the ambient set (what a systemd unit's AmbientCapabilities granted).
+fn clear_ambient() -> Result<(), PrivilegeError> {
+    // SAFETY: prctl without pointers.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(os_err("clearing ambient capabilities"));
     }
     Ok(())
 }
