@@ -1706,3 +1706,47 @@ fn a_recreated_interface_is_attached_again() {
         "stopping detaches what the helper attached"
     );
 }
+
+/// `--reattach=false`: no helper process (nothing of decnet keeps a capability), and a
+/// recreated interface is reported, not attached again.
+#[test]
+fn without_the_helper_a_recreated_interface_is_reported() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new(35);
+    let dir = tempfile_dir("nohelper");
+    let daemon = Daemon::start_with_env(
+        &lab.host_if,
+        &[format!("{}=web", lab.decoy)],
+        &dir,
+        &[("DECNET_REATTACH", "false")],
+    );
+    let pid = daemon.pid().to_string();
+    let children: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                == Some(pid.as_str())
+        })
+        .collect();
+    assert_eq!(children, Vec::<String>::new(), "no helper process");
+    lab.recreate_link();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, body) = decnet_tests::http_get(daemon.api, "/api/v1/health").expect("health");
+        let h: Value = serde_json::from_str(&body).expect("health JSON");
+        let st = &h["iface_state"];
+        if st["state"] == "detached" {
+            assert_eq!(st["lost"], 1, "{h}");
+            assert_eq!(st["reattached"], 0, "{h}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not reported: {h}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!lab.xdp_attached());
+}

@@ -137,9 +137,15 @@ pub struct RunArgs {
     /// [default: /sys/fs/bpf/decnet].
     #[arg(long, env = "DECNET_PIN_DIR")]
     pub pin_dir: Option<PathBuf>,
+    /// Keep a helper process with CAP_BPF and CAP_NET_ADMIN that attaches the programs again
+    /// when the decoy interface is deleted and recreated; `false`: no process of decnet keeps
+    /// a capability, and a recreated interface needs a restart [default: true].
+    #[arg(long, env = "DECNET_REATTACH", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL")]
+    pub reattach: Option<bool>,
     /// TOML file with the same keys as the flags (iface, decoy, data_dir, listen, xdp_mode,
     /// journal_max_mb, journal_keep, journal_fsync, flood_rate, flood_burst, flow_idle_secs,
-    /// shutdown_timeout_secs, user, pin, pin_dir).
+    /// shutdown_timeout_secs, user, pin, pin_dir, reattach).
     #[arg(long, env = "DECNET_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -165,6 +171,7 @@ struct FileConfig {
     user: Option<String>,
     pin: Option<bool>,
     pin_dir: Option<PathBuf>,
+    reattach: Option<bool>,
 }
 
 /// Everything `decnet run` needs, resolved.
@@ -189,6 +196,8 @@ pub struct RunConfig {
     /// The bpffs root of the pins (also checked when not pinning: an unpinned start next to
     /// a pinned sensor is refused).
     pub pin_dir: PathBuf,
+    /// Fork the re-attach helper (see `reattach`).
+    pub reattach: bool,
 }
 
 impl RunConfig {
@@ -304,6 +313,7 @@ impl RunConfig {
                 .pin_dir
                 .or(file.pin_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
+            reattach: args.reattach.or(file.reattach).unwrap_or(true),
         })
     }
 
@@ -314,7 +324,7 @@ impl RunConfig {
             "iface = {} ({})\ndecoy = {}\ndata_dir = {}\nlisten = {}\nxdp_mode = {}\n\
              journal_max_mb = {}\njournal_keep = {}\njournal_fsync = {}\n\
              flood_rate = {}\nflood_burst = {}\nflow_idle_secs = {}\n\
-             shutdown_timeout_secs = {}\nuser = {}\npin = {}\npin_dir = {}\n",
+             shutdown_timeout_secs = {}\nuser = {}\npin = {}\npin_dir = {}\nreattach = {}\n",
             self.iface,
             self.iface_origin,
             decoys.join(", "),
@@ -331,6 +341,7 @@ impl RunConfig {
             self.user,
             self.pin,
             self.pin_dir.display(),
+            self.reattach,
         )
     }
 

@@ -153,11 +153,18 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
         );
     }
     // Last, with everything loaded and attached: the helper's copy of the sensor is complete.
-    let helper = match reattach::Helper::spawn(&mut sensor, cfg) {
-        Ok(h) => Some(h),
-        Err(e) => {
-            tracing::warn!(error = %e, "no re-attach helper: a recreated interface needs a restart");
-            None
+    let helper = if !cfg.reattach {
+        tracing::info!(
+            "no re-attach helper (reattach = false): a recreated interface needs a restart"
+        );
+        None
+    } else {
+        match reattach::Helper::spawn(&mut sensor, cfg) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "no re-attach helper: a recreated interface needs a restart");
+                None
+            }
         }
     };
     if let Some(pins) = load.pins.as_ref() {
