@@ -44,6 +44,15 @@ pub enum ConfigError {
         value: String,
         msg: String,
     },
+    #[error(
+        "--role {0} splits decnet across processes, which share a database: give them \
+         --store postgres://... (the SQLite file is for one process, --role all)"
+    )]
+    RoleNeedsSharedStore(Role),
+    #[error("{origin}: store `{value}`: expected sqlite://PATH or postgres://...")]
+    BadStore { origin: Origin, value: String },
+    #[error("{origin}: sensor id `{value}`: 1-64 characters of A-Z a-z 0-9 . _ -")]
+    BadSensorId { origin: Origin, value: String },
     #[error("{origin}: interface `{iface}` does not exist on this host")]
     NoSuchIface { iface: String, origin: Origin },
 }
@@ -143,9 +152,22 @@ pub struct RunArgs {
     #[arg(long, env = "DECNET_REATTACH", num_args = 0..=1, default_missing_value = "true",
           value_name = "BOOL")]
     pub reattach: Option<bool>,
+    /// What this process runs: `sensor` (capture, journal, ingest), `analyst` (profiles,
+    /// one per fleet at a time), `api` (HTTP API and streams) or `all` [default: all].
+    /// Anything but `all` needs a shared --store postgres://.
+    #[arg(long, value_enum, env = "DECNET_ROLE")]
+    pub role: Option<Role>,
+    /// The database: sqlite://PATH, or postgres://USER@HOST/DB for a fleet sharing one
+    /// PostgreSQL [default: sqlite://DATA_DIR/decnet.db].
+    #[arg(long, env = "DECNET_STORE")]
+    pub store: Option<String>,
+    /// This sensor's name in a fleet: its rows carry it and its ingest cursor is its own
+    /// [default: the name kept in DATA_DIR/sensor-id, else the hostname, kept there].
+    #[arg(long, env = "DECNET_SENSOR_ID")]
+    pub sensor_id: Option<String>,
     /// TOML file with the same keys as the flags (iface, decoy, data_dir, listen, xdp_mode,
     /// journal_max_mb, journal_keep, journal_fsync, flood_rate, flood_burst, flow_idle_secs,
-    /// shutdown_timeout_secs, user, pin, pin_dir, reattach).
+    /// shutdown_timeout_secs, user, pin, pin_dir, reattach, role, store, sensor_id).
     #[arg(long, env = "DECNET_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -172,6 +194,47 @@ struct FileConfig {
     pin: Option<bool>,
     pin_dir: Option<PathBuf>,
     reattach: Option<bool>,
+    role: Option<Role>,
+    store: Option<toml::Spanned<String>>,
+    sensor_id: Option<toml::Spanned<String>>,
+}
+
+/// Which parts of decnet a process runs (`--role`).
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Capture, journal and ingest into the (shared) database.
+    Sensor,
+    /// The profiler: one instance of the fleet at a time, the others stand by.
+    Analyst,
+    /// The HTTP API and its live streams.
+    Api,
+    /// Everything in one process.
+    #[default]
+    All,
+}
+
+impl Role {
+    pub fn sensor(self) -> bool {
+        matches!(self, Role::Sensor | Role::All)
+    }
+    pub fn analyst(self) -> bool {
+        matches!(self, Role::Analyst | Role::All)
+    }
+    pub fn api(self) -> bool {
+        matches!(self, Role::Api | Role::All)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Sensor => "sensor",
+            Role::Analyst => "analyst",
+            Role::Api => "api",
+            Role::All => "all",
+        })
+    }
 }
 
 /// Everything `decnet run` needs, resolved.
@@ -198,11 +261,27 @@ pub struct RunConfig {
     pub pin_dir: PathBuf,
     /// Fork the re-attach helper (see `reattach`).
     pub reattach: bool,
+    pub role: Role,
+    /// The store URL (`sqlite://...` or `postgres://...`).
+    pub store: String,
+    /// `--sensor-id` as given (None: the data dir's kept id or the hostname, see
+    /// [`RunConfig::sensor_id`]).
+    pub sensor_id: Option<String>,
 }
 
 impl RunConfig {
     pub fn journal_path(&self) -> PathBuf {
         self.data_dir.join("events.jsonl")
+    }
+
+    /// The store URL with any password replaced, for logs and `check-config`.
+    pub fn store_display(&self) -> String {
+        redact_url(&self.store)
+    }
+
+    /// This sensor's id (see [`resolve_sensor_id`]).
+    pub fn sensor_id(&self) -> std::io::Result<String> {
+        resolve_sensor_id(&self.data_dir, self.sensor_id.as_deref())
     }
 
     pub fn resolve(args: RunArgs) -> Result<Self, ConfigError> {
@@ -236,7 +315,47 @@ impl RunConfig {
                 })
                 .collect::<Result<_, _>>()?
         };
-        if decoys.is_empty() {
+        let role = args.role.or(file.role).unwrap_or_default();
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = match (args.store, &file.store) {
+            (Some(s), _) => (s, Origin::Flag("--store/DECNET_STORE")),
+            (None, Some(s)) => (s.get_ref().clone(), at(s.span())),
+            (None, None) => (
+                format!("sqlite://{}", data_dir.join("decnet.db").display()),
+                Origin::Flag("--data-dir"),
+            ),
+        };
+        let postgres = store.0.starts_with("postgres://") || store.0.starts_with("postgresql://");
+        if !postgres && !store.0.starts_with("sqlite://") {
+            return Err(ConfigError::BadStore {
+                origin: store.1,
+                value: redact_url(&store.0),
+            });
+        }
+        if !postgres && role != Role::All {
+            return Err(ConfigError::RoleNeedsSharedStore(role));
+        }
+        let store = store.0;
+        let sensor_id = match (args.sensor_id, &file.sensor_id) {
+            (Some(s), _) => Some((s, Origin::Flag("--sensor-id/DECNET_SENSOR_ID"))),
+            (None, Some(s)) => Some((s.get_ref().clone(), at(s.span()))),
+            (None, None) => None,
+        };
+        if let Some((id, origin)) = &sensor_id
+            && !valid_sensor_id(id)
+        {
+            return Err(ConfigError::BadSensorId {
+                origin: origin.clone(),
+                value: id.clone(),
+            });
+        }
+        let sensor_id = sensor_id.map(|(id, _)| id);
+        // Only a sensor needs an interface and decoys.
+        if decoys.is_empty() && role.sensor() {
             return Err(ConfigError::NoDecoy);
         }
         for (i, (d, origin)) in decoys.iter().enumerate() {
@@ -259,16 +378,14 @@ impl RunConfig {
                 let origin = at(i.span());
                 (i.into_inner(), origin)
             }
-            (None, None) => return Err(ConfigError::NoIface),
+            (None, None) if role.sensor() => return Err(ConfigError::NoIface),
+            (None, None) => (String::new(), Origin::Flag("--iface/DECNET_IFACE")),
         };
         Ok(RunConfig {
             iface,
             iface_origin,
             decoys: decoys.into_iter().map(|(d, _)| d).collect(),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir,
             listen: args.listen.or(file.listen).unwrap_or_else(default_listen),
             xdp_mode: args.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
             journal_max_bytes: args.journal_max_mb.or(file.journal_max_mb).unwrap_or(256) << 20,
@@ -314,6 +431,9 @@ impl RunConfig {
                 .or(file.pin_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
             reattach: args.reattach.or(file.reattach).unwrap_or(true),
+            role,
+            store,
+            sensor_id,
         })
     }
 
@@ -324,7 +444,8 @@ impl RunConfig {
             "iface = {} ({})\ndecoy = {}\ndata_dir = {}\nlisten = {}\nxdp_mode = {}\n\
              journal_max_mb = {}\njournal_keep = {}\njournal_fsync = {}\n\
              flood_rate = {}\nflood_burst = {}\nflow_idle_secs = {}\n\
-             shutdown_timeout_secs = {}\nuser = {}\npin = {}\npin_dir = {}\nreattach = {}\n",
+             shutdown_timeout_secs = {}\nuser = {}\npin = {}\npin_dir = {}\nreattach = {}\n\
+             role = {}\nstore = {}\nsensor_id = {}\n",
             self.iface,
             self.iface_origin,
             decoys.join(", "),
@@ -342,19 +463,78 @@ impl RunConfig {
             self.pin,
             self.pin_dir.display(),
             self.reattach,
+            self.role,
+            self.store_display(),
+            self.sensor_id
+                .as_deref()
+                .unwrap_or("(kept in the data dir, else the hostname)"),
         )
     }
 
     /// Checks what only this host can tell: that the interface exists. `decnet run` and
     /// `decnet check-config` both do this before anything is loaded.
     pub fn check_host(&self) -> Result<(), ConfigError> {
-        if crate::sensor::loader::nix_if_index(&self.iface).is_none() {
+        if self.role.sensor() && crate::sensor::loader::nix_if_index(&self.iface).is_none() {
             return Err(ConfigError::NoSuchIface {
                 iface: self.iface.clone(),
                 origin: self.iface_origin.clone(),
             });
         }
         Ok(())
+    }
+}
+
+/// Where the data dir keeps the sensor id it was first given (see [`RunConfig::sensor_id`]).
+pub const SENSOR_ID_FILE: &str = "sensor-id";
+
+/// A sensor id: `given`, else the one kept in `data_dir`, else the hostname, which is then
+/// kept there (the data dir must exist). Kept, because the ingest cursor is named by it: a
+/// host renamed later must not ingest its journal again under a new name.
+pub fn resolve_sensor_id(data_dir: &Path, given: Option<&str>) -> std::io::Result<String> {
+    if let Some(id) = given {
+        return Ok(id.to_owned());
+    }
+    let kept = data_dir.join(SENSOR_ID_FILE);
+    match std::fs::read_to_string(&kept) {
+        Ok(id) if valid_sensor_id(id.trim()) => return Ok(id.trim().to_owned()),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} does not hold a valid sensor id", kept.display()),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| valid_sensor_id(h))
+        .unwrap_or_else(|| "sensor".to_owned());
+    std::fs::write(&kept, format!("{host}\n"))?;
+    Ok(host)
+}
+
+/// A sensor id: short, printable, safe in a state key and a log line.
+pub fn valid_sensor_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(x) => x,
+        None => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
     }
 }
 

@@ -25,10 +25,11 @@ use crate::{
     hub::Hub,
     ingest::{IngestConfig, Ingester},
     profile::Profiler,
-    reattach,
+    profile::analyst,
+    reattach, relay,
     sensor::{self, Sensor, SensorError, loader::LoadOptions, pin::Pins},
     stats::PipelineStats,
-    store::Store,
+    store::{Backend, Store},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +41,9 @@ pub enum DaemonError {
     #[error("journal {0}: {1}")]
     Journal(std::path::PathBuf, #[source] std::io::Error),
     #[error("database {0}: {1}")]
-    Store(std::path::PathBuf, #[source] crate::store::StoreError),
+    Store(String, #[source] crate::store::StoreError),
+    #[error("sensor id: {0}")]
+    SensorId(#[source] std::io::Error),
     #[error("listening on {0}: {1}")]
     Listen(std::net::SocketAddr, #[source] std::io::Error),
     #[error(
@@ -64,7 +67,14 @@ pub enum DaemonError {
 /// the loaded and attached programs and the maps the daemon keeps. Nothing after this needs
 /// a capability (see `privilege`).
 pub struct Prepared {
-    auth: api::auth::Auth,
+    /// The API token (roles with the API).
+    auth: Option<api::auth::Auth>,
+    /// The sensor (roles with the sensor).
+    sensor: Option<PreparedSensor>,
+}
+
+/// The sensor's part of [`Prepared`].
+struct PreparedSensor {
     sensor: Sensor,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     kernel: sensor::KernelStats,
@@ -87,7 +97,7 @@ struct Pinned {
 pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
     // Before touching the kernel: an API reachable from other hosts needs a chosen token.
     let token_set = std::env::var(api::auth::TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty());
-    if !cfg.listen.ip().to_canonical().is_loopback() && !token_set {
+    if cfg.role.api() && !cfg.listen.ip().to_canonical().is_loopback() && !token_set {
         return Err(DaemonError::ExposedWithoutToken(cfg.listen));
     }
     std::fs::DirBuilder::new()
@@ -96,18 +106,32 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
         .create(&cfg.data_dir)
         .map_err(|e| DaemonError::DataDir(cfg.data_dir.clone(), e))?;
     tighten_data_dir(&cfg.data_dir)?;
-    let (auth, source) = api::auth::Auth::load_or_create(&cfg.data_dir)
-        .map_err(|e| DaemonError::Token(cfg.data_dir.join(api::auth::TOKEN_FILE), e))?;
-    match source {
-        api::auth::TokenSource::Env => tracing::info!("API token from DECNET_API_TOKEN"),
-        api::auth::TokenSource::File(p) => {
-            tracing::info!(path = %p.display(), "API token read from file")
+    let auth = if cfg.role.api() {
+        let (auth, source) = api::auth::Auth::load_or_create(&cfg.data_dir)
+            .map_err(|e| DaemonError::Token(cfg.data_dir.join(api::auth::TOKEN_FILE), e))?;
+        match source {
+            api::auth::TokenSource::Env => tracing::info!("API token from DECNET_API_TOKEN"),
+            api::auth::TokenSource::File(p) => {
+                tracing::info!(path = %p.display(), "API token read from file")
+            }
+            api::auth::TokenSource::Generated(p) => {
+                tracing::info!(path = %p.display(), "API token generated (mode 0600)")
+            }
         }
-        api::auth::TokenSource::Generated(p) => {
-            tracing::info!(path = %p.display(), "API token generated (mode 0600)")
-        }
-    }
+        Some(auth)
+    } else {
+        None
+    };
+    let sensor = if cfg.role.sensor() {
+        Some(prepare_sensor(cfg)?)
+    } else {
+        None
+    };
+    Ok(Prepared { auth, sensor })
+}
 
+/// Loads and attaches the programs (the sensor role).
+fn prepare_sensor(cfg: &RunConfig) -> Result<PreparedSensor, DaemonError> {
     let mut load = LoadOptions {
         flood: cfg.flood,
         ..LoadOptions::default()
@@ -176,8 +200,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
             }
         }
     }
-    Ok(Prepared {
-        auth,
+    Ok(PreparedSensor {
         sensor,
         ring,
         kernel,
@@ -240,15 +263,36 @@ fn take_over(
     })
 }
 
-/// Runs until `shutdown` becomes true.
-pub async fn run(
-    cfg: RunConfig,
-    prepared: Prepared,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), DaemonError> {
-    let Prepared {
-        auth,
-        mut sensor,
+/// The running sensor (role `sensor`/`all`): capture, journal and ingest, with what its
+/// orderly stop needs.
+struct SensorRun {
+    sensor: Sensor,
+    kernel: sensor::KernelStats,
+    pinned: Option<Pinned>,
+    iface_watch: tokio::task::JoinHandle<Option<reattach::Helper>>,
+    stop_reader: watch::Sender<bool>,
+    iface_status: Arc<reattach::IfaceStatus>,
+    reader: tokio::task::JoinHandle<Result<Vec<(std::net::IpAddr, u64)>, SensorError>>,
+    /// Taken when it is joined.
+    writer: Option<JournalWriter>,
+    stop_ingest: watch::Sender<bool>,
+    ingest_task: tokio::task::JoinHandle<Result<(), crate::ingest::ingester::IngestError>>,
+    ingest_stats: Arc<crate::ingest::IngestStats>,
+    /// Wakes on every ingest commit (the analyst of a one-process SQLite decnet).
+    committed: watch::Receiver<u64>,
+}
+
+/// Starts capture, journal and ingest over the prepared sensor.
+fn start_sensor(
+    cfg: &RunConfig,
+    prepared: PreparedSensor,
+    store: &Store,
+    hub: Option<Hub>,
+    pipeline: &Arc<PipelineStats>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<SensorRun, DaemonError> {
+    let PreparedSensor {
+        sensor,
         ring,
         kernel,
         sources,
@@ -268,32 +312,21 @@ pub async fn run(
         spawn_kernel_log_pump(logger);
     }
     let taken = pinned.as_ref().and_then(|p| p.taken.clone());
-    let pipeline = Arc::new(
-        taken
-            .as_ref()
-            .map(|h| PipelineStats::restore(&h.pipeline))
-            .unwrap_or_default(),
-    );
     let journal_path = cfg.journal_path();
     let deckies: Arc<[String]> = cfg.decoys.iter().map(|d| d.name.clone()).collect();
-    let db_path = cfg.data_dir.join("decnet.db");
-    let store = Store::open(&db_path)
-        .await
-        .map_err(|e| DaemonError::Store(db_path.clone(), e))?;
-    let checkpoints = tokio::spawn(store.clone().checkpoint_loop(Duration::from_millis(500)));
-    let hub = Hub::default();
-    let stream_hub = hub.clone();
     let wake = Arc::new(Notify::new());
     let mut ingest_cfg = IngestConfig::new(cfg.data_dir.clone());
     ingest_cfg.keep = ingest_cfg.keep.max(cfg.journal_keep);
-    let mut ingester = Ingester::new(store.clone(), ingest_cfg, wake.clone()).with_hub(hub.clone());
+    ingest_cfg.sensor = cfg.sensor_id().map_err(DaemonError::SensorId)?.into();
+    tracing::info!(sensor_id = %ingest_cfg.sensor, "ingesting as this sensor");
+    let mut ingester = Ingester::new(store.clone(), ingest_cfg, wake.clone());
+    if let Some(hub) = hub {
+        ingester = ingester.with_hub(hub);
+    }
     if let Some(h) = &taken {
         ingester = ingester.with_stats(Arc::new(crate::ingest::IngestStats::restore(&h.ingest)));
     }
-    let (stop_profile, profile_rx) = watch::channel(false);
-    let profiler = Profiler::with_hub(store.clone(), hub.clone());
-    let profile_stats = profiler.stats();
-    let profile_task = tokio::spawn(profiler.run(ingester.subscribe(), profile_rx));
+    let committed = ingester.subscribe();
     let ingest_stats = ingester.stats();
     let (stop_ingest, ingest_rx) = watch::channel(false);
     let ingest_task = tokio::spawn(ingester.run(ingest_rx, false));
@@ -322,141 +355,172 @@ pub async fn run(
         pipeline.clone(),
         reader_rx,
     ));
+    Ok(SensorRun {
+        sensor,
+        kernel,
+        pinned,
+        iface_watch,
+        iface_status,
+        stop_reader,
+        reader,
+        writer: Some(writer),
+        stop_ingest,
+        ingest_task,
+        ingest_stats,
+        committed,
+    })
+}
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
+/// Runs until `shutdown` becomes true: the parts of decnet `cfg.role` names, over the
+/// store `cfg.store`.
+pub async fn run(
+    cfg: RunConfig,
+    prepared: Prepared,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let Prepared { auth, sensor } = prepared;
+    let store = Store::connect(&cfg.store)
         .await
-        .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
-    tracing::info!(addr = %local, "API listening");
-    let state = AppState {
-        started: Instant::now(),
-        kernel: Some(kernel.clone()),
-        pipeline: pipeline.clone(),
-        attached: sensor.attached().map(|(i, m)| (i.to_owned(), m)),
-        egress: sensor.egress_mode(),
-        pin: pinned.as_ref().map(|p| p.status.clone()),
-        iface_status: Some(iface_status),
-        ingest: Some(ingest_stats.clone()),
-        store: Some(store),
-        hub,
-        auth: Arc::new(auth),
-        profile: Some(profile_stats),
-        http: Default::default(),
+        .map_err(|e| DaemonError::Store(cfg.store_display(), e))?;
+    // In a fleet, other processes commit too: streams and the analyst learn of new rows
+    // from the database (relay, LISTEN), not from this process's ingester.
+    let fleet = store.backend() == Backend::Postgres;
+    tracing::info!(role = %cfg.role, store = %cfg.store_display(), "store open");
+    let checkpoints = tokio::spawn(store.clone().checkpoint_loop(Duration::from_millis(500)));
+    let hub = Hub::default();
+    let taken = sensor
+        .as_ref()
+        .and_then(|s| s.pinned.as_ref())
+        .and_then(|p| p.taken.clone());
+    let pipeline = Arc::new(
+        taken
+            .as_ref()
+            .map(|h| PipelineStats::restore(&h.pipeline))
+            .unwrap_or_default(),
+    );
+    let mut sensor = match sensor {
+        Some(p) => Some(start_sensor(
+            &cfg,
+            p,
+            &store,
+            (!fleet).then(|| hub.clone()),
+            &pipeline,
+            &shutdown,
+        )?),
+        None => None,
     };
-    let mut api_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        let r = axum::serve(
-            listener,
-            api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = api_shutdown.wait_for(|v| *v).await;
-        })
-        .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "API server failed");
+
+    let profile_stats = Arc::new(crate::profile::ProfileStats::default());
+    let (stop_profile, profile_rx) = watch::channel(false);
+    let profile_task = if !cfg.role.analyst() {
+        None
+    } else if fleet {
+        // Detections reach the streams through the database (relay), like rows.
+        Some(tokio::spawn(analyst::run(
+            store.clone(),
+            Hub::default(),
+            profile_stats.clone(),
+            profile_rx,
+        )))
+    } else {
+        profile_stats
+            .active
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // One process does everything (SQLite: `--role all`): the ingester's commits wake it.
+        let wake = sensor
+            .as_ref()
+            .map_or_else(|| watch::channel(0u64).1, |s| s.committed.clone());
+        let profiler =
+            Profiler::with_hub(store.clone(), hub.clone()).with_stats(profile_stats.clone());
+        Some(tokio::spawn(async move {
+            if let Err(e) = profiler.run(wake, profile_rx).await {
+                tracing::error!(error = %e, "profiler failed");
+            }
+        }))
+    };
+
+    let (stop_relay, relay_rx) = watch::channel(false);
+    let relay = (fleet && cfg.role.api())
+        .then(|| tokio::spawn(relay::run(store.clone(), hub.clone(), relay_rx)));
+
+    let server = match auth {
+        Some(auth) if cfg.role.api() => {
+            let listener = tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
+            tracing::info!(addr = %local, "API listening");
+            let state = AppState {
+                started: Instant::now(),
+                kernel: sensor.as_ref().map(|s| s.kernel.clone()),
+                pipeline: pipeline.clone(),
+                attached: sensor
+                    .as_ref()
+                    .and_then(|s| s.sensor.attached().map(|(i, m)| (i.to_owned(), m))),
+                egress: sensor.as_ref().and_then(|s| s.sensor.egress_mode()),
+                pin: sensor
+                    .as_ref()
+                    .and_then(|s| s.pinned.as_ref().map(|p| p.status.clone())),
+                iface_status: sensor.as_ref().map(|s| s.iface_status.clone()),
+                ingest: sensor.as_ref().map(|s| s.ingest_stats.clone()),
+                store: Some(store.clone()),
+                hub: hub.clone(),
+                auth: Arc::new(auth),
+                profile: cfg.role.analyst().then(|| profile_stats.clone()),
+                http: Default::default(),
+            };
+            let mut api_shutdown = shutdown.clone();
+            Some(tokio::spawn(async move {
+                let r = axum::serve(
+                    listener,
+                    api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = api_shutdown.wait_for(|v| *v).await;
+                })
+                .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "API server failed");
+                }
+            }))
         }
-    });
+        _ => None,
+    };
 
     let _ = shutdown.wait_for(|v| *v).await;
     let stopping = Instant::now();
-    if let Some(p) = &pinned {
-        // The programs keep capturing into the pinned ring; the next start reads on from
-        // where this one stops.
-        tracing::info!(dir = %p.status.dir.display(),
-            "shutting down: programs stay attached (pinned), draining the ring, flushing the journal");
-    } else {
-        tracing::info!("shutting down: detaching, draining the ring, flushing the journal");
-        if let Err(e) = sensor.detach() {
-            tracing::warn!(error = %e, "detach failed; the link goes away with the process");
-        }
-    }
-    // The helper's links (after a re-attach) go too, before the last drain; pinned ones stay.
-    let helper = iface_watch.await.ok().flatten();
-    let helper = match (helper, &pinned) {
-        (Some(mut h), None) => tokio::task::spawn_blocking(move || {
-            h.detach();
-            h
-        })
-        .await
-        .ok(),
-        (h, _) => h,
-    };
-    tracing::debug!(
-        ms = stopping.elapsed().as_millis() as u64,
-        "shutdown: helper done"
-    );
     let stage = std::sync::Mutex::new("draining the ring");
+    let set_stage = |s: &'static str| *stage.lock().unwrap_or_else(|p| p.into_inner()) = s;
     let graceful = async {
-        let _ = stop_reader.send(true);
-        let reported = match reader.await {
-            Ok(Ok(r)) => Some(r),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "ring reader failed");
-                None
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "ring reader task panicked");
-                None
-            }
+        let sensor_end = match sensor.as_mut() {
+            Some(s) => Some(stop_sensor(s, &stopping, &set_stage).await),
+            None => None,
         };
-        // The reader owned the collector and with it the only JournalHandle; with it gone the
-        // writer drains, fsyncs and exits.
-        tracing::debug!(
-            ms = stopping.elapsed().as_millis() as u64,
-            "shutdown: ring drained"
-        );
-        *stage.lock().unwrap_or_else(|p| p.into_inner()) = "flushing the journal";
-        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        // The journal is complete on disk; the ingester takes in the rest and commits.
-        tracing::debug!(
-            ms = stopping.elapsed().as_millis() as u64,
-            "shutdown: journal flushed"
-        );
-        *stage.lock().unwrap_or_else(|p| p.into_inner()) = "committing the last ingest batch";
-        let _ = stop_ingest.send(true);
-        match ingest_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "ingester failed"),
-            Err(e) => tracing::error!(error = %e, "ingester task panicked"),
-        }
         // Profiles take in the last committed rows.
-        tracing::debug!(
-            ms = stopping.elapsed().as_millis() as u64,
-            "shutdown: ingest committed"
-        );
-        *stage.lock().unwrap_or_else(|p| p.into_inner()) = "updating the last profiles";
+        set_stage("updating the last profiles");
         let _ = stop_profile.send(true);
-        match profile_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "profiler failed"),
-            Err(e) => tracing::error!(error = %e, "profiler task panicked"),
+        if let Some(t) = profile_task
+            && let Err(e) = t.await
+        {
+            tracing::error!(error = %e, "profiler task panicked");
         }
         // A clean stop of a pinned sensor: the next daemon continues these totals.
-        if let (Some(p), Some(reported)) = (&pinned, reported) {
-            let h = handover::Handover {
-                ring_id: p.ring_id,
-                restarts: p.status.restarts + 1,
-                pipeline: pipeline.snapshot(),
-                ingest: ingest_stats.snapshot(),
-                reported,
-            };
-            match handover::write(&cfg.data_dir, &h) {
-                Ok(()) => tracing::info!(
-                    journal_written = h.pipeline.journal_written,
-                    "handover written for the next start"
-                ),
-                Err(e) => tracing::warn!(error = %e,
-                    "no handover written: the next start's counters begin from zero"),
-            }
+        if let (Some(s), Some(Some(reported))) = (sensor.as_ref(), sensor_end) {
+            write_handover(&cfg, s, &pipeline, reported);
         }
         // Everything committed has been announced: the streams get their last event and end,
         // which lets the server's graceful shutdown finish.
-        *stage.lock().unwrap_or_else(|p| p.into_inner()) = "closing the streams";
-        stream_hub.shutdown();
-        let _ = server.await;
+        set_stage("closing the streams");
+        let _ = stop_relay.send(true);
+        if let Some(r) = relay {
+            let _ = r.await;
+        }
+        hub.shutdown();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
     };
     if tokio::time::timeout(cfg.shutdown_timeout, graceful)
         .await
@@ -471,25 +535,133 @@ pub async fn run(
         );
     }
     checkpoints.abort();
-    let k = kernel.read()?;
-    let p = pipeline.snapshot();
-    tracing::info!(
-        kernel_events_emitted = k.events_emitted,
-        ring_reserve_failed = k.ring_reserve_failed,
-        malformed = k.malformed,
-        ring_read = p.ring_read,
-        journal_written = p.journal_written,
-        channel_full_dropped = p.channel_full_dropped,
-        journal_write_failed = p.journal_write_failed,
-        decode_errors = p.decode_errors,
-        ingested_rows = ingest_stats.snapshot().rows,
-        dead_letters = ingest_stats.snapshot().dead_letters,
-        shutdown_ms = stopping.elapsed().as_millis() as u64,
-        "stopped"
-    );
-    drop(helper);
-    drop(sensor);
+    if let Some(s) = sensor {
+        let k = s.kernel.read()?;
+        let p = pipeline.snapshot();
+        tracing::info!(
+            kernel_events_emitted = k.events_emitted,
+            ring_reserve_failed = k.ring_reserve_failed,
+            malformed = k.malformed,
+            ring_read = p.ring_read,
+            journal_written = p.journal_written,
+            channel_full_dropped = p.channel_full_dropped,
+            journal_write_failed = p.journal_write_failed,
+            decode_errors = p.decode_errors,
+            ingested_rows = s.ingest_stats.snapshot().rows,
+            dead_letters = s.ingest_stats.snapshot().dead_letters,
+            shutdown_ms = stopping.elapsed().as_millis() as u64,
+            "stopped"
+        );
+        drop(s);
+    } else {
+        tracing::info!(
+            shutdown_ms = stopping.elapsed().as_millis() as u64,
+            "stopped"
+        );
+    }
     Ok(())
+}
+
+/// The sensor's part of the stop: detach (unless pinned), drain the ring, flush the journal,
+/// commit the last ingest batch. Returns the flood-guard totals the reader reported (None:
+/// the reader failed), for the handover.
+async fn stop_sensor(
+    s: &mut SensorRun,
+    stopping: &Instant,
+    set_stage: &impl Fn(&'static str),
+) -> Option<Vec<(std::net::IpAddr, u64)>> {
+    if let Some(p) = &s.pinned {
+        // The programs keep capturing into the pinned ring; the next start reads on from
+        // where this one stops.
+        tracing::info!(dir = %p.status.dir.display(),
+            "shutting down: programs stay attached (pinned), draining the ring, flushing the journal");
+    } else {
+        tracing::info!("shutting down: detaching, draining the ring, flushing the journal");
+        if let Err(e) = s.sensor.detach() {
+            tracing::warn!(error = %e, "detach failed; the link goes away with the process");
+        }
+    }
+    // The helper's links (after a re-attach) go too, before the last drain; pinned ones stay.
+    let helper = (&mut s.iface_watch).await.ok().flatten();
+    match (helper, &s.pinned) {
+        (Some(mut h), None) => {
+            let _ = tokio::task::spawn_blocking(move || {
+                h.detach();
+                h
+            })
+            .await;
+        }
+        (h, _) => drop(h),
+    }
+    tracing::debug!(
+        ms = stopping.elapsed().as_millis() as u64,
+        "shutdown: helper done"
+    );
+    set_stage("draining the ring");
+    let _ = s.stop_reader.send(true);
+    let reported = match (&mut s.reader).await {
+        Ok(Ok(r)) => Some(r),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "ring reader failed");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ring reader task panicked");
+            None
+        }
+    };
+    // The reader owned the collector and with it the only JournalHandle; with it gone the
+    // writer drains, fsyncs and exits.
+    tracing::debug!(
+        ms = stopping.elapsed().as_millis() as u64,
+        "shutdown: ring drained"
+    );
+    set_stage("flushing the journal");
+    if let Some(writer) = s.writer.take() {
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    }
+    // The journal is complete on disk; the ingester takes in the rest and commits.
+    tracing::debug!(
+        ms = stopping.elapsed().as_millis() as u64,
+        "shutdown: journal flushed"
+    );
+    set_stage("committing the last ingest batch");
+    let _ = s.stop_ingest.send(true);
+    match (&mut s.ingest_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "ingester failed"),
+        Err(e) => tracing::error!(error = %e, "ingester task panicked"),
+    }
+    tracing::debug!(
+        ms = stopping.elapsed().as_millis() as u64,
+        "shutdown: ingest committed"
+    );
+    reported
+}
+
+/// Writes the handover of a pinned sensor that stopped cleanly.
+fn write_handover(
+    cfg: &RunConfig,
+    s: &SensorRun,
+    pipeline: &PipelineStats,
+    reported: Vec<(std::net::IpAddr, u64)>,
+) {
+    let Some(p) = &s.pinned else { return };
+    let h = handover::Handover {
+        ring_id: p.ring_id,
+        restarts: p.status.restarts + 1,
+        pipeline: pipeline.snapshot(),
+        ingest: s.ingest_stats.snapshot(),
+        reported,
+    };
+    match handover::write(&cfg.data_dir, &h) {
+        Ok(()) => tracing::info!(
+            journal_written = h.pipeline.journal_written,
+            "handover written for the next start"
+        ),
+        Err(e) => tracing::warn!(error = %e,
+            "no handover written: the next start's counters begin from zero"),
+    }
 }
 
 /// Names decnet writes into its data dir (journal and rotations, database, token).
@@ -502,6 +674,7 @@ fn ours(name: &str) -> bool {
         name,
         "events.jsonl" | "decnet.db" | "decnet.db-wal" | "decnet.db-shm" | "decnet.db-journal"
     ) || name == api::auth::TOKEN_FILE
+        || name == crate::config::SENSOR_ID_FILE
         || name == handover::FILE
         || name.strip_suffix(".tmp") == Some(handover::FILE)
         || rotated(name)

@@ -54,6 +54,7 @@ pub fn log_json(id: i64, l: &NewLog) -> String {
         fields: &'a serde_json::value::RawValue,
         trace_id: Option<&'a str>,
         span_id: Option<&'a str>,
+        sensor: &'a str,
     }
     let empty = serde_json::value::RawValue::from_string("{}".into()).ok();
     let parsed: Option<&serde_json::value::RawValue> = serde_json::from_str(&l.fields).ok();
@@ -70,6 +71,7 @@ pub fn log_json(id: i64, l: &NewLog) -> String {
         fields,
         trace_id: l.trace_id.as_deref(),
         span_id: l.span_id.as_deref(),
+        sensor: &l.sensor,
     })
     .unwrap_or_else(|_| "{}".into())
 }

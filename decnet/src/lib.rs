@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod privilege;
 pub mod profile;
 pub mod reattach;
+pub mod relay;
 pub mod sensor;
 pub mod services;
 pub mod stats;

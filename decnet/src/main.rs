@@ -32,6 +32,13 @@ enum Cmd {
         /// Stop at the end of the journal instead of following it.
         #[arg(long)]
         once: bool,
+        /// The database (sqlite://PATH or postgres://...) [default: sqlite://DATA_DIR/decnet.db].
+        #[arg(long, env = "DECNET_STORE")]
+        store: Option<String>,
+        /// The sensor the journal belongs to [default: as `run`: kept in the data dir, else
+        /// the hostname].
+        #[arg(long, env = "DECNET_SENSOR_ID")]
+        sensor_id: Option<String>,
     },
     /// Remove what `decnet run --pin` left attached on an interface: its pinned links (which
     /// detaches the programs once no daemon holds them), programs and maps.
@@ -190,19 +197,35 @@ fn run_other(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Run(_) | Cmd::CheckConfig(_) | Cmd::Detach { .. } => {
             anyhow::bail!("internal: run/check-config/detach")
         }
-        Cmd::Ingest { data_dir, once } => rt.block_on(async move {
-            let db = data_dir.join("decnet.db");
-            let store = decnet::store::Store::open(&db)
+        Cmd::Ingest {
+            data_dir,
+            once,
+            store,
+            sensor_id,
+        } => rt.block_on(async move {
+            let url = store
+                .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("decnet.db").display()));
+            if let Some(id) = &sensor_id {
+                anyhow::ensure!(
+                    decnet::config::valid_sensor_id(id),
+                    "sensor id `{id}`: 1-64 characters of A-Z a-z 0-9 . _ -"
+                );
+            }
+            let sensor = decnet::config::resolve_sensor_id(&data_dir, sensor_id.as_deref())
+                .context("sensor id")?;
+            let store = decnet::store::Store::connect(&url)
                 .await
-                .with_context(|| format!("opening {}", db.display()))?;
+                .with_context(|| format!("opening {}", decnet::config::redact_url(&url)))?;
             tokio::spawn(
                 store
                     .clone()
                     .checkpoint_loop(std::time::Duration::from_millis(500)),
             );
+            let mut ingest_cfg = decnet::ingest::IngestConfig::new(data_dir.clone());
+            ingest_cfg.sensor = sensor.into();
             let ing = decnet::ingest::Ingester::new(
                 store,
-                decnet::ingest::IngestConfig::new(data_dir.clone()),
+                ingest_cfg,
                 std::sync::Arc::new(tokio::sync::Notify::new()),
             );
             let stats = ing.stats();

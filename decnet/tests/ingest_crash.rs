@@ -1,5 +1,6 @@
 //! Crash test: `decnet ingest` is SIGKILLed at random moments while the journal grows and
-//! rotates; after the last restart, `logs` holds every record exactly once.
+//! rotates; after the last restart, `logs` holds every record exactly once. Once into the
+//! SQLite file, once into PostgreSQL (a fleet's shared store).
 
 use std::{
     collections::HashMap,
@@ -11,6 +12,9 @@ use std::{
 };
 
 use decnet::store::Store;
+
+#[path = "../../tests/pg.rs"]
+mod pg;
 
 const TOTAL: usize = 200_000;
 
@@ -53,6 +57,30 @@ impl Rng {
 
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    crash_test(None);
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_and_duplicates_nothing_on_postgres() {
+    let pg = pg::Postgres::start();
+    let url = pg.create_db("crash");
+    crash_test(Some(&url));
+    // The rows carry the sensor they came from, and its cursor is its own.
+    assert_eq!(
+        pg.psql("crash", "SELECT DISTINCT sensor FROM logs"),
+        "crash-sensor"
+    );
+    assert_eq!(
+        pg.psql(
+            "crash",
+            "SELECT key FROM state WHERE key LIKE 'ingest_worker_position%'"
+        ),
+        "ingest_worker_position:crash-sensor"
+    );
+}
+
+/// Into `store` (None: the data dir's SQLite file).
+fn crash_test(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let bin = env!("CARGO_BIN_EXE_decnet");
@@ -73,6 +101,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         let mut child = Command::new(bin)
             .args(["ingest", "--data-dir"])
             .arg(d)
+            .args(store_args(store))
             .env("DECNET_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -99,6 +128,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let out = Command::new(bin)
         .args(["ingest", "--once", "--data-dir"])
         .arg(d)
+        .args(store_args(store))
         .output()
         .unwrap();
     assert!(
@@ -116,7 +146,10 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = Store::open(&d.join("decnet.db")).await.unwrap();
+        let store = match store {
+            Some(url) => Store::connect(url).await.unwrap(),
+            None => Store::open(&d.join("decnet.db")).await.unwrap(),
+        };
         assert_eq!(store.count_logs().await.unwrap(), TOTAL as i64);
         assert_eq!(store.count_dead_letters().await.unwrap(), 0);
         let mut got: HashMap<u64, u32> = HashMap::new();
@@ -145,4 +178,16 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         assert_eq!(got.len(), want.len(), "distinct records");
         assert!(got == want, "the multiset of record hashes differs");
     });
+}
+
+fn store_args(store: Option<&str>) -> Vec<String> {
+    match store {
+        Some(url) => vec![
+            "--store".into(),
+            url.into(),
+            "--sensor-id".into(),
+            "crash-sensor".into(),
+        ],
+        None => Vec::new(),
+    }
 }

@@ -49,6 +49,7 @@ fn rows(n: usize) -> Vec<NewLog> {
                 fields,
                 trace_id: None,
                 span_id: None,
+                sensor: Default::default(),
             }
         })
         .collect()
@@ -147,6 +148,7 @@ async fn profile_fields() {
         fields: fields.replace("PORT", &port.to_string()),
         trace_id: None,
         span_id: None,
+        sensor: Default::default(),
     };
     let mut logs = vec![];
     for p in 1..=20u16 {
@@ -223,6 +225,7 @@ fn syn(ip: &str, decky: &str, port: u16, t: f64, style: &str) -> NewLog {
         fields,
         trace_id: None,
         span_id: None,
+        sensor: Default::default(),
     }
 }
 
@@ -381,6 +384,7 @@ async fn commands_credentials_and_exploits_reach_the_profile() {
         .to_string(),
         trace_id: None,
         span_id: None,
+        sensor: Default::default(),
     };
     let ip = "10.6.0.1";
     let logs = vec![
@@ -444,6 +448,7 @@ async fn outcomes_and_flows_reach_the_profile() {
         fields,
         trace_id: None,
         span_id: None,
+        sensor: Default::default(),
     };
     let mut logs = vec![];
     // An OS-stack connect() scan of three ports: SYNs without scanner traits.

@@ -78,6 +78,7 @@ fn log(i: usize, pad: usize) -> NewLog {
         ),
         trace_id: None,
         span_id: None,
+        sensor: Default::default(),
     }
 }
 

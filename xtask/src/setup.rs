@@ -147,11 +147,20 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     // The dashboard test drives headless Chromium through chromedriver.
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
+    // The fleet tests start throwaway PostgreSQL clusters (server binaries, not a service).
+    ("postgres", "postgresql"),
 ];
 
 fn have(cmd: &str) -> bool {
+    // Debian keeps the PostgreSQL server out of PATH, one directory per major version.
+    let postgres_bins = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"));
     std::env::split_paths(&path_with_tools())
         .chain(["/usr/sbin".into(), "/sbin".into()])
+        .chain(postgres_bins)
         .any(|d| d.join(cmd).is_file())
 }
 

@@ -608,6 +608,7 @@ mod tests {
                 ),
                 trace_id: None,
                 span_id: None,
+                sensor: Default::default(),
             })
             .collect();
         store

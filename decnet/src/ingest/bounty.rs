@@ -677,6 +677,7 @@ mod tests {
             fields: r#"{"ttl":52,"window":1024,"options":"M1460","flags":"S","df":false,"ip_id":7,"ack":0,"urg_ptr":0}"#.into(),
             trace_id: None,
             span_id: None,
+            sensor: Default::default(),
         };
         assert_eq!(
             extract(&log),

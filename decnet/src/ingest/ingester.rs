@@ -33,7 +33,19 @@ use crate::{
 };
 
 /// `state` key of the journal cursor.
+/// The journal position of one sensor's ingester: `ingest_worker_position:<sensor id>`
+/// (each sensor of a fleet reads its own journal into the shared database). Before sensor
+/// ids it was this prefix alone; such a cursor is renamed on the first start.
 pub const CURSOR_KEY: &str = "ingest_worker_position";
+
+/// The cursor key of `sensor` (no sensor id, as in tools and tests: the bare prefix).
+pub fn cursor_key(sensor: &str) -> String {
+    if sensor.is_empty() {
+        CURSOR_KEY.to_owned()
+    } else {
+        format!("{CURSOR_KEY}:{sensor}")
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -57,6 +69,8 @@ pub struct IngestConfig {
     pub batch_wait: Duration,
     /// Without a wake-up from the writer (another process appending), look this often.
     pub idle_poll: Duration,
+    /// The sensor whose journal this is: every row carries it, the cursor is named by it.
+    pub sensor: Arc<str>,
 }
 
 impl IngestConfig {
@@ -68,6 +82,7 @@ impl IngestConfig {
             batch_lines: 10_000,
             batch_wait: Duration::from_millis(50),
             idle_poll: Duration::from_millis(50),
+            sensor: Arc::from(""),
         }
     }
 }
@@ -199,8 +214,12 @@ impl Ingester {
         mut shutdown: watch::Receiver<bool>,
         until_idle: bool,
     ) -> Result<(), IngestError> {
-        let saved_text = self.store.get_state(CURSOR_KEY).await?;
-        let saved: Option<Cursor> = self.store.get_state_json(CURSOR_KEY).await?;
+        let key = cursor_key(&self.cfg.sensor);
+        if key != CURSOR_KEY && self.store.rename_state(CURSOR_KEY, &key).await? {
+            tracing::info!(key, "ingest cursor renamed for this sensor");
+        }
+        let saved_text = self.store.get_state(&key).await?;
+        let saved: Option<Cursor> = self.store.get_state_json(&key).await?;
         let mut last_cursor = saved_text;
         let mut tail = Tail::open(&self.cfg.data_dir, &self.cfg.base, self.cfg.keep, saved)
             .map_err(|e| self.journal_err(e))?;
@@ -297,7 +316,8 @@ impl Ingester {
 
     fn add_line(&self, batch: &mut Batch, file: &str, line: Line) {
         match parse_line(&line.bytes) {
-            Ok(log) => {
+            Ok(mut log) => {
+                log.sensor = self.cfg.sensor.clone();
                 // Developer tracing: the record's journey continues here, under the
                 // collector's span named by its traceparent. Off, these spans are empty.
                 let mut record = LiteSpan::continuing(
@@ -353,7 +373,7 @@ impl Ingester {
     ) -> Result<(), IngestError> {
         let cursor = serde_json::to_string(&tail.cursor()).unwrap_or_default();
         batch.cursor = Some(CursorUpdate {
-            key: CURSOR_KEY.to_owned(),
+            key: cursor_key(&self.cfg.sensor),
             prev: last_cursor.replace(cursor.clone()),
             value: cursor,
         });

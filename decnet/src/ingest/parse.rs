@@ -65,6 +65,7 @@ pub fn parse_line(line: &[u8]) -> Result<NewLog, String> {
         fields,
         trace_id,
         span_id,
+        sensor: Default::default(),
     })
 }
 

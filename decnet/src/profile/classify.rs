@@ -71,6 +71,7 @@ mod tests {
                 fields: format!(r#"{{"dst_port":{port},"flags":"S","window":1024,"ttl":50}}"#),
                 trace_id: None,
                 span_id: None,
+                sensor: Default::default(),
             });
         }
         s

@@ -6,6 +6,7 @@
 //! - `tools`: tool attribution by signature votes.
 //! - `risk`: the 0-100 score and its reasons.
 //! - `worker`: the cursor-driven incremental worker (campaign matching, detections).
+//! - `analyst`: one profiler per fleet, by the store's analyst lock, with standbys.
 //!
 //! - `os`: passive OS guess from own-stack SYN fingerprints.
 //! - `commands`: commands in payloads, and exploitation patterns.
@@ -14,6 +15,7 @@
 //! The database keeps each IP's streaming state; the public profile is rendered from it
 //! when read ([`render`]), so it always follows the current rules.
 
+pub mod analyst;
 pub mod campaign;
 pub mod classify;
 pub mod commands;

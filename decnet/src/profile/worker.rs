@@ -54,6 +54,11 @@ pub struct ProfileStats {
     pub detections: AtomicU64,
     /// Profile updates that failed and were retried (database busy, disk full).
     pub retries: AtomicU64,
+    /// This process holds the analyst lock and profiles (false: standing by for the
+    /// instance that holds it).
+    pub active: std::sync::atomic::AtomicBool,
+    /// Times this process took the analyst lock.
+    pub takeovers: AtomicU64,
 }
 
 impl ProfileStats {
@@ -64,6 +69,8 @@ impl ProfileStats {
             "batches": self.batches.load(Relaxed),
             "detections": self.detections.load(Relaxed),
             "retries": self.retries.load(Relaxed),
+            "active": self.active.load(Relaxed),
+            "takeovers": self.takeovers.load(Relaxed),
         })
     }
 }
@@ -224,6 +231,12 @@ impl Profiler {
             mem: None,
             stats: Arc::default(),
         }
+    }
+
+    /// Counts into `stats` (kept across the profilers of successive takeovers).
+    pub fn with_stats(mut self, stats: Arc<ProfileStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     pub fn stats(&self) -> Arc<ProfileStats> {

@@ -1,11 +1,13 @@
-//! The store: SQLite through sqlx (WAL, migrations embedded). [`Store`] owns every query;
+//! The store: SQLite (WAL) or PostgreSQL through sqlx, migrations embedded per engine.
+//! [`Store`] owns every query;
 //! no SQL lives outside this module.
 
 use std::{collections::HashMap, path::Path, str::FromStr as _, sync::OnceLock, time::Duration};
 
 use crate::telemetry::lite::LiteSpan;
 use sqlx::{
-    AssertSqlSafe, Row as _, SqlitePool,
+    AssertSqlSafe, PgPool, Row as _, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -39,6 +41,9 @@ pub struct NewLog {
     pub fields: String,
     pub trace_id: Option<String>,
     pub span_id: Option<String>,
+    /// The sensor that saw it (`--sensor-id`; set by the ingester, '' for rows from before
+    /// fleet mode). Shared by every row of one ingester.
+    pub sensor: std::sync::Arc<str>,
 }
 
 /// A journal line that could not be ingested.
@@ -145,9 +150,94 @@ pub struct ProfileCommit {
     pub cursor: Option<CursorUpdate>,
 }
 
+/// The engine behind a [`Store`]: the embedded SQLite file (one host) or a shared
+/// PostgreSQL (a fleet of sensors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the store has. The body is the same
+/// text for both engines (portable SQL, numbered placeholders) and is compiled once per
+/// engine; where the SQL differs the body picks it by [`Store::backend`].
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The advisory-lock keys (PostgreSQL): one analyst at a time, and ingest commits in id
+/// order (see `commit_batch`). Arbitrary constants, the same in every decnet.
+const ANALYST_LOCK: i64 = 0x6465_636e_6574_0001;
+const INGEST_LOCK: i64 = 0x6465_636e_6574_0002;
+
+/// The PostgreSQL channels: a batch of logs was committed; detections were committed.
+pub const LOGS_CHANNEL: &str = "decnet_logs";
+pub const DETECTIONS_CHANNEL: &str = "decnet_detections";
+
+/// This process is the fleet's analyst while this lives (see [`Store::try_analyst_lock`]).
+pub struct AnalystLock {
+    /// The PostgreSQL session holding the advisory lock (None: SQLite).
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl AnalystLock {
+    /// Whether the lock is still held: its session still answers. A session that fails to
+    /// answer within 3 s is given up (closed), and the lock with it, so that the standby that
+    /// takes over is the only analyst.
+    pub async fn held(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return true;
+        };
+        let ping = sqlx::query("SELECT 1").execute(&mut *conn);
+        match tokio::time::timeout(Duration::from_secs(3), ping).await {
+            Ok(Ok(_)) => true,
+            _ => {
+                self.conn = None;
+                false
+            }
+        }
+    }
+}
+
+/// What was committed, as told by [`Changes::next`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Logs,
+    Detections,
+}
+
+/// Commit notifications from other processes (PostgreSQL LISTEN).
+pub struct Changes {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl Changes {
+    /// The next notification (waits). Err: the connection failed and could not be made
+    /// again yet.
+    pub async fn next(&mut self) -> Result<Change, StoreError> {
+        let n = self.listener.recv().await?;
+        Ok(if n.channel() == DETECTIONS_CHANNEL {
+            Change::Detections
+        } else {
+            Change::Logs
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
     /// Unit tests slow the queries the stream starts with, to prove it answers first.
     #[cfg(test)]
     pub(crate) delay: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -174,18 +264,21 @@ impl MultiRow {
         }
     }
 
-    /// The statement for `n` rows (1..=ROWS_PER_STMT), built once per size.
+    /// The statement for `n` rows (1..=ROWS_PER_STMT), built once per size. Placeholders
+    /// are numbered (`$1, $2, ...`): the form both SQLite and PostgreSQL read.
     fn sql(&self, n: usize) -> &str {
         let all = self.built.get_or_init(|| {
-            let row = format!("({})", vec!["?"; self.cols].join(","));
             (0..=ROWS_PER_STMT)
                 .map(|k| {
-                    format!(
-                        "{} VALUES {} {}",
-                        self.head,
-                        vec![row.as_str(); k.max(1)].join(","),
-                        self.tail
-                    )
+                    let rows: Vec<String> = (0..k.max(1))
+                        .map(|r| {
+                            let cols: Vec<String> = (1..=self.cols)
+                                .map(|c| format!("${}", r * self.cols + c))
+                                .collect();
+                            format!("({})", cols.join(","))
+                        })
+                        .collect();
+                    format!("{} VALUES {} {}", self.head, rows.join(","), self.tail)
                 })
                 .collect()
         });
@@ -194,16 +287,16 @@ impl MultiRow {
 }
 
 static INSERT_LOGS: MultiRow = MultiRow::new(
-    "INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id)",
-    8,
-    "",
+    "INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id, sensor)",
+    9,
+    "RETURNING id",
 );
 
 static UPSERT_BOUNTIES: MultiRow = MultiRow::new(
     "INSERT INTO bounties (attacker_ip, kind, value, first_seen, last_seen, count, first_log_id)",
     7,
     "ON CONFLICT (attacker_ip, kind, value) DO UPDATE SET \
-     last_seen = excluded.last_seen, count = count + excluded.count",
+     last_seen = excluded.last_seen, count = bounties.count + excluded.count",
 );
 
 static INSERT_DETECTIONS: MultiRow =
@@ -224,39 +317,44 @@ static UPSERT_BEHAVIOR: MultiRow = MultiRow::new(
      updated_at = excluded.updated_at",
 );
 
-/// Compare-and-set of a state cursor inside a transaction: it must still hold `prev` (or be
-/// absent when `prev` is None), else the transaction is abandoned with `CursorMoved`, so two
-/// workers on one database can never both advance it.
-async fn set_cursor(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    c: &CursorUpdate,
-) -> Result<(), StoreError> {
-    let changed = match &c.prev {
-        Some(prev) => sqlx::query("UPDATE state SET value = ? WHERE key = ? AND value = ?")
-            .bind(&c.value)
+/// Compare-and-set of a state cursor inside a transaction (`$tx`): it must still hold
+/// `prev` (or be absent when `prev` is None), else the transaction is abandoned with
+/// `CursorMoved`, so two workers on one database can never both advance it. A macro so
+/// that it expands for either engine's transaction.
+macro_rules! set_cursor {
+    ($tx:expr, $c:expr) => {{
+        let c: &CursorUpdate = $c;
+        let changed = match &c.prev {
+            Some(prev) => sqlx::query("UPDATE state SET value = $1 WHERE key = $2 AND value = $3")
+                .bind(&c.value)
+                .bind(&c.key)
+                .bind(prev)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected(),
+            None => sqlx::query(
+                "INSERT INTO state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
             .bind(&c.key)
-            .bind(prev)
-            .execute(&mut **tx)
+            .bind(&c.value)
+            .execute(&mut *$tx)
             .await?
             .rows_affected(),
-        None => {
-            sqlx::query("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
-                .bind(&c.key)
-                .bind(&c.value)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
+        };
+        if changed == 0 {
+            // Dropping the transaction rolls it back.
+            return Err(StoreError::CursorMoved(c.key.clone()));
         }
-    };
-    if changed == 0 {
-        // Dropping the transaction rolls it back.
-        return Err(StoreError::CursorMoved(c.key.clone()));
-    }
-    Ok(())
+    }};
 }
 
-/// `SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id`.
-fn log_row(r: sqlx::sqlite::SqliteRow) -> (i64, NewLog) {
+/// `SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id, sensor`.
+fn log_row<R: sqlx::Row>(r: R) -> (i64, NewLog)
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     (
         r.get(0),
         NewLog {
@@ -268,9 +366,14 @@ fn log_row(r: sqlx::sqlite::SqliteRow) -> (i64, NewLog) {
             fields: r.get(6),
             trace_id: r.get(7),
             span_id: r.get(8),
+            sensor: r.get::<String, _>(9).into(),
         },
     )
 }
+
+/// The columns [`log_row`] reads.
+const LOG_COLUMNS: &str =
+    "id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id, sensor";
 
 /// Wraps each `async fn` of an `impl` block in [`crate::telemetry::db_call`], which names
 /// its span `db.<method>`: one tracing wrapper around the whole repository instead of a
@@ -298,6 +401,17 @@ macro_rules! repository {
 }
 
 impl Store {
+    /// Opens a store by URL: `sqlite://PATH` (or a bare path) for the embedded file,
+    /// `postgres://...` / `postgresql://...` for a shared database. Applies the engine's
+    /// migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Self::open_postgres(url).await;
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Self::open(Path::new(path)).await
+    }
+
     /// Opens (creating) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::new()
@@ -323,20 +437,48 @@ impl Store {
             .max_connections(4)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store {
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self::with_pool(Pool::Sqlite(pool)))
+    }
+
+    /// Connects to PostgreSQL and applies its migrations (once, whichever instance of the
+    /// fleet comes first: sqlx takes an advisory lock around them).
+    async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        let opts = PgConnectOptions::from_str(url)?.application_name("decnet");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self::with_pool(Pool::Postgres(pool)))
+    }
+
+    fn with_pool(pool: Pool) -> Self {
+        Store {
             pool,
             #[cfg(test)]
             delay: Default::default(),
-        })
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// Checkpoints the WAL every `every` (PASSIVE: never waits for readers or writers),
     /// so commits do not pay for it. Runs until the task is dropped or the store closed.
+    /// PostgreSQL checkpoints itself: returns at once.
     pub async fn checkpoint_loop(self, every: Duration) {
+        if self.backend() != Backend::Sqlite {
+            return;
+        }
         loop {
             tokio::time::sleep(every).await;
-            if self.pool.is_closed() {
+            if on_pool!(self, |p| p.is_closed()) {
                 return;
             }
             if let Err(e) = self.checkpoint().await {
@@ -347,9 +489,11 @@ impl Store {
 
     /// One passive WAL checkpoint (copies what no reader needs back into the database).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_all(&self.pool)
-            .await?;
+        if let Pool::Sqlite(pool) = &self.pool {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_all(pool)
+                .await?;
+        }
         Ok(())
     }
 
@@ -361,7 +505,7 @@ impl Store {
 
     /// Closes every connection (waits for those in use).
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, |p| p.close().await)
     }
 
     /// An in-memory database (tests).
@@ -371,12 +515,43 @@ impl Store {
             .max_connections(1)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store {
-            pool,
-            #[cfg(test)]
-            delay: Default::default(),
-        })
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self::with_pool(Pool::Sqlite(pool)))
+    }
+
+    /// Tries to become the fleet's analyst: on PostgreSQL, a session advisory lock held on
+    /// a connection of its own for as long as the returned lock lives (a process that dies
+    /// loses its connection, and with it the lock). SQLite serves one process: granted.
+    pub async fn try_analyst_lock(&self) -> Result<Option<AnalystLock>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(Some(AnalystLock { conn: None }));
+        };
+        let mut conn = pool.acquire().await?;
+        let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
+            .bind(ANALYST_LOCK)
+            .fetch_one(&mut *conn)
+            .await?
+            .get(0);
+        // Held: the connection leaves the pool so that nothing else runs on it and the
+        // lock ends exactly when it closes.
+        Ok(got.then(|| AnalystLock {
+            conn: Some(conn.detach()),
+        }))
+    }
+
+    /// Wake-ups for what other processes commit (PostgreSQL LISTEN on the logs and
+    /// detections channels); None on SQLite, where one process does everything. A lost
+    /// connection is re-established by the listener, but what was notified meanwhile is
+    /// not repeated: callers also look on a timer.
+    pub async fn changes(&self) -> Result<Option<Changes>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener
+            .listen_all([LOGS_CHANNEL, DETECTIONS_CHANNEL])
+            .await?;
+        Ok(Some(Changes { listener }))
     }
 
     pub async fn get_state_json<T: serde::de::DeserializeOwned>(
@@ -400,11 +575,29 @@ impl Store {
 repository! {
 impl Store {
     pub async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT value FROM state WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
+        on_pool!(self, |pool| {
+            let row = sqlx::query("SELECT value FROM state WHERE key = $1")
+                .bind(key)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| r.get::<String, _>(0)))
+        })
+    }
+
+    /// Renames state `from` to `to` unless `to` exists already; true when it did.
+    pub async fn rename_state(&self, from: &str, to: &str) -> Result<bool, StoreError> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query(
+                "UPDATE state SET key = $2 WHERE key = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM state WHERE key = $2)",
+            )
+            .bind(from)
+            .bind(to)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                > 0)
+        })
     }
 
     /// Writes a batch: logs, bounties (upserted), dead letters and the cursor, all in one
@@ -417,86 +610,107 @@ impl Store {
     /// connection sitting idle in the pool (seen in the disk-full test: "database table is
     /// locked" for as long as the test ran).
     pub async fn commit_batch(&self, batch: &Batch) -> Result<Option<i64>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let r: Result<Option<i64>, StoreError> = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let mut first_id: Option<i64> = None;
-            for chunk in batch.logs.chunks(ROWS_PER_STMT) {
-                let mut q = sqlx::query(AssertSqlSafe(INSERT_LOGS.sql(chunk.len())));
-                for l in chunk {
-                    q = q
-                        .bind(&l.ts)
-                        .bind(&l.decky)
-                        .bind(&l.service)
-                        .bind(&l.event_type)
-                        .bind(&l.attacker_ip)
-                        .bind(&l.fields)
-                        .bind(&l.trace_id)
-                        .bind(&l.span_id);
+        on_pool!(self, |pool| {
+            let mut conn = pool.acquire().await?;
+            let r: Result<Option<i64>, StoreError> = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                if self.backend() == Backend::Postgres {
+                    // Many sensors ingest at once; log ids must still become visible in id
+                    // order, or the analyst's cursor and a resuming stream (both "after id
+                    // N") would step over a row committed late with a smaller id. Holding
+                    // this lock from the first id drawn to the commit makes commit order id
+                    // order, and each batch's ids consecutive. Parsing stays concurrent.
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(INGEST_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                let res = q.execute(&mut *tx).await?;
-                // Ids in one transaction are consecutive (AUTOINCREMENT, single writer).
-                let last_id = res.last_insert_rowid();
-                if first_id.is_none() {
-                    first_id = Some(last_id - chunk.len() as i64 + 1);
+                let mut first_id: Option<i64> = None;
+                for chunk in batch.logs.chunks(ROWS_PER_STMT) {
+                    let mut q = sqlx::query(AssertSqlSafe(INSERT_LOGS.sql(chunk.len())));
+                    for l in chunk {
+                        q = q
+                            .bind(&l.ts)
+                            .bind(&l.decky)
+                            .bind(&l.service)
+                            .bind(&l.event_type)
+                            .bind(&l.attacker_ip)
+                            .bind(&l.fields)
+                            .bind(&l.trace_id)
+                            .bind(&l.span_id)
+                            .bind(&*l.sensor);
+                    }
+                    // Ids in one transaction are consecutive (AUTOINCREMENT with one writer;
+                    // the ingest lock on PostgreSQL): the first chunk's smallest is the first.
+                    let ids = q.fetch_all(&mut *tx).await?;
+                    if first_id.is_none() {
+                        first_id = ids.iter().map(|r| r.get::<i64, _>(0)).min();
+                    }
                 }
-            }
-            // One upsert per distinct artifact per batch: a scan repeats the same fingerprint
-            // thousands of times, and the count is what matters.
-            // Value: (first position in the batch, index of its log, first ts, last ts, count).
-            type Agg<'a> = (usize, usize, &'a str, &'a str, i64);
-            let mut agg: std::collections::HashMap<(&str, &str, &str), Agg<'_>> =
-                std::collections::HashMap::new();
-            for (seq, (idx, b)) in batch.bounties.iter().enumerate() {
-                agg.entry((b.attacker_ip.as_str(), b.kind, b.value.as_str()))
-                    .and_modify(|e| {
-                        e.3 = b.ts.as_str();
-                        e.4 += 1;
-                    })
-                    .or_insert((seq, *idx, b.ts.as_str(), b.ts.as_str(), 1));
-            }
-            let mut agg: Vec<_> = agg.into_iter().collect();
-            // Deterministic order (first occurrence) so ids follow the journal.
-            agg.sort_by_key(|(_, v)| v.0);
-            for chunk in agg.chunks(ROWS_PER_STMT) {
-                let mut q = sqlx::query(AssertSqlSafe(UPSERT_BOUNTIES.sql(chunk.len())));
-                for ((ip, kind, value), (_, idx, first, last, n)) in chunk {
-                    q = q
-                        .bind(*ip)
-                        .bind(*kind)
-                        .bind(*value)
-                        .bind(*first)
-                        .bind(*last)
-                        .bind(*n)
-                        .bind(first_id.map(|f| f + *idx as i64));
+                // One upsert per distinct artifact per batch: a scan repeats the same fingerprint
+                // thousands of times, and the count is what matters.
+                // Value: (first position in the batch, index of its log, first ts, last ts, count).
+                type Agg<'a> = (usize, usize, &'a str, &'a str, i64);
+                let mut agg: std::collections::HashMap<(&str, &str, &str), Agg<'_>> =
+                    std::collections::HashMap::new();
+                for (seq, (idx, b)) in batch.bounties.iter().enumerate() {
+                    agg.entry((b.attacker_ip.as_str(), b.kind, b.value.as_str()))
+                        .and_modify(|e| {
+                            e.3 = b.ts.as_str();
+                            e.4 += 1;
+                        })
+                        .or_insert((seq, *idx, b.ts.as_str(), b.ts.as_str(), 1));
                 }
-                q.execute(&mut *tx).await?;
+                let mut agg: Vec<_> = agg.into_iter().collect();
+                // Deterministic order (first occurrence) so ids follow the journal.
+                agg.sort_by_key(|(_, v)| v.0);
+                for chunk in agg.chunks(ROWS_PER_STMT) {
+                    let mut q = sqlx::query(AssertSqlSafe(UPSERT_BOUNTIES.sql(chunk.len())));
+                    for ((ip, kind, value), (_, idx, first, last, n)) in chunk {
+                        q = q
+                            .bind(*ip)
+                            .bind(*kind)
+                            .bind(*value)
+                            .bind(*first)
+                            .bind(*last)
+                            .bind(*n)
+                            .bind(first_id.map(|f| f + *idx as i64));
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
+                for d in &batch.dead {
+                    sqlx::query(
+                        "INSERT INTO dead_letters (received_at, file, byte_offset, reason, raw) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&now)
+                    .bind(&d.file)
+                    .bind(d.byte_offset as i64)
+                    .bind(&d.reason)
+                    .bind(&d.raw)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(c) = &batch.cursor {
+                    // A second ingester on the same database fails here instead of duplicating rows.
+                    set_cursor!(tx, c);
+                }
+                if self.backend() == Backend::Postgres && !batch.logs.is_empty() {
+                    // Delivered at commit, to every API instance listening (their streams).
+                    sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(LOGS_CHANNEL)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(first_id)
             }
-            let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
-            for d in &batch.dead {
-                sqlx::query(
-                    "INSERT INTO dead_letters (received_at, file, byte_offset, reason, raw) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&now)
-                .bind(&d.file)
-                .bind(d.byte_offset as i64)
-                .bind(&d.reason)
-                .bind(&d.raw)
-                .execute(&mut *tx)
-                .await?;
+            .await;
+            if r.is_err() {
+                conn.close_on_drop();
             }
-            if let Some(c) = &batch.cursor {
-                // A second ingester on the same database fails here instead of duplicating rows.
-                set_cursor(&mut tx, c).await?;
-            }
-            tx.commit().await?;
-            Ok(first_id)
-        }
-        .await;
-        if r.is_err() {
-            conn.close_on_drop();
-        }
-        r
+            r
+        })
     }
 
     /// Streaming states of these IPs (those that have one).
@@ -504,130 +718,151 @@ impl Store {
         &self,
         ips: &[&str],
     ) -> Result<HashMap<String, String>, StoreError> {
-        let list = serde_json::to_string(ips).unwrap_or_else(|_| "[]".into());
-        let rows = sqlx::query(
-            "SELECT ip, state FROM attacker_behavior WHERE ip IN (SELECT value FROM json_each(?))",
-        )
-        .bind(list)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        on_pool!(self, |pool| {
+            let list = serde_json::to_string(ips).unwrap_or_else(|_| "[]".into());
+            let rows = sqlx::query(
+                match self.backend() {
+                    Backend::Sqlite => "SELECT ip, state FROM attacker_behavior WHERE ip IN (SELECT value FROM json_each($1))",
+                    Backend::Postgres => "SELECT ip, state FROM attacker_behavior WHERE ip IN (SELECT json_array_elements_text($1::json))",
+                },
+            )
+            .bind(list)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
     }
 
     /// Writes one profiler batch: profiles and states of the IPs it changed, campaigns,
     /// detections and the profiler cursor (compare-and-set), in one transaction.
     pub async fn commit_profiles(&self, c: &ProfileCommit) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let r: Result<(), StoreError> = async {
-            let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            for chunk in c.rows.chunks(ROWS_PER_STMT) {
-                let mut q = sqlx::query(AssertSqlSafe(UPSERT_ATTACKERS.sql(chunk.len())));
-                for r in chunk {
-                    q = q
-                        .bind(&r.ip)
-                        .bind(&r.first_seen)
-                        .bind(&r.last_seen)
-                        .bind(r.event_count)
-                        .bind(&r.class)
-                        .bind(r.risk_score)
-                        .bind(r.campaign_id)
-                        .bind(&r.summary)
-                        .bind(&now);
+        on_pool!(self, |pool| {
+            let mut conn = pool.acquire().await?;
+            let r: Result<(), StoreError> = async {
+                let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                for chunk in c.rows.chunks(ROWS_PER_STMT) {
+                    let mut q = sqlx::query(AssertSqlSafe(UPSERT_ATTACKERS.sql(chunk.len())));
+                    for r in chunk {
+                        q = q
+                            .bind(&r.ip)
+                            .bind(&r.first_seen)
+                            .bind(&r.last_seen)
+                            .bind(r.event_count)
+                            .bind(&r.class)
+                            .bind(r.risk_score)
+                            .bind(r.campaign_id)
+                            .bind(&r.summary)
+                            .bind(&now);
+                    }
+                    q.execute(&mut *tx).await?;
+                    let mut q = sqlx::query(AssertSqlSafe(UPSERT_BEHAVIOR.sql(chunk.len())));
+                    for r in chunk {
+                        q = q
+                            .bind(&r.ip)
+                            .bind(&r.state)
+                            .bind(&r.campaign_key)
+                            .bind(&now);
+                    }
+                    q.execute(&mut *tx).await?;
                 }
-                q.execute(&mut *tx).await?;
-                let mut q = sqlx::query(AssertSqlSafe(UPSERT_BEHAVIOR.sql(chunk.len())));
-                for r in chunk {
-                    q = q
-                        .bind(&r.ip)
-                        .bind(&r.state)
-                        .bind(&r.campaign_key)
-                        .bind(&now);
-                }
-                q.execute(&mut *tx).await?;
-            }
-            for (id, summary) in &c.campaigns {
-                sqlx::query(
-                    "INSERT INTO campaigns (id, created_at, updated_at, summary) VALUES (?, ?, ?, ?) \
-                     ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at, summary = excluded.summary",
-                )
-                .bind(id)
-                .bind(&now)
-                .bind(&now)
-                .bind(summary)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for id in &c.dropped_campaigns {
-                sqlx::query("DELETE FROM campaigns WHERE id = ?")
+                for (id, summary) in &c.campaigns {
+                    sqlx::query(
+                        "INSERT INTO campaigns (id, created_at, updated_at, summary) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at, summary = excluded.summary",
+                    )
                     .bind(id)
+                    .bind(&now)
+                    .bind(&now)
+                    .bind(summary)
                     .execute(&mut *tx)
                     .await?;
-            }
-            for chunk in c.detections.chunks(ROWS_PER_STMT) {
-                let mut q = sqlx::query(AssertSqlSafe(INSERT_DETECTIONS.sql(chunk.len())));
-                for d in chunk {
-                    q = q.bind(d.id).bind(&d.ts).bind(&d.ip).bind(&d.body);
                 }
-                q.execute(&mut *tx).await?;
+                for id in &c.dropped_campaigns {
+                    sqlx::query("DELETE FROM campaigns WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for chunk in c.detections.chunks(ROWS_PER_STMT) {
+                    let mut q = sqlx::query(AssertSqlSafe(INSERT_DETECTIONS.sql(chunk.len())));
+                    for d in chunk {
+                        q = q.bind(d.id).bind(&d.ts).bind(&d.ip).bind(&d.body);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                for (k, v) in &c.state {
+                    sqlx::query(
+                        "INSERT INTO state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(k)
+                    .bind(v)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(cursor) = &c.cursor {
+                    set_cursor!(tx, cursor);
+                }
+                if self.backend() == Backend::Postgres && !c.detections.is_empty() {
+                    sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(DETECTIONS_CHANNEL)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
-            for (k, v) in &c.state {
-                sqlx::query(
-                    "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(k)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?;
+            .await;
+            if r.is_err() {
+                conn.close_on_drop();
             }
-            if let Some(cursor) = &c.cursor {
-                set_cursor(&mut tx, cursor).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        if r.is_err() {
-            conn.close_on_drop();
-        }
-        r
+            r
+        })
     }
 
     /// States of every source with a campaign key (the campaign index is rebuilt from them).
     pub async fn keyed_behaviors(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT ip, state FROM attacker_behavior WHERE campaign_key IS NOT NULL ORDER BY ip",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT ip, state FROM attacker_behavior WHERE campaign_key IS NOT NULL ORDER BY ip",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
     }
 
     /// Every campaign: (id, summary JSON), by id.
     pub async fn campaigns(&self) -> Result<Vec<(i64, String)>, StoreError> {
-        let rows = sqlx::query("SELECT id, summary FROM campaigns ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        on_pool!(self, |pool| {
+            let rows = sqlx::query("SELECT id, summary FROM campaigns ORDER BY id")
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
     }
 
     /// One campaign's summary JSON.
     pub async fn campaign(&self, id: i64) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT summary FROM campaigns WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+        on_pool!(self, |pool| {
+            let row = sqlx::query("SELECT summary FROM campaigns WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
     }
 
     /// The highest detection id stored (0 when none).
     pub async fn last_detection_id(&self) -> Result<i64, StoreError> {
-        #[cfg(test)]
-        self.test_delay().await;
-        Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM detections")
-            .fetch_one(&self.pool)
-            .await?
-            .get(0))
+        on_pool!(self, |pool| {
+            #[cfg(test)]
+            self.test_delay().await;
+            Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM detections")
+                .fetch_one(pool)
+                .await?
+                .get(0))
+        })
     }
 
     /// Detections after `after_id`, oldest first, at most `limit`.
@@ -646,80 +881,94 @@ impl Store {
         limit: i64,
         ip: Option<&str>,
     ) -> Result<Vec<DetectionRow>, StoreError> {
-        let sql = if ip.is_some() {
-            "SELECT id, ts, ip, body FROM detections WHERE ip = ?3 AND id > ?1 ORDER BY id LIMIT ?2"
-        } else {
-            "SELECT id, ts, ip, body FROM detections WHERE id > ?1 ORDER BY id LIMIT ?2"
-        };
-        let mut q = sqlx::query(sql).bind(after_id).bind(limit);
-        if let Some(ip) = ip {
-            q = q.bind(ip);
-        }
-        let rows = q.fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DetectionRow {
-                id: r.get(0),
-                ts: r.get(1),
-                ip: r.get(2),
-                body: r.get(3),
-            })
-            .collect())
+        on_pool!(self, |pool| {
+            let sql = if ip.is_some() {
+                "SELECT id, ts, ip, body FROM detections WHERE ip = $3 AND id > $1 ORDER BY id LIMIT $2"
+            } else {
+                "SELECT id, ts, ip, body FROM detections WHERE id > $1 ORDER BY id LIMIT $2"
+            };
+            let mut q = sqlx::query(sql).bind(after_id).bind(limit);
+            if let Some(ip) = ip {
+                q = q.bind(ip);
+            }
+            let rows = q.fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| DetectionRow {
+                    id: r.get(0),
+                    ts: r.get(1),
+                    ip: r.get(2),
+                    body: r.get(3),
+                })
+                .collect())
+        })
     }
 
     /// The stored streaming state of one attacker (its profile is rendered from it).
     pub async fn attacker_state(&self, ip: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT state FROM attacker_behavior WHERE ip = ?")
-            .bind(ip)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+        on_pool!(self, |pool| {
+            let row = sqlx::query("SELECT state FROM attacker_behavior WHERE ip = $1")
+                .bind(ip)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
     }
 
     /// Every stored streaming state, by IP (tests: restart equivalence).
     pub async fn all_behaviors(&self) -> Result<HashMap<String, String>, StoreError> {
-        let rows = sqlx::query("SELECT ip, state FROM attacker_behavior")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        on_pool!(self, |pool| {
+            let rows = sqlx::query("SELECT ip, state FROM attacker_behavior")
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
     }
 
     pub async fn count_attackers(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM attackers")
-            .fetch_one(&self.pool)
-            .await?
-            .get(0))
+        on_pool!(self, |pool| {
+            Ok(sqlx::query("SELECT COUNT(*) FROM attackers")
+                .fetch_one(pool)
+                .await?
+                .get(0))
+        })
     }
 
     pub async fn count_logs(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM logs")
-            .fetch_one(&self.pool)
-            .await?
-            .get(0))
+        on_pool!(self, |pool| {
+            Ok(sqlx::query("SELECT COUNT(*) FROM logs")
+                .fetch_one(pool)
+                .await?
+                .get(0))
+        })
     }
 
     pub async fn count_dead_letters(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM dead_letters")
-            .fetch_one(&self.pool)
-            .await?
-            .get(0))
+        on_pool!(self, |pool| {
+            Ok(sqlx::query("SELECT COUNT(*) FROM dead_letters")
+                .fetch_one(pool)
+                .await?
+                .get(0))
+        })
     }
 
     /// All dead letters, oldest first (tests, and the API later).
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows =
-            sqlx::query("SELECT file, byte_offset, reason, raw FROM dead_letters ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DeadLetter {
-                file: r.get(0),
-                byte_offset: r.get::<i64, _>(1) as u64,
-                reason: r.get(2),
-                raw: r.get(3),
-            })
-            .collect())
+        on_pool!(self, |pool| {
+            let rows =
+                sqlx::query("SELECT file, byte_offset, reason, raw FROM dead_letters ORDER BY id")
+                    .fetch_all(pool)
+                    .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| DeadLetter {
+                    file: r.get(0),
+                    byte_offset: r.get::<i64, _>(1) as u64,
+                    reason: r.get(2),
+                    raw: r.get(3),
+                })
+                .collect())
+        })
     }
 
     /// Logs after `after_id`, oldest first, at most `limit`, optionally of one attacker
@@ -731,42 +980,46 @@ impl Store {
         attacker_ip: Option<&str>,
         event_type: Option<&str>,
     ) -> Result<Vec<(i64, NewLog)>, StoreError> {
-        #[cfg(test)]
-        self.test_delay().await;
-        // Four fixed statements: `(? IS NULL OR ...)` would keep SQLite off the
-        // (attacker_ip, id) index.
-        let sql = match (attacker_ip.is_some(), event_type.is_some()) {
-            (false, false) => "WHERE id > ?1 ORDER BY id LIMIT ?2",
-            (true, false) => "WHERE attacker_ip = ?3 AND id > ?1 ORDER BY id LIMIT ?2",
-            (false, true) => "WHERE event_type = ?3 AND id > ?1 ORDER BY id LIMIT ?2",
-            (true, true) => {
-                "WHERE attacker_ip = ?3 AND event_type = ?4 AND id > ?1 ORDER BY id LIMIT ?2"
+        on_pool!(self, |pool| {
+            #[cfg(test)]
+            self.test_delay().await;
+            // Four fixed statements: `(? IS NULL OR ...)` would keep SQLite off the
+            // (attacker_ip, id) index.
+            let sql = match (attacker_ip.is_some(), event_type.is_some()) {
+                (false, false) => "WHERE id > $1 ORDER BY id LIMIT $2",
+                (true, false) => "WHERE attacker_ip = $3 AND id > $1 ORDER BY id LIMIT $2",
+                (false, true) => "WHERE event_type = $3 AND id > $1 ORDER BY id LIMIT $2",
+                (true, true) => {
+                    "WHERE attacker_ip = $3 AND event_type = $4 AND id > $1 ORDER BY id LIMIT $2"
+                }
+            };
+            // Only the parameters the statement names are bound, in number order.
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {LOG_COLUMNS} FROM logs {sql}"
+            )))
+            .bind(after_id)
+            .bind(limit);
+            if let Some(ip) = attacker_ip {
+                q = q.bind(ip);
             }
-        };
-        // Only the parameters the statement names are bound, in number order.
-        let mut q = sqlx::query(AssertSqlSafe(format!(
-            "SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id FROM logs {sql}"
-        )))
-        .bind(after_id)
-        .bind(limit);
-        if let Some(ip) = attacker_ip {
-            q = q.bind(ip);
-        }
-        if let Some(et) = event_type {
-            q = q.bind(et);
-        }
-        let rows = q.fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(log_row).collect())
+            if let Some(et) = event_type {
+                q = q.bind(et);
+            }
+            let rows = q.fetch_all(pool).await?;
+            Ok(rows.into_iter().map(log_row).collect())
+        })
     }
 
     /// The highest log id (0 when empty).
     pub async fn last_log_id(&self) -> Result<i64, StoreError> {
-        #[cfg(test)]
-        self.test_delay().await;
-        Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM logs")
-            .fetch_one(&self.pool)
-            .await?
-            .get(0))
+        on_pool!(self, |pool| {
+            #[cfg(test)]
+            self.test_delay().await;
+            Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM logs")
+                .fetch_one(pool)
+                .await?
+                .get(0))
+        })
     }
 
     /// A page of attackers, in `sort` order (`risk`, `last_seen`, `first_seen` or
@@ -777,32 +1030,34 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<AttackerRow>, i64), StoreError> {
-        let order = match sort {
-            "last_seen" => "a.last_seen DESC, a.ip",
-            "first_seen" => "a.first_seen DESC, a.ip",
-            "events" => "a.event_count DESC, a.ip",
-            _ => "a.risk_score DESC, a.ip",
-        };
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT a.ip, a.summary, CASE WHEN a.summary IS NULL THEN b.state END \
-             FROM attackers a JOIN attacker_behavior b ON b.ip = a.ip \
-             ORDER BY {order} LIMIT ? OFFSET ?"
-        )))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total = self.count_attackers().await?;
-        Ok((
-            rows.into_iter()
-                .map(|r| AttackerRow {
-                    ip: r.get(0),
-                    summary: r.get(1),
-                    state: r.get(2),
-                })
-                .collect(),
-            total,
-        ))
+        on_pool!(self, |pool| {
+            let order = match sort {
+                "last_seen" => "a.last_seen DESC, a.ip",
+                "first_seen" => "a.first_seen DESC, a.ip",
+                "events" => "a.event_count DESC, a.ip",
+                _ => "a.risk_score DESC, a.ip",
+            };
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT a.ip, a.summary, CASE WHEN a.summary IS NULL THEN b.state END \
+                 FROM attackers a JOIN attacker_behavior b ON b.ip = a.ip \
+                 ORDER BY {order} LIMIT $1 OFFSET $2"
+            )))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await?;
+            let total = self.count_attackers().await?;
+            Ok((
+                rows.into_iter()
+                    .map(|r| AttackerRow {
+                        ip: r.get(0),
+                        summary: r.get(1),
+                        state: r.get(2),
+                    })
+                    .collect(),
+                total,
+            ))
+        })
     }
 
     /// Logs after `after_id`, oldest first, at most `limit`.
@@ -811,28 +1066,32 @@ impl Store {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<(i64, NewLog)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id \
-             FROM logs WHERE id > ? ORDER BY id LIMIT ?",
-        )
-        .bind(after_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(log_row).collect())
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id, sensor \
+                 FROM logs WHERE id > $1 ORDER BY id LIMIT $2",
+            )
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(log_row).collect())
+        })
     }
 
     pub async fn bounties_for(&self, ip: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kind, value, count FROM bounties WHERE attacker_ip = ? ORDER BY id",
-        )
-        .bind(ip)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT kind, value, count FROM bounties WHERE attacker_ip = $1 ORDER BY id",
+            )
+            .bind(ip)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+        })
     }
 }
 }
