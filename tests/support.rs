@@ -15,6 +15,7 @@ use std::{
 use serde_json::Value;
 
 pub mod otlp;
+pub mod pg;
 pub mod webdriver;
 
 /// True when the test may run; prints `skipping: <why>` otherwise.
@@ -580,5 +581,94 @@ impl Drop for Bpffs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
         let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A `decnet` process of any role (`run --role sensor|analyst|api`), its stderr appended
+/// to `log`. SIGKILLed on drop if still running.
+pub struct Proc {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(args: &[String], env: &[(&str, &str)], log: &Path) -> Proc {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("process log file");
+        let child = Command::new(decnet_bin())
+            .args(args)
+            .env("DECNET_LOG", "info")
+            .env("DECNET_API_TOKEN", API_TOKEN)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawning decnet");
+        Proc {
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Waits (bounded) until the log holds `needle` `times` times; panics with the log
+    /// when the process exits or the time is up.
+    pub fn wait_log(&mut self, needle: &str, times: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.log_text();
+            if text.matches(needle).count() >= times {
+                return;
+            }
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("decnet exited ({st}) before logging `{needle}`:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` (x{times}) within {within:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` and waits (bounded) for the exit.
+    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("already stopped");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "decnet did not exit within 10 s of signal {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -1,0 +1,393 @@
+//! Fleet mode end to end: sensor, analyst and API processes sharing one PostgreSQL (a
+//! throwaway cluster of the test's own on a unix socket), real XDP on veths, real hping3.
+//!
+//! - Three sensors, two analysts, one API: an attacker namespace wired to two sensors' decoys
+//!   (one source address on both links) is one traversal in its profile; every row carries its
+//!   sensor; exactly one analyst profiles; the API's stream carries every row of every sensor
+//!   in id order, without a gap.
+//! - Failover: the analyst holding the lock is SIGKILLed mid-stream; the standby takes over
+//!   (time measured) and the final profiles equal an uninterrupted analyst's over the same rows.
+
+use std::{
+    io::{Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use decnet_tests::{Lab, Proc, free_port, http_get, pg::Postgres, require_root, require_tool};
+use serde_json::Value;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("decnet-fleet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let _ = std::fs::remove_file(d.with_extension("log"));
+    d
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One attacker namespace wired to two decoy interfaces on the host, with the same source
+/// address on both links: what two decoy sites see of one attacker.
+struct TwoSites {
+    ns: String,
+    links: [String; 2],
+    decoys: [&'static str; 2],
+    attacker: &'static str,
+}
+
+impl TwoSites {
+    fn new() -> TwoSites {
+        let id = std::process::id() % 100_000;
+        let t = TwoSites {
+            ns: format!("dnfleet-{id}"),
+            links: [format!("dnf{id}a"), format!("dnf{id}b")],
+            decoys: ["10.231.36.1", "10.231.37.1"],
+            attacker: "10.231.39.2",
+        };
+        ip(&["netns", "add", &t.ns]);
+        ip(&["-n", &t.ns, "link", "set", "lo", "up"]);
+        for (link, decoy) in t.links.iter().zip(t.decoys) {
+            let peer = format!("{link}n");
+            ip(&["link", "add", link, "type", "veth", "peer", "name", &peer]);
+            ip(&["link", "set", &peer, "netns", &t.ns]);
+            ip(&["addr", "add", &format!("{decoy}/32"), "dev", link]);
+            ip(&["link", "set", link, "up"]);
+            ip(&[
+                "-n",
+                &t.ns,
+                "addr",
+                "add",
+                &format!("{}/32", t.attacker),
+                "dev",
+                &peer,
+            ]);
+            ip(&["-n", &t.ns, "link", "set", &peer, "up"]);
+            ip(&[
+                "-n",
+                &t.ns,
+                "route",
+                "add",
+                &format!("{decoy}/32"),
+                "dev",
+                &peer,
+                "src",
+                t.attacker,
+            ]);
+        }
+        ip(&[
+            "route",
+            "add",
+            &format!("{}/32", t.attacker),
+            "dev",
+            &t.links[0],
+        ]);
+        t
+    }
+
+    /// `count` SYNs from the attacker to decoy `site`.
+    fn syns(&self, site: usize, port: u16, count: u32) {
+        hping(&self.ns, self.decoys[site], port, count, 5_000);
+    }
+}
+
+impl Drop for TwoSites {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["route", "del", &format!("{}/32", self.attacker)])
+            .status();
+        for l in &self.links {
+            let _ = Command::new("ip").args(["link", "del", l]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// hping3 SYNs from namespace `ns` to `dst`, `gap_us` apart, bounded in time.
+fn hping(ns: &str, dst: &str, port: u16, count: u32, gap_us: u32) {
+    let out = Command::new("timeout")
+        .args(["60", "ip", "netns", "exec", ns, "hping3", "-q", "-S", "-p"])
+        .arg(port.to_string())
+        .args(["-c", &count.to_string(), "-i", &format!("u{gap_us}"), dst])
+        .output()
+        .expect("hping3");
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "hping3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+/// `decnet run --role sensor` on `iface` with one decoy.
+fn sensor(url: &str, id: &str, iface: &str, decoy: &str, data: &Path) -> Proc {
+    let args = vec![
+        s("run"),
+        s("--role"),
+        s("sensor"),
+        s("--store"),
+        s(url),
+        s("--sensor-id"),
+        s(id),
+        s("--iface"),
+        s(iface),
+        s("--decoy"),
+        s(decoy),
+        s("--data-dir"),
+        data.display().to_string(),
+    ];
+    let mut p = Proc::spawn(&args, &[], &data.with_extension("log"));
+    p.wait_log("journal open", 1, Duration::from_secs(20));
+    p
+}
+
+fn analyst(url: &str, data: &Path) -> Proc {
+    let args = vec![
+        s("run"),
+        s("--role"),
+        s("analyst"),
+        s("--store"),
+        s(url),
+        s("--data-dir"),
+        data.display().to_string(),
+    ];
+    Proc::spawn(&args, &[], &data.with_extension("log"))
+}
+
+fn api(url: &str, data: &Path, listen: std::net::SocketAddr) -> Proc {
+    let args = vec![
+        s("run"),
+        s("--role"),
+        s("api"),
+        s("--store"),
+        s(url),
+        s("--listen"),
+        listen.to_string(),
+        s("--data-dir"),
+        data.display().to_string(),
+    ];
+    let mut p = Proc::spawn(&args, &[], &data.with_extension("log"));
+    p.wait_log("API listening", 1, Duration::from_secs(20));
+    p
+}
+
+/// Waits (bounded) until `check` holds of `psql(sql)`'s output.
+fn wait_sql(
+    pg: &Postgres,
+    db: &str,
+    sql: &str,
+    within: Duration,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let out = pg.psql(db, sql);
+        if check(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{sql}` still {out:?} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the analyst's cursor has reached the last log row and both stay put.
+fn wait_profiled(pg: &Postgres, db: &str, within: Duration) -> String {
+    let sql = "SELECT (SELECT COALESCE(MAX(id), 0) FROM logs)::text || ' ' || \
+               COALESCE((SELECT value FROM state WHERE key = 'attacker_worker_cursor'), '0')";
+    let mut last = String::new();
+    let mut stable = Instant::now();
+    let deadline = Instant::now() + within;
+    loop {
+        let out = pg.psql(db, sql);
+        let (top, cursor) = out.split_once(' ').unwrap_or(("", ""));
+        if out != last {
+            last = out.clone();
+            stable = Instant::now();
+        } else if top == cursor && stable.elapsed() >= Duration::from_millis(1500) {
+            return top.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "profiles did not catch up: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn three_sensors_two_analysts_one_api_see_one_traversal() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    let pg = Postgres::start();
+    let url = pg.create_db("fleet");
+    let sites = TwoSites::new();
+    let lab = Lab::new(38);
+    let dirs: Vec<PathBuf> = ["s1", "s2", "s3", "a1", "a2", "api"]
+        .iter()
+        .map(|n| dir(n))
+        .collect();
+    let mut sensors = vec![
+        sensor(
+            &url,
+            "site-a",
+            &sites.links[0],
+            &format!("{}=alpha", sites.decoys[0]),
+            &dirs[0],
+        ),
+        sensor(
+            &url,
+            "site-b",
+            &sites.links[1],
+            &format!("{}=beta", sites.decoys[1]),
+            &dirs[1],
+        ),
+        sensor(
+            &url,
+            "site-c",
+            &lab.host_if,
+            &format!("{}=gamma", lab.decoy),
+            &dirs[2],
+        ),
+    ];
+    let mut first = analyst(&url, &dirs[3]);
+    first.wait_log("analyst lock taken", 1, Duration::from_secs(20));
+    let mut second = analyst(&url, &dirs[4]);
+    second.wait_log("standing by", 1, Duration::from_secs(20));
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut api_proc = api(&url, &dirs[5], listen);
+
+    // The stream, open before the probes: every row must come through it.
+    let mut sse = std::net::TcpStream::connect(listen).expect("connect");
+    write!(
+        sse,
+        "GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        decnet_tests::API_TOKEN
+    )
+    .expect("stream request");
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = sse.set_read_timeout(Some(Duration::from_secs(30)));
+        let _ = sse.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    sites.syns(0, 22, 20);
+    sites.syns(1, 80, 20);
+    hping(&lab.ns, &lab.decoy, 443, 20, 5_000);
+
+    // The attacker of both sites: one profile, a traversal across alpha and beta.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let profile = loop {
+        if let Some((200, body)) =
+            http_get(listen, &format!("/api/v1/attackers/{}", sites.attacker))
+        {
+            let v: Value = serde_json::from_str(&body).expect("profile JSON");
+            if v["event_count"] == 40 {
+                break v;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 40-event profile of {} in 20 s",
+            sites.attacker
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(profile["is_traversal"], true, "{profile}");
+    let deckies: Vec<&str> = profile["deckies"]
+        .as_array()
+        .expect("deckies")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        deckies.contains(&"alpha") && deckies.contains(&"beta"),
+        "{profile}"
+    );
+    // Each row says which sensor saw it.
+    assert_eq!(
+        pg.psql(
+            "fleet",
+            &format!(
+                "SELECT sensor || ':' || COUNT(*) FROM logs WHERE attacker_ip = '{}' \
+                 AND event_type = 'tcp_syn' GROUP BY sensor ORDER BY sensor",
+                sites.attacker
+            )
+        ),
+        "site-a:20\nsite-b:20"
+    );
+    let third = wait_sql(
+        &pg,
+        "fleet",
+        &format!(
+            "SELECT event_count FROM attackers WHERE ip = '{}'",
+            lab.attacker
+        ),
+        Duration::from_secs(10),
+        |o| o == "20",
+    );
+    assert_eq!(third, "20");
+    // Each sensor's own cursor.
+    assert_eq!(
+        pg.psql(
+            "fleet",
+            "SELECT key FROM state WHERE key LIKE 'ingest_worker_position%' ORDER BY key"
+        ),
+        "ingest_worker_position:site-a\ningest_worker_position:site-b\ningest_worker_position:site-c"
+    );
+    let top = wait_profiled(&pg, "fleet", Duration::from_secs(20));
+
+    // Stop: sensors, analysts, then the API (its stream ends with a shutdown event).
+    for p in &mut sensors {
+        assert!(p.stop_with(libc::SIGTERM).success(), "{}", p.log_text());
+    }
+    assert!(second.stop_with(libc::SIGTERM).success());
+    assert!(first.stop_with(libc::SIGTERM).success());
+    // One analyst profiled; the other never took the lock.
+    assert_eq!(first.log_text().matches("analyst lock taken").count(), 1);
+    assert_eq!(second.log_text().matches("analyst lock taken").count(), 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        api_proc.stop_with(libc::SIGTERM).success(),
+        "{}",
+        api_proc.log_text()
+    );
+    let text = reader.join().expect("stream reader");
+    assert!(text.contains("event: shutdown"), "no shutdown event");
+    // Every row of every sensor came through the stream, in id order, once.
+    let streamed: Vec<i64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v.get("event_type").is_some())
+        .filter_map(|v| v["id"].as_i64())
+        .collect();
+    let stored: Vec<i64> = pg
+        .psql("fleet", "SELECT id FROM logs ORDER BY id")
+        .lines()
+        .map(|l| l.parse().expect("id"))
+        .collect();
+    assert_eq!(stored.last().map(|l| l.to_string()), Some(top));
+    assert_eq!(streamed, stored, "the stream's log ids are the table's");
+    eprintln!(
+        "fleet: {} rows from 3 sensors streamed in order; traversal profile {}",
+        stored.len(),
+        profile["deckies"]
+    );
+}
