@@ -1,7 +1,9 @@
 //! A throwaway PostgreSQL cluster for the fleet tests: Debian's server binaries, a data
 //! directory and a unix socket of the test's own (no TCP port: nothing outside the test can
 //! reach it, and tests in parallel never collide), trust authentication, stopped and
-//! removed on drop. Shared by both test crates (`#[path]`), so it depends on std only.
+//! removed on drop. Shared by both test crates and a benchmark (`#[path]`), so it depends
+//! on std only; each uses part of it.
+#![allow(dead_code)]
 
 use std::{
     path::PathBuf,
@@ -36,9 +38,16 @@ fn server_bin() -> Option<PathBuf> {
 }
 
 impl Postgres {
-    /// Starts a cluster (panics with the install hint when PostgreSQL is missing: CI
-    /// installs it, `cargo xtask test` does as root).
+    /// Starts a cluster for tests (panics with the install hint when PostgreSQL is missing:
+    /// CI installs it, `cargo xtask test` does as root). Tests kill decnet, not the
+    /// database: its durability is not under test, so it runs with fsync off.
     pub fn start() -> Postgres {
+        Self::start_with(&["fsync=off"])
+    }
+
+    /// Starts a cluster with these `-c` settings on top of PostgreSQL's defaults (a
+    /// benchmark passes none: durable commits, as deployed).
+    pub fn start_with(settings: &[&str]) -> Postgres {
         let bin = server_bin().expect(
             "PostgreSQL server binaries missing under /usr/lib/postgresql: \
              `apt-get install postgresql` (cargo xtask test does it as root)",
@@ -82,15 +91,8 @@ impl Postgres {
             .arg(&data)
             .arg("-k")
             .arg(&pg.dir)
-            .args([
-                "-c",
-                "listen_addresses=",
-                "-c",
-                "max_connections=200",
-                // Tests kill decnet, not the database: its durability is not under test.
-                "-c",
-                "fsync=off",
-            ])
+            .args(["-c", "listen_addresses=", "-c", "max_connections=200"])
+            .args(settings.iter().flat_map(|s| ["-c", s]))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -38,7 +38,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark: `sensor`, `ingest`, `profile`, `stream`, `tracing` or `capture`.
+    /// Run a benchmark: `sensor`, `ingest`, `profile`, `fleet`, `stream`, `tracing` or
+    /// `capture`.
     Bench { name: String },
     /// Soak the daemon (root): scanners, a flood, 50 SSE clients, two restarts and journal
     /// rotations for N minutes, with the release binary; prints the figures.
@@ -195,6 +196,12 @@ fn main() -> anyhow::Result<()> {
                     run(cargo().args(["bench", "-p", "decnet", "--bench", "ingest"]))
                 }
                 "profile" => run(cargo().args(["bench", "-p", "decnet", "--bench", "profile"])),
+                "fleet" => {
+                    // The real binary, against a throwaway PostgreSQL cluster.
+                    setup::test_tools()?;
+                    run(cargo().args(["build", "--release", "-p", "decnet"]))?;
+                    run(cargo().args(["bench", "-p", "decnet", "--bench", "fleet"]))
+                }
                 "tracing" => {
                     // The real binary twice: as shipped, and built without the `otel`
                     // feature (no tracing code at all) as the baseline. `ingest` needs no
@@ -236,7 +243,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 other => {
                     bail!(
-                        "unknown benchmark `{other}` (known: sensor, ingest, profile, stream, tracing, capture)"
+                        "unknown benchmark `{other}` (known: sensor, ingest, profile, fleet, stream, tracing, capture)"
                     )
                 }
             }

@@ -1,6 +1,6 @@
 //! One analyst per fleet: the profiler runs only in the process holding the store's
-//! analyst lock (a PostgreSQL advisory lock); every other analyst stands by, trying for the
-//! lock each second, and takes over when the holder dies. The cursor is in the database, so
+//! analyst lock (a PostgreSQL advisory lock); every other analyst stands by, queued on the
+//! lock (re-queued each second, to notice a shutdown), and takes over when the holder dies. The cursor is in the database, so
 //! a takeover carries on from the last committed profile batch; the profiler's commit is a
 //! compare-and-set of that cursor, so even two profilers that both believe they hold the
 //! lock (a holder cut off from the database before it noticed) never both commit a batch.
@@ -18,8 +18,8 @@ use crate::{
     store::{Change, Store},
 };
 
-/// Standby retry period, and how often the holder checks its lock and looks for rows
-/// without a notification.
+/// How long a standby waits on the lock per request, and how often the holder checks its
+/// lock and looks for rows without a notification.
 pub const TICK: Duration = Duration::from_secs(1);
 
 /// Stands by or profiles until `shutdown`. `hub`: where detections are announced (in a
@@ -32,14 +32,15 @@ pub async fn run(
 ) {
     let mut standby_said = false;
     loop {
-        let lock = match store.try_analyst_lock().await {
+        // Waiting inside the lock request: granted the moment the holder's session ends.
+        let lock = match store.analyst_lock(TICK).await {
             Ok(Some(lock)) => lock,
             Ok(None) => {
                 if !standby_said {
                     tracing::info!("another analyst holds the lock: standing by");
                     standby_said = true;
                 }
-                if wait(TICK, &mut shutdown).await {
+                if *shutdown.borrow() {
                     return;
                 }
                 continue;

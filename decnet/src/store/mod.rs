@@ -185,7 +185,7 @@ const INGEST_LOCK: i64 = 0x6465_636e_6574_0002;
 pub const LOGS_CHANNEL: &str = "decnet_logs";
 pub const DETECTIONS_CHANNEL: &str = "decnet_detections";
 
-/// This process is the fleet's analyst while this lives (see [`Store::try_analyst_lock`]).
+/// This process is the fleet's analyst while this lives (see [`Store::analyst_lock`]).
 pub struct AnalystLock {
     /// The PostgreSQL session holding the advisory lock (None: SQLite).
     conn: Option<sqlx::PgConnection>,
@@ -519,24 +519,43 @@ impl Store {
         Ok(Self::with_pool(Pool::Sqlite(pool)))
     }
 
-    /// Tries to become the fleet's analyst: on PostgreSQL, a session advisory lock held on
-    /// a connection of its own for as long as the returned lock lives (a process that dies
-    /// loses its connection, and with it the lock). SQLite serves one process: granted.
-    pub async fn try_analyst_lock(&self) -> Result<Option<AnalystLock>, StoreError> {
+    /// Tries to become the fleet's analyst, waiting up to `wait` for the lock: on
+    /// PostgreSQL, a session advisory lock held on a connection of its own for as long as
+    /// the returned lock lives (a process that dies loses its connection, and with it the
+    /// lock). A standby waiting here is granted the lock the moment the holder's session
+    /// ends. SQLite serves one process: granted at once.
+    pub async fn analyst_lock(&self, wait: Duration) -> Result<Option<AnalystLock>, StoreError> {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(Some(AnalystLock { conn: None }));
         };
         let mut conn = pool.acquire().await?;
-        let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
+        // The wait bound is set for this transaction only (the connection goes back to the
+        // pool when the lock is not granted); a session lock taken inside a transaction
+        // outlives it.
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            wait.as_millis().max(1)
+        )))
+        .execute(&mut *tx)
+        .await?;
+        let got = sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(ANALYST_LOCK)
-            .fetch_one(&mut *conn)
-            .await?
-            .get(0);
-        // Held: the connection leaves the pool so that nothing else runs on it and the
-        // lock ends exactly when it closes.
-        Ok(got.then(|| AnalystLock {
-            conn: Some(conn.detach()),
-        }))
+            .execute(&mut *tx)
+            .await;
+        match got {
+            Ok(_) => {
+                tx.commit().await?;
+                // Held: the connection leaves the pool so that nothing else runs on it and
+                // the lock ends exactly when it closes.
+                Ok(Some(AnalystLock {
+                    conn: Some(conn.detach()),
+                }))
+            }
+            // 55P03 lock_not_available: the wait ran out, another instance holds it.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Wake-ups for what other processes commit (PostgreSQL LISTEN on the logs and

@@ -1,0 +1,204 @@
+//! `cargo xtask bench fleet`: ingest into one shared PostgreSQL from 1, 2 and 4 concurrent
+//! sensor ingesters (each the real `decnet ingest --once --store postgres://...` on its own
+//! journal), beside the SQLite figure of the same machine and run; then the analyst
+//! takeover time after the lock holder is SIGKILLed.
+//!
+//! PostgreSQL runs with its defaults (fsync and synchronous_commit on: each ingest batch
+//! waits for its WAL flush); SQLite as decnet opens it (WAL, synchronous=NORMAL).
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+mod common;
+use common::{Rng, decnet_bin, percentile, record};
+
+#[path = "../../tests/pg.rs"]
+mod pg;
+
+/// Lines per sensor journal.
+const LINES: usize = 200_000;
+const SOURCES: u64 = 5000;
+
+fn write_journal(dir: &Path, seed: u64) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let mut rng = Rng(seed);
+    let mut f = std::fs::File::create(dir.join("events.jsonl")).expect("journal");
+    let mut buf = Vec::with_capacity(1 << 21);
+    for i in 0..LINES {
+        record(&mut rng, i, SOURCES, 1000, &mut buf);
+        if buf.len() > 1 << 20 {
+            f.write_all(&buf).expect("write");
+            buf.clear();
+        }
+    }
+    f.write_all(&buf).expect("write");
+}
+
+fn ingest(dir: &Path, store: Option<&str>, sensor: &str) -> Child {
+    let mut c = Command::new(decnet_bin());
+    c.args(["ingest", "--once", "--sensor-id", sensor, "--data-dir"])
+        .arg(dir)
+        .env("DECNET_LOG", "warn")
+        .stdout(Stdio::null());
+    if let Some(url) = store {
+        c.args(["--store", url]);
+    }
+    c.spawn()
+        .expect("spawn decnet ingest (build it: cargo build --release -p decnet)")
+}
+
+/// Runs the ingesters of `dirs` at once; returns rows per second over all of them.
+fn concurrent(dirs: &[PathBuf], store: Option<&str>) -> f64 {
+    let t = Instant::now();
+    let children: Vec<Child> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| ingest(d, store, &format!("sensor-{i}")))
+        .collect();
+    for mut c in children {
+        let st = c.wait().expect("wait");
+        assert!(st.success(), "decnet ingest failed: {st}");
+    }
+    (dirs.len() * LINES) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Fresh copies of the journals (an ingest leaves its cursor in the database, not in the
+/// dir, but a SQLite run leaves its database file there).
+fn journals(base: &Path, n: usize, tag: &str) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let d = base.join(format!("{tag}-{i}"));
+            std::fs::create_dir_all(&d).expect("dir");
+            std::fs::copy(
+                base.join(format!("journal-{i}/events.jsonl")),
+                d.join("events.jsonl"),
+            )
+            .expect("copy journal");
+            d
+        })
+        .collect()
+}
+
+fn analyst(url: &str, data: &Path) -> Child {
+    let log = std::fs::File::create(data.with_extension("log")).expect("log");
+    Command::new(decnet_bin())
+        .args(["run", "--role", "analyst", "--user", "root", "--store", url])
+        .arg("--data-dir")
+        .arg(data)
+        .env("DECNET_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn analyst")
+}
+
+fn wait_log(data: &Path, needle: &str, n: usize, within: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+        if text.matches(needle).count() >= n {
+            return Some(Instant::now());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn main() {
+    let base = std::env::var_os("DECNET_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("decnet-bench-fleet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    for i in 0..4 {
+        write_journal(&base.join(format!("journal-{i}")), 0x9e37_79b9 + i as u64);
+    }
+    println!("journals: 4 x {LINES} sensor records");
+    let pg = pg::Postgres::start_with(&[]);
+
+    println!("\n== journal -> committed rows, concurrent ingesters ==");
+    let sqlite = concurrent(&journals(&base, 1, "sqlite"), None);
+    println!(
+        "{:<52} {:>10.0} rows/s  1.00x",
+        "SQLite, 1 ingester (decnet ingest --once)", sqlite
+    );
+    for n in [1usize, 2, 4] {
+        let url = pg.create_db(&format!("bench{n}"));
+        let rate = concurrent(&journals(&base, n, &format!("pg{n}")), Some(&url));
+        let rows: usize = pg
+            .psql(&format!("bench{n}"), "SELECT COUNT(*) FROM logs")
+            .parse()
+            .expect("count");
+        assert_eq!(rows, n * LINES, "every row once");
+        println!(
+            "{:<52} {:>10.0} rows/s  {:.2}x",
+            format!("PostgreSQL, {n} concurrent ingester(s)"),
+            rate,
+            rate / sqlite
+        );
+    }
+
+    // Takeover: two analysts on the 1-ingester database; kill whichever holds the lock.
+    println!("\n== analyst takeover after SIGKILL of the lock holder (5 rounds) ==");
+    let url = pg.url("bench1");
+    let dirs = [base.join("analyst-a"), base.join("analyst-b")];
+    let mut procs = [analyst(&url, &dirs[0]), analyst(&url, &dirs[1])];
+    // "analyst lock taken" lines in each process's current log.
+    let mut taken = [0usize; 2];
+    let mut holder = loop {
+        if let Some(i) =
+            (0..2).find(|&i| wait_log(&dirs[i], "analyst lock taken", 1, Duration::ZERO).is_some())
+        {
+            break i;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    taken[holder] = 1;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let standby = 1 - holder;
+        // The standby has tried for the lock at least once.
+        wait_log(&dirs[standby], "standing by", 1, Duration::from_secs(10))
+            .expect("standby never stood by");
+        let t = Instant::now();
+        let _ = procs[holder].kill();
+        let _ = procs[holder].wait();
+        taken[standby] += 1;
+        let at = wait_log(
+            &dirs[standby],
+            "analyst lock taken",
+            taken[standby],
+            Duration::from_secs(10),
+        )
+        .expect("no takeover in 10 s");
+        times.push(at.duration_since(t).as_secs_f64() * 1e3);
+        // The killed one comes back as the next standby (a fresh log).
+        procs[holder] = analyst(&url, &dirs[holder]);
+        taken[holder] = 0;
+        holder = standby;
+    }
+    for p in &mut procs {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "takeover ms: {} (median {:.0}, max {:.0}; standbys retry the lock every 1 s)",
+        times
+            .iter()
+            .map(|t| format!("{t:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        percentile(&sorted, 0.5),
+        sorted.last().copied().unwrap_or(0.0)
+    );
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&base);
+}
