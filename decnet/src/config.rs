@@ -200,7 +200,9 @@ struct FileConfig {
 }
 
 /// Which parts of decnet a process runs (`--role`).
-#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    clap::ValueEnum, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Capture, journal and ingest into the (shared) database.
@@ -643,6 +645,69 @@ mod tests {
         let c = RunConfig::resolve(a).unwrap();
         let e = c.check_host().unwrap_err().to_string();
         assert!(e.contains("nosuch0") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn roles_stores_and_sensor_ids() {
+        // Split roles need a shared store; the SQLite file is one process's.
+        let mut a = args();
+        a.role = Some(Role::Analyst);
+        assert!(matches!(
+            RunConfig::resolve(a.clone()),
+            Err(ConfigError::RoleNeedsSharedStore(Role::Analyst))
+        ));
+        // An analyst or an API needs no interface or decoy.
+        a.store = Some("postgres://decnet:s3cret@db.example/decnet".into());
+        let c = RunConfig::resolve(a.clone()).unwrap();
+        assert_eq!(c.role, Role::Analyst);
+        assert!(c.iface.is_empty() && c.decoys.is_empty());
+        c.check_host().unwrap();
+        assert_eq!(c.store_display(), "postgres://decnet:***@db.example/decnet");
+        assert!(!c.describe().contains("s3cret"), "{}", c.describe());
+        // A sensor still does.
+        a.role = Some(Role::Sensor);
+        assert!(matches!(
+            RunConfig::resolve(a.clone()),
+            Err(ConfigError::NoDecoy)
+        ));
+        let mut a = args();
+        a.iface = Some("lo".into());
+        a.decoys = vec!["10.0.0.1".parse().unwrap()];
+        a.store = Some("mysql://x/y".into());
+        let e = RunConfig::resolve(a.clone()).unwrap_err().to_string();
+        assert!(e.contains("--store") && e.contains("postgres://"), "{e}");
+        a.store = None;
+        a.sensor_id = Some("site a/../b".into());
+        let e = RunConfig::resolve(a.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("--sensor-id") && e.contains("site a/../b"),
+            "{e}"
+        );
+        a.sensor_id = None;
+        let c = RunConfig::resolve(a).unwrap();
+        assert_eq!(c.role, Role::All);
+        assert_eq!(
+            c.store,
+            format!(
+                "sqlite://{}",
+                PathBuf::from(DEFAULT_DATA_DIR).join("decnet.db").display()
+            )
+        );
+
+        // The sensor id is kept in the data dir: a renamed host keeps its cursor.
+        let dir = tempfile::tempdir().unwrap();
+        let first = resolve_sensor_id(dir.path(), None).unwrap();
+        assert!(valid_sensor_id(&first), "{first}");
+        std::fs::write(dir.path().join(SENSOR_ID_FILE), "kept-name\n").unwrap();
+        assert_eq!(resolve_sensor_id(dir.path(), None).unwrap(), "kept-name");
+        assert_eq!(
+            resolve_sensor_id(dir.path(), Some("given")).unwrap(),
+            "given"
+        );
+        std::fs::write(dir.path().join(SENSOR_ID_FILE), "bad id\n").unwrap();
+        assert!(resolve_sensor_id(dir.path(), None).is_err());
+        assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
     }
 
     #[test]

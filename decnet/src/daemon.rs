@@ -470,6 +470,7 @@ pub async fn run(
                 auth: Arc::new(auth),
                 profile: cfg.role.analyst().then(|| profile_stats.clone()),
                 http: Default::default(),
+                role: cfg.role,
             };
             let mut api_shutdown = shutdown.clone();
             Some(tokio::spawn(async move {

@@ -46,6 +46,7 @@ async fn server() -> Server {
         auth: Arc::new(Auth::new(TOKEN)),
         profile: None,
         http: Default::default(),
+        role: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -56,6 +56,8 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     pub profile: Option<Arc<crate::profile::ProfileStats>>,
     pub http: Arc<http_metrics::HttpMetrics>,
+    /// `--role` of this process.
+    pub role: crate::config::Role,
 }
 
 /// Errors as JSON `{"error": ..., "detail": ...}`; internal error text is logged, not sent.
@@ -174,10 +176,14 @@ pub struct Health {
     egress_mode: Option<crate::sensor::EgressMode>,
     pin: Option<crate::handover::PinStatus>,
     iface_state: Option<crate::reattach::IfaceSnapshot>,
+    /// `--role`: what this process runs.
+    role: crate::config::Role,
+    /// The store's engine: `sqlite` or `postgres` (a fleet's shared database).
+    store: Option<&'static str>,
 }
 
 #[utoipa::path(get, path = "/api/v1/health", tag = "status", security(()),
-    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode, egress_mode, pin, iface_state}`", body = Object)))]
+    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode, egress_mode, pin, iface_state, role, store}`", body = Object)))]
 pub async fn health(State(st): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -188,6 +194,11 @@ pub async fn health(State(st): State<AppState>) -> Json<Health> {
         egress_mode: st.egress,
         pin: st.pin.clone(),
         iface_state: st.iface_status.as_ref().map(|s| s.snapshot()),
+        role: st.role,
+        store: st.store.as_ref().map(|s| match s.backend() {
+            crate::store::Backend::Sqlite => "sqlite",
+            crate::store::Backend::Postgres => "postgres",
+        }),
     })
 }
 
@@ -588,6 +599,7 @@ mod tests {
             auth: Arc::new(auth::Auth::new(TOKEN)),
             profile: None,
             http: Default::default(),
+            role: Default::default(),
         }
     }
 

@@ -418,6 +418,7 @@ mod tests {
             auth: Arc::new(Auth::new("t")),
             profile: None,
             http: Default::default(),
+            role: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
