@@ -229,12 +229,11 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// A running `decnet run` child. SIGKILLed on drop if still running.
+/// A running `decnet run` child with its API. SIGKILLed on drop if still running.
 pub struct Daemon {
-    child: Option<Child>,
+    proc_: Proc,
     pub data_dir: PathBuf,
     pub api: SocketAddr,
-    log: PathBuf,
 }
 
 impl Daemon {
@@ -264,30 +263,22 @@ impl Daemon {
         env: &[(&str, &str)],
         api: SocketAddr,
     ) -> Daemon {
-        let log = data_dir.with_extension("log");
-        let logf = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("daemon log file");
-        let mut cmd = Command::new(bin);
-        cmd.args(["run", "--iface", iface, "--listen", &api.to_string()])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("DECNET_LOG", "info")
-            .env("DECNET_API_TOKEN", API_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(logf);
+        let mut args = vec![
+            "run".to_owned(),
+            "--iface".to_owned(),
+            iface.to_owned(),
+            "--listen".to_owned(),
+            api.to_string(),
+            "--data-dir".to_owned(),
+            data_dir.display().to_string(),
+        ];
         for d in decoys {
-            cmd.args(["--decoy", d]);
+            args.extend(["--decoy".to_owned(), d.clone()]);
         }
-        cmd.envs(env.iter().copied());
-        let child = cmd.spawn().expect("spawning decnet");
         let mut d = Daemon {
-            child: Some(child),
+            proc_: Proc::spawn_bin(bin, &args, env, &data_dir.with_extension("log")),
             data_dir: data_dir.to_owned(),
             api,
-            log,
         };
         d.wait_healthy();
         d
@@ -296,11 +287,7 @@ impl Daemon {
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.proc_.exited() {
                 panic!("decnet exited early ({status}):\n{}", self.log_text());
             }
             if http_get(self.api, "/api/v1/health").is_some_and(|(code, _)| code == 200) {
@@ -315,11 +302,11 @@ impl Daemon {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc_.log_text()
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+        self.proc_.pid()
     }
 
     pub fn stats(&self) -> Value {
@@ -403,33 +390,11 @@ impl Daemon {
 
     /// Sends `signal` and waits (bounded) for exit.
     pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("daemon already stopped");
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "decnet did not exit within 10 s of signal {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc_.stop_with(signal)
     }
 
     pub fn stop(&mut self) -> std::process::ExitStatus {
         self.stop_with(libc::SIGTERM)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -593,12 +558,17 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[String], env: &[(&str, &str)], log: &Path) -> Proc {
+        Self::spawn_bin(&decnet_bin(), args, env, log)
+    }
+
+    /// [`spawn`](Self::spawn) of the binary `bin`.
+    pub fn spawn_bin(bin: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Proc {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("process log file");
-        let child = Command::new(decnet_bin())
+        let child = Command::new(bin)
             .args(args)
             .env("DECNET_LOG", "info")
             .env("DECNET_API_TOKEN", API_TOKEN)
@@ -619,6 +589,13 @@ impl Proc {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits (bounded) until the log holds `needle` `times` times; panics with the log
