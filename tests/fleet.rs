@@ -227,6 +227,48 @@ fn wait_profiled(pg: &Postgres, db: &str, within: Duration) -> String {
     }
 }
 
+/// The log row ids of an SSE transcript, in order.
+fn log_ids(text: &str) -> Vec<i64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v.get("event_type").is_some())
+        .filter_map(|v| v["id"].as_i64())
+        .collect()
+}
+
+/// Opens the stream resuming after `last_event_id` and reads until an event id names log
+/// `top` (bounded: 10 s).
+fn stream_until(api: std::net::SocketAddr, last_event_id: &str, top: &str) -> String {
+    let mut sse = std::net::TcpStream::connect(api).expect("connect");
+    write!(
+        sse,
+        "GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Last-Event-ID: {last_event_id}\r\n\r\n",
+        decnet_tests::API_TOKEN
+    )
+    .expect("stream request");
+    let _ = sse.set_read_timeout(Some(Duration::from_millis(200)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut all = Vec::new();
+    let mut buf = [0u8; 65536];
+    let want = format!("id: {top}-");
+    while Instant::now() < deadline {
+        if let Ok(n) = sse.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+        }
+        if String::from_utf8_lossy(&all).contains(&want) {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&all).into_owned();
+    assert!(
+        text.contains(&want),
+        "the resumed stream never reached {top}"
+    );
+    text
+}
+
 #[test]
 fn three_sensors_two_analysts_one_api_see_one_traversal() {
     if !require_root() {
@@ -352,6 +394,24 @@ fn three_sensors_two_analysts_one_api_see_one_traversal() {
         "ingest_worker_position:site-a\ningest_worker_position:site-b\ningest_worker_position:site-c"
     );
     let top = wait_profiled(&pg, "fleet", Duration::from_secs(20));
+    let stored: Vec<i64> = pg
+        .psql("fleet", "SELECT id FROM logs ORDER BY id")
+        .lines()
+        .map(|l| l.parse().expect("id"))
+        .collect();
+    // A client resuming with Last-Event-ID replays from the shared database what came
+    // after, then goes live: every later row once, in order.
+    let mid = stored[stored.len() / 2];
+    let resumed = stream_until(listen, &format!("{mid}-0"), &top);
+    assert_eq!(
+        log_ids(&resumed),
+        stored
+            .iter()
+            .copied()
+            .filter(|&i| i > mid)
+            .collect::<Vec<_>>(),
+        "resumed after {mid}"
+    );
 
     // Stop: sensors, analysts, then the API (its stream ends with a shutdown event).
     for p in &mut sensors {
@@ -371,20 +431,12 @@ fn three_sensors_two_analysts_one_api_see_one_traversal() {
     let text = reader.join().expect("stream reader");
     assert!(text.contains("event: shutdown"), "no shutdown event");
     // Every row of every sensor came through the stream, in id order, once.
-    let streamed: Vec<i64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter(|v| v.get("event_type").is_some())
-        .filter_map(|v| v["id"].as_i64())
-        .collect();
-    let stored: Vec<i64> = pg
-        .psql("fleet", "SELECT id FROM logs ORDER BY id")
-        .lines()
-        .map(|l| l.parse().expect("id"))
-        .collect();
     assert_eq!(stored.last().map(|l| l.to_string()), Some(top));
-    assert_eq!(streamed, stored, "the stream's log ids are the table's");
+    assert_eq!(
+        log_ids(&text),
+        stored,
+        "the stream's log ids are the table's"
+    );
     eprintln!(
         "fleet: {} rows from 3 sensors streamed in order; traversal profile {}",
         stored.len(),
