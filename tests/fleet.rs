@@ -538,3 +538,75 @@ fn killing_the_analyst_hands_over_and_profiles_match_an_uninterrupted_run() {
         takeover.as_millis()
     );
 }
+
+/// Journal lines in a data dir's `events.jsonl`.
+fn journal_lines(data: &Path) -> usize {
+    std::fs::read_to_string(data.join("events.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_database_outage_is_ridden_out_and_nothing_is_lost_or_doubled() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    let mut pg = Postgres::start();
+    let url = pg.create_db("outage");
+    let lab = Lab::new(41);
+    let data = dir("outage");
+    let mut sensor_proc = sensor(
+        &url,
+        "site",
+        &lab.host_if,
+        &format!("{}=web", lab.decoy),
+        &data,
+    );
+    let count = |pg: &Postgres| -> usize {
+        pg.psql("outage", "SELECT COUNT(*) FROM logs")
+            .parse()
+            .expect("count")
+    };
+    hping(&lab.ns, &lab.decoy, 22, 200, 2_000);
+    let want = journal_lines(&data);
+    wait_sql(
+        &pg,
+        "outage",
+        "SELECT COUNT(*) FROM logs",
+        Duration::from_secs(10),
+        |o| o == want.to_string(),
+    );
+
+    // The database goes away while probes keep coming: they are captured and journaled,
+    // and their batch waits in memory, retried.
+    pg.stop();
+    hping(&lab.ns, &lab.decoy, 23, 200, 2_000);
+    sensor_proc.wait_log("retrying batch", 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    pg.restart();
+    let want = journal_lines(&data);
+    assert!(want >= 400, "{want} journal lines");
+    wait_sql(
+        &pg,
+        "outage",
+        "SELECT COUNT(*) FROM logs",
+        Duration::from_secs(30),
+        |o| o == want.to_string(),
+    );
+    assert_eq!(
+        pg.psql(
+            "outage",
+            "SELECT COUNT(*) - COUNT(DISTINCT (ts, event_type, fields)) FROM logs"
+        ),
+        "0",
+        "a row was committed twice"
+    );
+    assert_eq!(count(&pg), want);
+    assert!(
+        sensor_proc.stop_with(libc::SIGTERM).success(),
+        "{}",
+        sensor_proc.log_text()
+    );
+    eprintln!("outage: {want} rows, every journal line once, after a database restart");
+}

@@ -7,19 +7,19 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
 };
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 pub struct Postgres {
     dir: PathBuf,
-    server: Option<Child>,
+    running: bool,
     bin: PathBuf,
     /// Root runs the server as the `postgres` user (initdb refuses root).
     as_postgres: bool,
+    settings: Vec<String>,
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin`.
@@ -68,9 +68,10 @@ impl Postgres {
         }
         let mut pg = Postgres {
             dir,
-            server: None,
+            running: false,
             bin,
             as_postgres,
+            settings: settings.iter().map(|s| s.to_string()).collect(),
         };
         let data = pg.dir.join("data");
         run(pg
@@ -79,46 +80,56 @@ impl Postgres {
             .arg(&data)
             .args(["-U", "decnet", "--auth=trust", "-E", "UTF8", "--no-sync"])
             .stdout(Stdio::null()));
-        let log = std::fs::File::create(pg.dir.join("server.log")).expect("pg log");
-        if pg.as_postgres {
-            run(Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(pg.dir.join("server.log")));
-        }
-        let server = pg
-            .command("postgres")
-            .arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(&pg.dir)
-            .args(["-c", "listen_addresses=", "-c", "max_connections=200"])
-            .args(settings.iter().flat_map(|s| ["-c", s]))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting postgres");
-        pg.server = Some(server);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = pg
-                .command("pg_isready")
-                .arg("-h")
-                .arg(&pg.dir)
-                .args(["-U", "decnet", "-d", "postgres"])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "postgres did not start in 30 s:\n{}",
-                std::fs::read_to_string(pg.dir.join("server.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        pg.launch();
         pg
+    }
+
+    /// Starts the server on the cluster (pg_ctl: it runs detached from the test, and is
+    /// stopped by pg_ctl whatever user it runs as) and waits until it accepts connections.
+    fn launch(&mut self) {
+        let mut opts = format!(
+            "-k {} -c listen_addresses= -c max_connections=200",
+            self.dir.display()
+        );
+        for s in &self.settings {
+            opts.push_str(&format!(" -c {s}"));
+        }
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-o", &opts, "-w", "-t", "30", "start"])
+            .stdout(Stdio::null())
+            .output()
+            .expect("pg_ctl start");
+        assert!(
+            out.status.success(),
+            "postgres did not start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+        );
+        self.running = true;
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected), keeping the cluster.
+    pub fn stop(&mut self) {
+        if std::mem::take(&mut self.running) {
+            let _ = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "fast", "-w", "-t", "30", "stop"])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Starts the stopped server again.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -169,17 +180,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            // SIGINT: fast shutdown (disconnects clients, no waiting for them).
-            // SAFETY: kill(2) on our own child.
-            unsafe { kill(s.id() as i32, 2) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while s.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = s.kill();
-            let _ = s.wait();
-        }
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -197,5 +198,4 @@ fn run(cmd: &mut Command) {
 
 unsafe extern "C" {
     fn geteuid() -> u32;
-    fn kill(pid: i32, sig: i32) -> i32;
 }

@@ -430,9 +430,9 @@ async fn write_batch(
     let first_id = loop {
         match store.commit_batch(&batch).await {
             Ok(first_id) => break first_id,
-            Err(StoreError::Db(e)) if is_busy(&e) => {
+            Err(e) if e.is_transient() => {
                 stats.commit_retries.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database busy or full; retrying batch");
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database unavailable (busy, full or unreachable); retrying batch");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -466,22 +466,4 @@ async fn write_batch(
         hub.logs(first_id, move || batch.logs);
     }
     Ok(())
-}
-
-fn is_busy(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(d) => {
-            let code = d.code();
-            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without extended codes, and
-            // SQLITE_FULL (13): the disk fills up and frees again; the batch waits in memory.
-            matches!(
-                code.as_deref()
-                    .and_then(|c| c.parse::<i32>().ok())
-                    .map(|c| c & 0xff),
-                Some(5 | 6 | 13)
-            )
-        }
-        sqlx::Error::PoolTimedOut => true,
-        _ => false,
-    }
 }

@@ -29,6 +29,44 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Worth retrying with the batch kept in memory: the database is busy, locked or full
+    /// (SQLite), or unreachable, restarting, out of room or in a lock conflict
+    /// (PostgreSQL). Anything else is a bug or a broken schema and ends the run.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Db(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Database(d) => {
+                let code = d.code();
+                let code = code.as_deref().unwrap_or("");
+                if d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                {
+                    // 08: connection exception; 53: insufficient resources (disk full, out
+                    // of memory, too many connections); 57P01-03: shutting down, cannot
+                    // connect now; 40001/40P01: serialization failure, deadlock; 55P03:
+                    // lock not available.
+                    code.starts_with("08")
+                        || code.starts_with("53")
+                        || matches!(
+                            code,
+                            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03"
+                        )
+                } else {
+                    // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without extended codes,
+                    // and SQLITE_FULL (13): the disk fills up and frees again.
+                    matches!(code.parse::<i32>().ok().map(|c| c & 0xff), Some(5 | 6 | 13))
+                }
+            }
+            // The server went away (restart, network): the pool reconnects.
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+            _ => false,
+        }
+    }
+}
+
 /// A journal record ready to insert.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewLog {
@@ -447,7 +485,9 @@ impl Store {
         let opts = PgConnectOptions::from_str(url)?.application_name("decnet");
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
+            // While the server is away a commit fails after this (and is retried), rather than
+            // hanging on the pool.
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
