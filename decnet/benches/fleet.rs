@@ -190,7 +190,7 @@ fn main() {
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "takeover ms: {} (median {:.0}, max {:.0}; standbys retry the lock every 1 s)",
+        "takeover ms: {} (median {:.0}, max {:.0}; standbys wait on the lock)",
         times
             .iter()
             .map(|t| format!("{t:.0}"))

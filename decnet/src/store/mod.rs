@@ -103,7 +103,7 @@ pub struct NewBounty {
 }
 
 /// Everything one ingest batch writes, committed in one transaction with the cursor.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Batch {
     pub logs: Vec<NewLog>,
     /// Bounties as (index into `logs` that produced it, bounty).
@@ -416,6 +416,74 @@ macro_rules! set_cursor {
     }};
 }
 
+/// Whether any text of the batch holds U+0000, which PostgreSQL text cannot store (a
+/// hostile journal line can carry one as `\u0000` in a decoded string, a payload artifact
+/// as a raw byte).
+fn has_nul(b: &Batch) -> bool {
+    let nul = |s: &str| s.contains('\0');
+    b.logs.iter().any(|l| {
+        [
+            &l.ts,
+            &l.decky,
+            &l.service,
+            &l.event_type,
+            &l.attacker_ip,
+            &l.fields,
+        ]
+        .iter()
+        .any(|s| nul(s))
+            || l.trace_id.as_deref().is_some_and(nul)
+            || l.span_id.as_deref().is_some_and(nul)
+            || nul(&l.sensor)
+    }) || b
+        .bounties
+        .iter()
+        .any(|(_, x)| nul(&x.attacker_ip) || nul(&x.value) || nul(&x.ts))
+        || b.dead
+            .iter()
+            .any(|d| nul(&d.file) || nul(&d.reason) || nul(&d.raw))
+}
+
+/// The batch with every U+0000 written as U+FFFD (the replacement character), for
+/// PostgreSQL; the row is kept rather than the whole batch refused.
+fn without_nul(b: &Batch) -> Batch {
+    let fix = |s: &mut String| {
+        if s.contains('\0') {
+            *s = s.replace('\0', "\u{FFFD}");
+        }
+    };
+    let mut b = b.clone();
+    for l in &mut b.logs {
+        for s in [
+            &mut l.ts,
+            &mut l.decky,
+            &mut l.service,
+            &mut l.event_type,
+            &mut l.attacker_ip,
+            &mut l.fields,
+        ] {
+            fix(s);
+        }
+        for s in [l.trace_id.as_mut(), l.span_id.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            fix(s);
+        }
+    }
+    for (_, x) in &mut b.bounties {
+        fix(&mut x.attacker_ip);
+        fix(&mut x.value);
+        fix(&mut x.ts);
+    }
+    for d in &mut b.dead {
+        fix(&mut d.file);
+        fix(&mut d.reason);
+        fix(&mut d.raw);
+    }
+    b
+}
+
 /// `SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id, sensor`.
 fn log_row<R: sqlx::Row>(r: R) -> (i64, NewLog)
 where
@@ -699,6 +767,14 @@ impl Store {
     /// connection sitting idle in the pool (seen in the disk-full test: "database table is
     /// locked" for as long as the test ran).
     pub async fn commit_batch(&self, batch: &Batch) -> Result<Option<i64>, StoreError> {
+        let fixed;
+        let batch = match self.backend() {
+            Backend::Postgres if has_nul(batch) => {
+                fixed = without_nul(batch);
+                &fixed
+            }
+            _ => batch,
+        };
         on_pool!(self, |pool| {
             let mut conn = pool.acquire().await?;
             let r: Result<Option<i64>, StoreError> = async {

@@ -1,0 +1,117 @@
+//! The store on PostgreSQL (a throwaway cluster): what the fleet relies on beyond what the
+//! shared SQL gives for free.
+
+use decnet::store::{Batch, CursorUpdate, DeadLetter, NewBounty, NewLog, Store, StoreError};
+
+#[path = "../../tests/pg.rs"]
+mod pg;
+
+fn log(decky: &str, fields: &str) -> NewLog {
+    NewLog {
+        ts: "2026-11-27T10:00:00.000000001Z".into(),
+        decky: decky.into(),
+        service: "ssh".into(),
+        event_type: "tcp_syn".into(),
+        attacker_ip: "10.0.0.2".into(),
+        fields: fields.into(),
+        trace_id: None,
+        span_id: None,
+        sensor: "s1".into(),
+    }
+}
+
+#[tokio::test]
+async fn hostile_text_is_kept_and_cursors_stay_exclusive() {
+    let pg = pg::Postgres::start();
+    let store = Store::connect(&pg.create_db("store")).await.unwrap();
+    let span = decnet::telemetry::lite::LiteSpan::continuing("test", None, None);
+
+    // PostgreSQL text cannot hold U+0000; a line carrying one (decoded from `\u0000`) is
+    // still stored, with U+FFFD in its place, and so are artifacts and dead letters.
+    let mut b = Batch::default();
+    let i = b.add_log(log("we\u{0}b", r#"{"x":"\u0000"}"#), &span);
+    b.add_bounty(
+        i,
+        NewBounty {
+            attacker_ip: "10.0.0.2".into(),
+            kind: "http_user_agent",
+            value: "curl\u{0}".into(),
+            ts: "2026-11-27T10:00:00Z".into(),
+        },
+        &span,
+    );
+    b.dead.push(DeadLetter {
+        file: "events.jsonl".into(),
+        byte_offset: 7,
+        reason: "bad \u{0} line".into(),
+        raw: "{\u{0}".into(),
+    });
+    b.cursor = Some(CursorUpdate {
+        key: "ingest_worker_position:s1".into(),
+        prev: None,
+        value: "{}".into(),
+    });
+    let first = store.commit_batch(&b).await.unwrap();
+    assert!(first.is_some());
+    let rows = store.logs_after(0, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].1.decky, "we\u{FFFD}b");
+    assert_eq!(
+        rows[0].1.fields, r#"{"x":"\u0000"}"#,
+        "escaped JSON is kept as it is"
+    );
+    assert_eq!(&*rows[0].1.sensor, "s1");
+    assert_eq!(Some(rows[0].0), first);
+    assert_eq!(
+        store.bounties_for("10.0.0.2").await.unwrap(),
+        vec![("http_user_agent".into(), "curl\u{FFFD}".into(), 1)]
+    );
+    assert_eq!(store.dead_letters().await.unwrap()[0].raw, "{\u{FFFD}");
+
+    // A second writer that believes the cursor is unset, or elsewhere, commits nothing.
+    for prev in [None, Some("{\"x\":1}".to_owned())] {
+        let stale = Batch {
+            logs: vec![log("web", "{}")],
+            cursor: Some(CursorUpdate {
+                key: "ingest_worker_position:s1".into(),
+                prev,
+                value: "{}".into(),
+            }),
+            ..Batch::default()
+        };
+        assert!(matches!(
+            store.commit_batch(&stale).await,
+            Err(StoreError::CursorMoved(_))
+        ));
+    }
+    assert_eq!(store.count_logs().await.unwrap(), 1);
+
+    // Batches get consecutive ids even when several sensors commit at once.
+    let mut tasks = Vec::new();
+    for s in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut firsts = Vec::new();
+            for _ in 0..10 {
+                let b = Batch {
+                    logs: (0..100).map(|_| log(&format!("d{s}"), "{}")).collect(),
+                    ..Batch::default()
+                };
+                firsts.push(store.commit_batch(&b).await.unwrap().unwrap());
+            }
+            (s, firsts)
+        }));
+    }
+    for t in tasks {
+        let (s, firsts) = t.await.unwrap();
+        for f in firsts {
+            let rows = store.logs_after(f - 1, 100).await.unwrap();
+            assert!(
+                rows.iter().all(|(_, l)| l.decky == format!("d{s}")),
+                "batch at {f} is not one sensor's 100 consecutive rows"
+            );
+            assert_eq!(rows.last().unwrap().0, f + 99);
+        }
+    }
+    assert_eq!(store.count_logs().await.unwrap(), 4001);
+}
