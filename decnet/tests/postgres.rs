@@ -68,6 +68,23 @@ async fn hostile_text_is_kept_and_cursors_stay_exclusive() {
     );
     assert_eq!(store.dead_letters().await.unwrap()[0].raw, "{\u{FFFD}");
 
+    // Tabs, newlines, carriage returns and backslashes (COPY's own syntax) arrive intact.
+    let awkward = "a\tb\nc\rd\\e\\N";
+    let b = Batch {
+        logs: vec![NewLog {
+            trace_id: Some(awkward.into()),
+            ..log(awkward, r#"{"p":"C:\\temp\t"}"#)
+        }],
+        ..Batch::default()
+    };
+    let at = store.commit_batch(&b).await.unwrap().unwrap();
+    let (id, back) = store.logs_after(at - 1, 1).await.unwrap().remove(0);
+    assert_eq!(id, at);
+    assert_eq!(back.decky, awkward);
+    assert_eq!(back.trace_id.as_deref(), Some(awkward));
+    assert_eq!(back.span_id, None);
+    assert_eq!(back.fields, r#"{"p":"C:\\temp\t"}"#);
+
     // A second writer that believes the cursor is unset, or elsewhere, commits nothing.
     for prev in [None, Some("{\"x\":1}".to_owned())] {
         let stale = Batch {
@@ -84,7 +101,7 @@ async fn hostile_text_is_kept_and_cursors_stay_exclusive() {
             Err(StoreError::CursorMoved(_))
         ));
     }
-    assert_eq!(store.count_logs().await.unwrap(), 1);
+    assert_eq!(store.count_logs().await.unwrap(), 2);
 
     // Batches get consecutive ids even when several sensors commit at once.
     let mut tasks = Vec::new();
@@ -113,5 +130,5 @@ async fn hostile_text_is_kept_and_cursors_stay_exclusive() {
             assert_eq!(rows.last().unwrap().0, f + 99);
         }
     }
-    assert_eq!(store.count_logs().await.unwrap(), 4001);
+    assert_eq!(store.count_logs().await.unwrap(), 4002);
 }
