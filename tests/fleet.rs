@@ -129,8 +129,15 @@ fn s(v: &str) -> String {
     v.to_owned()
 }
 
-/// `decnet run --role sensor` on `iface` with one decoy.
-fn sensor(url: &str, id: &str, iface: &str, decoy: &str, data: &Path) -> Proc {
+/// `decnet run --role sensor` on `iface` with one decoy; its status API is on `listen`.
+fn sensor_at(
+    url: &str,
+    id: &str,
+    iface: &str,
+    decoy: &str,
+    data: &Path,
+    listen: std::net::SocketAddr,
+) -> Proc {
     let args = vec![
         s("run"),
         s("--role"),
@@ -145,10 +152,17 @@ fn sensor(url: &str, id: &str, iface: &str, decoy: &str, data: &Path) -> Proc {
         s(decoy),
         s("--data-dir"),
         data.display().to_string(),
+        s("--listen"),
+        listen.to_string(),
     ];
     let mut p = Proc::spawn(&args, &[], &data.with_extension("log"));
-    p.wait_log("journal open", 1, Duration::from_secs(20));
+    p.wait_log("API listening", 1, Duration::from_secs(20));
     p
+}
+
+fn sensor(url: &str, id: &str, iface: &str, decoy: &str, data: &Path) -> Proc {
+    let listen = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    sensor_at(url, id, iface, decoy, data, listen)
 }
 
 fn analyst(url: &str, data: &Path) -> Proc {
@@ -283,13 +297,15 @@ fn three_sensors_two_analysts_one_api_see_one_traversal() {
         .iter()
         .map(|n| dir(n))
         .collect();
+    let site_a: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut sensors = vec![
-        sensor(
+        sensor_at(
             &url,
             "site-a",
             &sites.links[0],
             &format!("{}=alpha", sites.decoys[0]),
             &dirs[0],
+            site_a,
         ),
         sensor(
             &url,
@@ -394,6 +410,27 @@ fn three_sensors_two_analysts_one_api_see_one_traversal() {
         "ingest_worker_position:site-a\ningest_worker_position:site-b\ningest_worker_position:site-c"
     );
     let top = wait_profiled(&pg, "fleet", Duration::from_secs(20));
+    // A sensor serves its own status (its kernel and ingest counters), not the data.
+    let (code, body) = http_get(site_a, "/api/v1/stats").expect("sensor stats");
+    assert_eq!(code, 200, "{body}");
+    let st: Value = serde_json::from_str(&body).expect("stats JSON");
+    assert!(
+        st["kernel"]["events_emitted"].as_u64().unwrap_or(0) >= 20,
+        "{st}"
+    );
+    assert_eq!(
+        st["ingest"]["rows"], st["pipeline"]["journal_written"],
+        "{st}"
+    );
+    let (code, health) = http_get(site_a, "/api/v1/health").expect("sensor health");
+    assert!(
+        code == 200 && health.contains(r#""role":"sensor""#),
+        "{health}"
+    );
+    assert_eq!(
+        http_get(site_a, "/api/v1/attackers").map(|(c, _)| c),
+        Some(503)
+    );
     let stored: Vec<i64> = pg
         .psql("fleet", "SELECT id FROM logs ORDER BY id")
         .lines()

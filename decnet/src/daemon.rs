@@ -97,7 +97,7 @@ struct Pinned {
 pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
     // Before touching the kernel: an API reachable from other hosts needs a chosen token.
     let token_set = std::env::var(api::auth::TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty());
-    if cfg.role.api() && !cfg.listen.ip().to_canonical().is_loopback() && !token_set {
+    if serves_http(cfg) && !cfg.listen.ip().to_canonical().is_loopback() && !token_set {
         return Err(DaemonError::ExposedWithoutToken(cfg.listen));
     }
     std::fs::DirBuilder::new()
@@ -106,7 +106,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
         .create(&cfg.data_dir)
         .map_err(|e| DaemonError::DataDir(cfg.data_dir.clone(), e))?;
     tighten_data_dir(&cfg.data_dir)?;
-    let auth = if cfg.role.api() {
+    let auth = if serves_http(cfg) {
         let (auth, source) = api::auth::Auth::load_or_create(&cfg.data_dir)
             .map_err(|e| DaemonError::Token(cfg.data_dir.join(api::auth::TOKEN_FILE), e))?;
         match source {
@@ -128,6 +128,12 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
         None
     };
     Ok(Prepared { auth, sensor })
+}
+
+/// Whether this process listens on `--listen`: the API, and a sensor for its own status
+/// (an analyst has nothing to serve).
+fn serves_http(cfg: &RunConfig) -> bool {
+    cfg.role.api() || cfg.role.sensor()
 }
 
 /// Loads and attaches the programs (the sensor role).
@@ -444,7 +450,7 @@ pub async fn run(
         .then(|| tokio::spawn(relay::run(store.clone(), hub.clone(), relay_rx)));
 
     let server = match auth {
-        Some(auth) if cfg.role.api() => {
+        Some(auth) => {
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
                 .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
@@ -465,7 +471,9 @@ pub async fn run(
                     .and_then(|s| s.pinned.as_ref().map(|p| p.status.clone())),
                 iface_status: sensor.as_ref().map(|s| s.iface_status.clone()),
                 ingest: sensor.as_ref().map(|s| s.ingest_stats.clone()),
-                store: Some(store.clone()),
+                // A sensor serves its status (health, stats, metrics); data comes from the
+                // API instances.
+                store: cfg.role.api().then(|| store.clone()),
                 hub: hub.clone(),
                 auth: Arc::new(auth),
                 profile: cfg.role.analyst().then(|| profile_stats.clone()),
@@ -487,7 +495,7 @@ pub async fn run(
                 }
             }))
         }
-        _ => None,
+        None => None,
     };
 
     let _ = shutdown.wait_for(|v| *v).await;
