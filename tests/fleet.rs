@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use decnet_tests::{Lab, Proc, free_port, http_get, pg::Postgres, require_root, require_tool};
+use decnet_tests::{Lab, Proc, free_port, http_get, ip, pg::Postgres, require_root, require_tool};
 use serde_json::Value;
 
 fn dir(name: &str) -> PathBuf {
@@ -23,15 +23,6 @@ fn dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     let _ = std::fs::remove_file(d.with_extension("log"));
     d
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// One attacker namespace wired to two decoy interfaces on the host, with the same source

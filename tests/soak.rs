@@ -32,20 +32,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use decnet_tests::{API_TOKEN, Bpffs, Daemon, free_port, require_root, require_tool};
+use decnet_tests::{API_TOKEN, Bpffs, Daemon, free_port, ip, require_root, require_tool};
 use serde_json::Value;
 
 const SSE_CLIENTS: usize = 50;
 const SUBNET: &str = "10.233.0";
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The decoy interface, a hub namespace with a bridge, and attacker namespaces on it.
 struct Net {

@@ -65,6 +65,11 @@ fn sh(cmd: &mut Command) -> Output {
     out
 }
 
+/// `ip ARGS...`, which must succeed.
+pub fn ip(args: &[&str]) {
+    sh(Command::new("ip").args(args));
+}
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A network namespace with the attacker end of a veth pair; the decoy addresses sit on the

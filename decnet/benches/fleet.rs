@@ -7,14 +7,13 @@
 //! waits for its WAL flush); SQLite as decnet opens it (WAL, synchronous=NORMAL).
 
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 mod common;
-use common::{Rng, decnet_bin, percentile, record};
+use common::{decnet_bin, percentile, write_journal};
 
 #[path = "../../tests/pg.rs"]
 mod pg;
@@ -22,21 +21,6 @@ mod pg;
 /// Lines per sensor journal.
 const LINES: usize = 200_000;
 const SOURCES: u64 = 5000;
-
-fn write_journal(dir: &Path, seed: u64) {
-    std::fs::create_dir_all(dir).expect("dir");
-    let mut rng = Rng(seed);
-    let mut f = std::fs::File::create(dir.join("events.jsonl")).expect("journal");
-    let mut buf = Vec::with_capacity(1 << 21);
-    for i in 0..LINES {
-        record(&mut rng, i, SOURCES, 1000, &mut buf);
-        if buf.len() > 1 << 20 {
-            f.write_all(&buf).expect("write");
-            buf.clear();
-        }
-    }
-    f.write_all(&buf).expect("write");
-}
 
 fn ingest(dir: &Path, store: Option<&str>, sensor: &str) -> Child {
     let mut c = Command::new(decnet_bin());
@@ -117,7 +101,12 @@ fn main() {
         .join(format!("decnet-bench-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     for i in 0..4 {
-        write_journal(&base.join(format!("journal-{i}")), 0x9e37_79b9 + i as u64);
+        write_journal(
+            &base.join(format!("journal-{i}")),
+            LINES,
+            SOURCES,
+            0x9e37_79b9 + i as u64,
+        );
     }
     println!("journals: 4 x {LINES} sensor records");
     let pg = pg::Postgres::start_with(&[]);

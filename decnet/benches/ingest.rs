@@ -16,26 +16,11 @@ use std::{
 };
 
 mod common;
-use common::{Rng, decnet_bin, percentile, record};
+use common::{Rng, decnet_bin, percentile, record, write_journal};
 
 const LINES: usize = 1_000_000;
 /// Distinct attackers in the generated journal.
 const SOURCES: u64 = 5000;
-
-fn write_journal(dir: &Path, n: usize) -> u64 {
-    let mut rng = Rng(0x9e3779b97f4a7c15);
-    let mut f = std::fs::File::create(dir.join("events.jsonl")).expect("journal");
-    let mut buf = Vec::with_capacity(1 << 21);
-    for i in 0..n {
-        record(&mut rng, i, SOURCES, 1000, &mut buf);
-        if buf.len() > 1 << 20 {
-            f.write_all(&buf).expect("write");
-            buf.clear();
-        }
-    }
-    f.write_all(&buf).expect("write");
-    f.metadata().map(|m| m.len()).unwrap_or(0)
-}
 
 /// Runs `decnet ingest --once`; returns (seconds, peak RSS in KiB).
 fn run_ingester(dir: &Path) -> (f64, i64) {
@@ -194,7 +179,7 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("bench dir");
 
     let t = Instant::now();
-    let bytes = write_journal(&dir, LINES);
+    let bytes = write_journal(&dir, LINES, SOURCES, 0x9e3779b97f4a7c15);
     println!(
         "journal: {LINES} sensor records, {:.0} MB ({:.0} B/line), generated in {:.1} s",
         bytes as f64 / 1e6,

@@ -102,3 +102,22 @@ pub fn decnet_bin() -> std::path::PathBuf {
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
+
+/// Writes `n` generated sensor records from `sources` attackers to `dir/events.jsonl`
+/// (reproducible from `seed`); returns its size in bytes.
+pub fn write_journal(dir: &std::path::Path, n: usize, sources: u64, seed: u64) -> u64 {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir).expect("journal dir");
+    let mut rng = Rng(seed);
+    let mut f = std::fs::File::create(dir.join("events.jsonl")).expect("journal");
+    let mut buf = Vec::with_capacity(1 << 21);
+    for i in 0..n {
+        record(&mut rng, i, sources, 1000, &mut buf);
+        if buf.len() > 1 << 20 {
+            f.write_all(&buf).expect("write");
+            buf.clear();
+        }
+    }
+    f.write_all(&buf).expect("write");
+    f.metadata().map(|m| m.len()).unwrap_or(0)
+}
