@@ -32,8 +32,12 @@ impl Sources {
         let _span = crate::dev_span!(parent: None, "flood_guard.sweep", force).entered();
         let mut written = 0;
         let mut live = Vec::new();
+        let mut complete = true;
         for item in self.map.iter() {
-            let Ok((key, st)) = item else { continue };
+            let Ok((key, st)) = item else {
+                complete = false;
+                continue;
+            };
             let src = super::key_addr(&key);
             live.push(src);
             if st.suppressed == 0
@@ -45,8 +49,13 @@ impl Sources {
             collector.push_swept(&summary_probe(src, &st, now_mono));
             written += 1;
         }
-        // Sources the kernel evicted start again from zero if they come back.
-        collector.forget_except(&live);
+        // Sources the kernel evicted start again from zero if they come back. Only after a
+        // walk that saw every entry: forgetting a live source because its entry could not be
+        // read (the map changes under the walk during a flood) would report its whole total
+        // a second time at the next sweep.
+        if complete {
+            collector.forget_except(&live);
+        }
         written
     }
 }
