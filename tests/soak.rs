@@ -270,6 +270,11 @@ fn usage(pid: i32) -> Option<(f64, usize, f64)> {
     Some((rss as f64 / 1024.0, fds, cpu))
 }
 
+fn health(d: &Daemon) -> Value {
+    let (_, body) = decnet_tests::http_get(d.api, "/api/v1/health").expect("GET /api/v1/health");
+    serde_json::from_str(&body).expect("health JSON")
+}
+
 #[test]
 fn soak() {
     if !require_root() {
@@ -422,6 +427,20 @@ fn soak() {
             daemon = start(addr);
             pid.store(daemon.pid(), Relaxed);
             restarts += 1;
+            // A restart that did not take the handover restarts the userspace counters, and
+            // the identity settle() waits for can then never hold: say so here, with the
+            // stopped daemon's shutdown in view.
+            let h = health(&daemon);
+            if h["pin"]["start"] != "clean" {
+                let log = daemon.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "restart {restarts} did not take the handover: {}\n{}",
+                    h["pin"],
+                    tail.join("\n")
+                );
+            }
         }
         std::thread::sleep(end.saturating_duration_since(Instant::now()));
         restarts
@@ -444,12 +463,7 @@ fn soak() {
     }
     stop_sampler.store(true, Relaxed);
     sampler.join().expect("sampler");
-    let h: Value = serde_json::from_str(
-        &decnet_tests::http_get(daemon.api, "/api/v1/health")
-            .expect("health")
-            .1,
-    )
-    .expect("health JSON");
+    let h = health(&daemon);
 
     let n = |v: &Value| v.as_u64().unwrap_or(0);
     let (k, p, i) = (&s["kernel"], &s["pipeline"], &s["ingest"]);

@@ -361,7 +361,15 @@ impl Daemon {
             {
                 return s;
             }
-            assert!(Instant::now() < deadline, "pipeline did not settle: {s}");
+            if Instant::now() >= deadline {
+                let log = self.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "pipeline did not settle: {s}\nlast lines of the daemon's log:\n{}",
+                    tail.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -503,10 +503,14 @@ pub async fn run(
     let stage = std::sync::Mutex::new("draining the ring");
     let set_stage = |s: &'static str| *stage.lock().unwrap_or_else(|p| p.into_inner()) = s;
     let graceful = async {
-        let sensor_end = match sensor.as_mut() {
-            Some(s) => Some(stop_sensor(s, &stopping, &set_stage).await),
-            None => None,
-        };
+        if let Some(s) = sensor.as_mut() {
+            // A clean stop of a pinned sensor: the next daemon continues these totals. Written
+            // as soon as they are final, before the profiler's last update: that update can
+            // outlast the shutdown timeout after a flood, and the counters do not depend on it.
+            if let Some(reported) = stop_sensor(s, &stopping, &set_stage).await {
+                write_handover(&cfg, s, &pipeline, reported);
+            }
+        }
         // Profiles take in the last committed rows.
         set_stage("updating the last profiles");
         let _ = stop_profile.send(true);
@@ -514,10 +518,6 @@ pub async fn run(
             && let Err(e) = t.await
         {
             tracing::error!(error = %e, "profiler task panicked");
-        }
-        // A clean stop of a pinned sensor: the next daemon continues these totals.
-        if let (Some(s), Some(Some(reported))) = (sensor.as_ref(), sensor_end) {
-            write_handover(&cfg, s, &pipeline, reported);
         }
         // Everything committed has been announced: the streams get their last event and end,
         // which lets the server's graceful shutdown finish.
