@@ -243,6 +243,7 @@ fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
     std::thread::sleep(Duration::from_millis(500));
     let before = daemon.settle();
     let k0 = before["kernel"].clone();
+    let proc0 = process_cpu(daemon.pid());
     let ours = measure(lab, idle_rate, || {
         let s = daemon.settle();
         let k = &s["kernel"];
@@ -254,7 +255,11 @@ fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
             + d("suppressed")
     });
     let st = daemon.stats();
-    let threads = thread_cpu(daemon.pid());
+    let in_window = process_cpu(daemon.pid()) - proc0;
+    let threads = format!(
+        "{in_window:.2} during the flood; whole life by thread: {}",
+        thread_cpu(daemon.pid())
+    );
     let rss = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
         .unwrap_or_default()
         .lines()
@@ -402,7 +407,23 @@ fn main() {
         rss,
         st["kernel"]
     );
-    println!("decnet process CPU by thread (s): {threads}");
+    println!("decnet process CPU (s): {threads}");
+    println!(
+        "decnet ingest: {}; profiler: {}",
+        st["ingest"], st["profile"]
+    );
+}
+
+/// CPU seconds (user + system) of a whole process so far.
+fn process_cpu(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let t = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    t / hz()
 }
 
 /// CPU seconds (user + system) per thread name of a process, busiest first.

@@ -67,6 +67,11 @@ pub struct IngestConfig {
     pub batch_lines: usize,
     /// ...or this long after its first line, whichever comes first.
     pub batch_wait: Duration,
+    /// Commits start at least this far apart (unless a batch is full). Every commit costs
+    /// the same few hundred microseconds of SQLite and WAL pages whatever its size, so a
+    /// steady trickle committed line by line cost more CPU than the capture itself; a lone
+    /// probe after a quiet spell still commits at once.
+    pub commit_gap: Duration,
     /// Without a wake-up from the writer (another process appending), look this often.
     pub idle_poll: Duration,
     /// The sensor whose journal this is: every row carries it, the cursor is named by it.
@@ -81,6 +86,7 @@ impl IngestConfig {
             keep: 16,
             batch_lines: 10_000,
             batch_wait: Duration::from_millis(50),
+            commit_gap: Duration::from_millis(20),
             idle_poll: Duration::from_millis(50),
             sensor: Arc::from(""),
         }
@@ -228,6 +234,7 @@ impl Ingester {
         let mut lines: Vec<Line> = Vec::with_capacity(self.cfg.batch_lines);
         let mut stopping = false;
         let mut inflight: Inflight = None;
+        let mut last_commit: Option<Instant> = None;
         loop {
             let room = self
                 .cfg
@@ -248,14 +255,17 @@ impl Ingester {
             let size = batch.logs.len() + batch.dead.len();
             let due = started.is_some_and(|t| t.elapsed() >= self.cfg.batch_wait);
             // Group commit: at the end of what was written, commit at once unless a commit
-            // is still in flight; then lines gather until it lands (or the batch is due),
-            // so a lone probe is not held back and a flood still commits in big batches.
-            let free = inflight.as_ref().is_none_or(|h| h.is_finished());
+            // is still in flight or the last one began less than `commit_gap` ago; then
+            // lines gather until that passes (or the batch is due), so a lone probe is not
+            // held back and a flood still commits in big batches.
+            let free = inflight.as_ref().is_none_or(|h| h.is_finished())
+                && last_commit.is_none_or(|t| t.elapsed() >= self.cfg.commit_gap);
             if size >= self.cfg.batch_lines
                 || (size > 0 && (due || free || stopping || until_idle) && n == 0)
             {
                 self.commit(&mut batch, &tail, &mut inflight, &mut last_cursor)
                     .await?;
+                last_commit = Some(Instant::now());
                 started = None;
                 tokio::task::yield_now().await;
                 continue;
@@ -295,16 +305,22 @@ impl Ingester {
                 continue;
             }
             let wait = match started {
-                // Lines wait for the commit in flight: look again soon.
-                Some(t) => self
-                    .cfg
-                    .batch_wait
-                    .saturating_sub(t.elapsed())
-                    .min(Duration::from_millis(5)),
+                // Lines wait for the commit in flight or for the gap: look again soon, or
+                // when the gap has passed. The writer's wake-ups are not needed meanwhile:
+                // what it writes is read then.
+                Some(t) => {
+                    let gap = last_commit.map_or(Duration::ZERO, |c| {
+                        self.cfg.commit_gap.saturating_sub(c.elapsed())
+                    });
+                    self.cfg
+                        .batch_wait
+                        .saturating_sub(t.elapsed())
+                        .min(gap.max(Duration::from_millis(5)))
+                }
                 None => self.cfg.idle_poll,
             };
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified(), if started.is_none() => {}
                 _ = tokio::time::sleep(wait) => {}
                 r = shutdown.wait_for(|v| *v), if !stopping => {
                     let _ = r;
