@@ -1517,6 +1517,87 @@ fn hostile_text_never_reaches_a_terminal_or_a_log_line() {
 /// `--pin`: a daemon restarted in the middle of a probe stream takes over the same ring, so
 /// every probe is recorded exactly once, the counters continue across the restart, and
 /// `decnet detach` removes what the pins left attached.
+/// The handover does not wait for the profiler: a clean stop whose last profile update
+/// outlasts the shutdown timeout (a backlog of rows to profile) still hands its counters
+/// over, so the next start continues them. (CI's soak once restarted into an "unclean"
+/// start this way, after a flood left the profiler behind.)
+#[test]
+fn a_stop_with_a_profile_backlog_still_hands_over() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    require_tool("python3");
+    let lab = Lab::new(42);
+    let dir = tempfile_dir("backlog");
+    let bpffs = Bpffs::mount("backlog");
+    let pin_dir = bpffs.0.join("decnet").to_string_lossy().into_owned();
+    let env = [
+        ("DECNET_PIN", "true"),
+        ("DECNET_PIN_DIR", pin_dir.as_str()),
+        ("DECNET_SHUTDOWN_TIMEOUT_SECS", "1"),
+        ("DECNET_LOG", "info,decnet::daemon=debug"),
+    ];
+    let decoys = [format!("{}=web", lab.decoy)];
+    let health = |d: &Daemon| -> Value {
+        let (_, body) = decnet_tests::http_get(d.api, "/api/v1/health").expect("health");
+        serde_json::from_str(&body).expect("health JSON")
+    };
+    let mut first = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
+    hping_syns(&lab, 80, 20, 2000);
+    first.settle();
+    assert!(first.stop().success());
+    // While no daemon runs: 20,000 rows from 2,000 sources that nothing has profiled yet,
+    // seconds of work for the profiler (cargo xtask bench profile: ~5,000-7,000 rows/s on a
+    // cold build in release; this is the debug binary), yet little enough for the third
+    // daemon to finish them within settle()'s 15 s.
+    const INSERT_BACKLOG: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=30)
+rows = ((f"2026-01-01T00:00:{i % 60:02d}.000000000Z", "web", "tcp", "tcp_syn",
+         f"198.18.{i % 2000 // 250}.{i % 250 + 1}",
+         '{"src_port": %d, "dst_port": %d, "ttl": 64}' % (1024 + i % 60000, 1 + i % 1000))
+        for i in range(20000))
+c.executemany("INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields) "
+              "VALUES (?, ?, ?, ?, ?, ?)", rows)
+c.commit()
+"#;
+    let status = std::process::Command::new("python3")
+        .args(["-c", INSERT_BACKLOG])
+        .arg(dir.join("decnet.db"))
+        .status()
+        .expect("python3 sqlite3");
+    assert!(status.success(), "rows inserted");
+    // The second daemon starts profiling the backlog at once; it is stopped in the middle.
+    let mut second = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
+    assert_eq!(health(&second)["pin"]["start"], "clean");
+    hping_syns(&lab, 81, 10, 2000);
+    assert!(second.stop().success());
+    let log = second.log_text();
+    assert!(
+        log.contains("shutdown took too long") && log.contains("updating the last profiles"),
+        "the stop outlasted its timeout in the profiler (what this test is about):\n{log}"
+    );
+    let third = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
+    let h = health(&third);
+    assert_eq!(h["pin"]["start"], "clean", "{h}");
+    assert_eq!(h["pin"]["restarts"], 2, "{h}");
+    // Counters continued across both stops: kernel emitted == written + drops again.
+    let s = third.settle();
+    let journal = read_journal(&dir.join("events.jsonl"));
+    assert_eq!(
+        s["pipeline"]["journal_written"].as_u64(),
+        Some(journal.len() as u64),
+        "{s}"
+    );
+    let syns = journal
+        .iter()
+        .filter(|r| r["event_type"] == "tcp_syn" && r["attacker_ip"] == lab.attacker)
+        .count();
+    assert_eq!(syns, 30, "both rounds of SYNs, once each");
+    drop(third);
+}
+
 #[test]
 fn a_pinned_sensor_restarts_without_losing_a_probe() {
     if !require_root() {
