@@ -14,6 +14,7 @@ pub mod frames;
 pub mod handover;
 pub mod hub;
 pub mod ingest;
+pub mod pace;
 pub mod privilege;
 pub mod profile;
 pub mod reattach;

@@ -25,6 +25,7 @@ use super::{
 };
 use crate::{
     hub::Hub,
+    pace::{BUSY_PER_SECOND, Pace},
     store::{Batch, CursorUpdate, DeadLetter, Store, StoreError},
     telemetry::{
         self,
@@ -67,10 +68,10 @@ pub struct IngestConfig {
     pub batch_lines: usize,
     /// ...or this long after its first line, whichever comes first.
     pub batch_wait: Duration,
-    /// Commits start at least this far apart (unless a batch is full). Every commit costs
-    /// the same few hundred microseconds of SQLite and WAL pages whatever its size, so a
-    /// steady trickle committed line by line cost more CPU than the capture itself; a lone
-    /// probe after a quiet spell still commits at once.
+    /// While rows come at [`BUSY_PER_SECOND`] or more, commits start at least this far
+    /// apart (unless a batch is full). Every commit costs the same few hundred microseconds
+    /// of SQLite and WAL pages whatever its size, so a busy stream committed a few lines at
+    /// a time cost more CPU than the capture itself; slower, each line commits at once.
     pub commit_gap: Duration,
     /// Without a wake-up from the writer (another process appending), look this often.
     pub idle_poll: Duration,
@@ -235,6 +236,8 @@ impl Ingester {
         let mut stopping = false;
         let mut inflight: Inflight = None;
         let mut last_commit: Option<Instant> = None;
+        let mut pace = Pace::new(BUSY_PER_SECOND);
+        let mut busy = false;
         loop {
             let room = self
                 .cfg
@@ -255,17 +258,19 @@ impl Ingester {
             let size = batch.logs.len() + batch.dead.len();
             let due = started.is_some_and(|t| t.elapsed() >= self.cfg.batch_wait);
             // Group commit: at the end of what was written, commit at once unless a commit
-            // is still in flight or the last one began less than `commit_gap` ago; then
-            // lines gather until that passes (or the batch is due), so a lone probe is not
-            // held back and a flood still commits in big batches.
-            let free = inflight.as_ref().is_none_or(|h| h.is_finished())
-                && last_commit.is_none_or(|t| t.elapsed() >= self.cfg.commit_gap);
+            // is still in flight or, while busy, the last one began less than `commit_gap`
+            // ago; then lines gather until that passes (or the batch is due), so a lone
+            // probe is not held back and a flood still commits in big batches.
+            let gap_passed =
+                !busy || last_commit.is_none_or(|t| t.elapsed() >= self.cfg.commit_gap);
+            let free = inflight.as_ref().is_none_or(|h| h.is_finished()) && gap_passed;
             if size >= self.cfg.batch_lines
                 || (size > 0 && (due || free || stopping || until_idle) && n == 0)
             {
                 self.commit(&mut batch, &tail, &mut inflight, &mut last_cursor)
                     .await?;
                 last_commit = Some(Instant::now());
+                busy = pace.note(size as u64);
                 started = None;
                 tokio::task::yield_now().await;
                 continue;
@@ -306,12 +311,13 @@ impl Ingester {
             }
             let wait = match started {
                 // Lines wait for the commit in flight or for the gap: look again soon, or
-                // when the gap has passed. The writer's wake-ups are not needed meanwhile:
-                // what it writes is read then.
+                // when the gap has passed. While busy the writer's wake-ups are not needed
+                // meanwhile: what it writes is read then.
                 Some(t) => {
-                    let gap = last_commit.map_or(Duration::ZERO, |c| {
-                        self.cfg.commit_gap.saturating_sub(c.elapsed())
-                    });
+                    let gap = match last_commit {
+                        Some(c) if busy => self.cfg.commit_gap.saturating_sub(c.elapsed()),
+                        _ => Duration::ZERO,
+                    };
                     self.cfg
                         .batch_wait
                         .saturating_sub(t.elapsed())
@@ -320,7 +326,7 @@ impl Ingester {
                 None => self.cfg.idle_poll,
             };
             tokio::select! {
-                _ = self.wake.notified(), if started.is_none() => {}
+                _ = self.wake.notified(), if started.is_none() || !busy => {}
                 _ = tokio::time::sleep(wait) => {}
                 r = shutdown.wait_for(|v| *v), if !stopping => {
                     let _ = r;

@@ -14,17 +14,22 @@ use super::{
     flows::Flows,
     guard::{Sources, mono_now_ns},
 };
-use crate::{collector::Collector, stats::PipelineStats};
+use crate::{
+    collector::Collector,
+    pace::{BUSY_PER_SECOND, Pace},
+    stats::PipelineStats,
+};
 
 /// Probes per batch handed to the writer.
 pub const BATCH: usize = 4096;
 /// The longest a pinned sensor's last drain runs (its programs keep capturing meanwhile).
 const FINAL_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
-/// After emptying the ring the reader rests this long before it waits on the ring again.
-/// A lone probe is read the moment it lands (the reader is waiting); a stream of probes is
-/// taken in one drain per gap instead of one wake-up, journal write, ingest commit and
-/// SQLite transaction per few probes, which cost more CPU than the capture itself
-/// (`cargo xtask bench capture`). The 16 MiB ring holds far more than a gap's worth.
+/// While probes come at [`BUSY_PER_SECOND`] or more, the reader rests this long after
+/// emptying the ring before it waits on it again: a busy stream is taken in one drain per
+/// gap instead of one wake-up, journal write, ingest commit and SQLite transaction per few
+/// probes, which cost more CPU than the capture itself (`cargo xtask bench capture`).
+/// Slower, each probe is read the moment it lands. The 16 MiB ring holds far more than a
+/// gap's worth.
 const DRAIN_GAP: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often the flood guard's map is swept for sources that went quiet.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -71,20 +76,26 @@ pub async fn run_reader(
     // AsyncFd owns the RingBuf.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| SensorError::Io(e.into()))?;
+    let mut pace = Pace::new(BUSY_PER_SECOND);
     loop {
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
+                let before = stats.ring_read.load(std::sync::atomic::Ordering::Relaxed);
                 let empty = drain(
                     guard.get_inner_mut(),
                     &mut collector,
                     sweepers.flows.as_mut(),
                     &stats,
                 );
+                let read = stats.ring_read.load(std::sync::atomic::Ordering::Relaxed) - before;
+                let busy = pace.note(read);
                 if empty {
                     guard.clear_ready();
-                    drop(guard);
-                    tokio::time::sleep(DRAIN_GAP).await;
+                    if busy {
+                        drop(guard);
+                        tokio::time::sleep(DRAIN_GAP).await;
+                    }
                 }
             }
             _ = sweep.tick() => sweepers.sweep(false, &mut collector),
