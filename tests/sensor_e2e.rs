@@ -1539,10 +1539,6 @@ fn a_stop_with_a_profile_backlog_still_hands_over() {
         ("DECNET_LOG", "info,decnet::daemon=debug"),
     ];
     let decoys = [format!("{}=web", lab.decoy)];
-    let health = |d: &Daemon| -> Value {
-        let (_, body) = decnet_tests::http_get(d.api, "/api/v1/health").expect("health");
-        serde_json::from_str(&body).expect("health JSON")
-    };
     let mut first = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
     hping_syns(&lab, 80, 20, 2000);
     first.settle();
@@ -1570,7 +1566,7 @@ c.commit()
     assert!(status.success(), "rows inserted");
     // The second daemon starts profiling the backlog at once; it is stopped in the middle.
     let mut second = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
-    assert_eq!(health(&second)["pin"]["start"], "clean");
+    assert_eq!(second.health()["pin"]["start"], "clean");
     hping_syns(&lab, 81, 10, 2000);
     assert!(second.stop().success());
     let log = second.log_text();
@@ -1579,7 +1575,7 @@ c.commit()
         "the stop outlasted its timeout in the profiler (what this test is about):\n{log}"
     );
     let third = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
-    let h = health(&third);
+    let h = third.health();
     assert_eq!(h["pin"]["start"], "clean", "{h}");
     assert_eq!(h["pin"]["restarts"], 2, "{h}");
     // Counters continued across both stops: kernel emitted == written + drops again.
@@ -1611,13 +1607,9 @@ fn a_pinned_sensor_restarts_without_losing_a_probe() {
     let pin_dir = pins.to_string_lossy().into_owned();
     let env = [("DECNET_PIN", "true"), ("DECNET_PIN_DIR", pin_dir.as_str())];
     let decoys = [format!("{}=web", lab.decoy)];
-    let health = |d: &Daemon| -> Value {
-        let (_, body) = decnet_tests::http_get(d.api, "/api/v1/health").expect("health");
-        serde_json::from_str(&body).expect("health JSON")
-    };
     const SENT: usize = 1500;
     let mut first = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
-    assert_eq!(health(&first)["pin"]["start"], "first");
+    assert_eq!(first.health()["pin"]["start"], "first");
     let now_ns = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1642,7 +1634,7 @@ fn a_pinned_sensor_restarts_without_losing_a_probe() {
         (second, stopped..started)
     });
     assert!(second.log_text().contains("took over the pinned XDP link"));
-    let h = health(&second);
+    let h = second.health();
     assert_eq!(h["pin"]["start"], "clean", "{h}");
     assert_eq!(h["pin"]["restarts"], 1, "{h}");
     assert_eq!(h["egress_mode"], "tcx", "{h}");
@@ -1689,7 +1681,7 @@ fn a_pinned_sensor_restarts_without_losing_a_probe() {
     // takes over without a handover and says so.
     assert!(lab.xdp_attached(), "pinned programs outlive the daemon");
     let mut third = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
-    assert_eq!(health(&third)["pin"]["start"], "unclean");
+    assert_eq!(third.health()["pin"]["start"], "unclean");
     assert!(third.stop().success());
 
     // An unpinned start next to the pins is refused with what to do.
@@ -1744,8 +1736,7 @@ fn a_recreated_interface_is_attached_again() {
     assert!(!lab.xdp_attached(), "a new interface starts bare");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let state = loop {
-        let (_, body) = decnet_tests::http_get(daemon.api, "/api/v1/health").expect("health");
-        let h: Value = serde_json::from_str(&body).expect("health JSON");
+        let h = daemon.health();
         let st = h["iface_state"].clone();
         if st["reattached"] == 1 && st["state"] == "attached" {
             break st;
@@ -1818,8 +1809,7 @@ fn without_the_helper_a_recreated_interface_is_reported() {
     lab.recreate_link();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let (_, body) = decnet_tests::http_get(daemon.api, "/api/v1/health").expect("health");
-        let h: Value = serde_json::from_str(&body).expect("health JSON");
+        let h = daemon.health();
         let st = &h["iface_state"];
         if st["state"] == "detached" {
             assert_eq!(st["lost"], 1, "{h}");

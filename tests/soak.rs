@@ -270,11 +270,6 @@ fn usage(pid: i32) -> Option<(f64, usize, f64)> {
     Some((rss as f64 / 1024.0, fds, cpu))
 }
 
-fn health(d: &Daemon) -> Value {
-    let (_, body) = decnet_tests::http_get(d.api, "/api/v1/health").expect("GET /api/v1/health");
-    serde_json::from_str(&body).expect("health JSON")
-}
-
 #[test]
 fn soak() {
     if !require_root() {
@@ -430,7 +425,7 @@ fn soak() {
             // A restart that did not take the handover restarts the userspace counters, and
             // the identity settle() waits for can then never hold: say so here, with the
             // stopped daemon's shutdown in view.
-            let h = health(&daemon);
+            let h = daemon.health();
             if h["pin"]["start"] != "clean" {
                 let log = daemon.log_text();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
@@ -463,7 +458,7 @@ fn soak() {
     }
     stop_sampler.store(true, Relaxed);
     sampler.join().expect("sampler");
-    let h = health(&daemon);
+    let h = daemon.health();
 
     let n = |v: &Value| v.as_u64().unwrap_or(0);
     let (k, p, i) = (&s["kernel"], &s["pipeline"], &s["ingest"]);

@@ -314,6 +314,12 @@ impl Daemon {
         self.proc_.pid()
     }
 
+    /// `GET /api/v1/health`.
+    pub fn health(&self) -> Value {
+        let (_, body) = http_get(self.api, "/api/v1/health").expect("GET /api/v1/health");
+        serde_json::from_str(&body).expect("health JSON")
+    }
+
     pub fn stats(&self) -> Value {
         let (code, body) = http_get(self.api, "/api/v1/stats").expect("GET /api/v1/stats");
         assert_eq!(code, 200, "stats: {body}");
