@@ -48,6 +48,28 @@ static GUARD: Array<GuardConfig> = Array::with_max_entries(1, 0);
 #[map(name = "SOURCES")]
 static SOURCES: LruHashMap<[u8; 16], SourceState> = LruHashMap::with_max_entries(MAX_SOURCES, 0);
 
+/// The last source whose probe this CPU withheld, and when. The decoy answers a probe on
+/// the CPU that received it (in the same softirq), so the egress program finds a flooding
+/// source's answers here and skips the SOURCES lookup; a miss falls back to that lookup.
+#[map(name = "WITHHELD_HOT")]
+static WITHHELD_HOT: PerCpuArray<HotSource> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct HotSource {
+    /// The address as two native-order words (compared as words).
+    addr: [u64; 2],
+    last_ns: u64,
+}
+
+#[inline(always)]
+fn addr_words(a: &[u8; 16]) -> [u64; 2] {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&a[..8]);
+    hi.copy_from_slice(&a[8..]);
+    [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
+}
+
 /// A zeroed SourceState to insert from: 176 bytes are too many for the 512-byte stack.
 #[map(name = "SOURCE_SCRATCH")]
 static SOURCE_SCRATCH: PerCpuArray<SourceState> = PerCpuArray::with_max_entries(1, 0);
@@ -223,7 +245,7 @@ fn try_decnet_xdp(ctx: &XdpContext) -> Result<(), Stop> {
                     decky_id,
                     EventKind::IpOther,
                     0,
-                    0,
+                    Some(0),
                     now_ns(),
                     |_| {},
                 );
@@ -471,14 +493,20 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let dport = raw16(th, 2);
     let payload_len = p.l4_len - doff as u32;
     let now = now_ns();
+    use tcp_flags::*;
+    let syn = flags & SYN != 0 && flags & (ACK | FIN | RST) == 0;
+    // A SYN is always an event, so the flood guard can decide first: a flooding source's
+    // SYNs then cost no flow lookup. A withheld SYN therefore does not count into a live
+    // flow of the same four-tuple (the source's suppressed counters have it).
+    if syn && !guard(ctx, p, decky_id, u16::from_be(dport), now) {
+        return Ok(());
+    }
     let key = flow_key(p, sport, dport);
     let (live, seen_before) = live_flow(&key);
     // Only a SYN opens a connection that later ACK segments can belong to; a flow a stealth
     // probe opened is just the place its answer is matched.
     let connection = seen_before & FLOW_SEEN_SYN != 0;
 
-    use tcp_flags::*;
-    let syn = flags & SYN != 0 && flags & (ACK | FIN | RST) == 0;
     // Without ACK, a real flow only ever sends a SYN or a bare RST: anything else is a
     // stealth probe (null, FIN, Xmas, SYN+FIN, ...).
     let stealth = !syn && flags & ACK == 0 && flags & (SYN | FIN | RST | PSH | URG) != RST;
@@ -521,7 +549,8 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
                 decky_id,
                 kind,
                 payload_len,
-                u16::from_be(dport),
+                // The SYN was already let through above.
+                if syn { None } else { Some(u16::from_be(dport)) },
                 now,
                 |ev| {
                     ev.src_port = sport;
@@ -651,7 +680,7 @@ fn end_flow<F: Frame>(
         decky_id,
         EventKind::TcpFlow,
         0,
-        u16::from_be(dport),
+        Some(u16::from_be(dport)),
         now,
         |ev| {
             ev.src_port = key.src_port;
@@ -690,7 +719,7 @@ fn udp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
         decky_id,
         EventKind::UdpProbe,
         payload_len,
-        u16::from_be(dport),
+        Some(u16::from_be(dport)),
         now,
         |ev| {
             ev.src_port = sport;
@@ -739,15 +768,24 @@ fn icmp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     };
     let payload_len = p.l4_len - 8;
     let payload_off = (off + 8) as u32;
-    emit(ctx, p, decky_id, kind, payload_len, 0, now_ns(), |ev| {
-        ev.icmp_type = ty;
-        ev.icmp_code = code;
-        if echo {
-            ev.src_port = raw16(ih, 4);
-            ev.dst_port = raw16(ih, 6);
-        }
-        copy_payload(ctx, ev, payload_off, payload_len);
-    });
+    emit(
+        ctx,
+        p,
+        decky_id,
+        kind,
+        payload_len,
+        Some(0),
+        now_ns(),
+        |ev| {
+            ev.icmp_type = ty;
+            ev.icmp_code = code;
+            if echo {
+                ev.src_port = raw16(ih, 4);
+                ev.dst_port = raw16(ih, 6);
+            }
+            copy_payload(ctx, ev, payload_off, payload_len);
+        },
+    );
     Ok(())
 }
 
@@ -947,6 +985,19 @@ fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
 #[inline(always)]
 fn no_flow_answer(attacker: &[u8; 16]) {
     let now = now_ns();
+    // Same verdict as the SOURCES test below (a source withheld within the last second),
+    // from this CPU's last withholding when it was this source.
+    if let Some(hot) = WITHHELD_HOT.get_ptr(0) {
+        // SAFETY: per-CPU slot, plain loads.
+        let hit = unsafe {
+            (*hot).addr == addr_words(attacker)
+                && now.saturating_sub((*hot).last_ns) < SUMMARY_EVERY_NS
+        };
+        if hit {
+            bump(Stat::OutcomesWithheld);
+            return;
+        }
+    }
     // SAFETY: LRU value pointer, plain loads.
     let flooding = match SOURCES.get_ptr(attacker) {
         Some(st) => unsafe {
@@ -1060,6 +1111,13 @@ fn guard<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, port: u16, now: u64) -> b
         (*st).ports[w] |= 1u64 << (bit & 63);
     }
     bump(Stat::Suppressed);
+    if let Some(hot) = WITHHELD_HOT.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe {
+            (*hot).addr = addr_words(&p.src);
+            (*hot).last_ns = now;
+        }
+    }
     let due = unsafe { now - (*st).summary_ns >= SUMMARY_EVERY_NS };
     if due {
         unsafe { (*st).summary_ns = now };
@@ -1138,7 +1196,7 @@ enum Emitted {
 }
 
 /// [`submit`]s the event unless the flood guard withholds it (`port`: destination port,
-/// host order).
+/// host order; None when the guard already let this packet through).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn emit<F: Frame>(
@@ -1147,11 +1205,13 @@ fn emit<F: Frame>(
     decky_id: u32,
     kind: EventKind,
     payload_len: u32,
-    port: u16,
+    port: Option<u16>,
     now: u64,
     fill: impl FnOnce(&mut RawEvent),
 ) -> Emitted {
-    if !guard(ctx, p, decky_id, port, now) {
+    if let Some(port) = port
+        && !guard(ctx, p, decky_id, port, now)
+    {
         return Emitted::Withheld;
     }
     if submit(ctx, p, decky_id, kind, payload_len, now, fill) {
