@@ -7,6 +7,10 @@
 //! `probe_outcome`, and every decoy packet counts into its flow. A flow that ends (FIN both
 //! ways, or RST) and carried more than a scan probe becomes a `tcp_flow` summary.
 //!
+//! A flood costs per packet a decoy lookup and the source's guard state on ingress, and a
+//! decoy lookup and a per-CPU note on egress: a withheld SYN and its answer never touch the
+//! flow table (`WITHHELD_HOT`).
+//!
 //! Neither program drops or redirects anything: they observe. Every path, including parse
 //! failures, returns `XDP_PASS` / `TC_ACT_UNSPEC`. Events are built directly in the reserved
 //! ring entry so the 264-byte record never touches the 512-byte BPF stack.
@@ -48,18 +52,27 @@ static GUARD: Array<GuardConfig> = Array::with_max_entries(1, 0);
 #[map(name = "SOURCES")]
 static SOURCES: LruHashMap<[u8; 16], SourceState> = LruHashMap::with_max_entries(MAX_SOURCES, 0);
 
-/// The last source whose probe this CPU withheld, and when. The decoy answers a probe on
-/// the CPU that received it (in the same softirq), so the egress program finds a flooding
-/// source's answers here and skips the SOURCES lookup; a miss falls back to that lookup.
+/// What this CPU's flood guard withheld last: the source, and the last SYN with its ports.
+/// The decoy answers a probe on the CPU that received it, in the same softirq, so the
+/// egress program finds an answer to a withheld SYN here and skips the flow table (the SYN
+/// opened no flow), and a flooding source's other answers without the SOURCES lookup. A
+/// miss falls back to those lookups, which give the same verdict.
 #[map(name = "WITHHELD_HOT")]
 static WITHHELD_HOT: PerCpuArray<HotSource> = PerCpuArray::with_max_entries(1, 0);
 
 #[repr(C)]
 struct HotSource {
-    /// The address as two native-order words (compared as words).
+    /// The source withheld last, as two native-order words (compared as words).
     addr: [u64; 2],
     last_ns: u64,
+    /// The last withheld SYN: source, ports (as in its FlowKey) and time.
+    syn_addr: [u64; 2],
+    syn_ports: [u16; 2],
+    syn_ns: u64,
 }
+
+/// An answer this soon after its SYN was withheld on this CPU is the answer to that SYN.
+const HOT_ANSWER_NS: u64 = 10_000_000;
 
 #[inline(always)]
 fn addr_words(a: &[u8; 16]) -> [u64; 2] {
@@ -499,6 +512,14 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     // SYNs then cost no flow lookup. A withheld SYN therefore does not count into a live
     // flow of the same four-tuple (the source's suppressed counters have it).
     if syn && !guard(ctx, p, decky_id, u16::from_be(dport), now) {
+        if let Some(hot) = WITHHELD_HOT.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe {
+                (*hot).syn_addr = addr_words(&p.src);
+                (*hot).syn_ports = [sport, dport];
+                (*hot).syn_ns = now;
+            }
+        }
         return Ok(());
     }
     let key = flow_key(p, sport, dport);
@@ -870,13 +891,17 @@ fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let key = flow_key(&fwd, raw16(th, 2), raw16(th, 0));
     use tcp_flags::*;
     let answer = flags & (SYN | ACK) == SYN | ACK || flags & RST != 0;
+    let now = now_ns();
+    if answer && answers_withheld_syn(&key, now) {
+        bump(Stat::OutcomesWithheld);
+        return Ok(());
+    }
     let Some(st) = live_flow(&key).0 else {
         if answer {
-            no_flow_answer(&key.src);
+            no_flow_answer(&key.src, now);
         }
         return Ok(());
     };
-    let now = now_ns();
     // SAFETY: st is the flow's live LRU value.
     let end = unsafe {
         (*st).pkts_rev += 1;
@@ -963,11 +988,11 @@ fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     if key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP {
         return Ok(());
     }
+    let now = now_ns();
     let Some(st) = live_flow(&key).0 else {
-        no_flow_answer(&key.src);
+        no_flow_answer(&key.src, now);
         return Ok(());
     };
-    let now = now_ns();
     // SAFETY: st is the flow's live LRU value.
     unsafe {
         (*st).last_ns = now;
@@ -980,11 +1005,25 @@ fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     Ok(())
 }
 
+/// True when `key` is the SYN this CPU's flood guard withheld just now: a SYN-ACK or RST
+/// on it answers that SYN (which was reported nowhere and opened no flow).
+#[inline(always)]
+fn answers_withheld_syn(key: &FlowKey, now: u64) -> bool {
+    let Some(hot) = WITHHELD_HOT.get_ptr(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU slot, plain loads.
+    unsafe {
+        (*hot).syn_ports == [key.src_port, key.dst_port]
+            && (*hot).syn_addr == addr_words(&key.src)
+            && now.saturating_sub((*hot).syn_ns) < HOT_ANSWER_NS
+    }
+}
+
 /// Counts an answer whose probe has no flow: withheld when the flood guard is withholding
 /// that source's probes (they open no flow), else unmatched (evicted, or older than us).
 #[inline(always)]
-fn no_flow_answer(attacker: &[u8; 16]) {
-    let now = now_ns();
+fn no_flow_answer(attacker: &[u8; 16], now: u64) {
     // Same verdict as the SOURCES test below (a source withheld within the last second),
     // from this CPU's last withholding when it was this source.
     if let Some(hot) = WITHHELD_HOT.get_ptr(0) {

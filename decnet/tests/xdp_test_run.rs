@@ -952,9 +952,29 @@ fn flow_state_across_rst_and_connect_scans() {
     assert_eq!(r.counters().flow_summaries, 2);
 }
 
+/// Keeps the calling thread (and so its test_runs) on the CPU it is on now.
+fn pin_to_one_cpu() {
+    // SAFETY: plain syscalls on a zeroed cpu_set_t of our own.
+    unsafe {
+        let cpu = libc::sched_getcpu().max(0) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Answers to probes the flood guard withheld are counted, not emitted.
 #[test]
 fn answers_to_withheld_probes_are_counted() {
+    // The programs keep the last withheld source per CPU: run every packet on one CPU, as
+    // the kernel handles a probe and its answer.
+    pin_to_one_cpu();
     let Some(mut r) = rig_with(LoadOptions {
         flood: FloodBudget { rate: 1, burst: 1 },
         ..LoadOptions::default()
@@ -1011,11 +1031,17 @@ fn answers_to_withheld_probes_are_counted() {
         (c.outcomes_withheld, c.outcomes_unmatched, c.suppressed),
         (4, 1, 3)
     );
-    // The flood guard decides on a SYN before its flow is looked up: a withheld SYN on a
-    // live flow (the second source's reported, still unanswered probe) leaves that flow as
-    // it was, so the answer links to the reported probe and its round trip starts there.
+    // The flood guard decides on a SYN before its flow is looked up, and an answer on the
+    // same four-tuple right after a withheld SYN answers that SYN: both are counted, and a
+    // live flow there (the second source's reported, still unanswered probe) is left as it
+    // was. A later answer (past the 10 ms in which one is taken for the withheld SYN's)
+    // links to the reported probe, its round trip from there.
     assert!(withheld(r.run(&syn_from(46000))));
-    let out = r.egress(&Frame::new(DECOY, other, L4::tcp(80, 46000, SYN | ACK, &[])).build());
+    let synack = Frame::new(DECOY, other, L4::tcp(80, 46000, SYN | ACK, &[])).build();
+    assert!(r.egress(&synack).is_empty());
+    assert_eq!(r.counters().outcomes_withheld, 5);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = r.egress(&synack);
     assert_eq!(out.len(), 1, "{out:?}");
     let oc = out[0].outcome.expect("an outcome");
     assert_eq!(oc.info.probe_ns, first[0].mono_ns);
