@@ -399,7 +399,7 @@ fn real_scanners_produce_exact_records_and_counters_balance() {
         daemon.log_text()
     );
     assert!(
-        !lab.xdp_attached(),
+        !lab.ingress_attached(),
         "XDP program left on {} after stop",
         lab.host_if
     );
@@ -522,9 +522,19 @@ fn attach_detach_reattach_leave_nothing_behind() {
         host_if = lab.host_if.clone();
         let dir = tempfile_dir("reattach");
         let decoys = [lab.decoy.clone()];
-        for round in 0..2 {
-            let mut d = Daemon::start(&lab.host_if, &decoys, &dir);
-            assert!(lab.xdp_attached(), "round {round}: not attached");
+        // Each ingress hook: generic XDP, the TC hook, and auto (the TC hook on a veth).
+        for (round, (mode, shown)) in [("skb", "skb"), ("tc", "tc"), ("auto", "tc")]
+            .into_iter()
+            .enumerate()
+        {
+            let mut d =
+                Daemon::start_with_env(&lab.host_if, &decoys, &dir, &[("DECNET_XDP_MODE", mode)]);
+            assert!(lab.ingress_attached(), "round {round}: not attached");
+            assert_eq!(
+                d.health()["xdp_mode"].as_str(),
+                Some(shown),
+                "round {round}: --xdp-mode {mode}"
+            );
             lab.exec(
                 &[
                     "bash",
@@ -540,17 +550,20 @@ fn attach_detach_reattach_leave_nothing_behind() {
             );
             let st = d.stop();
             assert!(st.success(), "round {round}: exit {st}:\n{}", d.log_text());
-            assert!(!lab.xdp_attached(), "round {round}: XDP left after SIGTERM");
+            assert!(
+                !lab.ingress_attached(),
+                "round {round}: a program left after SIGTERM"
+            );
         }
         // A crash (SIGKILL) cannot run any cleanup; the bpf_link dies with the process.
         let mut d = Daemon::start(&lab.host_if, &decoys, &dir);
-        assert!(lab.xdp_attached());
+        assert!(lab.ingress_attached());
         d.stop_with(libc::SIGKILL);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while lab.xdp_attached() && std::time::Instant::now() < deadline {
+        while lab.ingress_attached() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        assert!(!lab.xdp_attached(), "XDP left after SIGKILL");
+        assert!(!lab.ingress_attached(), "a program left after SIGKILL");
         // Two journals' worth of records from the clean rounds survived.
         assert!(read_journal(&dir.join("events.jsonl")).len() >= 2);
     }
@@ -885,13 +898,14 @@ fn nmap_syn_and_connect_scans_get_outcomes_and_are_told_apart() {
         &[format!("{}=web", lab.decoy), format!("{}=web6", lab.decoy6)],
         &dir,
     );
-    // Auto mode on a veth is generic XDP (cheaper there than native); egress is a tcx link.
+    // Auto mode on a veth is the TC ingress hook (cheaper there than generic or native
+    // XDP); egress is a tcx link.
     let (code, body) = decnet_tests::http_get(daemon.api, "/api/v1/health").expect("health");
     assert_eq!(code, 200);
     let h: Value = serde_json::from_str(&body).expect("health JSON");
     assert_eq!(
         (h["xdp_mode"].as_str(), h["egress_mode"].as_str()),
-        (Some("skb"), Some("tcx")),
+        (Some("tc"), Some("tcx")),
         "{h}"
     );
     let open = decnet_tests::free_port();
@@ -1399,7 +1413,7 @@ fn the_interface_going_down_and_up_keeps_capturing() {
         .filter(|r| r["event_type"] == "tcp_syn" && r["fields"]["dst_port"] == 22)
         .count();
     assert_eq!(after, 10, "probes after the interface came back");
-    assert!(lab.xdp_attached());
+    assert!(lab.ingress_attached());
 }
 
 /// Text a prober or another journal writer controls reaches people escaped: `decnet tail`,
@@ -1633,7 +1647,11 @@ fn a_pinned_sensor_restarts_without_losing_a_probe() {
         sender.join().expect("hping3");
         (second, stopped..started)
     });
-    assert!(second.log_text().contains("took over the pinned XDP link"));
+    assert!(
+        second
+            .log_text()
+            .contains("took over the pinned ingress link")
+    );
     let h = second.health();
     assert_eq!(h["pin"]["start"], "clean", "{h}");
     assert_eq!(h["pin"]["restarts"], 1, "{h}");
@@ -1679,7 +1697,7 @@ fn a_pinned_sensor_restarts_without_losing_a_probe() {
 
     // Killed, not stopped: the programs stay attached and keep counting; the next start
     // takes over without a handover and says so.
-    assert!(lab.xdp_attached(), "pinned programs outlive the daemon");
+    assert!(lab.ingress_attached(), "pinned programs outlive the daemon");
     let mut third = Daemon::start_with_env(&lab.host_if, &decoys, &dir, &env);
     assert_eq!(third.health()["pin"]["start"], "unclean");
     assert!(third.stop().success());
@@ -1711,10 +1729,10 @@ fn a_pinned_sensor_restarts_without_losing_a_probe() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert!(
-        said.contains("xdp_link_skb") && said.contains("EVENTS"),
+        said.contains("tc_ingress_link") && said.contains("EVENTS"),
         "{said}"
     );
-    assert!(!lab.xdp_attached(), "detached");
+    assert!(!lab.ingress_attached(), "detached");
     assert!(!pins.exists(), "pin dir removed");
 }
 
@@ -1733,7 +1751,7 @@ fn a_recreated_interface_is_attached_again() {
     hping_syns(&lab, 21, 10, 2000);
     daemon.settle();
     lab.recreate_link();
-    assert!(!lab.xdp_attached(), "a new interface starts bare");
+    assert!(!lab.ingress_attached(), "a new interface starts bare");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let state = loop {
         let h = daemon.health();
@@ -1748,7 +1766,7 @@ fn a_recreated_interface_is_attached_again() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert_eq!(state["lost"], 1, "{state}");
-    assert!(lab.xdp_attached());
+    assert!(lab.ingress_attached());
     // The peer needs a moment to see carrier.
     std::thread::sleep(std::time::Duration::from_millis(500));
     hping_syns(&lab, 22, 10, 2000);
@@ -1774,7 +1792,7 @@ fn a_recreated_interface_is_attached_again() {
     );
     assert!(daemon.stop().success());
     assert!(
-        !lab.xdp_attached(),
+        !lab.ingress_attached(),
         "stopping detaches what the helper attached"
     );
 }
@@ -1819,5 +1837,5 @@ fn without_the_helper_a_recreated_interface_is_reported() {
         assert!(std::time::Instant::now() < deadline, "not reported: {h}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(!lab.xdp_attached());
+    assert!(!lab.ingress_attached());
 }

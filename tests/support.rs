@@ -192,9 +192,52 @@ impl Lab {
     }
 
     /// Whether the host end currently has an XDP program attached.
-    pub fn xdp_attached(&self) -> bool {
+    /// Whether an ingress program is on the host side: XDP (any mode) or a tcx ingress
+    /// link (`--xdp-mode tc`, and auto on a veth).
+    pub fn ingress_attached(&self) -> bool {
         let out = sh(Command::new("ip").args(["-d", "link", "show", "dev", &self.host_if]));
-        String::from_utf8_lossy(&out.stdout).contains("xdp")
+        String::from_utf8_lossy(&out.stdout).contains("xdp") || self.tcx_ingress_programs() > 0
+    }
+
+    /// Programs on the host side's tcx ingress hook (BPF_PROG_QUERY; `ip` does not show tcx).
+    pub fn tcx_ingress_programs(&self) -> u32 {
+        /// The BPF_PROG_QUERY part of `union bpf_attr` (linux/bpf.h).
+        #[repr(C)]
+        #[derive(Default)]
+        struct Query {
+            target_ifindex: u32,
+            attach_type: u32,
+            query_flags: u32,
+            attach_flags: u32,
+            prog_ids: u64,
+            prog_cnt: u32,
+            _pad: u32,
+            prog_attach_flags: u64,
+            link_ids: u64,
+            link_attach_flags: u64,
+            revision: u64,
+        }
+        const BPF_PROG_QUERY: libc::c_long = 16;
+        const BPF_TCX_INGRESS: u32 = 46;
+        let name = std::ffi::CString::new(self.host_if.as_str()).expect("name");
+        // SAFETY: a NUL-terminated name; the query struct is ours and sized as passed.
+        unsafe {
+            let mut q = Query {
+                target_ifindex: libc::if_nametoindex(name.as_ptr()),
+                attach_type: BPF_TCX_INGRESS,
+                ..Query::default()
+            };
+            if q.target_ifindex == 0 {
+                return 0;
+            }
+            let rc = libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_QUERY,
+                &mut q as *mut Query,
+                std::mem::size_of::<Query>() as u32,
+            );
+            if rc == 0 { q.prog_cnt } else { 0 }
+        }
     }
 }
 

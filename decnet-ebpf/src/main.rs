@@ -19,7 +19,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
@@ -130,6 +130,11 @@ trait Frame {
     fn start(&self) -> usize;
     fn end(&self) -> usize;
     fn ifindex(&self) -> u32;
+    /// Copies `n` bytes at `off` into `dst` (also from a non-linear skb); 0 on success.
+    fn load(&self, off: u32, dst: *mut u8, n: u32) -> i64;
+    /// Wire packets this frame stands for: more than one for a GRO-merged skb on the TC
+    /// hook, so flow packet counts stay per wire packet.
+    fn segs(&self) -> u32;
 }
 
 impl Frame for XdpContext {
@@ -144,6 +149,15 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn ifindex(&self) -> u32 {
         self.ingress_ifindex() as u32
+    }
+    #[inline(always)]
+    fn load(&self, off: u32, dst: *mut u8, n: u32) -> i64 {
+        // SAFETY: dst holds n bytes (callers bound n for the verifier).
+        unsafe { bpf_xdp_load_bytes(self.ctx, off, dst.cast(), n) }
+    }
+    #[inline(always)]
+    fn segs(&self) -> u32 {
+        1
     }
 }
 
@@ -160,6 +174,17 @@ impl Frame for TcContext {
     fn ifindex(&self) -> u32 {
         // SAFETY: the context's __sk_buff, readable for the whole run.
         unsafe { (*self.skb.skb).ifindex }
+    }
+    #[inline(always)]
+    fn load(&self, off: u32, dst: *mut u8, n: u32) -> i64 {
+        // SAFETY: dst holds n bytes (callers bound n for the verifier).
+        unsafe { bpf_skb_load_bytes(self.skb.skb as *const _, off, dst.cast(), n) }
+    }
+    #[inline(always)]
+    fn segs(&self) -> u32 {
+        // SAFETY: the context's __sk_buff, readable for the whole run.
+        let n = unsafe { (*self.skb.skb).gso_segs };
+        if n > 1 { n } else { 1 }
     }
 }
 
@@ -219,7 +244,7 @@ struct Parsed {
 #[xdp]
 pub fn decnet_xdp(ctx: XdpContext) -> u32 {
     bump(Stat::PacketsSeen);
-    match try_decnet_xdp(&ctx) {
+    match ingress(&ctx) {
         Ok(()) | Err(Stop::Pass) => {}
         Err(Stop::Malformed) => {
             bump(Stat::Malformed);
@@ -236,8 +261,22 @@ pub fn decnet_xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The same analysis as `decnet_xdp`, on the TC ingress hook (`--xdp-mode tc`). Where XDP
+/// can only run in generic mode, as on a veth, this sees the same packets without the
+/// generic XDP hook's cost (it re-allocates every skb with less than 256 bytes of headroom
+/// before the program runs).
+#[classifier]
+pub fn decnet_tc_ingress(ctx: TcContext) -> i32 {
+    bump(Stat::PacketsSeen);
+    if let Err(Stop::Malformed) = ingress(&ctx) {
+        bump(Stat::Malformed);
+    }
+    TC_ACT_UNSPEC
+}
+
+/// A packet arriving on the decoy interface (XDP or TC ingress).
 #[inline(always)]
-fn try_decnet_xdp(ctx: &XdpContext) -> Result<(), Stop> {
+fn ingress<F: Frame>(ctx: &F) -> Result<(), Stop> {
     let p = parse_ip(ctx)?;
     let key = DecoyKey { addr: p.dst };
     // SAFETY: plain u32 value, read once.
@@ -493,7 +532,7 @@ fn live_flow(key: &FlowKey) -> (Option<*mut FlowState>, u32) {
 }
 
 #[inline(always)]
-fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
+fn tcp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let off = p.l4_off & 0xffff;
     let th = bytes_at(ctx, off, 20)?;
     let doff = ((unsafe { *th.add(12) } >> 4) as usize) * 4;
@@ -585,14 +624,7 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
                     if opt_len > 0 {
                         // Written so the verifier can see 1 <= n <= 64 (opt_len is at most 40).
                         let n = ((opt_len - 1) & 0x3f) + 1;
-                        unsafe {
-                            bpf_xdp_load_bytes(
-                                ctx.ctx,
-                                (off + 20) as u32,
-                                ev.options.as_mut_ptr().cast(),
-                                n,
-                            )
-                        };
+                        ctx.load((off + 20) as u32, ev.options.as_mut_ptr(), n);
                     }
                     copy_payload(ctx, ev, payload_off, payload_len);
                 },
@@ -614,8 +646,9 @@ fn tcp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
         return Ok(());
     };
     // SAFETY: st is the live LRU value of this flow (see guard() on racing CPUs).
+    let segs = ctx.segs();
     let end = unsafe {
-        (*st).pkts_fwd += 1;
+        (*st).pkts_fwd += segs;
         (*st).bytes_fwd += p.ip_len as u64;
         (*st).last_ns = now;
         (*st).flags_fwd |= flags;
@@ -723,7 +756,7 @@ fn end_flow<F: Frame>(
 }
 
 #[inline(always)]
-fn udp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
+fn udp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let off = p.l4_off & 0xffff;
     let uh = bytes_at(ctx, off, 8)?;
     if p.l4_len < 8 {
@@ -752,10 +785,11 @@ fn udp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     // remembers the latest, so the answer links to it. Withheld ones open none.
     let emitted = status == Emitted::Sent;
     let key = flow_key(p, sport, dport);
+    let segs = ctx.segs();
     match FLOWS.get_ptr_mut(&key) {
         // SAFETY: LRU value pointer, valid for this run.
         Some(st) => unsafe {
-            (*st).pkts_fwd += 1;
+            (*st).pkts_fwd += segs;
             (*st).bytes_fwd += p.ip_len as u64;
             (*st).payload_fwd += payload_len;
             (*st).last_ns = now;
@@ -770,7 +804,7 @@ fn udp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
 }
 
 #[inline(always)]
-fn icmp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
+fn icmp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let off = p.l4_off & 0xffff;
     let ih = bytes_at(ctx, off, 8)?;
     if p.l4_len < 8 {
@@ -811,7 +845,7 @@ fn icmp(ctx: &XdpContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
 }
 
 #[inline(always)]
-fn copy_payload(ctx: &XdpContext, ev: &mut RawEvent, off: u32, payload_len: u32) {
+fn copy_payload<F: Frame>(ctx: &F, ev: &mut RawEvent, off: u32, payload_len: u32) {
     let cap = if payload_len > PAYLOAD_MAX as u32 {
         PAYLOAD_MAX as u32
     } else {
@@ -821,7 +855,7 @@ fn copy_payload(ctx: &XdpContext, ev: &mut RawEvent, off: u32, payload_len: u32)
     if cap > 0 {
         // Written so the verifier can see 1 <= n <= 128.
         let n = ((cap - 1) & (PAYLOAD_MAX as u32 - 1)) + 1;
-        let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, off, ev.payload.as_mut_ptr().cast(), n) };
+        let r = ctx.load(off, ev.payload.as_mut_ptr(), n);
         if r != 0 {
             ev.payload_cap = 0;
         }
@@ -904,7 +938,8 @@ fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     };
     // SAFETY: st is the flow's live LRU value.
     let end = unsafe {
-        (*st).pkts_rev += 1;
+        // A GSO skb from the decoy's stack is several wire packets.
+        (*st).pkts_rev += ctx.segs();
         (*st).bytes_rev += p.ip_len as u64;
         (*st).payload_rev += payload_len;
         (*st).flags_rev |= flags;

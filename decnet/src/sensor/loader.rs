@@ -36,6 +36,8 @@ pub const XDP_PROGRAM: &str = "decnet_xdp";
 pub const XDP_PASS_PROGRAM: &str = "decnet_xdp_pass";
 /// The TC egress program (the decoy's answers).
 pub const TC_EGRESS_PROGRAM: &str = "decnet_tc_egress";
+/// The main program's analysis on the TC ingress hook (`--xdp-mode tc`).
+pub const TC_INGRESS_PROGRAM: &str = "decnet_tc_ingress";
 
 /// How the egress program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -60,11 +62,16 @@ impl fmt::Display for EgressMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeChoice {
-    /// Native (driver) mode, falling back to generic SKB mode.
+    /// Native (driver) mode, falling back to generic SKB mode; on a veth the TC ingress
+    /// hook first (see `Tc`).
     #[default]
     Auto,
     Native,
     Skb,
+    /// No XDP: the same analysis on the TC ingress hook (a tcx link, kernel >= 6.6). Where
+    /// XDP can only run in generic mode (a veth, a driver without XDP) this costs less per
+    /// packet: the generic hook re-allocates every skb with under 256 bytes of headroom.
+    Tc,
 }
 
 /// The mode an attachment ended up in.
@@ -73,6 +80,8 @@ pub enum XdpModeChoice {
 pub enum AttachMode {
     Native,
     Skb,
+    /// The ingress program is on the TC hook (tcx), not XDP.
+    Tc,
 }
 
 impl fmt::Display for AttachMode {
@@ -80,6 +89,7 @@ impl fmt::Display for AttachMode {
         f.write_str(match self {
             Self::Native => "native",
             Self::Skb => "skb",
+            Self::Tc => "tc",
         })
     }
 }
@@ -114,6 +124,8 @@ impl Default for LoadOptions {
 pub struct Sensor {
     ebpf: Ebpf,
     link: Option<XdpLinkId>,
+    /// The ingress program's unpinned tcx link (`--xdp-mode tc`).
+    ingress_tc: Option<SchedClassifierLinkId>,
     egress: Option<(SchedClassifierLinkId, EgressMode)>,
     attached: Option<(String, AttachMode)>,
     flood: super::FloodBudget,
@@ -186,7 +198,7 @@ impl Sensor {
                 .load()
                 .map_err(|e| SensorError::Program(name, e))?;
         }
-        Self::tc(&mut ebpf)?
+        Self::tc(&mut ebpf, TC_EGRESS_PROGRAM)?
             .load()
             .map_err(|e| SensorError::Program(TC_EGRESS_PROGRAM, e))?;
         if let Some(pins) = &opts.pins {
@@ -198,13 +210,14 @@ impl Sensor {
                 .map_err(|e| SensorError::Pinning(xdp.clone(), chain(&e)))?;
             let tc = pins.program("tc_prog");
             unpin(&tc)?;
-            Self::tc(&mut ebpf)?
+            Self::tc(&mut ebpf, TC_EGRESS_PROGRAM)?
                 .pin(&tc)
                 .map_err(|e| SensorError::Pinning(tc.clone(), chain(&e)))?;
         }
         Ok(Self {
             ebpf,
             link: None,
+            ingress_tc: None,
             egress: None,
             attached: None,
             flood: opts.flood,
@@ -228,13 +241,13 @@ impl Sensor {
         Ok(())
     }
 
-    /// The same for the egress program's pinned tcx link.
-    fn adopt_tc(&mut self, path: &std::path::Path) -> Result<(), SensorError> {
+    /// The same for a TC program's (`name`) pinned tcx link.
+    fn adopt_tc(&mut self, path: &std::path::Path, name: &'static str) -> Result<(), SensorError> {
         let err = |e: String| SensorError::Pinning(path.to_owned(), e);
         let pinned = PinnedLink::from_pin(path).map_err(|e| err(chain(&e)))?;
         let link =
             SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| err(chain(&e)))?;
-        let prog = Self::tc(&mut self.ebpf)?;
+        let prog = Self::tc(&mut self.ebpf, name)?;
         let id = prog.attach_to_link(link).map_err(|e| err(chain(&e)))?;
         let link = prog.take_link(id).map_err(|e| err(chain(&e)))?;
         self.held
@@ -250,15 +263,33 @@ impl Sensor {
         prog.try_into().map_err(|e| SensorError::Program(name, e))
     }
 
-    fn tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, SensorError> {
-        let prog = ebpf
-            .program_mut(TC_EGRESS_PROGRAM)
-            .ok_or(SensorError::Program(
-                TC_EGRESS_PROGRAM,
-                aya::programs::ProgramError::NotLoaded,
-            ))?;
-        prog.try_into()
-            .map_err(|e| SensorError::Program(TC_EGRESS_PROGRAM, e))
+    fn tc<'a>(
+        ebpf: &'a mut Ebpf,
+        name: &'static str,
+    ) -> Result<&'a mut SchedClassifier, SensorError> {
+        let prog = ebpf.program_mut(name).ok_or(SensorError::Program(
+            name,
+            aya::programs::ProgramError::NotLoaded,
+        ))?;
+        prog.try_into().map_err(|e| SensorError::Program(name, e))
+    }
+
+    /// Loads (and with pins, pins) the TC ingress program the first time it is needed:
+    /// verifying it costs startup time a daemon on XDP need not pay.
+    fn load_tc_ingress(&mut self) -> Result<(), SensorError> {
+        let prog = Self::tc(&mut self.ebpf, TC_INGRESS_PROGRAM)?;
+        if prog.fd().is_ok() {
+            return Ok(());
+        }
+        prog.load()
+            .map_err(|e| SensorError::Program(TC_INGRESS_PROGRAM, e))?;
+        if let Some(pins) = &self.pins {
+            let path = pins.program("tc_ingress_prog");
+            unpin(&path)?;
+            prog.pin(&path)
+                .map_err(|e| SensorError::Pinning(path.clone(), chain(&e)))?;
+        }
+        Ok(())
     }
 
     /// Attaches the egress program to `iface`: a tcx link, or on kernels without tcx a
@@ -267,7 +298,7 @@ impl Sensor {
         if let Some(path) = self.pins.as_ref().map(Pins::tc_link)
             && path.exists()
         {
-            match self.adopt_tc(&path) {
+            match self.adopt_tc(&path, TC_EGRESS_PROGRAM) {
                 Ok(()) => {
                     tracing::info!(iface, path = %path.display(), "took over the pinned egress link");
                     self.egress_pinned = Some(EgressMode::Tcx);
@@ -279,7 +310,7 @@ impl Sensor {
                 }
             }
         }
-        let prog = Self::tc(&mut self.ebpf)?;
+        let prog = Self::tc(&mut self.ebpf, TC_EGRESS_PROGRAM)?;
         let tcx = prog.attach_with_options(
             iface,
             TcAttachType::Egress,
@@ -323,7 +354,8 @@ impl Sensor {
         self.egress.as_ref().map(|(_, m)| *m).or(self.egress_pinned)
     }
 
-    /// Attaches the main program to `iface`. In `Auto` mode native is tried first, then SKB.
+    /// Attaches the main program to `iface`. `Auto` tries native XDP, then the TC ingress
+    /// hook, then generic XDP (on a veth: TC, generic, native).
     pub fn attach(
         &mut self,
         iface: &str,
@@ -332,81 +364,128 @@ impl Sensor {
         if nix_if_index(iface).is_none() {
             return Err(SensorError::NoSuchInterface(iface.to_owned()));
         }
-        if let Some((path, mode)) = self.pins.as_ref().and_then(Pins::pinned_xdp_link) {
+        if let Some((path, mode)) = self.pins.as_ref().and_then(Pins::pinned_ingress_link) {
             let wanted = match choice {
                 XdpModeChoice::Auto => true,
                 XdpModeChoice::Native => mode == AttachMode::Native,
                 XdpModeChoice::Skb => mode == AttachMode::Skb,
+                XdpModeChoice::Tc => mode == AttachMode::Tc,
             };
-            match wanted.then(|| self.adopt_xdp(&path)) {
+            let adopted = wanted.then(|| match mode {
+                AttachMode::Tc => self
+                    .load_tc_ingress()
+                    .and_then(|()| self.adopt_tc(&path, TC_INGRESS_PROGRAM)),
+                AttachMode::Native | AttachMode::Skb => self.adopt_xdp(&path),
+            });
+            match adopted {
                 Some(Ok(())) => {
-                    tracing::info!(iface, path = %path.display(), "took over the pinned XDP link");
+                    tracing::info!(iface, path = %path.display(), "took over the pinned ingress link");
                     self.attached = Some((iface.to_owned(), mode));
                     return Ok(mode);
                 }
                 Some(Err(e)) => tracing::warn!(error = %e,
-                    "the pinned XDP link cannot be taken over (interface recreated?); attaching afresh"),
+                    "the pinned ingress link cannot be taken over (interface recreated?); attaching afresh"),
                 None => tracing::warn!(pinned = %mode, wanted = ?choice,
-                    "the pinned XDP link has another mode; replacing it (probes in between are missed)"),
+                    "the pinned ingress link has another mode; replacing it (probes in between are missed)"),
             }
             // Its last reference goes with the pin: the old program is detached.
             unpin(&path)?;
         }
-        let prog = Self::xdp(&mut self.ebpf, XDP_PROGRAM)?;
+        use AttachMode::{Native, Skb, Tc};
         let veth = driver_name(iface).as_deref() == Some("veth");
-        let tries: &[(XdpMode, AttachMode)] = match choice {
-            // On a veth, native XDP switches the pair to NAPI receive, which costs more per
-            // packet than the generic hook (measured with `cargo xtask bench capture`: 1.54
-            // vs 1.10 system CPU-s per million decoy packets), so auto prefers SKB there.
-            XdpModeChoice::Auto if veth => &[
-                (XdpMode::Skb, AttachMode::Skb),
-                (XdpMode::Driver, AttachMode::Native),
-            ],
-            XdpModeChoice::Auto => &[
-                (XdpMode::Driver, AttachMode::Native),
-                (XdpMode::Skb, AttachMode::Skb),
-            ],
-            XdpModeChoice::Native => &[(XdpMode::Driver, AttachMode::Native)],
-            XdpModeChoice::Skb => &[(XdpMode::Skb, AttachMode::Skb)],
+        let tries: &[AttachMode] = match choice {
+            // Generic XDP re-allocates every skb with less than 256 bytes of headroom before
+            // the program runs; the TC hook sees the same skb as it is. On a veth, native XDP
+            // switches the pair to NAPI receive, which costs more still (measured with
+            // `cargo xtask bench capture`: 1.54 vs 1.10 system CPU-s per million decoy
+            // packets against generic).
+            XdpModeChoice::Auto if veth => &[Tc, Skb, Native],
+            XdpModeChoice::Auto => &[Native, Tc, Skb],
+            XdpModeChoice::Native => &[Native],
+            XdpModeChoice::Skb => &[Skb],
+            XdpModeChoice::Tc => &[Tc],
         };
         let mut last = None;
-        for &(mode, label) in tries {
-            match prog.attach(iface, mode) {
-                Ok(link) => {
-                    if let Some(pins) = &self.pins {
-                        let path = pins.xdp_link(label);
-                        let err = |e: String| SensorError::Pinning(path.clone(), e);
-                        let link = prog.take_link(link).map_err(|e| err(chain(&e)))?;
-                        let fd = FdLink::try_from(link).map_err(|e| err(chain(&e)))?;
-                        self.held
-                            .push(fd.pin(&path).map_err(|e| err(chain(&e)))?.into());
-                    } else {
-                        self.link = Some(link);
-                    }
-                    self.attached = Some((iface.to_owned(), label));
-                    return Ok(label);
+        for &mode in tries {
+            let r = match mode {
+                Tc => self.attach_tc_ingress(iface),
+                Native | Skb => self.attach_xdp(iface, mode),
+            };
+            match r {
+                Ok(()) => {
+                    self.attached = Some((iface.to_owned(), mode));
+                    return Ok(mode);
                 }
                 Err(e) => {
-                    tracing::info!(iface, mode = %label, error = %e, "XDP attach failed");
-                    last = Some((label, e));
+                    tracing::info!(iface, %mode, error = %e, "ingress attach failed");
+                    last = Some(e);
                 }
             }
         }
-        let (label, source) = last.ok_or(SensorError::NoSuchInterface(iface.to_owned()))?;
-        Err(SensorError::Attach {
-            iface: iface.to_owned(),
-            mode: match label {
-                AttachMode::Native => "native",
-                AttachMode::Skb => "skb",
-            },
-            source,
-        })
+        Err(last.unwrap_or(SensorError::NoSuchInterface(iface.to_owned())))
+    }
+
+    /// The XDP program on `iface` in `mode` (native or generic), pinned when pinning.
+    fn attach_xdp(&mut self, iface: &str, mode: AttachMode) -> Result<(), SensorError> {
+        let (xdp_mode, name) = match mode {
+            AttachMode::Native => (XdpMode::Driver, "native"),
+            _ => (XdpMode::Skb, "skb"),
+        };
+        let prog = Self::xdp(&mut self.ebpf, XDP_PROGRAM)?;
+        let link = prog
+            .attach(iface, xdp_mode)
+            .map_err(|source| SensorError::Attach {
+                iface: iface.to_owned(),
+                mode: name,
+                source,
+            })?;
+        match &self.pins {
+            Some(pins) => {
+                let path = pins.ingress_link(mode);
+                let err = |e: String| SensorError::Pinning(path.clone(), e);
+                let link = prog.take_link(link).map_err(|e| err(chain(&e)))?;
+                let fd = FdLink::try_from(link).map_err(|e| err(chain(&e)))?;
+                self.held
+                    .push(fd.pin(&path).map_err(|e| err(chain(&e)))?.into());
+            }
+            None => self.link = Some(link),
+        }
+        Ok(())
+    }
+
+    /// The ingress program on `iface`'s TC ingress hook, as a tcx link (pinned when pinning).
+    fn attach_tc_ingress(&mut self, iface: &str) -> Result<(), SensorError> {
+        self.load_tc_ingress()?;
+        let prog = Self::tc(&mut self.ebpf, TC_INGRESS_PROGRAM)?;
+        let link = prog
+            .attach_with_options(
+                iface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|source| SensorError::Attach {
+                iface: iface.to_owned(),
+                mode: "tc",
+                source,
+            })?;
+        match &self.pins {
+            Some(pins) => {
+                let path = pins.ingress_link(AttachMode::Tc);
+                let err = |e: String| SensorError::Pinning(path.clone(), e);
+                let link = prog.take_link(link).map_err(|e| err(chain(&e)))?;
+                let fd = FdLink::try_from(link).map_err(|e| err(chain(&e)))?;
+                self.held
+                    .push(fd.pin(&path).map_err(|e| err(chain(&e)))?.into());
+            }
+            None => self.ingress_tc = Some(link),
+        }
+        Ok(())
     }
 
     /// Detaches the programs (also happens on drop).
     pub fn detach(&mut self) -> Result<(), SensorError> {
         if let Some((link, _)) = self.egress.take() {
-            Self::tc(&mut self.ebpf)?
+            Self::tc(&mut self.ebpf, TC_EGRESS_PROGRAM)?
                 .detach(link)
                 .map_err(|e| SensorError::Program(TC_EGRESS_PROGRAM, e))?;
         }
@@ -414,6 +493,11 @@ impl Sensor {
             Self::xdp(&mut self.ebpf, XDP_PROGRAM)?
                 .detach(link)
                 .map_err(|e| SensorError::Program(XDP_PROGRAM, e))?;
+        }
+        if let Some(link) = self.ingress_tc.take() {
+            Self::tc(&mut self.ebpf, TC_INGRESS_PROGRAM)?
+                .detach(link)
+                .map_err(|e| SensorError::Program(TC_INGRESS_PROGRAM, e))?;
         }
         self.attached = None;
         Ok(())
@@ -481,7 +565,10 @@ impl Sensor {
         opts.data_in = Some(frame);
         opts.repeat = repeat.max(1);
         let r = if program == TC_EGRESS_PROGRAM {
-            Self::tc(&mut self.ebpf)?.test_run(opts)
+            Self::tc(&mut self.ebpf, TC_EGRESS_PROGRAM)?.test_run(opts)
+        } else if program == TC_INGRESS_PROGRAM {
+            self.load_tc_ingress()?;
+            Self::tc(&mut self.ebpf, TC_INGRESS_PROGRAM)?.test_run(opts)
         } else {
             Self::xdp(&mut self.ebpf, program)?.test_run(opts)
         }

@@ -7,9 +7,11 @@
 //! during a restart is lost, short of the ring filling up, which the kernel counts.
 //!
 //! Layout, one directory per interface under the pin root (`/sys/fs/bpf/decnet` by default):
-//! - `xdp_link_skb` or `xdp_link_native` (bpffs reserves names with dots): the XDP link (the suffix is its mode);
+//! - the ingress link, one of `xdp_link_skb`, `xdp_link_native` (bpffs reserves names with
+//!   dots; the suffix is the XDP mode) or `tc_ingress_link` (the tcx ingress link of
+//!   `--xdp-mode tc`);
 //! - `tc_link`: the tcx egress link (a clsact filter is not a link and cannot be pinned);
-//! - `xdp_prog`, `tc_prog`: the programs currently in those links;
+//! - `xdp_prog`, `tc_prog`, `tc_ingress_prog`: the programs (the last only when used);
 //! - `maps-<layout>/<MAP>`: the maps. `<layout>` changes whenever what the maps hold changes
 //!   shape (record sizes, map sizes, the ring's size), so a daemon never adopts maps it would
 //!   misread; an upgrade that changes it starts new maps and says so.
@@ -128,9 +130,9 @@ impl Pins {
     /// an unpinned start over a pinned sensor).
     pub fn existing(root: &Path, iface: &str) -> Option<PathBuf> {
         let dir = root.join(iface);
-        [AttachMode::Skb, AttachMode::Native]
+        INGRESS_MODES
             .iter()
-            .any(|m| dir.join(format!("xdp_link_{m}")).exists())
+            .any(|&m| dir.join(ingress_link_name(m)).exists())
             .then_some(dir)
     }
 
@@ -162,15 +164,16 @@ impl Pins {
             .collect()
     }
 
-    pub fn xdp_link(&self, mode: AttachMode) -> PathBuf {
-        self.dir.join(format!("xdp_link_{mode}"))
+    /// Where the ingress program's link is pinned when attached in `mode`.
+    pub fn ingress_link(&self, mode: AttachMode) -> PathBuf {
+        self.dir.join(ingress_link_name(mode))
     }
 
-    /// The pinned XDP link and its mode, if there is one.
-    pub fn pinned_xdp_link(&self) -> Option<(PathBuf, AttachMode)> {
-        [AttachMode::Skb, AttachMode::Native]
+    /// The pinned ingress link and its mode, if there is one.
+    pub fn pinned_ingress_link(&self) -> Option<(PathBuf, AttachMode)> {
+        INGRESS_MODES
             .into_iter()
-            .map(|m| (self.xdp_link(m), m))
+            .map(|m| (self.ingress_link(m), m))
             .find(|(p, _)| p.exists())
     }
 
@@ -180,6 +183,15 @@ impl Pins {
 
     pub fn program(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+}
+
+const INGRESS_MODES: [AttachMode; 3] = [AttachMode::Skb, AttachMode::Native, AttachMode::Tc];
+
+fn ingress_link_name(mode: AttachMode) -> String {
+    match mode {
+        AttachMode::Tc => "tc_ingress_link".to_owned(),
+        AttachMode::Native | AttachMode::Skb => format!("xdp_link_{mode}"),
     }
 }
 
