@@ -62,8 +62,8 @@ impl fmt::Display for EgressMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeChoice {
-    /// Native (driver) mode, falling back to generic SKB mode; on a veth the TC ingress
-    /// hook first (see `Tc`).
+    /// Native (driver) XDP, then the TC ingress hook, then generic (SKB) XDP; on a veth
+    /// the TC hook, generic XDP, native XDP (cheapest there first).
     #[default]
     Auto,
     Native,
