@@ -5,7 +5,8 @@
 //! RSTs as it would to hping3) is sent as fast as one AF_PACKET socket can from a namespace
 //! to the decoy. In the same run, with:
 //! (a) no capture;
-//! (b) decnet (release daemon, XDP, default flood guard);
+//! (b) decnet (release daemon, its default ingress hook (`DECNET_XDP_MODE` picks another),
+//!     default flood guard);
 //! (c) `tcpdump -i <iface> -w /dev/null` (same BPF filter: packets to the decoy);
 //! (d) a scapy `sniff()` loop parsing the TCP fields (the seed project's approach).
 //!
@@ -217,6 +218,8 @@ struct Round {
     tcpdump: Outcome,
     /// decnet's stats, per-thread CPU and peak RSS (KiB) after its flood.
     stats: serde_json::Value,
+    /// decnet's ingress hook (`xdp_mode` in its health: native, skb or tc).
+    hook: String,
     threads: String,
     rss: String,
 }
@@ -242,6 +245,10 @@ fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
     let mut daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
     std::thread::sleep(Duration::from_millis(500));
     let before = daemon.settle();
+    let hook = daemon.health()["xdp_mode"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
     let k0 = before["kernel"].clone();
     let proc0 = process_cpu(daemon.pid());
     let ours = measure(lab, idle_rate, || {
@@ -300,6 +307,7 @@ fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
         ours,
         tcpdump,
         stats: st,
+        hook,
         threads,
         rss,
     }
@@ -349,6 +357,7 @@ fn main() {
         ours,
         tcpdump,
         stats: st,
+        hook,
         threads,
         rss,
     } = all.swap_remove(rounds / 2);
@@ -379,9 +388,10 @@ fn main() {
         "\n{:<44} {:>10} {:>12} {:>12} {:>10}",
         "", "CPU-s", "above (a)", "described", "window s"
     );
+    let ours_name = format!("(b) decnet ({hook} ingress + flood guard)");
     for (name, o) in [
         ("(a) no capture", &none),
-        ("(b) decnet (XDP + flood guard)", &ours),
+        (ours_name.as_str(), &ours),
         ("(c) tcpdump -w /dev/null", &tcpdump),
         ("(d) scapy sniff() parsing TCP", &scapy),
     ] {

@@ -193,21 +193,13 @@ impl Sensor {
             map.set(0, opts.flood.kernel(), 0)
                 .map_err(|e| SensorError::Map(GUARD_MAP, e))?;
         }
-        for name in [XDP_PROGRAM, XDP_PASS_PROGRAM] {
-            Self::xdp(&mut ebpf, name)?
-                .load()
-                .map_err(|e| SensorError::Program(name, e))?;
-        }
+        // The ingress programs are loaded when attached (`load_ingress`): verifying one costs
+        // ~0.7 CPU-s, and a daemon runs only one of them.
         Self::tc(&mut ebpf, TC_EGRESS_PROGRAM)?
             .load()
             .map_err(|e| SensorError::Program(TC_EGRESS_PROGRAM, e))?;
         if let Some(pins) = &opts.pins {
             // The pinned programs are the ones now loaded (for bpftool and for `detach`).
-            let xdp = pins.program("xdp_prog");
-            unpin(&xdp)?;
-            Self::xdp(&mut ebpf, XDP_PROGRAM)?
-                .pin(&xdp)
-                .map_err(|e| SensorError::Pinning(xdp.clone(), chain(&e)))?;
             let tc = pins.program("tc_prog");
             unpin(&tc)?;
             Self::tc(&mut ebpf, TC_EGRESS_PROGRAM)?
@@ -274,19 +266,34 @@ impl Sensor {
         prog.try_into().map_err(|e| SensorError::Program(name, e))
     }
 
-    /// Loads (and with pins, pins) the TC ingress program the first time it is needed:
-    /// verifying it costs startup time a daemon on XDP need not pay.
-    fn load_tc_ingress(&mut self) -> Result<(), SensorError> {
-        let prog = Self::tc(&mut self.ebpf, TC_INGRESS_PROGRAM)?;
-        if prog.fd().is_ok() {
+    /// Loads an ingress program (`XDP_PROGRAM`, `TC_INGRESS_PROGRAM`, `XDP_PASS_PROGRAM`)
+    /// the first time it is needed, and with pins pins it (`xdp_prog`, `tc_ingress_prog`).
+    pub fn load_ingress(&mut self, name: &'static str) -> Result<(), SensorError> {
+        let loaded = self.ebpf.program(name).is_some_and(|p| p.fd().is_ok());
+        if loaded {
             return Ok(());
         }
-        prog.load()
-            .map_err(|e| SensorError::Program(TC_INGRESS_PROGRAM, e))?;
+        let r = if name == TC_INGRESS_PROGRAM {
+            Self::tc(&mut self.ebpf, name)?.load()
+        } else {
+            Self::xdp(&mut self.ebpf, name)?.load()
+        };
+        r.map_err(|e| SensorError::Program(name, e))?;
+        let pin = match name {
+            XDP_PROGRAM => "xdp_prog",
+            TC_INGRESS_PROGRAM => "tc_ingress_prog",
+            _ => return Ok(()),
+        };
         if let Some(pins) = &self.pins {
-            let path = pins.program("tc_ingress_prog");
+            let path = pins.program(pin);
             unpin(&path)?;
-            prog.pin(&path)
+            self.ebpf
+                .program_mut(name)
+                .ok_or(SensorError::Program(
+                    name,
+                    aya::programs::ProgramError::NotLoaded,
+                ))?
+                .pin(&path)
                 .map_err(|e| SensorError::Pinning(path.clone(), chain(&e)))?;
         }
         Ok(())
@@ -373,9 +380,11 @@ impl Sensor {
             };
             let adopted = wanted.then(|| match mode {
                 AttachMode::Tc => self
-                    .load_tc_ingress()
+                    .load_ingress(TC_INGRESS_PROGRAM)
                     .and_then(|()| self.adopt_tc(&path, TC_INGRESS_PROGRAM)),
-                AttachMode::Native | AttachMode::Skb => self.adopt_xdp(&path),
+                AttachMode::Native | AttachMode::Skb => self
+                    .load_ingress(XDP_PROGRAM)
+                    .and_then(|()| self.adopt_xdp(&path)),
             });
             match adopted {
                 Some(Ok(())) => {
@@ -431,6 +440,7 @@ impl Sensor {
             AttachMode::Native => (XdpMode::Driver, "native"),
             _ => (XdpMode::Skb, "skb"),
         };
+        self.load_ingress(XDP_PROGRAM)?;
         let prog = Self::xdp(&mut self.ebpf, XDP_PROGRAM)?;
         let link = prog
             .attach(iface, xdp_mode)
@@ -455,7 +465,7 @@ impl Sensor {
 
     /// The ingress program on `iface`'s TC ingress hook, as a tcx link (pinned when pinning).
     fn attach_tc_ingress(&mut self, iface: &str) -> Result<(), SensorError> {
-        self.load_tc_ingress()?;
+        self.load_ingress(TC_INGRESS_PROGRAM)?;
         let prog = Self::tc(&mut self.ebpf, TC_INGRESS_PROGRAM)?;
         let link = prog
             .attach_with_options(
@@ -567,9 +577,10 @@ impl Sensor {
         let r = if program == TC_EGRESS_PROGRAM {
             Self::tc(&mut self.ebpf, TC_EGRESS_PROGRAM)?.test_run(opts)
         } else if program == TC_INGRESS_PROGRAM {
-            self.load_tc_ingress()?;
-            Self::tc(&mut self.ebpf, TC_INGRESS_PROGRAM)?.test_run(opts)
+            self.load_ingress(program)?;
+            Self::tc(&mut self.ebpf, program)?.test_run(opts)
         } else {
+            self.load_ingress(program)?;
             Self::xdp(&mut self.ebpf, program)?.test_run(opts)
         }
         .map_err(|e| SensorError::Program(program, e))?;

@@ -11,7 +11,8 @@
 //!   dots; the suffix is the XDP mode) or `tc_ingress_link` (the tcx ingress link of
 //!   `--xdp-mode tc`);
 //! - `tc_link`: the tcx egress link (a clsact filter is not a link and cannot be pinned);
-//! - `xdp_prog`, `tc_prog`, `tc_ingress_prog`: the programs (the last only when used);
+//! - `xdp_prog` or `tc_ingress_prog` (the ingress program in use), `tc_prog` (egress): the
+//!   programs;
 //! - `maps-<layout>/<MAP>`: the maps. `<layout>` changes whenever what the maps hold changes
 //!   shape (record sizes, map sizes, the ring's size), so a daemon never adopts maps it would
 //!   misread; an upgrade that changes it starts new maps and says so.
