@@ -326,11 +326,10 @@ impl Sensor {
         let (link, mode) = match tcx {
             Ok(link) if self.pins.is_some() => {
                 let path = self.pins.as_ref().map(Pins::tc_link).unwrap_or_default();
-                let err = |e: String| SensorError::Pinning(path.clone(), e);
-                let link = prog.take_link(link).map_err(|e| err(chain(&e)))?;
-                let fd = FdLink::try_from(link).map_err(|e| err(chain(&e)))?;
-                let pinned = fd.pin(&path).map_err(|e| err(chain(&e)))?;
-                self.held.push(pinned.into());
+                let link = prog
+                    .take_link(link)
+                    .map_err(|e| SensorError::Pinning(path.clone(), chain(&e)))?;
+                self.held.push(pin_link(link, &path)?);
                 self.egress_pinned = Some(EgressMode::Tcx);
                 return Ok(EgressMode::Tcx);
             }
@@ -452,11 +451,10 @@ impl Sensor {
         match &self.pins {
             Some(pins) => {
                 let path = pins.ingress_link(mode);
-                let err = |e: String| SensorError::Pinning(path.clone(), e);
-                let link = prog.take_link(link).map_err(|e| err(chain(&e)))?;
-                let fd = FdLink::try_from(link).map_err(|e| err(chain(&e)))?;
-                self.held
-                    .push(fd.pin(&path).map_err(|e| err(chain(&e)))?.into());
+                let link = prog
+                    .take_link(link)
+                    .map_err(|e| SensorError::Pinning(path.clone(), chain(&e)))?;
+                self.held.push(pin_link(link, &path)?);
             }
             None => self.link = Some(link),
         }
@@ -481,11 +479,10 @@ impl Sensor {
         match &self.pins {
             Some(pins) => {
                 let path = pins.ingress_link(AttachMode::Tc);
-                let err = |e: String| SensorError::Pinning(path.clone(), e);
-                let link = prog.take_link(link).map_err(|e| err(chain(&e)))?;
-                let fd = FdLink::try_from(link).map_err(|e| err(chain(&e)))?;
-                self.held
-                    .push(fd.pin(&path).map_err(|e| err(chain(&e)))?.into());
+                let link = prog
+                    .take_link(link)
+                    .map_err(|e| SensorError::Pinning(path.clone(), chain(&e)))?;
+                self.held.push(pin_link(link, &path)?);
             }
             None => self.ingress_tc = Some(link),
         }
@@ -586,6 +583,17 @@ impl Sensor {
         .map_err(|e| SensorError::Program(program, e))?;
         Ok((r.return_value, r.duration))
     }
+}
+
+/// Pins a link just taken from its program at `path`. The returned fd may be closed: the
+/// pin keeps the link, and so its program, attached.
+fn pin_link<L>(link: L, path: &std::path::Path) -> Result<FdLink, SensorError>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    let err = |e: String| SensorError::Pinning(path.to_owned(), e);
+    let fd = FdLink::try_from(link).map_err(|e| err(chain(&e)))?;
+    Ok(fd.pin(path).map_err(|e| err(chain(&e)))?.into())
 }
 
 /// An error and its sources on one line (aya's pin and link errors keep the errno below).
