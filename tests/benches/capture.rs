@@ -5,8 +5,8 @@
 //! RSTs as it would to hping3) is sent as fast as one AF_PACKET socket can from a namespace
 //! to the decoy. In the same run, with:
 //! (a) no capture;
-//! (b) decnet (release daemon, its default ingress hook (`DECNET_XDP_MODE` picks another),
-//!     default flood guard);
+//! (b) decnet (release daemon, its default ingress hook, default flood guard);
+//! (b') the same on generic XDP (`DECNET_XDP_MODE=skb`);
 //! (c) `tcpdump -i <iface> -w /dev/null` (same BPF filter: packets to the decoy);
 //! (d) a scapy `sniff()` loop parsing the TCP fields (the seed project's approach).
 //!
@@ -14,6 +14,8 @@
 //! idle baseline, from the first packet sent until the tool has finished describing, and the
 //! fraction of sent packets the tool described (decnet: per-packet events plus exact
 //! suppression counts; tcpdump: "packets captured"; scapy: packets its callback parsed).
+//! Then one more decnet flood per hook with BPF run-time statistics on: the kernel programs'
+//! time per packet.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _},
@@ -211,38 +213,62 @@ except KeyboardInterrupt:
 print(n, flush=True)
 "#;
 
-/// What one round of (a), (b) and (c) measured.
+/// What one round of (a), (b), (b') and (c) measured.
 struct Round {
     none: Outcome,
-    ours: Outcome,
+    ours: DecnetRun,
+    /// decnet on generic XDP (`--xdp-mode skb`), for the hook's share.
+    generic: DecnetRun,
     tcpdump: Outcome,
-    /// decnet's stats, per-thread CPU and peak RSS (KiB) after its flood.
-    stats: serde_json::Value,
-    /// decnet's ingress hook (`xdp_mode` in its health: native, skb or tc).
-    hook: String,
-    threads: String,
-    rss: String,
 }
 
 impl Round {
     fn ratio(&self) -> f64 {
-        (self.ours.cpu_s - self.none.cpu_s) / (self.tcpdump.cpu_s - self.none.cpu_s)
+        self.ours.ratio(&self.none, &self.tcpdump)
     }
 }
 
-/// (a) no capture, (b) decnet (a fresh daemon and data dir), (c) tcpdump, back to back.
-fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
-    // (a) no capture.
-    let none = measure(lab, idle_rate, || {
-        std::thread::sleep(Duration::from_millis(500));
-        0
-    });
+/// One flood described by a fresh decnet daemon.
+struct DecnetRun {
+    outcome: Outcome,
+    /// Its stats, per-thread CPU and peak RSS (KiB) after the flood.
+    stats: serde_json::Value,
+    /// Its ingress hook (`xdp_mode` in its health: native, skb or tc).
+    hook: String,
+    threads: String,
+    rss: String,
+    /// Per program (name, ns per run) over the flood, when BPF run-time stats were on.
+    prog_ns: Vec<(String, f64)>,
+}
 
-    // (b) decnet.
+impl DecnetRun {
+    fn ratio(&self, none: &Outcome, tcpdump: &Outcome) -> f64 {
+        (self.outcome.cpu_s - none.cpu_s) / (tcpdump.cpu_s - none.cpu_s)
+    }
+}
+
+/// Run time and run count of each loaded `decnet_*` program, by id.
+fn prog_stats() -> std::collections::BTreeMap<u32, (String, Duration, u64)> {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_owned();
+            name.starts_with("decnet_")
+                .then(|| (p.id(), (name, p.run_time(), p.run_count())))
+        })
+        .collect()
+}
+
+/// A fresh daemon (`env` added to its environment) describes one flood. With `bpf_stats`,
+/// the kernel's run-time statistics are on during the flood (they cost two clock reads per
+/// program run, so not in the rounds whose CPU is compared) and each program's time per
+/// run is returned.
+fn decnet_flood(lab: &Lab, idle_rate: f64, env: &[(&str, &str)], bpf_stats: bool) -> DecnetRun {
     let dir = std::env::temp_dir().join(format!("decnet-bench-capture-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let mut daemon = Daemon::start(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir);
+    let mut daemon =
+        Daemon::start_with_env(&lab.host_if, &[format!("{}=web", lab.decoy)], &dir, env);
     std::thread::sleep(Duration::from_millis(500));
     let before = daemon.settle();
     let hook = daemon.health()["xdp_mode"]
@@ -251,7 +277,10 @@ fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
         .to_owned();
     let k0 = before["kernel"].clone();
     let proc0 = process_cpu(daemon.pid());
-    let ours = measure(lab, idle_rate, || {
+    let stats_on = bpf_stats
+        .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS"));
+    let p0 = prog_stats();
+    let outcome = measure(lab, idle_rate, || {
         let s = daemon.settle();
         let k = &s["kernel"];
         let d = |key: &str| k[key].as_u64().unwrap_or(0) - k0[key].as_u64().unwrap_or(0);
@@ -261,7 +290,15 @@ fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
         d("events_emitted") - d("suppressed_summaries") - d("probe_outcomes") - d("flow_summaries")
             + d("suppressed")
     });
-    let st = daemon.stats();
+    let prog_ns = prog_stats()
+        .into_iter()
+        .filter_map(|(id, (name, t, n))| {
+            let (t0, n0) = p0.get(&id).map(|(_, t, n)| (*t, *n)).unwrap_or_default();
+            (n > n0).then(|| (name, (t - t0).as_nanos() as f64 / (n - n0) as f64))
+        })
+        .collect();
+    drop(stats_on);
+    let stats = daemon.stats();
     let in_window = process_cpu(daemon.pid()) - proc0;
     let threads = format!(
         "{in_window:.2} during the flood; whole life by thread: {}",
@@ -275,6 +312,27 @@ fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
         .unwrap_or_default();
     daemon.stop();
     let _ = std::fs::remove_dir_all(&dir);
+    DecnetRun {
+        outcome,
+        stats,
+        hook,
+        threads,
+        rss,
+        prog_ns,
+    }
+}
+
+/// (a) no capture, (b) decnet (a fresh daemon and data dir), (c) tcpdump, back to back.
+fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
+    // (a) no capture.
+    let none = measure(lab, idle_rate, || {
+        std::thread::sleep(Duration::from_millis(500));
+        0
+    });
+
+    // (b) decnet on its default hook, (b') on generic XDP.
+    let ours = decnet_flood(lab, idle_rate, &[], false);
+    let generic = decnet_flood(lab, idle_rate, &[("DECNET_XDP_MODE", "skb")], false);
 
     // (c) tcpdump.
     let mut td = Command::new("tcpdump")
@@ -305,11 +363,8 @@ fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
     Round {
         none,
         ours,
+        generic,
         tcpdump,
-        stats: st,
-        hook,
-        threads,
-        rss,
     }
 }
 
@@ -340,7 +395,7 @@ fn main() {
         "{PACKETS} SYNs per run from one namespace address; idle baseline {idle_rate:.3} CPU-s/s"
     );
 
-    // (a), (b) and (c) in interleaved rounds: this machine is shared and a single flood's
+    // (a), (b), (b') and (c) in interleaved rounds: this machine is shared and a single flood's
     // figure moves by a factor of two; the median round's ratio is the one to quote.
     let rounds: usize = std::env::var("CAPTURE_ROUNDS")
         .ok()
@@ -352,15 +407,23 @@ fn main() {
         .collect();
     all.sort_by(|x, y| x.ratio().total_cmp(&y.ratio()));
     let ratios: Vec<String> = all.iter().map(|r| format!("{:.2}", r.ratio())).collect();
+    let mut generic_ratios: Vec<f64> = all
+        .iter()
+        .map(|r| r.generic.ratio(&r.none, &r.tcpdump))
+        .collect();
+    generic_ratios.sort_by(f64::total_cmp);
     let Round {
         none,
         ours,
+        generic,
         tcpdump,
-        stats: st,
-        hook,
-        threads,
-        rss,
     } = all.swap_remove(rounds / 2);
+
+    // Kernel program time per packet, one more flood per hook with BPF run-time stats on.
+    let timed = [
+        decnet_flood(&lab, idle_rate, &[], true),
+        decnet_flood(&lab, idle_rate, &[("DECNET_XDP_MODE", "skb")], true),
+    ];
 
     // (d) scapy.
     let mut sc = Command::new("python3")
@@ -388,10 +451,12 @@ fn main() {
         "\n{:<44} {:>10} {:>12} {:>12} {:>10}",
         "", "CPU-s", "above (a)", "described", "window s"
     );
-    let ours_name = format!("(b) decnet ({hook} ingress + flood guard)");
+    let ours_name = format!("(b) decnet ({} ingress + flood guard)", ours.hook);
+    let generic_name = format!("(b') decnet ({} ingress + flood guard)", generic.hook);
     for (name, o) in [
         ("(a) no capture", &none),
-        (ours_name.as_str(), &ours),
+        (ours_name.as_str(), &ours.outcome),
+        (generic_name.as_str(), &generic.outcome),
         ("(c) tcpdump -w /dev/null", &tcpdump),
         ("(d) scapy sniff() parsing TCP", &scapy),
     ] {
@@ -411,17 +476,37 @@ fn main() {
     }
     println!(
         "\ndecnet overhead / tcpdump overhead = {:.2} (median of {rounds} rounds; sorted: {}); \
-         rows above: the median round; decnet peak RSS {} KiB; kernel: {}",
-        (ours.cpu_s - none.cpu_s) / (tcpdump.cpu_s - none.cpu_s),
+         on {}: {:.2} (sorted: {}); rows above: the median round; decnet peak RSS {} KiB; \
+         kernel: {}",
+        ours.ratio(&none, &tcpdump),
         ratios.join(" "),
-        rss,
-        st["kernel"]
+        generic.hook,
+        generic_ratios[rounds / 2],
+        generic_ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        ours.rss,
+        ours.stats["kernel"]
     );
-    println!("decnet process CPU (s): {threads}");
+    println!("decnet process CPU (s): {}", ours.threads);
     println!(
         "decnet ingest: {}; profiler: {}",
-        st["ingest"], st["profile"]
+        ours.stats["ingest"], ours.stats["profile"]
     );
+    for t in &timed {
+        let progs: Vec<String> = t
+            .prog_ns
+            .iter()
+            .map(|(name, ns)| format!("{name} {ns:.0}"))
+            .collect();
+        println!(
+            "kernel program time per run on the {} hook (ns; BPF run-time stats, one more flood): {}",
+            t.hook,
+            progs.join(", ")
+        );
+    }
 }
 
 /// CPU seconds (user + system) of a whole process so far.
