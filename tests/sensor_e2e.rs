@@ -535,19 +535,50 @@ fn attach_detach_reattach_leave_nothing_behind() {
                 Some(shown),
                 "round {round}: --xdp-mode {mode}"
             );
+            // A request to a listener on the decoy that answers 3,000 bytes: the local
+            // stacks keep TCP payload in page fragments, past the skb's linear part.
+            let listener = std::net::TcpListener::bind((lab.decoy.as_str(), 0)).expect("listener");
+            let port = listener.local_addr().expect("addr").port();
+            let server = std::thread::spawn(move || {
+                use std::io::{Read as _, Write as _};
+                let (mut c, _) = listener.accept().expect("accept");
+                let mut buf = [0u8; 256];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(&[b'x'; 3000]);
+                // Close gracefully: our FIN, then the client's (a close with unread data
+                // would reset the connection).
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                let _ = c.read_to_end(&mut Vec::new());
+            });
             lab.exec(
                 &[
                     "bash",
                     "-c",
-                    &format!("echo > /dev/tcp/{}/9 || true", lab.decoy),
+                    &format!(
+                        "exec 3<>/dev/tcp/{}/{port}; printf 'GET /round HTTP/1.0\r\n\r\n' >&3; \
+                         timeout 2 cat <&3 >/dev/null",
+                        lab.decoy
+                    ),
                 ],
                 10,
             );
+            server.join().expect("server");
             let s = d.settle();
+            let k = &s["kernel"];
             assert!(
-                s["kernel"]["events_emitted"].as_u64().unwrap() >= 1,
+                k["events_emitted"].as_u64().unwrap() >= 1,
                 "round {round}: {s}"
             );
+            assert_eq!(
+                (k["malformed"].as_u64(), k["egress_malformed"].as_u64()),
+                (Some(0), Some(0)),
+                "round {round}: {s}"
+            );
+            let payloads = read_journal(&dir.join("events.jsonl"))
+                .iter()
+                .filter(|r| r["event_type"] == "tcp_payload")
+                .count();
+            assert_eq!(payloads, round + 1, "round {round}: the request's payload");
             let st = d.stop();
             assert!(st.success(), "round {round}: exit {st}:\n{}", d.log_text());
             assert!(

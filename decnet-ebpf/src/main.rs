@@ -130,6 +130,9 @@ trait Frame {
     fn start(&self) -> usize;
     fn end(&self) -> usize;
     fn ifindex(&self) -> u32;
+    /// The whole frame's length. An skb's data past `end()` sits in page fragments
+    /// (TCP payload from the local stack, for one): it is there, `load` reads it.
+    fn wire_len(&self) -> u32;
     /// Copies `n` bytes at `off` into `dst` (also from a non-linear skb); 0 on success.
     fn load(&self, off: u32, dst: *mut u8, n: u32) -> i64;
     /// Wire packets this frame stands for: more than one for a GRO-merged skb on the TC
@@ -149,6 +152,10 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn ifindex(&self) -> u32 {
         self.ingress_ifindex() as u32
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> u32 {
+        (self.data_end() - self.data()) as u32
     }
     #[inline(always)]
     fn load(&self, off: u32, dst: *mut u8, n: u32) -> i64 {
@@ -174,6 +181,10 @@ impl Frame for TcContext {
     fn ifindex(&self) -> u32 {
         // SAFETY: the context's __sk_buff, readable for the whole run.
         unsafe { (*self.skb.skb).ifindex }
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> u32 {
+        self.len()
     }
     #[inline(always)]
     fn load(&self, off: u32, dst: *mut u8, n: u32) -> i64 {
@@ -268,10 +279,30 @@ pub fn decnet_xdp_pass(_ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn decnet_tc_ingress(ctx: TcContext) -> i32 {
     bump(Stat::PacketsSeen);
+    linear_headers(&ctx);
     if let Err(Stop::Malformed) = ingress(&ctx) {
         bump(Stat::Malformed);
     }
     TC_ACT_UNSPEC
+}
+
+/// Bytes of an skb the parsers read directly (headers; payload and options go through
+/// `Frame::load`, which reads fragments too).
+const HEADER_BYTES: u32 = 128;
+
+/// Makes the headers of a non-linear skb directly readable. The stack normally puts them in
+/// the linear part already, so this costs a comparison; when it did not, the pull copies them
+/// (a failure leaves the packet to be counted malformed).
+#[inline(always)]
+fn linear_headers(ctx: &TcContext) {
+    let want = if ctx.len() < HEADER_BYTES {
+        ctx.len()
+    } else {
+        HEADER_BYTES
+    };
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
+    }
 }
 
 /// A packet arriving on the decoy interface (XDP or TC ingress).
@@ -327,7 +358,7 @@ fn parse_ip<F: Frame>(ctx: &F) -> Result<Parsed, Stop> {
         off += 4;
         vlan_depth += 1;
     }
-    let avail = (ctx.end() - ctx.start()) as u32;
+    let avail = ctx.wire_len();
     match ethertype {
         ETH_P_IP => parse_v4(ctx, off, avail, vlan_depth, vlan_id),
         ETH_P_IPV6 => parse_v6(ctx, off, avail, vlan_depth, vlan_id),
@@ -866,6 +897,7 @@ fn copy_payload<F: Frame>(ctx: &F, ev: &mut RawEvent, off: u32, payload_len: u32
 #[classifier]
 pub fn decnet_tc_egress(ctx: TcContext) -> i32 {
     bump(Stat::EgressSeen);
+    linear_headers(&ctx);
     if let Err(Stop::Malformed) = try_egress(&ctx) {
         bump(Stat::EgressMalformed);
     }
