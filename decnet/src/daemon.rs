@@ -278,7 +278,9 @@ struct SensorRun {
     iface_watch: tokio::task::JoinHandle<Option<reattach::Helper>>,
     stop_reader: watch::Sender<bool>,
     iface_status: Arc<reattach::IfaceStatus>,
-    reader: tokio::task::JoinHandle<Result<Vec<(std::net::IpAddr, u64)>, SensorError>>,
+    reader: tokio::task::JoinHandle<
+        Result<Vec<(std::net::IpAddr, crate::collector::Reported)>, SensorError>,
+    >,
     /// Taken when it is joined.
     writer: Option<JournalWriter>,
     stop_ingest: watch::Sender<bool>,
@@ -346,7 +348,12 @@ fn start_sensor(
         .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;
     let collector = Collector::new(journal, deckies)
         .with_flood(cfg.flood)
-        .with_reported(taken.as_ref().map_or(&[][..], |h| &h.reported));
+        .with_reported(
+            &taken
+                .as_ref()
+                .map(|h| h.flood_reported())
+                .unwrap_or_default(),
+        );
     tracing::info!(path = %journal_path.display(), "journal open");
 
     let (stop_reader, reader_rx) = watch::channel(false);
@@ -578,7 +585,7 @@ async fn stop_sensor(
     s: &mut SensorRun,
     stopping: &Instant,
     set_stage: &impl Fn(&'static str),
-) -> Option<Vec<(std::net::IpAddr, u64)>> {
+) -> Option<Vec<(std::net::IpAddr, crate::collector::Reported)>> {
     if let Some(p) = &s.pinned {
         // The programs keep capturing into the pinned ring; the next start reads on from
         // where this one stops.
@@ -653,7 +660,7 @@ fn write_handover(
     cfg: &RunConfig,
     s: &SensorRun,
     pipeline: &PipelineStats,
-    reported: Vec<(std::net::IpAddr, u64)>,
+    reported: Vec<(std::net::IpAddr, crate::collector::Reported)>,
 ) {
     let Some(p) = &s.pinned else { return };
     let h = handover::Handover {
@@ -661,7 +668,8 @@ fn write_handover(
         restarts: p.status.restarts + 1,
         pipeline: pipeline.snapshot(),
         ingest: s.ingest_stats.snapshot(),
-        reported,
+        reported: Vec::new(),
+        flood_reported: reported,
     };
     match handover::write(&cfg.data_dir, &h) {
         Ok(()) => tracing::info!(

@@ -17,7 +17,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ingest::ingester::IngestSnapshot, stats::PipelineSnapshot};
+use crate::{collector::Reported, ingest::ingester::IngestSnapshot, stats::PipelineSnapshot};
 
 /// File name in the data dir.
 pub const FILE: &str = "handover.json";
@@ -30,8 +30,31 @@ pub struct Handover {
     pub restarts: u64,
     pub pipeline: PipelineSnapshot,
     pub ingest: IngestSnapshot,
-    /// Flood-guard totals already written per source.
+    /// Flood-guard totals already written per source, as an older decnet wrote them
+    /// (without naming the kernel entry); read, no longer written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reported: Vec<(IpAddr, u64)>,
+    /// What was written of each source's flood-guard entry.
+    #[serde(default)]
+    pub flood_reported: Vec<(IpAddr, Reported)>,
+}
+
+impl Handover {
+    /// The flood-guard totals to carry on from. An older handover's totals do not name
+    /// their kernel entry (`first_ns` 0): they are taken as the oldest entry, so a summary
+    /// of the same or a later entry counts on from them.
+    pub fn flood_reported(&self) -> Vec<(IpAddr, Reported)> {
+        let legacy = self.reported.iter().map(|(ip, total)| {
+            (
+                *ip,
+                Reported {
+                    first_ns: 0,
+                    total: *total,
+                },
+            )
+        });
+        self.flood_reported.iter().copied().chain(legacy).collect()
+    }
 }
 
 /// How this daemon's counters started.
@@ -104,7 +127,13 @@ mod tests {
         let mut h = Handover {
             ring_id: 7,
             restarts: 2,
-            reported: vec![("10.0.0.1".parse().unwrap(), 40)],
+            flood_reported: vec![(
+                "10.0.0.1".parse().unwrap(),
+                Reported {
+                    first_ns: 5,
+                    total: 40,
+                },
+            )],
             ..Handover::default()
         };
         h.pipeline.journal_written = 123;
@@ -116,5 +145,23 @@ mod tests {
         assert_eq!(take(&dir, 8), None, "another ring's totals are not taken");
         assert!(!path(&dir).exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_older_handovers_totals_carry_on() {
+        let h: Handover = serde_json::from_str(
+            r#"{"ring_id":7,"restarts":1,"pipeline":{},"ingest":{},"reported":[["10.0.0.1",40]]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            h.flood_reported(),
+            vec![(
+                "10.0.0.1".parse().unwrap(),
+                Reported {
+                    first_ns: 0,
+                    total: 40
+                }
+            )]
+        );
     }
 }

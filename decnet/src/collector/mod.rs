@@ -33,9 +33,9 @@ pub struct Collector {
     deckies: Arc<[String]>,
     chunk: Chunk,
     clock: WallClock,
-    /// Flood guard: each source's cumulative withheld count as of the last summary written
-    /// (kernel summaries are cumulative; records carry the difference).
-    reported: HashMap<IpAddr, u64>,
+    /// Flood guard: what was written of each source's kernel entry (kernel summaries are
+    /// cumulative; records carry the difference).
+    reported: HashMap<IpAddr, Reported>,
     /// The budget the counts were made under, for the summary records.
     flood: FloodBudget,
 }
@@ -63,18 +63,18 @@ impl Collector {
 
     /// The withheld totals already written per source (handed over across a pinned restart,
     /// where the kernel's per-source counts carry on).
-    pub fn reported(&self) -> Vec<(IpAddr, u64)> {
-        self.reported.iter().map(|(ip, n)| (*ip, *n)).collect()
+    pub fn reported(&self) -> Vec<(IpAddr, Reported)> {
+        self.reported.iter().map(|(ip, r)| (*ip, *r)).collect()
     }
 
-    pub fn with_reported(mut self, reported: &[(IpAddr, u64)]) -> Self {
+    pub fn with_reported(mut self, reported: &[(IpAddr, Reported)]) -> Self {
         self.reported.extend(reported.iter().copied());
         self
     }
 
-    /// True when a source's cumulative withheld count `total` has not been written yet.
-    pub fn unreported(&self, src: IpAddr, total: u64) -> bool {
-        self.reported.get(&src) != Some(&total)
+    /// True when the kernel entry `now` of `src` holds withheld events not written yet.
+    pub fn unreported(&self, src: IpAddr, now: Reported) -> bool {
+        unreported_delta(self.reported.get(&src).copied(), now) > 0
     }
 
     /// Forgets the reported counts of sources not in `live` (evicted from the kernel map:
@@ -149,14 +149,15 @@ impl Collector {
     /// A `source_suppressed` record for what the source had withheld since the last one;
     /// false (nothing written) when that is zero: a summary of an already reported total.
     fn push_summary(&mut self, p: &Probe, s: &Suppressed) -> bool {
-        let total = s.summary.suppressed;
-        let prev = self.reported.get(&p.src).copied().unwrap_or(0);
-        // Below the last report: the kernel evicted and re-created the source's entry.
-        let delta = if total >= prev { total - prev } else { total };
+        let now = Reported {
+            first_ns: s.summary.first_ns,
+            total: s.summary.suppressed,
+        };
+        let delta = unreported_delta(self.reported.get(&p.src).copied(), now);
         if delta == 0 {
             return false;
         }
-        self.reported.insert(p.src, total);
+        self.reported.insert(p.src, now);
         PipelineStats::add(&self.journal.stats().suppressed_reported, delta);
         let deckies = self.deckies.clone();
         let decky = decky_name(&deckies, p.decky_id);
@@ -197,6 +198,35 @@ impl Collector {
     }
 }
 
+/// How much of one source's flood-guard entry has been written: the entry's first withheld
+/// event (kernel monotonic ns, set once per entry: it tells a re-created entry from the
+/// same one) and its cumulative withheld count at the last summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reported {
+    pub first_ns: u64,
+    pub total: u64,
+}
+
+/// The withheld events in `now` not yet written, given what was written (`prev`).
+///
+/// A source's summaries come by two paths that can overtake each other: the kernel's, once
+/// a second through the ring, and the map sweep's for sources gone quiet. When the ring
+/// reader lags, a kernel summary can arrive after the sweep wrote a later total of the same
+/// entry; it then adds nothing. Only a later entry (evicted and re-created: a later
+/// `first_ns`) starts again from zero. An older entry's summary, late behind its
+/// replacement's, is dropped: what it had not reported is no longer known exactly.
+/// `first_ns` 0 (an older handover's total) stands for whichever entry comes.
+pub fn unreported_delta(prev: Option<Reported>, now: Reported) -> u64 {
+    match prev {
+        None => now.total,
+        Some(p) if p.first_ns == now.first_ns || p.first_ns == 0 => {
+            now.total.saturating_sub(p.total)
+        }
+        Some(p) if now.first_ns > p.first_ns => now.total,
+        Some(_) => 0,
+    }
+}
+
 /// The name of decky id `id` (1-based), `unknown` when out of range.
 fn decky_name(deckies: &[String], id: u32) -> &str {
     id.checked_sub(1)
@@ -208,5 +238,26 @@ fn decky_name(deckies: &[String], id: u32) -> &str {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.ship();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Reported, unreported_delta};
+
+    #[test]
+    fn a_late_summary_of_the_same_entry_adds_nothing() {
+        let r = |first_ns, total| Reported { first_ns, total };
+        assert_eq!(unreported_delta(None, r(5, 40)), 40);
+        assert_eq!(unreported_delta(Some(r(5, 40)), r(5, 100)), 60);
+        // The ring's summary of 13,140 after the sweep wrote 16,044 (seen in the soak).
+        assert_eq!(unreported_delta(Some(r(5, 16_044)), r(5, 13_140)), 0);
+        assert_eq!(unreported_delta(Some(r(5, 40)), r(5, 40)), 0);
+        // Evicted and re-created: counts start again.
+        assert_eq!(unreported_delta(Some(r(5, 40)), r(9, 3)), 3);
+        // The old entry's summary behind its replacement's.
+        assert_eq!(unreported_delta(Some(r(9, 3)), r(5, 41)), 0);
+        // Taken over from an older handover, which did not name the entry.
+        assert_eq!(unreported_delta(Some(r(0, 40)), r(5, 45)), 5);
     }
 }

@@ -14,7 +14,7 @@ use aya::maps::{HashMap, MapData};
 use decnet_common::{EventKind, SUMMARY_EVERY_NS, SourceState, SuppressedSummary};
 
 use super::{Probe, Suppressed};
-use crate::collector::Collector;
+use crate::collector::{Collector, Reported};
 
 pub struct Sources {
     map: HashMap<MapData, [u8; 16], SourceState>,
@@ -42,7 +42,13 @@ impl Sources {
             live.push(src);
             if st.suppressed == 0
                 || (!force && now_mono.saturating_sub(st.last_ns) < SUMMARY_EVERY_NS)
-                || !collector.unreported(src, st.suppressed)
+                || !collector.unreported(
+                    src,
+                    Reported {
+                        first_ns: st.first_ns,
+                        total: st.suppressed,
+                    },
+                )
             {
                 continue;
             }

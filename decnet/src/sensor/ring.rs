@@ -69,7 +69,7 @@ pub async fn run_reader(
     mut sweepers: Sweepers,
     stats: Arc<PipelineStats>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<Vec<(std::net::IpAddr, u64)>, SensorError> {
+) -> Result<Vec<(std::net::IpAddr, crate::collector::Reported)>, SensorError> {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as the
