@@ -522,8 +522,8 @@ fn attach_detach_reattach_leave_nothing_behind() {
         host_if = lab.host_if.clone();
         let dir = tempfile_dir("reattach");
         let decoys = [lab.decoy.clone()];
-        // Each ingress hook: generic XDP, the TC hook, and auto (generic XDP on a veth).
-        for (round, (mode, shown)) in [("skb", "skb"), ("tc", "tc"), ("auto", "skb")]
+        // Each ingress hook: generic XDP, the TC hook, and auto (the TC hook on a veth).
+        for (round, (mode, shown)) in [("skb", "skb"), ("tc", "tc"), ("auto", "tc")]
             .into_iter()
             .enumerate()
         {
@@ -929,13 +929,14 @@ fn nmap_syn_and_connect_scans_get_outcomes_and_are_told_apart() {
         &[format!("{}=web", lab.decoy), format!("{}=web6", lab.decoy6)],
         &dir,
     );
-    // Auto mode on a veth is generic XDP (cheaper there than native); egress is a tcx link.
+    // Auto mode on a veth is the TC ingress hook (cheaper there than generic or native
+    // XDP); egress is a tcx link.
     let (code, body) = decnet_tests::http_get(daemon.api, "/api/v1/health").expect("health");
     assert_eq!(code, 200);
     let h: Value = serde_json::from_str(&body).expect("health JSON");
     assert_eq!(
         (h["xdp_mode"].as_str(), h["egress_mode"].as_str()),
-        (Some("skb"), Some("tcx")),
+        (Some("tc"), Some("tcx")),
         "{h}"
     );
     let open = decnet_tests::free_port();
@@ -1759,7 +1760,7 @@ fn a_pinned_sensor_restarts_without_losing_a_probe() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert!(
-        said.contains("xdp_link_skb") && said.contains("EVENTS"),
+        said.contains("tc_ingress_link") && said.contains("EVENTS"),
         "{said}"
     );
     assert!(!lab.ingress_attached(), "detached");

@@ -103,8 +103,8 @@ pub struct RunArgs {
     /// Address the HTTP API listens on [default: 127.0.0.1:8470].
     #[arg(long, env = "DECNET_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Ingress hook: auto tries native (driver) XDP, then generic XDP (skb; on a veth skb
-    /// first: it is cheaper there); tc puts the same program on the TC ingress hook.
+    /// Ingress hook: auto tries native (driver) XDP, then the TC ingress hook (tc), then
+    /// generic XDP (skb); on a veth tc, skb, native: the cheapest there first.
     #[arg(long, value_enum, env = "DECNET_XDP_MODE")]
     pub xdp_mode: Option<XdpModeChoice>,
     /// Rotate the journal when it would grow past this many MiB (0: never) [default: 256].

@@ -21,8 +21,9 @@ pub struct PipelineStats {
     pub journal_bytes: AtomicU64,
     /// Flood-guard summaries written by the userspace sweep (not from the ring).
     pub summaries_swept: AtomicU64,
-    /// Kernel flood-guard summaries with nothing new (a sweep had reported their counts):
-    /// read from the ring, deliberately not written.
+    /// Kernel flood-guard summaries with nothing new (a sweep had reported their counts,
+    /// or a later total of the same entry, when the ring reader lagged): read from the
+    /// ring, deliberately not written.
     pub summaries_merged: AtomicU64,
     /// Withheld events the written `source_suppressed` records account for (the sum of their
     /// `suppressed`): once a flood has been quiet for a second this equals the kernel's

@@ -6,7 +6,7 @@
 //! to the decoy. In the same run, with:
 //! (a) no capture;
 //! (b) decnet (release daemon, its default ingress hook, default flood guard);
-//! (b') the same on the TC ingress hook (`DECNET_XDP_MODE=tc`);
+//! (b') the same on generic XDP (`DECNET_XDP_MODE=skb`);
 //! (c) `tcpdump -i <iface> -w /dev/null` (same BPF filter: packets to the decoy);
 //! (d) a scapy `sniff()` loop parsing the TCP fields (the seed project's approach).
 //!
@@ -217,7 +217,7 @@ print(n, flush=True)
 struct Round {
     none: Outcome,
     ours: DecnetRun,
-    /// decnet on the TC ingress hook (`--xdp-mode tc`), for the hook's share.
+    /// decnet on generic XDP (`--xdp-mode skb`), for the hook's share.
     generic: DecnetRun,
     tcpdump: Outcome,
 }
@@ -330,9 +330,9 @@ fn one_round(lab: &Lab, idle_rate: f64, filter: &str) -> Round {
         0
     });
 
-    // (b) decnet on its default hook, (b') on the TC ingress hook.
+    // (b) decnet on its default hook, (b') on generic XDP.
     let ours = decnet_flood(lab, idle_rate, &[], false);
-    let generic = decnet_flood(lab, idle_rate, &[("DECNET_XDP_MODE", "tc")], false);
+    let generic = decnet_flood(lab, idle_rate, &[("DECNET_XDP_MODE", "skb")], false);
 
     // (c) tcpdump.
     let mut td = Command::new("tcpdump")
@@ -422,7 +422,7 @@ fn main() {
     // Kernel program time per packet, one more flood per hook with BPF run-time stats on.
     let timed = [
         decnet_flood(&lab, idle_rate, &[], true),
-        decnet_flood(&lab, idle_rate, &[("DECNET_XDP_MODE", "tc")], true),
+        decnet_flood(&lab, idle_rate, &[("DECNET_XDP_MODE", "skb")], true),
     ];
 
     // (d) scapy.

@@ -62,7 +62,8 @@ impl fmt::Display for EgressMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeChoice {
-    /// Native (driver) XDP, then generic (SKB) XDP; on a veth generic first (cheaper there).
+    /// Native (driver) XDP, then the TC ingress hook, then generic (SKB) XDP; on a veth
+    /// the TC hook, generic XDP, native XDP (cheapest there first).
     #[default]
     Auto,
     Native,
@@ -359,8 +360,8 @@ impl Sensor {
         self.egress.as_ref().map(|(_, m)| *m).or(self.egress_pinned)
     }
 
-    /// Attaches the main program to `iface`. `Auto` tries native XDP, then generic XDP (on a
-    /// veth: generic, native); `Tc` puts it on the TC ingress hook.
+    /// Attaches the main program to `iface`. `Auto` tries native XDP, then the TC ingress
+    /// hook, then generic XDP (on a veth: TC, generic, native).
     pub fn attach(
         &mut self,
         iface: &str,
@@ -406,10 +407,8 @@ impl Sensor {
             // switches the pair to NAPI receive, which costs more still (measured with
             // `cargo xtask bench capture`: 1.54 vs 1.10 system CPU-s per million decoy
             // packets against generic).
-            // The TC hook is not auto's choice yet: across pinned restarts it reports a
-            // flooding source's withheld count twice (the soak test; not yet understood).
-            XdpModeChoice::Auto if veth => &[Skb, Native],
-            XdpModeChoice::Auto => &[Native, Skb],
+            XdpModeChoice::Auto if veth => &[Tc, Skb, Native],
+            XdpModeChoice::Auto => &[Native, Tc, Skb],
             XdpModeChoice::Native => &[Native],
             XdpModeChoice::Skb => &[Skb],
             XdpModeChoice::Tc => &[Tc],
