@@ -443,8 +443,9 @@ pub async fn run(
         let wake = sensor
             .as_ref()
             .map_or_else(|| watch::channel(0u64).1, |s| s.committed.clone());
-        let profiler =
-            Profiler::with_hub(store.clone(), hub.clone()).with_stats(profile_stats.clone());
+        let profiler = Profiler::with_hub(store.clone(), hub.clone())
+            .with_stats(profile_stats.clone())
+            .with_feed(&hub);
         Some(tokio::spawn(async move {
             if let Err(e) = profiler.run(wake, profile_rx).await {
                 tracing::error!(error = %e, "profiler failed");

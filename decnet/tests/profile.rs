@@ -136,6 +136,78 @@ async fn restarts_after_random_batches_give_the_same_profiles() {
     );
 }
 
+/// In one process the profiler takes rows from the ingester's announcements on the hub.
+/// Rows committed before it subscribed, and a batch whose announcement it missed, come from
+/// the database; the profiles are the same as from rows read back.
+#[tokio::test]
+async fn rows_from_the_hub_give_the_same_profiles_as_rows_read_back() {
+    let logs = rows(20_000);
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let read_back = store_with(a.path(), &logs).await;
+    Profiler::new(read_back.clone()).catch_up().await.unwrap();
+
+    let fed = Store::open(&b.path().join("decnet.db")).await.unwrap();
+    let hub = decnet::hub::Hub::default();
+    // Committed and announced before the profiler listens.
+    let commit = |chunk: Vec<NewLog>, announce: bool| {
+        let (fed, hub) = (fed.clone(), hub.clone());
+        async move {
+            let first = fed
+                .commit_batch(&Batch {
+                    logs: chunk.clone(),
+                    ..Batch::default()
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            if announce {
+                hub.logs(first, move || chunk);
+            }
+        }
+    };
+    commit(logs[..700].to_vec(), true).await;
+    let mut p = Profiler::with_hub(fed.clone(), hub.clone()).with_feed(&hub);
+    let stats = p.stats();
+    let mut at = 700;
+    for (i, size) in [1, 499, 500, 501, 1200, 37, 3000]
+        .iter()
+        .cycle()
+        .enumerate()
+    {
+        if at >= logs.len() {
+            break;
+        }
+        let end = (at + size).min(logs.len());
+        // The fourth batch's announcement is missed (as after a lag).
+        commit(logs[at..end].to_vec(), i != 3).await;
+        at = end;
+        if i % 2 == 1 {
+            p.catch_up().await.unwrap();
+        }
+    }
+    p.catch_up().await.unwrap();
+    let fed_rows = stats.fed.load(std::sync::atomic::Ordering::Relaxed);
+    let all = stats.rows.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(all, 20_000);
+    // All but the 700 before it listened and the missed batch (501 rows) came from the hub.
+    assert_eq!(fed_rows, 20_000 - 700 - 501);
+    assert_eq!(
+        read_back.all_behaviors().await.unwrap(),
+        fed.all_behaviors().await.unwrap()
+    );
+    assert_eq!(
+        read_back.campaigns().await.unwrap(),
+        fed.campaigns().await.unwrap()
+    );
+    for ip in read_back.all_behaviors().await.unwrap().keys() {
+        assert_eq!(
+            decnet::profile::load(&read_back, ip).await.unwrap(),
+            decnet::profile::load(&fed, ip).await.unwrap()
+        );
+    }
+}
+
 #[tokio::test]
 async fn profile_fields() {
     let d = tempfile::tempdir().unwrap();

@@ -518,6 +518,12 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         );
         counter_to(
             &mut out,
+            "profile_fed_rows_total",
+            "Rows of those taken from this process's ingester in memory, not read back.",
+            p.fed.load(Relaxed),
+        );
+        counter_to(
+            &mut out,
             "profile_detections_total",
             "Detections emitted (class, tools, campaign or risk band changed).",
             p.detections.load(Relaxed),

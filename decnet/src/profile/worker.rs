@@ -7,6 +7,10 @@
 //! In memory it keeps only the campaign index (a small summary per source with a tool
 //! fingerprint) and the campaigns; both are rebuilt from the database on start and after
 //! any failed commit, so what survives a restart is exactly what was committed.
+//!
+//! In one process (SQLite) the rows themselves come from the ingester's commits through
+//! the hub ([`Feed`]), so they are not read back and decoded again; the database is read
+//! only for what the feed does not hold (rows before it, or a gap after it lagged).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -26,7 +30,7 @@ use super::{
     tools,
 };
 use crate::{
-    hub::Hub,
+    hub::{Hub, HubMsg, LogBatch},
     store::{CursorUpdate, DetectionRow, NewLog, ProfileCommit, ProfileRow, Store, StoreError},
     timefmt,
 };
@@ -42,6 +46,53 @@ pub struct Profiler {
     hub: Hub,
     mem: Option<Memory>,
     stats: Arc<ProfileStats>,
+    feed: Option<Feed>,
+}
+
+/// Committed log batches as the ingester announced them, in id order, kept until profiled.
+struct Feed {
+    rx: tokio::sync::broadcast::Receiver<HubMsg>,
+    pending: std::collections::VecDeque<Arc<LogBatch>>,
+}
+
+impl Feed {
+    /// Up to `max` rows right after `cursor`: the batch holding row `cursor + 1`, where in
+    /// it that row is and how many to take; or, where the feed does not hold that row, how
+    /// many rows to read from the database before the feed has them (None: all `max`).
+    fn after(
+        &mut self,
+        cursor: i64,
+        max: usize,
+    ) -> Result<(Arc<LogBatch>, usize, usize), Option<i64>> {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            match self.rx.try_recv() {
+                Ok(HubMsg::Logs(b)) => self.pending.push_back(b),
+                Ok(_) => {}
+                // Batches lost to the lag leave a gap the database fills.
+                Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        while let Some(b) = self.pending.front() {
+            if b.first_id + b.logs.len() as i64 <= cursor + 1 {
+                self.pending.pop_front();
+            } else {
+                break;
+            }
+        }
+        let Some(b) = self.pending.front() else {
+            return Err(None);
+        };
+        // A hole before the first batch held (rows committed before the feed began, or
+        // announcements lost to a lag): the database has it.
+        if b.first_id > cursor + 1 {
+            return Err(Some(b.first_id - cursor - 1));
+        }
+        let at = (cursor + 1 - b.first_id) as usize;
+        let n = (b.logs.len() - at).min(max);
+        Ok((b.clone(), at, n))
+    }
 }
 
 /// Counters of the profiler, for /api/v1/stats and /metrics.
@@ -50,6 +101,8 @@ pub struct ProfileStats {
     /// The last log id profiled (the cursor).
     pub cursor: AtomicU64,
     pub rows: AtomicU64,
+    /// Rows of those taken from the ingester's announcements instead of read back.
+    pub fed: AtomicU64,
     pub batches: AtomicU64,
     pub detections: AtomicU64,
     /// Profile updates that failed and were retried (database busy, disk full).
@@ -66,6 +119,7 @@ impl ProfileStats {
         serde_json::json!({
             "cursor": self.cursor.load(Relaxed),
             "rows": self.rows.load(Relaxed),
+            "fed": self.fed.load(Relaxed),
             "batches": self.batches.load(Relaxed),
             "detections": self.detections.load(Relaxed),
             "retries": self.retries.load(Relaxed),
@@ -230,7 +284,19 @@ impl Profiler {
             hub,
             mem: None,
             stats: Arc::default(),
+            feed: None,
         }
+    }
+
+    /// Takes rows from the ingester's announcements on `hub` (subscribed now) instead of
+    /// reading them back, where they follow the cursor. Only where this process's ingester
+    /// announces every commit there, in id order (one process, SQLite).
+    pub fn with_feed(mut self, hub: &Hub) -> Self {
+        self.feed = Some(Feed {
+            rx: hub.subscribe(),
+            pending: Default::default(),
+        });
+        self
     }
 
     /// Counts into `stats` (kept across the profilers of successive takeovers).
@@ -275,7 +341,23 @@ impl Profiler {
         self.stats.cursor.store(cursor.max(0) as u64, Relaxed);
         let mut absorbed = 0;
         for _ in 0..max_batches {
-            let rows = self.store.logs_after(cursor, BATCH).await?;
+            let fed = match self.feed.as_mut() {
+                Some(f) => f.after(cursor, BATCH as usize),
+                None => Err(None),
+            };
+            let read;
+            let rows: Vec<(i64, &NewLog)> = match &fed {
+                Ok((b, at, n)) => b.logs[*at..*at + *n]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (b.first_id + (*at + i) as i64, l))
+                    .collect(),
+                Err(hole) => {
+                    let limit = hole.map_or(BATCH, |h| h.min(BATCH));
+                    read = self.store.logs_after(cursor, limit).await?;
+                    read.iter().map(|(id, l)| (*id, l)).collect()
+                }
+            };
             let Some((last_id, _)) = rows.last() else {
                 break;
             };
@@ -305,6 +387,9 @@ impl Profiler {
             absorbed += rows.len() as u64;
             self.stats.cursor.store(last_id as u64, Relaxed);
             self.stats.rows.fetch_add(rows.len() as u64, Relaxed);
+            if fed.is_ok() {
+                self.stats.fed.fetch_add(rows.len() as u64, Relaxed);
+            }
             self.stats.batches.fetch_add(1, Relaxed);
             cursor = last_id;
             // Never stall the runtime, whatever the backlog.
@@ -317,7 +402,7 @@ impl Profiler {
 
     async fn batch(
         &mut self,
-        rows: &[(i64, NewLog)],
+        rows: &[(i64, &NewLog)],
         cursor: CursorUpdate,
     ) -> Result<(), StoreError> {
         // Taken out for the batch and put back only after the commit: an error anywhere
