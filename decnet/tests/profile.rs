@@ -137,11 +137,12 @@ async fn restarts_after_random_batches_give_the_same_profiles() {
 }
 
 /// In one process the profiler takes rows from the ingester's announcements on the hub.
-/// Rows committed before it subscribed, and a batch whose announcement it missed, come from
-/// the database; the profiles are the same as from rows read back.
+/// Rows committed before it subscribed, a batch whose announcement it missed, and batches
+/// past what the feed holds (20,000 rows) come from the database; the profiles are the
+/// same as from rows read back.
 #[tokio::test]
 async fn rows_from_the_hub_give_the_same_profiles_as_rows_read_back() {
-    let logs = rows(20_000);
+    let logs = rows(45_000);
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let read_back = store_with(a.path(), &logs).await;
@@ -175,10 +176,10 @@ async fn rows_from_the_hub_give_the_same_profiles_as_rows_read_back() {
         .cycle()
         .enumerate()
     {
-        if at >= logs.len() {
+        if at >= 20_000 {
             break;
         }
-        let end = (at + size).min(logs.len());
+        let end = (at + size).min(20_000);
         // The fourth batch's announcement is missed (as after a lag).
         commit(logs[at..end].to_vec(), i != 3).await;
         at = end;
@@ -187,11 +188,17 @@ async fn rows_from_the_hub_give_the_same_profiles_as_rows_read_back() {
         }
     }
     p.catch_up().await.unwrap();
-    let fed_rows = stats.fed.load(std::sync::atomic::Ordering::Relaxed);
-    let all = stats.rows.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(all, 20_000);
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(count(&stats.rows), 20_000);
     // All but the 700 before it listened and the missed batch (501 rows) came from the hub.
-    assert_eq!(fed_rows, 20_000 - 700 - 501);
+    assert_eq!(count(&stats.fed), 20_000 - 700 - 501);
+    // The ingester runs 25,000 rows ahead: the feed keeps the first 20,000.
+    for chunk in logs[20_000..].chunks(5_000) {
+        commit(chunk.to_vec(), true).await;
+    }
+    p.catch_up().await.unwrap();
+    assert_eq!(count(&stats.rows), 45_000);
+    assert_eq!(count(&stats.fed), 20_000 - 700 - 501 + 20_000);
     assert_eq!(
         read_back.all_behaviors().await.unwrap(),
         fed.all_behaviors().await.unwrap()

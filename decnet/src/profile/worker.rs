@@ -53,7 +53,14 @@ pub struct Profiler {
 struct Feed {
     rx: tokio::sync::broadcast::Receiver<HubMsg>,
     pending: std::collections::VecDeque<Arc<LogBatch>>,
+    /// Rows in `pending`.
+    held: usize,
 }
+
+/// Rows the feed holds at most. When the ingester runs ahead (catching up a long journal
+/// after a restart), batches past this are dropped and read from the database when their
+/// turn comes, so memory stays bounded whatever the backlog.
+const FEED_MAX_ROWS: usize = 20_000;
 
 impl Feed {
     /// Up to `max` rows right after `cursor`: the batch holding row `cursor + 1`, where in
@@ -65,20 +72,24 @@ impl Feed {
         max: usize,
     ) -> Result<(Arc<LogBatch>, usize, usize), Option<i64>> {
         use tokio::sync::broadcast::error::TryRecvError;
+        let done = |b: &LogBatch| b.first_id + b.logs.len() as i64 <= cursor + 1;
+        while self.pending.front().is_some_and(|b| done(b)) {
+            if let Some(b) = self.pending.pop_front() {
+                self.held -= b.logs.len();
+            }
+        }
         loop {
             match self.rx.try_recv() {
-                Ok(HubMsg::Logs(b)) => self.pending.push_back(b),
+                Ok(HubMsg::Logs(b)) => {
+                    if !done(&b) && self.held + b.logs.len() <= FEED_MAX_ROWS {
+                        self.held += b.logs.len();
+                        self.pending.push_back(b);
+                    }
+                }
                 Ok(_) => {}
                 // Batches lost to the lag leave a gap the database fills.
                 Err(TryRecvError::Lagged(_)) => {}
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
-        while let Some(b) = self.pending.front() {
-            if b.first_id + b.logs.len() as i64 <= cursor + 1 {
-                self.pending.pop_front();
-            } else {
-                break;
             }
         }
         let Some(b) = self.pending.front() else {
@@ -295,6 +306,7 @@ impl Profiler {
         self.feed = Some(Feed {
             rx: hub.subscribe(),
             pending: Default::default(),
+            held: 0,
         });
         self
     }
