@@ -57,20 +57,19 @@ struct Feed {
     held: usize,
 }
 
+/// Rows of one announced batch: the batch, the first row taken and how many.
+type Segment = (Arc<LogBatch>, usize, usize);
+
 /// Rows the feed holds at most. When the ingester runs ahead (catching up a long journal
 /// after a restart), batches past this are dropped and read from the database when their
 /// turn comes, so memory stays bounded whatever the backlog.
 const FEED_MAX_ROWS: usize = 20_000;
 
 impl Feed {
-    /// Up to `max` rows right after `cursor`: the batch holding row `cursor + 1`, where in
-    /// it that row is and how many to take; or, where the feed does not hold that row, how
-    /// many rows to read from the database before the feed has them (None: all `max`).
-    fn after(
-        &mut self,
-        cursor: i64,
-        max: usize,
-    ) -> Result<(Arc<LogBatch>, usize, usize), Option<i64>> {
+    /// Up to `max` rows right after `cursor`, as (batch, first row in it, rows) segments; or,
+    /// where the feed does not hold row `cursor + 1`, how many rows to read from the
+    /// database before the feed has them (None: all `max`).
+    fn after(&mut self, cursor: i64, max: usize) -> Result<Vec<Segment>, Option<i64>> {
         use tokio::sync::broadcast::error::TryRecvError;
         let done = |b: &LogBatch| b.first_id + b.logs.len() as i64 <= cursor + 1;
         while self.pending.front().is_some_and(|b| done(b)) {
@@ -100,9 +99,21 @@ impl Feed {
         if b.first_id > cursor + 1 {
             return Err(Some(b.first_id - cursor - 1));
         }
-        let at = (cursor + 1 - b.first_id) as usize;
-        let n = (b.logs.len() - at).min(max);
-        Ok((b.clone(), at, n))
+        // The rows from `cursor + 1` on, across batches while their ids run on, up to `max`
+        // (as a read from the database would group them).
+        let mut segments = Vec::new();
+        let (mut next, mut left) = (cursor + 1, max);
+        for b in &self.pending {
+            if left == 0 || b.first_id > next {
+                break;
+            }
+            let at = (next - b.first_id) as usize;
+            let n = (b.logs.len() - at).min(left);
+            segments.push((b.clone(), at, n));
+            next += n as i64;
+            left -= n;
+        }
+        Ok(segments)
     }
 }
 
@@ -359,10 +370,14 @@ impl Profiler {
             };
             let read;
             let rows: Vec<(i64, &NewLog)> = match &fed {
-                Ok((b, at, n)) => b.logs[*at..*at + *n]
+                Ok(segments) => segments
                     .iter()
-                    .enumerate()
-                    .map(|(i, l)| (b.first_id + (*at + i) as i64, l))
+                    .flat_map(|(b, at, n)| {
+                        b.logs[*at..*at + *n]
+                            .iter()
+                            .enumerate()
+                            .map(move |(i, l)| (b.first_id + (*at + i) as i64, l))
+                    })
                     .collect(),
                 Err(hole) => {
                     let limit = hole.map_or(BATCH, |h| h.min(BATCH));
