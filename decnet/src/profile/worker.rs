@@ -108,7 +108,10 @@ impl Feed {
                 break;
             }
             let at = (next - b.first_id) as usize;
-            let n = (b.logs.len() - at).min(left);
+            let n = b.logs.len().saturating_sub(at).min(left);
+            if n == 0 {
+                break;
+            }
             segments.push((b.clone(), at, n));
             next += n as i64;
             left -= n;
