@@ -7,7 +7,10 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
-use crate::store::{DetectionRow, NewLog};
+use crate::{
+    fields::Facts,
+    store::{DetectionRow, NewLog},
+};
 
 /// Messages a subscriber may fall behind by before it is told it lagged.
 pub const CAPACITY: usize = 1024;
@@ -16,17 +19,34 @@ pub const CAPACITY: usize = 1024;
 pub struct LogBatch {
     pub first_id: i64,
     pub logs: Vec<NewLog>,
+    /// Each row's parsed fields when the ingester announced them (same length as `logs`),
+    /// else empty.
+    pub facts: Vec<Facts>,
     /// Each row as the stream's JSON, rendered once for all subscribers.
     json: OnceLock<Vec<Arc<str>>>,
 }
 
 impl LogBatch {
     pub fn new(first_id: i64, logs: Vec<NewLog>) -> Self {
+        Self::parsed(first_id, logs, Vec::new())
+    }
+
+    /// A batch with each row's parsed fields (ignored unless there is one per row).
+    pub fn parsed(first_id: i64, logs: Vec<NewLog>, mut facts: Vec<Facts>) -> Self {
+        if facts.len() != logs.len() {
+            facts.clear();
+        }
         Self {
             first_id,
             logs,
+            facts,
             json: OnceLock::new(),
         }
+    }
+
+    /// Row `i`'s parsed fields, when announced.
+    pub fn facts(&self, i: usize) -> Option<&Facts> {
+        self.facts.get(i)
     }
 
     pub fn json(&self) -> &[Arc<str>] {
@@ -108,10 +128,16 @@ impl Hub {
     /// Announces committed log rows (ids `first_id..`); `logs` is only built when someone
     /// listens.
     pub fn logs(&self, first_id: i64, logs: impl FnOnce() -> Vec<NewLog>) {
+        self.logs_parsed(first_id, || (logs(), Vec::new()));
+    }
+
+    /// [`logs`](Self::logs) with each row's parsed fields, for the profiler.
+    pub fn logs_parsed(&self, first_id: i64, logs: impl FnOnce() -> (Vec<NewLog>, Vec<Facts>)) {
         if self.tx.receiver_count() > 0 {
-            let _ = self
-                .tx
-                .send(HubMsg::Logs(Arc::new(LogBatch::new(first_id, logs()))));
+            let (logs, facts) = logs();
+            let _ = self.tx.send(HubMsg::Logs(Arc::new(LogBatch::parsed(
+                first_id, logs, facts,
+            ))));
         }
     }
 

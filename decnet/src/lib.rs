@@ -10,6 +10,7 @@ pub mod client;
 pub mod collector;
 pub mod config;
 pub mod daemon;
+pub mod fields;
 pub mod frames;
 pub mod handover;
 pub mod hub;

@@ -19,7 +19,35 @@ fn rows(n: usize) -> Vec<NewLog> {
             // Mostly forward in time, sometimes a little backwards (another writer's clock).
             t += next(3_000_000_000) as i64 - 200_000_000;
             let ip = format!("10.1.{}.{}", next(4), next(50));
-            let (et, fields) = match next(6) {
+            let (et, fields) = match next(9) {
+                // Answers, flows and payloads: what the profiler reads beyond the probes.
+                2 => (
+                    "probe_outcome",
+                    format!(
+                        r#"{{"dst_port":{},"outcome":"{}","rtt_ns":{}}}"#,
+                        next(1000),
+                        ["open", "closed", "filtered"][next(3) as usize],
+                        next(5_000_000)
+                    ),
+                ),
+                3 => (
+                    "tcp_flow",
+                    format!(
+                        r#"{{"dst_port":{},"connect_scan":{},"attacker_bytes":{},"retransmits":{}}}"#,
+                        next(1000),
+                        next(2) == 0,
+                        next(10_000),
+                        next(3)
+                    ),
+                ),
+                4 => (
+                    "tcp_payload",
+                    format!(
+                        r#"{{"dst_port":80,"payload_len":40,"payload_b64":"{}"}}"#,
+                        ["R0VUIC8gSFRUUC8xLjENClVzZXItQWdlbnQ6IGN1cmwvOC4wDQoNCg==",
+                         "U1NILTIuMC1Hby0xLjINCg=="][next(2) as usize]
+                    ),
+                ),
                 0 => (
                     "tcp_probe",
                     format!(
@@ -150,8 +178,9 @@ async fn rows_from_the_hub_give_the_same_profiles_as_rows_read_back() {
 
     let fed = Store::open(&b.path().join("decnet.db")).await.unwrap();
     let hub = decnet::hub::Hub::default();
-    // Committed and announced before the profiler listens.
-    let commit = |chunk: Vec<NewLog>, announce: bool| {
+    // Committed and announced before the profiler listens. Announced rows come with their
+    // fields parsed (as the ingester sends them) or, every third batch, without.
+    let commit = |chunk: Vec<NewLog>, announce: bool, parsed: bool| {
         let (fed, hub) = (fed.clone(), hub.clone());
         async move {
             let first = fed
@@ -162,12 +191,17 @@ async fn rows_from_the_hub_give_the_same_profiles_as_rows_read_back() {
                 .await
                 .unwrap()
                 .unwrap();
-            if announce {
+            if announce && parsed {
+                hub.logs_parsed(first, move || {
+                    let facts = chunk.iter().map(decnet::fields::Facts::of).collect();
+                    (chunk, facts)
+                });
+            } else if announce {
                 hub.logs(first, move || chunk);
             }
         }
     };
-    commit(logs[..700].to_vec(), true).await;
+    commit(logs[..700].to_vec(), true, true).await;
     let mut p = Profiler::with_hub(fed.clone(), hub.clone()).with_feed(&hub);
     let stats = p.stats();
     let mut at = 700;
@@ -181,7 +215,7 @@ async fn rows_from_the_hub_give_the_same_profiles_as_rows_read_back() {
         }
         let end = (at + size).min(20_000);
         // The fourth batch's announcement is missed (as after a lag).
-        commit(logs[at..end].to_vec(), i != 3).await;
+        commit(logs[at..end].to_vec(), i != 3, i % 3 != 2).await;
         at = end;
         if i % 2 == 1 {
             p.catch_up().await.unwrap();
@@ -194,7 +228,7 @@ async fn rows_from_the_hub_give_the_same_profiles_as_rows_read_back() {
     assert_eq!(count(&stats.fed), 20_000 - 700 - 501);
     // The ingester runs 25,000 rows ahead: the feed keeps the first 20,000.
     for chunk in logs[20_000..].chunks(5_000) {
-        commit(chunk.to_vec(), true).await;
+        commit(chunk.to_vec(), true, true).await;
     }
     p.catch_up().await.unwrap();
     assert_eq!(count(&stats.rows), 45_000);

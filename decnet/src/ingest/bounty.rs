@@ -6,56 +6,40 @@
 //! input to prove they never panic.
 
 use base64::Engine as _;
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::store::{NewBounty, NewLog};
+use crate::{
+    fields::Fields,
+    store::{NewBounty, NewLog},
+};
 
 /// Longest artifact value kept.
 pub const VALUE_MAX: usize = 256;
 
-/// The fields of a sensor row that bounties look at.
-#[derive(Deserialize, Default)]
-struct Fields {
-    #[serde(default)]
-    dst_port: Option<u16>,
-    #[serde(default)]
-    ttl: Option<u8>,
-    #[serde(default)]
-    window: Option<u16>,
-    #[serde(default)]
-    options: Option<String>,
-    #[serde(default)]
-    flags: Option<String>,
-    #[serde(default)]
-    df: Option<bool>,
-    #[serde(default)]
-    ip_id: Option<u16>,
-    #[serde(default)]
-    ack: Option<u32>,
-    #[serde(default)]
-    urg_ptr: Option<u16>,
-    #[serde(default)]
-    payload_b64: Option<String>,
-    #[serde(default)]
-    dst_ip: Option<String>,
-}
-
 /// Artifacts of one row: (kind, value).
 pub fn extract(log: &NewLog) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    let wants_fields = matches!(
+    if !has_artifacts(log) {
+        return Vec::new();
+    }
+    extract_from(log, &Fields::parse(&log.fields))
+}
+
+/// The event types whose fields may hold artifacts.
+fn has_artifacts(log: &NewLog) -> bool {
+    matches!(
         log.event_type.as_str(),
         "tcp_syn" | "tcp_payload" | "udp_probe"
-    );
-    if !wants_fields {
+    )
+}
+
+/// [`extract`] from the row's fields, already parsed.
+pub fn extract_from(log: &NewLog, f: &Fields) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if !has_artifacts(log) {
         return out;
     }
-    let Ok(f) = serde_json::from_str::<Fields>(&log.fields) else {
-        return out;
-    };
     if log.event_type == "tcp_syn"
-        && let Some(fp) = tcp_fingerprint(&f)
+        && let Some(fp) = tcp_fingerprint(f)
     {
         out.push(("tcp_fingerprint", fp));
     }
@@ -71,13 +55,18 @@ pub fn extract(log: &NewLog) -> Vec<(&'static str, String)> {
 pub fn bounties(log: &NewLog) -> Vec<NewBounty> {
     extract(log)
         .into_iter()
-        .map(|(kind, value)| NewBounty {
-            attacker_ip: log.attacker_ip.clone(),
-            kind,
-            value,
-            ts: log.ts.clone(),
-        })
+        .map(|(kind, value)| bounty(log, kind, value))
         .collect()
+}
+
+/// One artifact of `log` as a row for the store.
+pub fn bounty(log: &NewLog, kind: &'static str, value: String) -> NewBounty {
+    NewBounty {
+        attacker_ip: log.attacker_ip.clone(),
+        kind,
+        value,
+        ts: log.ts.clone(),
+    }
 }
 
 /// The TTL a packet started with: the next of 32/64/128/255 at or above what arrived.

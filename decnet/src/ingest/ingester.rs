@@ -19,11 +19,12 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
 use super::{
-    bounty::bounties,
+    bounty::bounty,
     parse::{dead_raw, parse_line},
     tail::{Cursor, EndOfFile, Line, Tail},
 };
 use crate::{
+    fields::Facts,
     hub::Hub,
     pace::{BUSY_PER_SECOND, Pace},
     store::{Batch, CursorUpdate, DeadLetter, Store, StoreError},
@@ -355,11 +356,14 @@ impl Ingester {
                 record.attr("attacker_ip", || log.attacker_ip.clone());
                 let idx = batch.add_log(log, &record);
                 let mut extract = record.child("ingester.extract_bounty", SpanKind::Internal);
-                let found = bounties(&batch.logs[idx]);
-                extract.attr("bounties", || found.len() as i64);
-                for b in found {
+                // Parsed once here; the profiler folds the same facts (`hub.logs_parsed`).
+                let facts = Facts::of(&batch.logs[idx]);
+                extract.attr("bounties", || facts.artifacts.len() as i64);
+                for (kind, value) in &facts.artifacts {
+                    let b = bounty(&batch.logs[idx], kind, value.clone());
                     batch.add_bounty(idx, b, &extract);
                 }
+                batch.facts.push(facts);
             }
             Err(reason) => self.dead(batch, file, line, reason),
         }
@@ -487,7 +491,7 @@ async fn write_batch(
     }
     // Announced before the wake-up: the profiler, woken, finds the rows on the hub.
     if let (Some(hub), Some(first_id)) = (hub, first_id) {
-        hub.logs(first_id, move || batch.logs);
+        hub.logs_parsed(first_id, move || (batch.logs, batch.facts));
     }
     committed.send_modify(|n| *n += 1);
     Ok(())

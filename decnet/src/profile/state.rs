@@ -16,7 +16,12 @@ use super::{
     stats::Welford,
     tools,
 };
-use crate::{ingest::bounty, store::NewLog, timefmt::parse_rfc3339_ns};
+use crate::{
+    fields::{Facts, Fields},
+    ingest::bounty,
+    store::NewLog,
+    timefmt::parse_rfc3339_ns,
+};
 
 pub const MAX_PORTS: usize = 1024;
 pub const MAX_SERVICES: usize = 64;
@@ -167,45 +172,18 @@ impl Verdict {
     }
 }
 
-#[derive(Deserialize, Default)]
-struct Fields {
-    dst_port: Option<u16>,
-    flags: Option<String>,
-    probe: Option<String>,
-    window: Option<u16>,
-    df: Option<bool>,
-    ttl: Option<u8>,
-    urg_ptr: Option<u16>,
-    ip_id: Option<u16>,
-    payload_len: Option<u32>,
-    icmp_type: Option<u8>,
-    options: Option<String>,
-    seq: Option<u32>,
-    dst_ip: Option<String>,
-    traits: Option<Vec<String>>,
-    // probe_outcome
-    outcome: Option<String>,
-    rtt_ns: Option<u64>,
-    // tcp_flow
-    connect_scan: Option<bool>,
-    attacker_bytes: Option<u64>,
-    decoy_bytes: Option<u64>,
-    retransmits: Option<u64>,
-    // source_suppressed
-    suppressed: Option<u64>,
-    distinct_ports_est: Option<u64>,
-    ports_saturated: Option<bool>,
-    distinct_decoys: Option<u64>,
-    first_ts: Option<String>,
-    last_ts: Option<String>,
-}
-
 impl IpState {
     /// Folds one row in. Rows must come in id order; timestamps may still go backwards
     /// (several writers, clock steps): such gaps are ignored by the timing statistics.
     pub fn update(&mut self, log: &NewLog) {
+        self.fold(log, &Facts::of(log));
+    }
+
+    /// [`update`](Self::update) with the row's fields already parsed (by the ingester).
+    pub fn fold(&mut self, log: &NewLog, facts: &Facts) {
+        let f = &facts.fields;
         if matches!(log.event_type.as_str(), "probe_outcome" | "tcp_flow") {
-            self.answer(log);
+            self.answer(log, f);
             return;
         }
         let ts = parse_rfc3339_ns(&log.ts);
@@ -236,7 +214,6 @@ impl IpState {
         if !self.deckies.contains(&log.decky) && self.deckies.len() < MAX_DECKIES {
             self.deckies.push(log.decky.clone());
         }
-        let f: Fields = serde_json::from_str(&log.fields).unwrap_or_default();
         if log.event_type == "source_suppressed" {
             let fl = self.flood.get_or_insert_with(Flood::default);
             fl.suppressed += f.suppressed.unwrap_or(0);
@@ -244,15 +221,15 @@ impl IpState {
             fl.distinct_ports_est = fl.distinct_ports_est.max(f.distinct_ports_est.unwrap_or(0));
             fl.ports_saturated |= f.ports_saturated.unwrap_or(false);
             fl.distinct_decoys = fl.distinct_decoys.max(f.distinct_decoys.unwrap_or(0));
-            if let Some(t) = f.first_ts
-                && (fl.first_ts.is_empty() || t < fl.first_ts)
+            if let Some(t) = &f.first_ts
+                && (fl.first_ts.is_empty() || *t < fl.first_ts)
             {
-                fl.first_ts = t;
+                fl.first_ts = t.clone();
             }
-            if let Some(t) = f.last_ts
-                && t > fl.last_ts
+            if let Some(t) = &f.last_ts
+                && *t > fl.last_ts
             {
-                fl.last_ts = t;
+                fl.last_ts = t.clone();
             }
             fl.summaries += 1;
             return;
@@ -273,24 +250,23 @@ impl IpState {
         if f.payload_len.unwrap_or(0) > 0 {
             self.payloads += 1;
         }
-        self.scan_kind(log, &f);
-        let artifacts = bounty::extract(log);
+        self.scan_kind(log, f);
+        let artifacts = &facts.artifacts;
         let fp = artifacts
             .iter()
             .find(|(k, _)| *k == "tcp_fingerprint")
             .map(|(_, v)| v.as_str());
-        self.vote_tools(log, &f, fp);
+        self.vote_tools(log, f, fp);
         if let Some(fp) = fp {
             self.tcp_fingerprint = Some(fp.to_owned());
         }
-        for (kind, value) in &artifacts {
+        for (kind, value) in artifacts {
             self.artifact(log, kind, value);
         }
     }
 
     /// Folds in a decoy's answer or a flow summary.
-    fn answer(&mut self, log: &NewLog) {
-        let f: Fields = serde_json::from_str(&log.fields).unwrap_or_default();
+    fn answer(&mut self, log: &NewLog, f: &Fields) {
         let a = self.answers.get_or_insert_with(Answers::default);
         if log.event_type == "tcp_flow" {
             a.flows += 1;

@@ -30,6 +30,7 @@ use super::{
     tools,
 };
 use crate::{
+    fields::Facts,
     hub::{Hub, HubMsg, LogBatch},
     store::{CursorUpdate, DetectionRow, NewLog, ProfileCommit, ProfileRow, Store, StoreError},
     timefmt,
@@ -56,6 +57,9 @@ struct Feed {
     /// Rows in `pending`.
     held: usize,
 }
+
+/// A row to fold: its id, the row, and its fields when the ingester parsed them already.
+type Row<'a> = (i64, &'a NewLog, Option<&'a Facts>);
 
 /// Rows of one announced batch: the batch, the first row taken and how many.
 type Segment = (Arc<LogBatch>, usize, usize);
@@ -372,23 +376,23 @@ impl Profiler {
                 None => Err(None),
             };
             let read;
-            let rows: Vec<(i64, &NewLog)> = match &fed {
+            let rows: Vec<Row<'_>> = match &fed {
                 Ok(segments) => segments
                     .iter()
                     .flat_map(|(b, at, n)| {
                         b.logs[*at..*at + *n]
                             .iter()
                             .enumerate()
-                            .map(move |(i, l)| (b.first_id + (*at + i) as i64, l))
+                            .map(move |(i, l)| (b.first_id + (*at + i) as i64, l, b.facts(*at + i)))
                     })
                     .collect(),
                 Err(hole) => {
                     let limit = hole.map_or(BATCH, |h| h.min(BATCH));
                     read = self.store.logs_after(cursor, limit).await?;
-                    read.iter().map(|(id, l)| (*id, l)).collect()
+                    read.iter().map(|(id, l)| (*id, l, None)).collect()
                 }
             };
-            let Some((last_id, _)) = rows.last() else {
+            let Some((last_id, _, _)) = rows.last() else {
                 break;
             };
             let (first_id, last_id) = (rows[0].0, *last_id);
@@ -401,7 +405,7 @@ impl Profiler {
             crate::telemetry::link_all(
                 span,
                 rows.iter()
-                    .filter_map(|(_, l)| Some((l.trace_id.as_deref()?, l.span_id.as_deref()?))),
+                    .filter_map(|(_, l, _)| Some((l.trace_id.as_deref()?, l.span_id.as_deref()?))),
             );
             let batch_span = crate::dev_span!(
                 "profiler.update_profiles",
@@ -430,18 +434,17 @@ impl Profiler {
         Ok(absorbed)
     }
 
-    async fn batch(
-        &mut self,
-        rows: &[(i64, &NewLog)],
-        cursor: CursorUpdate,
-    ) -> Result<(), StoreError> {
+    async fn batch(&mut self, rows: &[Row<'_>], cursor: CursorUpdate) -> Result<(), StoreError> {
         // Taken out for the batch and put back only after the commit: an error anywhere
         // drops it, and the next batch rebuilds it from what the database holds.
         let mut mem = match self.mem.take() {
             Some(m) => m,
             None => Memory::load(&self.store).await?,
         };
-        let mut ips: Vec<&str> = rows.iter().map(|(_, l)| l.attacker_ip.as_str()).collect();
+        let mut ips: Vec<&str> = rows
+            .iter()
+            .map(|(_, l, _)| l.attacker_ip.as_str())
+            .collect();
         ips.sort_unstable();
         ips.dedup();
         tracing::Span::current().record("ips", ips.len());
@@ -461,9 +464,12 @@ impl Profiler {
             dirty: BTreeSet::new(),
             dropped: Vec::new(),
         };
-        for (_, log) in rows {
+        for (_, log, facts) in rows {
             if let Some(st) = work.states.get_mut(&log.attacker_ip) {
-                st.update(log);
+                match facts {
+                    Some(f) => st.fold(log, f),
+                    None => st.update(log),
+                }
             }
         }
         for ip in &ips {

@@ -111,6 +111,9 @@ pub struct Batch {
     pub dead: Vec<DeadLetter>,
     /// The cursor written in the same transaction.
     pub cursor: Option<CursorUpdate>,
+    /// Each row's parsed fields, by index into `logs`, for the profiler in this process
+    /// (nothing of it is written). Empty when whoever built the batch did not parse them.
+    pub facts: Vec<crate::fields::Facts>,
 }
 
 impl Batch {
