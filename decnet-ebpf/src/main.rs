@@ -19,7 +19,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
-    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
@@ -203,6 +203,18 @@ impl Frame for TcContext {
 fn now_ns() -> u64 {
     // SAFETY: no arguments, no side effects.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// CLOCK_MONOTONIC at tick resolution (4 ms at HZ=250), behind [`now_ns`] by less than a
+/// tick: the flood guard's clock. Reading it is a load, where `now_ns` reads the clock
+/// source, which on this VM's TSC cost about a quarter of the programs' time for each
+/// flooded packet and its answer (perf). Everything the guard keeps (token bucket, first
+/// and last withheld, the per-CPU note of the last withheld SYN) and everything compared
+/// with it is on this clock; events and flows keep `now_ns`.
+#[inline(always)]
+fn coarse_ns() -> u64 {
+    // SAFETY: no arguments, no side effects.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// The one bounds check: a pointer to `len` bytes at `off`, or Malformed.
@@ -575,23 +587,26 @@ fn tcp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let sport = raw16(th, 0);
     let dport = raw16(th, 2);
     let payload_len = p.l4_len - doff as u32;
-    let now = now_ns();
     use tcp_flags::*;
     let syn = flags & SYN != 0 && flags & (ACK | FIN | RST) == 0;
     // A SYN is always an event, so the flood guard can decide first: a flooding source's
     // SYNs then cost no flow lookup. A withheld SYN therefore does not count into a live
     // flow of the same four-tuple (the source's suppressed counters have it).
-    if syn && !guard(ctx, p, decky_id, u16::from_be(dport), now) {
-        if let Some(hot) = WITHHELD_HOT.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-            unsafe {
-                (*hot).syn_addr = addr_words(&p.src);
-                (*hot).syn_ports = [sport, dport];
-                (*hot).syn_ns = now;
+    if syn {
+        let coarse = coarse_ns();
+        if !guard(ctx, p, decky_id, u16::from_be(dport), coarse) {
+            if let Some(hot) = WITHHELD_HOT.get_ptr_mut(0) {
+                // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+                unsafe {
+                    (*hot).syn_addr = addr_words(&p.src);
+                    (*hot).syn_ports = [sport, dport];
+                    (*hot).syn_ns = coarse;
+                }
             }
+            return Ok(());
         }
-        return Ok(());
     }
+    let now = now_ns();
     let key = flow_key(p, sport, dport);
     let (live, seen_before) = live_flow(&key);
     // Only a SYN opens a connection that later ACK segments can belong to; a flow a stealth
@@ -957,17 +972,19 @@ fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     let key = flow_key(&fwd, raw16(th, 2), raw16(th, 0));
     use tcp_flags::*;
     let answer = flags & (SYN | ACK) == SYN | ACK || flags & RST != 0;
-    let now = now_ns();
-    if answer && answers_withheld_syn(&key, now) {
+    // The guard's clock first: under a flood nearly every answer stops here.
+    let coarse = coarse_ns();
+    if answer && answers_withheld_syn(&key, coarse) {
         bump(Stat::OutcomesWithheld);
         return Ok(());
     }
     let Some(st) = live_flow(&key).0 else {
         if answer {
-            no_flow_answer(&key.src, now);
+            no_flow_answer(&key.src, coarse);
         }
         return Ok(());
     };
+    let now = now_ns();
     // SAFETY: st is the flow's live LRU value.
     let end = unsafe {
         // A GSO skb from the decoy's stack is several wire packets.
@@ -1055,11 +1072,11 @@ fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
     if key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP {
         return Ok(());
     }
-    let now = now_ns();
     let Some(st) = live_flow(&key).0 else {
-        no_flow_answer(&key.src, now);
+        no_flow_answer(&key.src, coarse_ns());
         return Ok(());
     };
+    let now = now_ns();
     // SAFETY: st is the flow's live LRU value.
     unsafe {
         (*st).last_ns = now;
@@ -1073,7 +1090,8 @@ fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
 }
 
 /// True when `key` is the SYN this CPU's flood guard withheld just now: a SYN-ACK or RST
-/// on it answers that SYN (which was reported nowhere and opened no flow).
+/// on it answers that SYN (which was reported nowhere and opened no flow). `now`:
+/// [`coarse_ns`], the clock the note was taken on.
 #[inline(always)]
 fn answers_withheld_syn(key: &FlowKey, now: u64) -> bool {
     let Some(hot) = WITHHELD_HOT.get_ptr(0) else {
@@ -1089,6 +1107,7 @@ fn answers_withheld_syn(key: &FlowKey, now: u64) -> bool {
 
 /// Counts an answer whose probe has no flow: withheld when the flood guard is withholding
 /// that source's probes (they open no flow), else unmatched (evicted, or older than us).
+/// `now`: [`coarse_ns`], the guard's clock.
 #[inline(always)]
 fn no_flow_answer(attacker: &[u8; 16], now: u64) {
     // Same verdict as the SOURCES test below (a source withheld within the last second),
@@ -1173,7 +1192,7 @@ fn outcome(
 /// The flood guard: true when the source is within its budget (the event goes out), false
 /// when it is over (the event is counted into the source's state instead, and a summary is
 /// submitted at most once a second). `port` is the destination port in host order (0 for
-/// portless protocols).
+/// portless protocols); `now` is [`coarse_ns`].
 #[inline(always)]
 fn guard<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, port: u16, now: u64) -> bool {
     let Some(cfg) = GUARD.get(0) else {
@@ -1227,7 +1246,8 @@ fn guard<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, port: u16, now: u64) -> b
     let due = unsafe { now - (*st).summary_ns >= SUMMARY_EVERY_NS };
     if due {
         unsafe { (*st).summary_ns = now };
-        summarize(ctx, p, decky_id, st, now);
+        // The record itself is stamped like every event (at most once a second).
+        summarize(ctx, p, decky_id, st, now_ns());
     }
     false
 }
@@ -1316,7 +1336,7 @@ fn emit<F: Frame>(
     fill: impl FnOnce(&mut RawEvent),
 ) -> Emitted {
     if let Some(port) = port
-        && !guard(ctx, p, decky_id, port, now)
+        && !guard(ctx, p, decky_id, port, coarse_ns())
     {
         return Emitted::Withheld;
     }
