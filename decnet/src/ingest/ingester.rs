@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
 use super::{
-    bounty::bounty,
+    bounty::{self, bounty},
     parse::{dead_raw, parse_line},
     tail::{Cursor, EndOfFile, Line, Tail},
 };
@@ -356,14 +356,26 @@ impl Ingester {
                 record.attr("attacker_ip", || log.attacker_ip.clone());
                 let idx = batch.add_log(log, &record);
                 let mut extract = record.child("ingester.extract_bounty", SpanKind::Internal);
-                // Parsed once here; the profiler folds the same facts (`hub.logs_parsed`).
-                let facts = Facts::of(&batch.logs[idx]);
-                extract.attr("bounties", || facts.artifacts.len() as i64);
-                for (kind, value) in &facts.artifacts {
+                // With a hub the rows go on to this process's profiler: every row's fields
+                // are parsed once, here, and handed over (`hub.logs_parsed`). Without one
+                // (fleet, `ingest --once`) only rows that can hold artifacts are parsed.
+                let facts = self.hub.is_some().then(|| Facts::of(&batch.logs[idx]));
+                let extracted;
+                let artifacts = match &facts {
+                    Some(f) => &f.artifacts,
+                    None => {
+                        extracted = bounty::extract(&batch.logs[idx]);
+                        &extracted
+                    }
+                };
+                extract.attr("bounties", || artifacts.len() as i64);
+                for (kind, value) in artifacts {
                     let b = bounty(&batch.logs[idx], kind, value.clone());
                     batch.add_bounty(idx, b, &extract);
                 }
-                batch.facts.push(facts);
+                if let Some(f) = facts {
+                    batch.facts.push(f);
+                }
             }
             Err(reason) => self.dead(batch, file, line, reason),
         }
