@@ -21,7 +21,7 @@ use axum::{
     response::Response,
 };
 
-use super::{ApiError, AppState};
+use super::{error::ApiError, state::AppState};
 
 pub const TOKEN_ENV: &str = "DECNET_API_TOKEN";
 pub const TOKEN_FILE: &str = "api-token";

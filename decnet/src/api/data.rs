@@ -7,7 +7,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, params::Params};
+use super::{error::ApiError, params::Params, state::AppState};
 use crate::{hub::log_json, store::Store};
 
 /// Event types a record can have (journal contract), for `event_type` filters.
@@ -56,8 +56,8 @@ fn json_text(body: String) -> Response {
     ),
     responses(
         (status = 200, description = "`{logs: [...], next_after_id}`", body = Object),
-        (status = 400, description = "A bad parameter, named in `detail`", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
+        (status = 400, description = "A bad parameter, named in `detail`", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
     ))]
 pub async fn logs(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let p = Params::parse(
@@ -89,8 +89,8 @@ pub async fn logs(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<R
     ),
     responses(
         (status = 200, description = "`{attackers: [...], total, limit, offset, sort}`", body = Object),
-        (status = 400, description = "A bad parameter, named in `detail`", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
+        (status = 400, description = "A bad parameter, named in `detail`", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
     ))]
 pub async fn attackers(
     State(st): State<AppState>,
@@ -126,9 +126,9 @@ pub async fn attackers(
     params(("ip" = String, Path, description = "The source, IPv4 or IPv6.")),
     responses(
         (status = 200, description = "The attacker profile (DESIGN.md)", body = Object),
-        (status = 400, description = "Not an IP address", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
-        (status = 404, description = "Never profiled", body = super::openapi::ErrorBody),
+        (status = 400, description = "Not an IP address", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
+        (status = 404, description = "Never profiled", body = super::error::ErrorBody),
     ))]
 pub async fn attacker(
     State(st): State<AppState>,
@@ -149,8 +149,8 @@ pub async fn attacker(
 #[utoipa::path(get, path = "/api/v1/campaigns", tag = "data",
     responses(
         (status = 200, description = "`{campaigns: [...]}`", body = Object),
-        (status = 400, description = "An unknown parameter", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
+        (status = 400, description = "An unknown parameter", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
     ))]
 pub async fn campaigns(
     State(st): State<AppState>,
@@ -173,9 +173,9 @@ pub async fn campaigns(
     params(("id" = i64, Path, minimum = 1, description = "Campaign id.")),
     responses(
         (status = 200, description = "The campaign summary", body = Object),
-        (status = 400, description = "Not a positive integer", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such campaign", body = super::openapi::ErrorBody),
+        (status = 400, description = "Not a positive integer", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
+        (status = 404, description = "No such campaign", body = super::error::ErrorBody),
     ))]
 pub async fn campaign(
     State(st): State<AppState>,
@@ -203,8 +203,8 @@ pub async fn campaign(
     ),
     responses(
         (status = 200, description = "`{detections: [...], next_after_id}`", body = Object),
-        (status = 400, description = "A bad parameter, named in `detail`", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = super::openapi::ErrorBody),
+        (status = 400, description = "A bad parameter, named in `detail`", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
     ))]
 pub async fn detections(
     State(st): State<AppState>,

@@ -9,7 +9,7 @@ use axum::{
     response::Response,
 };
 
-use super::AppState;
+use super::state::AppState;
 
 /// Upper bounds of the buckets, in seconds.
 const BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];

@@ -7,7 +7,7 @@ use axum::Router;
 #[cfg(feature = "otel")]
 use axum::{extract::MatchedPath, http::Request};
 
-use super::AppState;
+use super::state::AppState;
 
 /// `router` with the server-span layer when developer tracing is on, else unchanged.
 pub fn layer(router: Router<AppState>) -> Router<AppState> {

@@ -12,15 +12,6 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-/// Every error body.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// `bad_parameter`, `unauthorized`, `not_found`, `unavailable` or `internal`.
-    pub error: String,
-    /// What was wrong; for `bad_parameter` it starts with the parameter's name.
-    pub detail: String,
-}
-
 struct Bearer;
 
 impl Modify for Bearer {
@@ -40,9 +31,9 @@ impl Modify for Bearer {
         description = "Sensor and analyst of a deception network: probes, attacker profiles, campaigns and a live stream. Every route but health and this document needs `Authorization: Bearer <token>`."
     ),
     paths(
-        super::health,
-        super::stats,
-        super::metrics,
+        super::status::health,
+        super::status::stats,
+        super::status::metrics,
         super::ticket,
         super::data::logs,
         super::data::attackers,
@@ -52,7 +43,7 @@ impl Modify for Bearer {
         super::data::detections,
         super::stream::stream,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(super::error::ErrorBody)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]

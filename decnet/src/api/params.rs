@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::ApiError;
+use super::error::ApiError;
 
 pub const MAX_LIMIT: u64 = 1000;
 pub const MAX_OFFSET: u64 = 1_000_000;

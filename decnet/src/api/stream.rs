@@ -26,7 +26,7 @@ use axum::{
 };
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{ApiError, AppState, data::EVENT_TYPES, params::Params};
+use super::{data::EVENT_TYPES, error::ApiError, params::Params, state::AppState};
 use crate::hub::{HubMsg, LogBatch, log_json};
 
 /// Rows per replay query.
@@ -272,7 +272,7 @@ impl Client {
                     Err(RecvError::Closed) => self.ended = true,
                 },
                 _ = self.stats.tick() => {
-                    let data = super::stats_json(&self.st).map(|v| v.to_string()).unwrap_or_default();
+                    let data = super::status::stats_json(&self.st).map(|v| v.to_string()).unwrap_or_default();
                     let e = Event::default().event("stats").id(self.id()).data(data);
                     self.pending.push_back(e);
                 }
@@ -318,8 +318,8 @@ fn emit_span<'a>(
     ),
     responses(
         (status = 200, description = "Server-Sent Events: log, detection, stats, reset", content_type = "text/event-stream", body = String),
-        (status = 400, description = "A bad parameter, named in `detail`", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing token, or an unknown, used or expired ticket", body = super::openapi::ErrorBody),
+        (status = 400, description = "A bad parameter, named in `detail`", body = super::error::ErrorBody),
+        (status = 401, description = "Missing token, or an unknown, used or expired ticket", body = super::error::ErrorBody),
     ))]
 pub async fn stream(
     State(st): State<AppState>,
