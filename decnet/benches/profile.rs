@@ -21,7 +21,8 @@ use std::{
 
 use decnet::{
     profile::Profiler,
-    store::{Batch, NewLog, Store},
+    row::NewLog,
+    store::{Batch, Store},
 };
 
 mod common;

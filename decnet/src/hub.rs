@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
 use crate::{
-    fields::Facts,
-    store::{DetectionRow, NewLog},
+    row::{Facts, NewLog},
+    store::DetectionRow,
 };
 
 /// Messages a subscriber may fall behind by before it is told it lagged.

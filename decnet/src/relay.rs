@@ -92,7 +92,7 @@ async fn step(
         let rows = store.logs_after(after, PAGE).await?;
         let full = rows.len() as i64 == PAGE;
         // A hub batch holds consecutive ids; ids skipped by a rolled-back transaction split it.
-        let mut run: Vec<crate::store::NewLog> = Vec::new();
+        let mut run: Vec<crate::row::NewLog> = Vec::new();
         let mut first = 0;
         for (id, l) in rows {
             if !run.is_empty() && id != first + run.len() as i64 {

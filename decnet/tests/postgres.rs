@@ -1,7 +1,10 @@
 //! The store on PostgreSQL (a throwaway cluster): what the fleet relies on beyond what the
 //! shared SQL gives for free.
 
-use decnet::store::{Batch, CursorUpdate, DeadLetter, NewBounty, NewLog, Store, StoreError};
+use decnet::{
+    row::NewLog,
+    store::{Batch, CursorUpdate, DeadLetter, NewBounty, Store, StoreError},
+};
 
 #[path = "../../tests/pg.rs"]
 mod pg;

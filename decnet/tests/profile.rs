@@ -2,7 +2,8 @@
 
 use decnet::{
     profile::Profiler,
-    store::{Batch, NewLog, Store},
+    row::NewLog,
+    store::{Batch, Store},
 };
 
 fn rows(n: usize) -> Vec<NewLog> {
@@ -193,7 +194,7 @@ async fn rows_from_the_hub_give_the_same_profiles_as_rows_read_back() {
                 .unwrap();
             if announce && parsed {
                 hub.logs_parsed(first, move || {
-                    let facts = chunk.iter().map(decnet::fields::Facts::of).collect();
+                    let facts = chunk.iter().map(decnet::ingest::bounty::facts).collect();
                     (chunk, facts)
                 });
             } else if announce {

@@ -10,8 +10,9 @@ use decnet::{
     api::{self, AppState, auth::Auth},
     client::{Client, SseEvent},
     hub::Hub,
+    row::NewLog,
     stats::PipelineStats,
-    store::{Batch, NewLog, Store},
+    store::{Batch, Store},
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 

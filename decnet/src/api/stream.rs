@@ -285,12 +285,12 @@ impl Client {
 /// those rows (their probes' journeys). A null span when tracing is off.
 fn emit_span<'a>(
     replay: bool,
-    rows: impl Iterator<Item = &'a crate::store::NewLog>,
+    rows: impl Iterator<Item = &'a crate::row::NewLog>,
 ) -> tracing::Span {
     if !crate::telemetry::enabled() {
         return tracing::Span::none();
     }
-    let rows: Vec<&crate::store::NewLog> = rows.collect();
+    let rows: Vec<&crate::row::NewLog> = rows.collect();
     if rows.is_empty() {
         return tracing::Span::none();
     }

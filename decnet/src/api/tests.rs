@@ -35,7 +35,7 @@ async fn seeded() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("decnet.db")).await.unwrap();
     let logs = (0..30)
-        .map(|i| crate::store::NewLog {
+        .map(|i| crate::row::NewLog {
             ts: crate::timefmt::rfc3339_ns(1_795_723_674_000_000_000 + i * 10_000_000),
             decky: "web".into(),
             service: format!("tcp/{}", 20 + i),

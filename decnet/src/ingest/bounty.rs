@@ -9,12 +9,19 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::{
-    fields::Fields,
-    store::{NewBounty, NewLog},
+    row::{Facts, Fields, NewLog},
+    store::NewBounty,
 };
 
 /// Longest artifact value kept.
 pub const VALUE_MAX: usize = 256;
+
+/// A row's fields, parsed, and its artifacts.
+pub fn facts(log: &NewLog) -> Facts {
+    let fields = Fields::parse(&log.fields);
+    let artifacts = extract_from(log, &fields);
+    Facts { fields, artifacts }
+}
 
 /// Artifacts of one row: (kind, value).
 pub fn extract(log: &NewLog) -> Vec<(&'static str, String)> {

@@ -24,9 +24,9 @@ use super::{
     tail::{Cursor, EndOfFile, Line, Tail},
 };
 use crate::{
-    fields::Facts,
     hub::Hub,
     pace::{BUSY_PER_SECOND, Pace},
+    row::Facts,
     store::{Batch, CursorUpdate, DeadLetter, Store, StoreError},
     telemetry::{
         self,
@@ -233,7 +233,7 @@ impl Ingester {
         let mut last_cursor = saved_text;
         let mut tail = Tail::open(&self.cfg.data_dir, &self.cfg.base, self.cfg.keep, saved)
             .map_err(|e| self.journal_err(e))?;
-        let mut batch = Batch::default();
+        let mut batch = Pending::default();
         let mut started: Option<Instant> = None;
         let mut lines: Vec<Line> = Vec::with_capacity(self.cfg.batch_lines);
         let mut stopping = false;
@@ -242,11 +242,7 @@ impl Ingester {
         let mut pace = Pace::new(BUSY_PER_SECOND);
         let mut busy = false;
         loop {
-            let room = self
-                .cfg
-                .batch_lines
-                .saturating_sub(batch.logs.len() + batch.dead.len())
-                .max(1);
+            let room = self.cfg.batch_lines.saturating_sub(batch.len()).max(1);
             lines.clear();
             let n = tail
                 .read_lines(room, &mut lines)
@@ -258,7 +254,7 @@ impl Ingester {
             if n > 0 && started.is_none() {
                 started = Some(Instant::now());
             }
-            let size = batch.logs.len() + batch.dead.len();
+            let size = batch.len();
             let due = started.is_some_and(|t| t.elapsed() >= self.cfg.batch_wait);
             // Group commit: at the end of what was written, commit at once unless a commit
             // is still in flight or, while busy, the last one began less than `commit_gap`
@@ -339,7 +335,8 @@ impl Ingester {
         }
     }
 
-    fn add_line(&self, batch: &mut Batch, file: &str, line: Line) {
+    fn add_line(&self, pending: &mut Pending, file: &str, line: Line) {
+        let batch = &mut pending.rows;
         match parse_line(&line.bytes) {
             Ok(mut log) => {
                 log.sensor = self.cfg.sensor.clone();
@@ -359,7 +356,7 @@ impl Ingester {
                 // With a hub the rows go on to this process's profiler: every row's fields
                 // are parsed once, here, and handed over (`hub.logs_parsed`). Without one
                 // (fleet, `ingest --once`) only rows that can hold artifacts are parsed.
-                let facts = self.hub.is_some().then(|| Facts::of(&batch.logs[idx]));
+                let facts = self.hub.is_some().then(|| bounty::facts(&batch.logs[idx]));
                 let extracted;
                 let artifacts = match &facts {
                     Some(f) => &f.artifacts,
@@ -374,15 +371,15 @@ impl Ingester {
                     batch.add_bounty(idx, b, &extract);
                 }
                 if let Some(f) = facts {
-                    batch.facts.push(f);
+                    pending.facts.push(f);
                 }
             }
-            Err(reason) => self.dead(batch, file, line, reason),
+            Err(reason) => self.dead(pending, file, line, reason),
         }
     }
 
-    fn dead(&self, batch: &mut Batch, file: &str, line: Line, reason: String) {
-        batch.dead.push(DeadLetter {
+    fn dead(&self, pending: &mut Pending, file: &str, line: Line, reason: String) {
+        pending.rows.dead.push(DeadLetter {
             file: file.to_owned(),
             byte_offset: line.offset,
             reason,
@@ -406,13 +403,13 @@ impl Ingester {
     /// stay strictly in journal order.
     async fn commit(
         &self,
-        batch: &mut Batch,
+        batch: &mut Pending,
         tail: &Tail,
         inflight: &mut Inflight,
         last_cursor: &mut Option<String>,
     ) -> Result<(), IngestError> {
         let cursor = serde_json::to_string(&tail.cursor()).unwrap_or_default();
-        batch.cursor = Some(CursorUpdate {
+        batch.rows.cursor = Some(CursorUpdate {
             key: cursor_key(&self.cfg.sensor),
             prev: last_cursor.replace(cursor.clone()),
             value: cursor,
@@ -429,13 +426,14 @@ impl Ingester {
         let span = crate::dev_span!(
             parent: None,
             "ingester.commit_batch",
-            rows = sealed.logs.len(),
-            dead_letters = sealed.dead.len(),
-            bounties = sealed.bounties.len(),
+            rows = sealed.rows.logs.len(),
+            dead_letters = sealed.rows.dead.len(),
+            bounties = sealed.rows.bounties.len(),
         );
         telemetry::link_all(
             &span,
             sealed
+                .rows
                 .logs
                 .iter()
                 .filter_map(|l| Some((l.trace_id.as_deref()?, l.span_id.as_deref()?))),
@@ -444,6 +442,22 @@ impl Ingester {
             write_batch(store, stats, committed, hub, sealed).instrument(span),
         ));
         Ok(())
+    }
+}
+
+/// A batch being gathered: what the store commits, and each row's parsed fields for this
+/// process's profiler (by index into `rows.logs`; empty without a hub). The store never
+/// sees the facts: it writes rows.
+#[derive(Default)]
+struct Pending {
+    rows: Batch,
+    facts: Vec<Facts>,
+}
+
+impl Pending {
+    /// Lines taken so far: rows and dead letters.
+    fn len(&self) -> usize {
+        self.rows.logs.len() + self.rows.dead.len()
     }
 }
 
@@ -464,8 +478,9 @@ async fn write_batch(
     stats: Arc<IngestStats>,
     committed: Arc<watch::Sender<u64>>,
     hub: Option<Hub>,
-    batch: Batch,
+    pending: Pending,
 ) -> Result<(), IngestError> {
+    let Pending { rows: batch, facts } = pending;
     let mut backoff = Duration::from_millis(10);
     let first_id = loop {
         match store.commit_batch(&batch).await {
@@ -503,7 +518,7 @@ async fn write_batch(
     }
     // Announced before the wake-up: the profiler, woken, finds the rows on the hub.
     if let (Some(hub), Some(first_id)) = (hub, first_id) {
-        hub.logs_parsed(first_id, move || (batch.logs, batch.facts));
+        hub.logs_parsed(first_id, move || (batch.logs, facts));
     }
     committed.send_modify(|n| *n += 1);
     Ok(())

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::store::NewLog;
+use crate::row::NewLog;
 
 /// Raw text kept in a dead letter, at most this many bytes.
 pub const DEAD_LETTER_RAW_MAX: usize = 4096;

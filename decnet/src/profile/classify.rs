@@ -55,7 +55,7 @@ pub fn scan_pattern(s: &IpState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewLog;
+    use crate::row::NewLog;
 
     fn feed(rows: &[(&str, &str, u16, f64)]) -> IpState {
         // (decky, service, port, seconds)

@@ -17,9 +17,8 @@ use super::{
     tools,
 };
 use crate::{
-    fields::{Facts, Fields},
     ingest::bounty,
-    store::NewLog,
+    row::{Facts, Fields, NewLog},
     timefmt::parse_rfc3339_ns,
 };
 
@@ -176,7 +175,7 @@ impl IpState {
     /// Folds one row in. Rows must come in id order; timestamps may still go backwards
     /// (several writers, clock steps): such gaps are ignored by the timing statistics.
     pub fn update(&mut self, log: &NewLog) {
-        self.fold(log, &Facts::of(log));
+        self.fold(log, &crate::ingest::bounty::facts(log));
     }
 
     /// [`update`](Self::update) with the row's fields already parsed (by the ingester).

@@ -30,9 +30,9 @@ use super::{
     tools,
 };
 use crate::{
-    fields::Facts,
     hub::{Hub, HubMsg, LogBatch},
-    store::{CursorUpdate, DetectionRow, NewLog, ProfileCommit, ProfileRow, Store, StoreError},
+    row::{Facts, NewLog},
+    store::{CursorUpdate, DetectionRow, ProfileCommit, ProfileRow, Store, StoreError},
     timefmt,
 };
 

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, path::Path, str::FromStr as _, sync::OnceLock, time::Duration};
 
-use crate::telemetry::lite::LiteSpan;
+use crate::{row::NewLog, telemetry::lite::LiteSpan};
 use sqlx::{
     AssertSqlSafe, PgPool, Row as _, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -67,23 +67,6 @@ impl StoreError {
     }
 }
 
-/// A journal record ready to insert.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewLog {
-    pub ts: String,
-    pub decky: String,
-    pub service: String,
-    pub event_type: String,
-    pub attacker_ip: String,
-    /// The `fields` object as JSON text.
-    pub fields: String,
-    pub trace_id: Option<String>,
-    pub span_id: Option<String>,
-    /// The sensor that saw it (`--sensor-id`; set by the ingester, '' for rows from before
-    /// fleet mode). Shared by every row of one ingester.
-    pub sensor: std::sync::Arc<str>,
-}
-
 /// A journal line that could not be ingested.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeadLetter {
@@ -111,9 +94,6 @@ pub struct Batch {
     pub dead: Vec<DeadLetter>,
     /// The cursor written in the same transaction.
     pub cursor: Option<CursorUpdate>,
-    /// Each row's parsed fields, by index into `logs`, for the profiler in this process
-    /// (nothing of it is written). Empty when whoever built the batch did not parse them.
-    pub facts: Vec<crate::fields::Facts>,
 }
 
 impl Batch {

@@ -1,14 +1,33 @@
-//! A row's `fields` object, parsed once.
+//! The row every stage passes on: a journal record as the ingester commits it
+//! ([`NewLog`]), its `fields` object parsed once ([`Fields`]), and what was found in it
+//! ([`Facts`]).
 //!
 //! The ingester parses each row's fields to find its bounties. In one process it hands
 //! the result, with the committed rows, to the profiler over the hub; the profiler used to
 //! parse the same text twice more (its own view, then the bounties again), which was a
 //! tenth of the daemon's CPU under a flood. Rows the profiler reads back from the database
-//! are parsed here too, so both paths fold the same values.
+//! are parsed the same way, so both paths fold the same values.
+//!
+//! This module depends on nothing else of decnet: every stage may use it.
 
 use serde::Deserialize;
 
-use crate::{ingest::bounty, store::NewLog};
+/// A journal record ready to insert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewLog {
+    pub ts: String,
+    pub decky: String,
+    pub service: String,
+    pub event_type: String,
+    pub attacker_ip: String,
+    /// The `fields` object as JSON text.
+    pub fields: String,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    /// The sensor that saw it (`--sensor-id`; set by the ingester, '' for rows from before
+    /// fleet mode). Shared by every row of one ingester.
+    pub sensor: std::sync::Arc<str>,
+}
 
 /// The fields the ingester and the profiler look at; anything else in the object is
 /// ignored. The object is read as a whole: a field of the wrong type (another writer's
@@ -60,14 +79,6 @@ impl Fields {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Facts {
     pub fields: Fields,
-    /// (kind, value), as [`bounty::extract`] gives them.
+    /// (kind, value), as the ingester's bounty extraction gives them.
     pub artifacts: Vec<(&'static str, String)>,
-}
-
-impl Facts {
-    pub fn of(log: &NewLog) -> Self {
-        let fields = Fields::parse(&log.fields);
-        let artifacts = bounty::extract_from(log, &fields);
-        Facts { fields, artifacts }
-    }
 }
