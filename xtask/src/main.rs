@@ -5,6 +5,7 @@
 //! `<workspace>/.tools`. Every other task runs it first, so a fresh clone needs nothing else.
 
 mod demo;
+mod layers;
 mod setup;
 
 use std::{
@@ -32,6 +33,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print the daemon's stages and the imports between them; fail when a file imports a
+    /// later stage, files import each other in a circle, or a file outgrows 700 lines.
+    Layers,
     /// Install test tools if missing (as root, through apt), build, and run every test.
     Test {
         /// Extra arguments for `cargo test`.
@@ -145,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                 demo::run_direct(&bin, &args)
             }
         }
+        Cmd::Layers => layers::check(&root()),
         Cmd::Test { args } => {
             setup::setup()?;
             setup::test_tools()?;
