@@ -3,7 +3,7 @@
 //! HTTP request, Redis, credentials, commands) never panic and keep values bounded.
 #![no_main]
 
-use decnet::ingest::bounty;
+use decnet::intel::payload::{VALUE_MAX, ja4, payload_artifacts};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,16 +12,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let port = u16::from_be_bytes(*port);
     let mut out = Vec::new();
-    bounty::payload_artifacts(payload, port, &mut out);
+    payload_artifacts(payload, port, &mut out);
     for (kind, value) in &out {
         assert!(!kind.is_empty());
         assert!(
-            value.chars().count() <= bounty::VALUE_MAX,
+            value.chars().count() <= VALUE_MAX,
             "{kind}: {} chars",
             value.chars().count()
         );
     }
-    if let Some(ja4) = bounty::ja4(payload) {
+    if let Some(ja4) = ja4(payload) {
         assert!(ja4.is_ascii(), "{ja4:?}");
     }
 });

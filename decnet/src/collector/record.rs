@@ -12,8 +12,12 @@ use decnet_common::EventKind;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    intel::{
+        os, services,
+        tcp::{FpInput, initial_ttl, write_fingerprint},
+        tools,
+    },
     sensor::{Probe, decode},
-    services,
     timefmt::write_rfc3339_ns,
 };
 
@@ -356,14 +360,10 @@ pub fn write_flow_record(
 }
 
 /// Passive fingerprint of a SYN or stealth probe: the p0f-style `fingerprint`, the scanner
-/// `traits` whose signature the packet matches (profile/tools.rs, a table), and for packets
+/// `traits` whose signature the packet matches (intel/tools.rs, a table), and for packets
 /// of the sender's own stack (no trait) the `os_guess`; `hops` unless the TTL is one nmap
 /// drew at random.
 fn write_passive_fingerprint(w: &mut W<'_>, probe: &Probe, t: &decode::TcpFields) {
-    use crate::{
-        ingest::bounty::{FpInput, initial_ttl, write_fingerprint},
-        profile::tools,
-    };
     let syn = probe.kind == EventKind::TcpSyn;
     let mut letters = [0u8; 9];
     let flags = decode::flag_letters(t.flags, &mut letters);
@@ -419,9 +419,7 @@ fn write_passive_fingerprint(w: &mut W<'_>, probe: &Probe, t: &decode::TcpFields
     let ittl = initial_ttl(probe.ttl);
     if syn && !any {
         let fp_text = std::str::from_utf8(&w.0[start..end]).unwrap_or("");
-        if let Some(guess) =
-            os_guess_cached(fp_text).or_else(|| crate::profile::os::from_initial_ttl(ittl))
-        {
+        if let Some(guess) = os_guess_cached(fp_text).or_else(|| os::from_initial_ttl(ittl)) {
             w.lit(",\"os_guess\":");
             w.text(guess);
         }
@@ -444,7 +442,7 @@ fn os_guess_cached(fp: &str) -> Option<&'static str> {
         if let Some(g) = c.get(fp) {
             return *g;
         }
-        let g = crate::profile::os::from_fingerprint(fp);
+        let g = os::from_fingerprint(fp);
         if c.len() >= 4096 {
             c.clear();
         }

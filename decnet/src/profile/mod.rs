@@ -3,14 +3,14 @@
 //! - `stats`: streaming timing statistics (Welford, reservoir median).
 //! - `state`: per-IP state and the profile built from it.
 //! - `classify`: behavior class and scan pattern rules.
-//! - `tools`: tool attribution by signature votes.
 //! - `risk`: the 0-100 score and its reasons.
 //! - `worker`: the cursor-driven incremental worker (campaign matching, detections).
 //! - `analyst`: one profiler per fleet, by the store's analyst lock, with standbys.
-//!
-//! - `os`: passive OS guess from own-stack SYN fingerprints.
 //! - `commands`: commands in payloads, and exploitation patterns.
 //! - `campaign`: coordinated sources.
+//!
+//! Tool signatures and the OS table are packet knowledge, shared with the collector:
+//! [`crate::intel`].
 //!
 //! The database keeps each IP's streaming state; the public profile is rendered from it
 //! when read ([`render`]), so it always follows the current rules.
@@ -19,11 +19,9 @@ pub mod analyst;
 pub mod campaign;
 pub mod classify;
 pub mod commands;
-pub mod os;
 pub mod risk;
 pub mod state;
 pub mod stats;
-pub mod tools;
 pub mod worker;
 
 pub use worker::{ProfileStats, Profiler};

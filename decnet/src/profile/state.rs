@@ -11,13 +11,12 @@ use serde::{Deserialize, Serialize};
 use super::{
     classify,
     commands::{self, Command},
-    os,
     risk::{self, Risk},
     stats::Welford,
-    tools,
 };
 use crate::{
     ingest::bounty,
+    intel::{os, tcp::initial_ttl, tools},
     row::{Facts, Fields, NewLog},
     timefmt::parse_rfc3339_ns,
 };
@@ -175,7 +174,7 @@ impl IpState {
     /// Folds one row in. Rows must come in id order; timestamps may still go backwards
     /// (several writers, clock steps): such gaps are ignored by the timing statistics.
     pub fn update(&mut self, log: &NewLog) {
-        self.fold(log, &crate::ingest::bounty::facts(log));
+        self.fold(log, &bounty::facts(log));
     }
 
     /// [`update`](Self::update) with the row's fields already parsed (by the ingester).
@@ -419,7 +418,7 @@ impl IpState {
                 if let Some(ttl) = f.ttl
                     && !votes.iter().any(|(tool, _)| *tool == "nmap")
                 {
-                    self.hops = Some(bounty::initial_ttl(ttl) - ttl);
+                    self.hops = Some(initial_ttl(ttl) - ttl);
                 }
                 if let Some(fp) = fp
                     && votes.is_empty()

@@ -27,10 +27,10 @@ use tracing::Instrument as _;
 use super::{
     campaign::{self, Campaign, Index, Summary},
     state::{IpState, Reported},
-    tools,
 };
 use crate::{
     hub::{Hub, HubMsg, LogBatch},
+    intel::tools,
     row::{Facts, NewLog},
     store::{CursorUpdate, DetectionRow, ProfileCommit, ProfileRow, Store, StoreError},
     timefmt,

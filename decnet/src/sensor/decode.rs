@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use bytes::Bytes;
 use decnet_common::{EventKind, FAMILY_V4, RawEvent, tcp_flags};
 
-use crate::services;
+use crate::intel::services;
 
 /// Why an event could not be decoded (counted, never fatal).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

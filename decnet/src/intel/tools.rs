@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ingest::bounty::initial_ttl;
+use super::tcp::initial_ttl;
 
 pub const MIN_VOTES: u64 = 3;
 pub const STRONG: u64 = 3;

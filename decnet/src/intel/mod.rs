@@ -1,0 +1,16 @@
+//! Packet knowledge: what a probe's headers and payload say about the stack, the tool and
+//! the service it aims at. Pure tables and functions over bytes and numbers, with no state:
+//! the collector writes their verdicts into each record, and the ingester and the profiler
+//! read rows with them. None of those owns it.
+//!
+//! - `services`: IANA service names by protocol and port;
+//! - `tcp`: initial TTL and the p0f-style TCP fingerprint;
+//! - `os`: the OS table, by fingerprint or initial TTL;
+//! - `tools`: scanner signatures, tool votes and user agents;
+//! - `payload`: artifacts in a first payload (HTTP, SSH, SMTP, FTP, Redis, Telnet, JA4).
+
+pub mod os;
+pub mod payload;
+pub mod services;
+pub mod tcp;
+pub mod tools;
