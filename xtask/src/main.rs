@@ -5,6 +5,7 @@
 //! `<workspace>/.tools`. Every other task runs it first, so a fresh clone needs nothing else.
 
 mod demo;
+mod kernel;
 mod layers;
 mod setup;
 
@@ -33,6 +34,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print each kernel program's instructions and stack, read from the built eBPF object
+    /// (the newest under target/ unless one is named).
+    Kernel { object: Option<PathBuf> },
     /// Print the daemon's stages and the imports between them; fail when a file imports a
     /// later stage, files import each other in a circle, or a file outgrows 700 lines.
     Layers,
@@ -150,6 +154,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Layers => layers::check(&root()),
+        Cmd::Kernel { object } => {
+            if object.is_none() {
+                setup::setup()?;
+                run(cargo().args(["build", "-p", "decnet"]))?;
+            }
+            kernel::report(object)
+        }
         Cmd::Test { args } => {
             setup::setup()?;
             setup::test_tools()?;
