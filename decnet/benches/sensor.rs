@@ -23,7 +23,7 @@ use decnet::{
     collector::{Collector, JournalConfig, JournalWriter},
     frames::{Frame, L4},
     sensor::{
-        Decoy, Sensor,
+        Decoy, Output, Sensor,
         loader::{LoadOptions, XDP_PASS_PROGRAM, XDP_PROGRAM},
         ring,
     },
@@ -154,9 +154,9 @@ fn main() {
     let (handle, writer) =
         JournalWriter::spawn(JournalConfig::new(journal_path.clone()), stats.clone())
             .expect("journal");
-    let mut collector = Collector::new(handle, deckies.clone());
-    while !ring::drain(&mut ring, &mut collector, None, &stats) {}
-    drop(collector);
+    let mut out = Output::new(Collector::new(handle, deckies.clone()), stats.clone());
+    while !ring::drain(&mut ring, &mut out, None, &stats) {}
+    drop(out);
     // Rate to the last write(2); the shutdown fsync of ~600 MB is reported separately.
     while stats.snapshot().journal_written + stats.snapshot().channel_full_dropped < events as u64 {
         std::thread::sleep(Duration::from_micros(200));
@@ -249,7 +249,7 @@ fn main() {
     let (handle, writer) =
         JournalWriter::spawn(JournalConfig::new(journal_path.clone()), stats.clone())
             .expect("journal");
-    let mut collector = Collector::new(handle, deckies);
+    let mut out = Output::new(Collector::new(handle, deckies), stats.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let before = kstats.read().expect("stats");
     let reader = {
@@ -257,7 +257,7 @@ fn main() {
         let stats = stats.clone();
         std::thread::spawn(move || {
             loop {
-                let empty = ring::drain(&mut ring, &mut collector, None, &stats);
+                let empty = ring::drain(&mut ring, &mut out, None, &stats);
                 if empty {
                     if stop.load(Ordering::SeqCst) {
                         break;

@@ -279,7 +279,7 @@ struct SensorRun {
     stop_reader: watch::Sender<bool>,
     iface_status: Arc<reattach::IfaceStatus>,
     reader: tokio::task::JoinHandle<
-        Result<Vec<(std::net::IpAddr, crate::collector::Reported)>, SensorError>,
+        Result<Vec<(std::net::IpAddr, crate::sensor::ledger::Reported)>, SensorError>,
     >,
     /// Taken when it is joined.
     writer: Option<JournalWriter>,
@@ -346,20 +346,19 @@ fn start_sensor(
     journal_cfg.fsync = cfg.journal_fsync;
     let (journal, writer) = JournalWriter::spawn(journal_cfg, pipeline.clone())
         .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;
-    let collector = Collector::new(journal, deckies)
-        .with_flood(cfg.flood)
-        .with_reported(
-            &taken
-                .as_ref()
-                .map(|h| h.flood_reported())
-                .unwrap_or_default(),
-        );
+    let collector = Collector::new(journal, deckies).with_flood(cfg.flood);
+    let out = sensor::Output::new(collector, pipeline.clone()).with_reported(
+        &taken
+            .as_ref()
+            .map(|h| h.flood_reported())
+            .unwrap_or_default(),
+    );
     tracing::info!(path = %journal_path.display(), "journal open");
 
     let (stop_reader, reader_rx) = watch::channel(false);
     let reader = tokio::spawn(sensor::ring::run_reader(
         ring,
-        collector,
+        out,
         sensor::ring::Sweepers {
             sources: Some(sources),
             flows: Some(flows),
@@ -586,7 +585,7 @@ async fn stop_sensor(
     s: &mut SensorRun,
     stopping: &Instant,
     set_stage: &impl Fn(&'static str),
-) -> Option<Vec<(std::net::IpAddr, crate::collector::Reported)>> {
+) -> Option<Vec<(std::net::IpAddr, crate::sensor::ledger::Reported)>> {
     if let Some(p) = &s.pinned {
         // The programs keep capturing into the pinned ring; the next start reads on from
         // where this one stops.
@@ -661,7 +660,7 @@ fn write_handover(
     cfg: &RunConfig,
     s: &SensorRun,
     pipeline: &PipelineStats,
-    reported: Vec<(std::net::IpAddr, crate::collector::Reported)>,
+    reported: Vec<(std::net::IpAddr, crate::sensor::ledger::Reported)>,
 ) {
     let Some(p) = &s.pinned else { return };
     let h = handover::Handover {

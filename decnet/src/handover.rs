@@ -17,7 +17,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{collector::Reported, ingest::ingester::IngestSnapshot, stats::PipelineSnapshot};
+use crate::{ingest::ingester::IngestSnapshot, sensor::ledger::Reported, stats::PipelineSnapshot};
 
 /// File name in the data dir.
 pub const FILE: &str = "handover.json";

@@ -539,21 +539,21 @@ fn journal_of(
 /// taken over) that `feed` drives.
 fn journal_by(
     budget: FloodBudget,
-    reported: &[(std::net::IpAddr, decnet::collector::Reported)],
-    feed: impl FnOnce(&mut decnet::collector::Collector),
+    reported: &[(std::net::IpAddr, decnet::sensor::ledger::Reported)],
+    feed: impl FnOnce(&mut decnet::sensor::Output<decnet::collector::Collector>),
 ) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("events.jsonl");
     let stats = std::sync::Arc::new(decnet::stats::PipelineStats::default());
     let (handle, writer) = decnet::collector::JournalWriter::spawn(
         decnet::collector::JournalConfig::new(path.clone()),
-        stats,
+        stats.clone(),
     )
     .expect("journal");
-    let mut c =
+    let collector =
         decnet::collector::Collector::new(handle, vec!["web".to_owned(), "web6".to_owned()].into())
-            .with_flood(budget)
-            .with_reported(reported);
+            .with_flood(budget);
+    let mut c = decnet::sensor::Output::new(collector, stats).with_reported(reported);
     feed(&mut c);
     drop(c);
     writer.join();
@@ -1164,7 +1164,10 @@ fn sweep_summarises_idle_and_open_flows_once() {
         pstats.clone(),
     )
     .expect("journal");
-    let mut c = decnet::collector::Collector::new(handle, vec!["web".to_owned()].into());
+    let mut c = decnet::sensor::Output::new(
+        decnet::collector::Collector::new(handle, vec!["web".to_owned()].into()),
+        pstats.clone(),
+    );
     let now = decnet::sensor::guard::mono_now_ns();
     // Not idle yet: nothing.
     assert_eq!(flows.sweep(now, false, &mut c), 0);

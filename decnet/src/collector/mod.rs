@@ -11,7 +11,7 @@
 pub mod journal;
 pub mod record;
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::sync::Arc;
 
 pub use journal::{Chunk, FsyncPolicy, JournalConfig, JournalHandle, JournalWriter};
 pub use record::{
@@ -20,8 +20,7 @@ pub use record::{
 };
 
 use crate::{
-    sensor::{FloodBudget, Probe, Suppressed},
-    stats::PipelineStats,
+    sensor::{FloodBudget, Probe, ProbeSink, Suppressed},
     telemetry::lite::{LiteSpan, SpanKind},
     timefmt::WallClock,
 };
@@ -33,9 +32,6 @@ pub struct Collector {
     deckies: Arc<[String]>,
     chunk: Chunk,
     clock: WallClock,
-    /// Flood guard: what was written of each source's kernel entry (kernel summaries are
-    /// cumulative; records carry the difference).
-    reported: HashMap<IpAddr, Reported>,
     /// The budget the counts were made under, for the summary records.
     flood: FloodBudget,
 }
@@ -50,7 +46,6 @@ impl Collector {
             deckies,
             chunk: Chunk::with_capacity(CHUNK_BYTES + 4096),
             clock: WallClock::now(),
-            reported: HashMap::new(),
             flood: FloodBudget::default(),
         }
     }
@@ -60,45 +55,16 @@ impl Collector {
         self.flood = flood;
         self
     }
+}
 
-    /// The withheld totals already written per source (handed over across a pinned restart,
-    /// where the kernel's per-source counts carry on).
-    pub fn reported(&self) -> Vec<(IpAddr, Reported)> {
-        self.reported.iter().map(|(ip, r)| (*ip, *r)).collect()
-    }
-
-    pub fn with_reported(mut self, reported: &[(IpAddr, Reported)]) -> Self {
-        self.reported.extend(reported.iter().copied());
-        self
-    }
-
-    /// True when the kernel entry `now` of `src` holds withheld events not written yet.
-    pub fn unreported(&self, src: IpAddr, now: Reported) -> bool {
-        unreported_delta(self.reported.get(&src).copied(), now) > 0
-    }
-
-    /// Forgets the reported counts of sources not in `live` (evicted from the kernel map:
-    /// if they come back, their counters start from zero).
-    pub fn forget_except(&mut self, live: &[IpAddr]) {
-        if self.reported.len() > live.len() {
-            let live: std::collections::HashSet<&IpAddr> = live.iter().collect();
-            self.reported.retain(|ip, _| live.contains(ip));
-        }
-    }
-
+impl ProbeSink for Collector {
     /// Re-samples the monotonic -> wall clock offset (once per batch follows NTP steps
     /// without a syscall per event).
-    pub fn tick(&mut self) {
+    fn tick(&mut self) {
         self.clock = WallClock::now();
     }
 
-    pub fn push(&mut self, p: &Probe) {
-        if let Some(s) = &p.suppressed {
-            if !self.push_summary(p, s) {
-                PipelineStats::add(&self.journal.stats().summaries_merged, 1);
-            }
-            return;
-        }
+    fn probe(&mut self, p: &Probe) {
         let decky = decky_name(&self.deckies, p.decky_id);
         // Developer tracing: each probe starts its own trace, which the ingester continues
         // through the record's traceparent. Off, this is one branch and a null span.
@@ -129,36 +95,9 @@ impl Collector {
         }
     }
 
-    /// Writes a summary the flood-guard sweep built from the kernel map.
-    pub fn push_swept(&mut self, p: &Probe) {
-        if let Some(s) = &p.suppressed
-            && self.push_summary(p, s)
-        {
-            PipelineStats::add(&self.journal.stats().summaries_swept, 1);
-        }
-    }
-
-    /// Writes a flow summary the flow sweep built from the kernel map.
-    pub fn push_swept_flow(&mut self, p: &Probe) {
-        if p.flow.is_some() {
-            self.push(p);
-            PipelineStats::add(&self.journal.stats().flows_swept, 1);
-        }
-    }
-
-    /// A `source_suppressed` record for what the source had withheld since the last one;
-    /// false (nothing written) when that is zero: a summary of an already reported total.
-    fn push_summary(&mut self, p: &Probe, s: &Suppressed) -> bool {
-        let now = Reported {
-            first_ns: s.summary.first_ns,
-            total: s.summary.suppressed,
-        };
-        let delta = unreported_delta(self.reported.get(&p.src).copied(), now);
-        if delta == 0 {
-            return false;
-        }
-        self.reported.insert(p.src, now);
-        PipelineStats::add(&self.journal.stats().suppressed_reported, delta);
+    /// A `source_suppressed` record for the `delta` events the source withheld since the
+    /// last one.
+    fn summary(&mut self, p: &Probe, s: &Suppressed, delta: u64) {
         let deckies = self.deckies.clone();
         let decky = decky_name(&deckies, p.decky_id);
         let mut span = LiteSpan::root("collector.event", SpanKind::Producer);
@@ -185,45 +124,15 @@ impl Collector {
         if self.chunk.bytes.len() >= CHUNK_BYTES {
             self.ship();
         }
-        true
     }
 
     /// Hands the current chunk to the writer (a full channel counts its lines as dropped).
-    pub fn ship(&mut self) {
+    fn ship(&mut self) {
         if self.chunk.lines == 0 {
             return;
         }
         let chunk = std::mem::replace(&mut self.chunk, Chunk::with_capacity(CHUNK_BYTES + 4096));
         self.journal.send(chunk);
-    }
-}
-
-/// How much of one source's flood-guard entry has been written: the entry's first withheld
-/// event (kernel monotonic ns, set once per entry: it tells a re-created entry from the
-/// same one) and its cumulative withheld count at the last summary.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Reported {
-    pub first_ns: u64,
-    pub total: u64,
-}
-
-/// The withheld events in `now` not yet written, given what was written (`prev`).
-///
-/// A source's summaries come by two paths that can overtake each other: the kernel's, once
-/// a second through the ring, and the map sweep's for sources gone quiet. When the ring
-/// reader lags, a kernel summary can arrive after the sweep wrote a later total of the same
-/// entry; it then adds nothing. Only a later entry (evicted and re-created: a later
-/// `first_ns`) starts again from zero. An older entry's summary, late behind its
-/// replacement's, is dropped: what it had not reported is no longer known exactly.
-/// `first_ns` 0 (an older handover's total) stands for whichever entry comes.
-pub fn unreported_delta(prev: Option<Reported>, now: Reported) -> u64 {
-    match prev {
-        None => now.total,
-        Some(p) if p.first_ns == now.first_ns || p.first_ns == 0 => {
-            now.total.saturating_sub(p.total)
-        }
-        Some(p) if now.first_ns > p.first_ns => now.total,
-        Some(_) => 0,
     }
 }
 
@@ -238,26 +147,5 @@ fn decky_name(deckies: &[String], id: u32) -> &str {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.ship();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Reported, unreported_delta};
-
-    #[test]
-    fn a_late_summary_of_the_same_entry_adds_nothing() {
-        let r = |first_ns, total| Reported { first_ns, total };
-        assert_eq!(unreported_delta(None, r(5, 40)), 40);
-        assert_eq!(unreported_delta(Some(r(5, 40)), r(5, 100)), 60);
-        // The ring's summary of 13,140 after the sweep wrote 16,044 (seen in the soak).
-        assert_eq!(unreported_delta(Some(r(5, 16_044)), r(5, 13_140)), 0);
-        assert_eq!(unreported_delta(Some(r(5, 40)), r(5, 40)), 0);
-        // Evicted and re-created: counts start again.
-        assert_eq!(unreported_delta(Some(r(5, 40)), r(9, 3)), 3);
-        // The old entry's summary behind its replacement's.
-        assert_eq!(unreported_delta(Some(r(9, 3)), r(5, 41)), 0);
-        // Taken over from an older handover, which did not name the entry.
-        assert_eq!(unreported_delta(Some(r(0, 40)), r(5, 45)), 5);
     }
 }

@@ -18,8 +18,12 @@ use std::collections::HashMap as StdMap;
 use aya::maps::{HashMap, MapData, MapError};
 use decnet_common::{EventKind, FLOW_ENDED, FlowKey, FlowState, flow_end};
 
-use super::{Probe, key_addr};
-use crate::{collector::Collector, stats::PipelineStats};
+use super::{
+    decode::Probe,
+    decoy::{decoy_key, key_addr},
+    sink::{Output, ProbeSink},
+};
+use crate::stats::PipelineStats;
 
 /// Flows watched at most (the kernel map's own size).
 pub const MAX_WATCHED: usize = decnet_common::MAX_FLOWS as usize;
@@ -41,8 +45,8 @@ pub struct Flows {
 /// The kernel's key of a probe's flow (addresses IPv4-mapped, ports in wire order).
 pub fn key_of(p: &Probe) -> FlowKey {
     FlowKey {
-        src: super::decoy_key(p.src).addr,
-        dst: super::decoy_key(p.dst).addr,
+        src: decoy_key(p.src).addr,
+        dst: decoy_key(p.dst).addr,
         src_port: p.src_port.to_be(),
         dst_port: p.dst_port.to_be(),
         proto: p.proto,
@@ -127,7 +131,12 @@ impl Flows {
 
     /// Summarises watched flows that went idle, were evicted, or (with `force`, at shutdown)
     /// are still open. Returns the summaries written.
-    pub fn sweep(&mut self, now_mono: u64, force: bool, collector: &mut Collector) -> usize {
+    pub fn sweep<S: ProbeSink>(
+        &mut self,
+        now_mono: u64,
+        force: bool,
+        out: &mut Output<S>,
+    ) -> usize {
         let _span = crate::dev_span!(parent: None, "flows.sweep", force).entered();
         let mut written = 0;
         let idle_ns = self.idle_ns;
@@ -157,7 +166,7 @@ impl Flows {
                 let _ = map.insert(key, st, 0);
             }
             if st.summarised() {
-                collector.push_swept_flow(&summary_probe(key, w, st, now_mono));
+                out.push_swept_flow(&summary_probe(key, w, st, now_mono));
                 written += 1;
             }
             false

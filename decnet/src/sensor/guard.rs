@@ -3,7 +3,8 @@
 //! The kernel keeps a token bucket per source address (`SOURCES` map); an over-budget source
 //! has its events counted there instead of sent, and the kernel submits a
 //! `source_suppressed` summary at most once a second while the flood lasts. Counters are
-//! cumulative, so the collector reports the difference since the last summary it wrote.
+//! cumulative, so a ledger ([`super::ledger`]) keeps what was written of each source and only
+//! the difference since the last summary goes on ([`super::sink::Output`]).
 //! What the kernel cannot do is speak after the flood stops: the last second's counts would
 //! wait for a packet that never comes. [`Sources::sweep`] reads the map every second and
 //! writes a summary for every source that has gone quiet with unreported counts.
@@ -13,8 +14,49 @@ use std::net::IpAddr;
 use aya::maps::{HashMap, MapData};
 use decnet_common::{EventKind, SUMMARY_EVERY_NS, SourceState, SuppressedSummary};
 
-use super::{Probe, Suppressed};
-use crate::collector::{Collector, Reported};
+use super::{
+    decode::{Probe, Suppressed},
+    decoy::key_addr,
+    ledger::Reported,
+    sink::{Output, ProbeSink},
+};
+
+/// The flood guard's per-source budget: `rate` events per second with bursts of `burst`.
+/// A source over it has its events counted into `source_suppressed` summaries instead of
+/// sent one by one. `rate` 0 turns the guard off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FloodBudget {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+impl Default for FloodBudget {
+    /// A default nmap scan (1,000 ports) and anything slower pass event by event; floods
+    /// (masscan, hping3 --flood, 10^5 packets/s and more) are summarised. Every stored event
+    /// costs the daemon about 80 µs of CPU across journal, SQLite and profiler on the
+    /// reference 2-core machine (`cargo xtask bench capture`), so 1,000 events/s bounds
+    /// what one flooding source can take at about 8% of a core, plus its answers.
+    fn default() -> Self {
+        Self {
+            rate: 1000,
+            burst: 2000,
+        }
+    }
+}
+
+impl FloodBudget {
+    /// The kernel's form (GCRA interval and burst allowance).
+    pub fn kernel(&self) -> decnet_common::GuardConfig {
+        if self.rate == 0 {
+            return decnet_common::GuardConfig::default();
+        }
+        let interval_ns = (1_000_000_000 / self.rate as u64).max(1);
+        decnet_common::GuardConfig {
+            interval_ns,
+            burst_ns: interval_ns * self.burst.max(1) as u64,
+        }
+    }
+}
 
 pub struct Sources {
     map: HashMap<MapData, [u8; 16], SourceState>,
@@ -28,7 +70,7 @@ impl Sources {
     /// Writes a summary for each source whose withheld events are not all reported and which
     /// has been quiet for a second (every such source when `force`, at shutdown). Returns the
     /// summaries written.
-    pub fn sweep(&self, now_mono: u64, force: bool, collector: &mut Collector) -> usize {
+    pub fn sweep<S: ProbeSink>(&self, now_mono: u64, force: bool, out: &mut Output<S>) -> usize {
         let _span = crate::dev_span!(parent: None, "flood_guard.sweep", force).entered();
         let mut written = 0;
         let mut live = Vec::new();
@@ -38,11 +80,11 @@ impl Sources {
                 complete = false;
                 continue;
             };
-            let src = super::key_addr(&key);
+            let src = key_addr(&key);
             live.push(src);
             if st.suppressed == 0
                 || (!force && now_mono.saturating_sub(st.last_ns) < SUMMARY_EVERY_NS)
-                || !collector.unreported(
+                || !out.ledger().unreported(
                     src,
                     Reported {
                         first_ns: st.first_ns,
@@ -52,7 +94,7 @@ impl Sources {
             {
                 continue;
             }
-            collector.push_swept(&summary_probe(src, &st, now_mono));
+            out.push_swept(&summary_probe(src, &st, now_mono));
             written += 1;
         }
         // Sources the kernel evicted start again from zero if they come back. Only after a
@@ -60,7 +102,7 @@ impl Sources {
         // read (the map changes under the walk during a flood) would report its whole total
         // a second time at the next sweep.
         if complete {
-            collector.forget_except(&live);
+            out.forget_except(&live);
         }
         written
     }

@@ -6,7 +6,7 @@ use aya::maps::{MapData, PerCpuArray};
 use decnet_common::{STAT_NAMES, Stat};
 use serde::Serialize;
 
-use super::SensorError;
+use super::{error::SensorError, guard::FloodBudget};
 
 /// Sums of the kernel's per-CPU counters at one instant.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -41,11 +41,11 @@ pub struct KernelCounters {
 pub struct KernelStats {
     map: Arc<Mutex<PerCpuArray<MapData, u64>>>,
     /// The flood guard's budget as loaded into the kernel.
-    pub flood: super::FloodBudget,
+    pub flood: FloodBudget,
 }
 
 impl KernelStats {
-    pub(crate) fn new(map: PerCpuArray<MapData, u64>, flood: super::FloodBudget) -> Self {
+    pub(crate) fn new(map: PerCpuArray<MapData, u64>, flood: FloodBudget) -> Self {
         Self {
             map: Arc::new(Mutex::new(map)),
             flood,

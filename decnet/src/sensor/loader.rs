@@ -5,8 +5,6 @@
 //! a program behind. Kernels before 6.6 have no tcx; there the egress program goes on a
 //! clsact qdisc through netlink, which aya removes on exit (the qdisc itself stays).
 
-use std::fmt;
-
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -23,7 +21,12 @@ use decnet_common::{
 };
 
 use super::{
-    Decoy, KernelStats, SensorError, decoy_key,
+    attach::{AttachMode, EgressMode, XdpModeChoice},
+    decoy::{Decoy, decoy_key},
+    error::SensorError,
+    flows::Flows,
+    guard::{FloodBudget, Sources},
+    kernel_stats::KernelStats,
     pin::{PINNED_MAPS, Pins, unpin},
 };
 
@@ -39,61 +42,6 @@ pub const TC_EGRESS_PROGRAM: &str = "decnet_tc_egress";
 /// The main program's analysis on the TC ingress hook (`--xdp-mode tc`).
 pub const TC_INGRESS_PROGRAM: &str = "decnet_tc_ingress";
 
-/// How the egress program is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EgressMode {
-    /// A tcx link (kernel >= 6.6): no qdisc, detached with the link.
-    Tcx,
-    /// A cls_bpf filter on a clsact qdisc (older kernels).
-    Clsact,
-}
-
-impl fmt::Display for EgressMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Tcx => "tcx",
-            Self::Clsact => "clsact",
-        })
-    }
-}
-
-/// `--xdp-mode`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpModeChoice {
-    /// Native (driver) XDP, then the TC ingress hook, then generic (SKB) XDP; on a veth
-    /// the TC hook, generic XDP, native XDP (cheapest there first).
-    #[default]
-    Auto,
-    Native,
-    Skb,
-    /// No XDP: the same analysis on the TC ingress hook (a tcx link, kernel >= 6.6). Where
-    /// XDP can only run in generic mode (a veth, a driver without XDP) this costs less per
-    /// packet: the generic hook re-allocates every skb with under 256 bytes of headroom.
-    Tc,
-}
-
-/// The mode an attachment ended up in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    Native,
-    Skb,
-    /// The ingress program is on the TC hook (tcx), not XDP.
-    Tc,
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Native => "native",
-            Self::Skb => "skb",
-            Self::Tc => "tc",
-        })
-    }
-}
-
 /// Tunables for loading.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -103,7 +51,7 @@ pub struct LoadOptions {
     /// which keeps the per-packet debug diagnostics compiled out of the hot path at runtime.
     pub kernel_log_level: u8,
     /// The flood guard's per-source budget.
-    pub flood: super::FloodBudget,
+    pub flood: FloodBudget,
     /// Pin the programs, links and maps here (see `pin`), adopting what an earlier daemon
     /// pinned.
     pub pins: Option<Pins>,
@@ -114,7 +62,7 @@ impl Default for LoadOptions {
         Self {
             ring_bytes: DEFAULT_RING_BYTES,
             kernel_log_level: 2,
-            flood: super::FloodBudget::default(),
+            flood: FloodBudget::default(),
             pins: None,
         }
     }
@@ -128,7 +76,7 @@ pub struct Sensor {
     ingress_tc: Option<SchedClassifierLinkId>,
     egress: Option<(SchedClassifierLinkId, EgressMode)>,
     attached: Option<(String, AttachMode)>,
-    flood: super::FloodBudget,
+    flood: FloodBudget,
     pins: Option<Pins>,
     /// The egress program is in a pinned tcx link (held in `held`).
     egress_pinned: Option<EgressMode>,
@@ -535,24 +483,24 @@ impl Sensor {
     }
 
     /// Takes the flood guard's per-source map out of the object (once), for the sweeper.
-    pub fn take_sources(&mut self) -> Result<super::guard::Sources, SensorError> {
+    pub fn take_sources(&mut self) -> Result<Sources, SensorError> {
         let map = self
             .ebpf
             .take_map(SOURCES_MAP)
             .ok_or(SensorError::MissingMap(SOURCES_MAP))?;
         let map =
             aya::maps::HashMap::try_from(map).map_err(|e| SensorError::Map(SOURCES_MAP, e))?;
-        Ok(super::guard::Sources::new(map))
+        Ok(Sources::new(map))
     }
 
     /// Takes the flow map out of the object (once), for the flow sweeper.
-    pub fn take_flows(&mut self) -> Result<super::flows::Flows, SensorError> {
+    pub fn take_flows(&mut self) -> Result<Flows, SensorError> {
         let map = self
             .ebpf
             .take_map(FLOWS_MAP)
             .ok_or(SensorError::MissingMap(FLOWS_MAP))?;
         let map = aya::maps::HashMap::try_from(map).map_err(|e| SensorError::Map(FLOWS_MAP, e))?;
-        Ok(super::flows::Flows::new(map))
+        Ok(Flows::new(map))
     }
 
     /// Routes kernel aya-log records into `tracing` (through the `log` facade).

@@ -27,7 +27,7 @@ use decnet_common::{
     MAX_SOURCES, RAW_EVENT_SIZE, SOURCES_MAP, STAT_COUNT, STATS_MAP,
 };
 
-use super::{AttachMode, SensorError};
+use super::{attach::AttachMode, error::SensorError};
 
 /// The maps that are pinned (the kernel log ring is not: its records are diagnostics).
 pub const PINNED_MAPS: [&str; 6] = [

@@ -1,7 +1,7 @@
 //! The ring reader: an AsyncFd over the BPF ring buffer.
 //!
 //! Reading an entry is a load from shared memory; the only syscall is the epoll wait when
-//! the ring is empty. Entries are decoded and handed to the collector in batches; the task
+//! the ring is empty. Entries are decoded and handed to the sink in batches; the task
 //! yields after each batch so a flood cannot starve the runtime.
 
 use std::sync::Arc;
@@ -10,12 +10,14 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::watch};
 
 use super::{
-    Probe, SensorError,
+    decode::Probe,
+    error::SensorError,
     flows::Flows,
     guard::{Sources, mono_now_ns},
+    ledger::Reported,
+    sink::{Output, ProbeSink},
 };
 use crate::{
-    collector::Collector,
     pace::{BUSY_PER_SECOND, Pace},
     stats::PipelineStats,
 };
@@ -50,15 +52,15 @@ pub struct Sweepers {
 }
 
 impl Sweepers {
-    fn sweep(&mut self, force: bool, collector: &mut Collector) {
+    fn sweep<S: ProbeSink>(&mut self, force: bool, out: &mut Output<S>) {
         let now = mono_now_ns();
         if let Some(s) = &self.sources {
-            s.sweep(now, force, collector);
+            s.sweep(now, force, out);
         }
         if let Some(f) = &mut self.flows {
-            f.sweep(now, force, collector);
+            f.sweep(now, force, out);
         }
-        collector.ship();
+        out.ship();
     }
 }
 
@@ -66,13 +68,13 @@ impl Sweepers {
 /// the flood-guard totals written per source (for a handover). Every second, and once more
 /// at the end with everything still open (unless `keep_open`), the sweepers write what the
 /// kernel cannot: summaries of sources and flows that went quiet.
-pub async fn run_reader(
+pub async fn run_reader<S: ProbeSink>(
     ring: RingBuf<MapData>,
-    mut collector: Collector,
+    mut out: Output<S>,
     mut sweepers: Sweepers,
     stats: Arc<PipelineStats>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<Vec<(std::net::IpAddr, crate::collector::Reported)>, SensorError> {
+) -> Result<Vec<(std::net::IpAddr, Reported)>, SensorError> {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as the
@@ -87,7 +89,7 @@ pub async fn run_reader(
                 let before = stats.ring_read.load(std::sync::atomic::Ordering::Relaxed);
                 let empty = drain(
                     guard.get_inner_mut(),
-                    &mut collector,
+                    &mut out,
                     sweepers.flows.as_mut(),
                     &stats,
                 );
@@ -101,7 +103,7 @@ pub async fn run_reader(
                     }
                 }
             }
-            _ = sweep.tick() => sweepers.sweep(false, &mut collector),
+            _ = sweep.tick() => sweepers.sweep(false, &mut out),
             _ = shutdown.changed() => break,
         }
         tokio::task::yield_now().await;
@@ -111,25 +113,20 @@ pub async fn run_reader(
     // keep capturing: take what is there for at most FINAL_DRAIN; the rest stays in the
     // pinned ring for the next daemon.
     let until = std::time::Instant::now() + FINAL_DRAIN;
-    while !drain(
-        fd.get_mut(),
-        &mut collector,
-        sweepers.flows.as_mut(),
-        &stats,
-    ) {
+    while !drain(fd.get_mut(), &mut out, sweepers.flows.as_mut(), &stats) {
         if sweepers.keep_open && std::time::Instant::now() >= until {
             break;
         }
     }
     let force = !sweepers.keep_open;
-    sweepers.sweep(force, &mut collector);
-    Ok(collector.reported())
+    sweepers.sweep(force, &mut out);
+    Ok(out.reported())
 }
 
-/// Moves up to one batch from the ring to the collector. Returns true when the ring is empty.
-pub fn drain(
+/// Moves up to one batch from the ring to the sink. Returns true when the ring is empty.
+pub fn drain<S: ProbeSink>(
     ring: &mut RingBuf<MapData>,
-    collector: &mut Collector,
+    out: &mut Output<S>,
     mut flows: Option<&mut Flows>,
     stats: &PipelineStats,
 ) -> bool {
@@ -142,7 +139,7 @@ pub fn drain(
         decode_errors = tracing::field::Empty
     );
     let _cycle = span.enter();
-    collector.tick();
+    out.tick();
     let mut read = 0u64;
     let mut bad = 0u64;
     let mut empty = true;
@@ -153,7 +150,7 @@ pub fn drain(
                 if let Some(f) = flows.as_deref_mut() {
                     f.note(&p, stats);
                 }
-                collector.push(&p);
+                out.push(&p);
             }
             Err(e) => {
                 bad += 1;
@@ -165,7 +162,7 @@ pub fn drain(
             break;
         }
     }
-    collector.ship();
+    out.ship();
     span.record("read", read);
     span.record("decode_errors", bad);
     PipelineStats::add(&stats.ring_read, read);
