@@ -4,6 +4,7 @@
 //! - `state`: per-IP state and the profile built from it.
 //! - `classify`: behavior class and scan pattern rules.
 //! - `risk`: the 0-100 score and its reasons.
+//! - `verdict`: what a state concludes, and the profile and list row shown from it.
 //! - `worker`: the cursor-driven incremental worker (campaign matching, detections).
 //! - `analyst`: one profiler per fleet, by the store's analyst lock, with standbys.
 //! - `commands`: commands in payloads, and exploitation patterns.
@@ -22,6 +23,7 @@ pub mod commands;
 pub mod risk;
 pub mod state;
 pub mod stats;
+pub mod verdict;
 pub mod worker;
 
 pub use worker::{ProfileStats, Profiler};

@@ -26,7 +26,8 @@ use tracing::Instrument as _;
 
 use super::{
     campaign::{self, Campaign, Index, Summary},
-    state::{IpState, Reported},
+    state::{Headline, IpState},
+    verdict::Verdict,
 };
 use crate::{
     hub::{Hub, HubMsg, LogBatch},
@@ -509,7 +510,7 @@ impl Profiler {
                 risk = v.risk.score,
             )
             .entered();
-            let now_reported = v.reported(st.campaign_id);
+            let now_reported = v.headline(st.campaign_id);
             if st.reported.as_ref() != Some(&now_reported) {
                 if let Some(body) = detection(ip, st, st.reported.as_ref(), &now_reported, &v) {
                     let id = mem.next_detection;
@@ -605,11 +606,11 @@ impl Profiler {
 fn detection(
     ip: &str,
     st: &IpState,
-    before: Option<&Reported>,
-    now: &Reported,
-    v: &super::state::Verdict,
+    before: Option<&Headline>,
+    now: &Headline,
+    v: &Verdict,
 ) -> Option<serde_json::Value> {
-    let quiet = Reported {
+    let quiet = Headline {
         class: "unknown".into(),
         tools: Vec::new(),
         campaign_id: None,
