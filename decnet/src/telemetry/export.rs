@@ -4,7 +4,7 @@
 //! The SDK's batch processor would do most of this, but it neither reports what it drops nor
 //! lets us say that a full queue is never waited on. Here a finished span is a `try_send`:
 //! when the collector is slow or gone the queue fills, and further spans are dropped and
-//! counted in [`COUNTERS`](super::COUNTERS) — the pipeline that made them never waits on the
+//! counted in [`COUNTERS`](super::counters::COUNTERS) — the pipeline that made them never waits on the
 //! network. The thread polls the queue every 50 ms rather than sleeping in `recv`: a
 //! blocked receiver makes every send a futex wake-up and a context switch, which at the
 //! event rate cost more than the spans themselves.
@@ -27,7 +27,7 @@ use opentelemetry_sdk::{
     trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor},
 };
 
-use super::{COUNTERS, TraceConfig};
+use super::{counters::COUNTERS, settings::TraceConfig};
 
 /// Spans waiting for export before new ones are dropped (the channel preallocates them:
 /// ~12 MB, only when tracing is on).

@@ -17,26 +17,24 @@
 //! work (ingest commits, profiler runs, SSE emission) has its own root spans, which carry
 //! span links to the probe traces they handled.
 
+mod counters;
 #[cfg(feature = "otel")]
 mod export;
 pub mod lite;
 #[cfg(feature = "otel")]
 mod logfmt;
+mod settings;
 
 #[cfg(feature = "otel")]
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
+pub use counters::{COUNTERS, TraceCounters, TraceSnapshot};
+pub use settings::{
+    DEFAULT_ENDPOINT, ENDPOINT_ENV, LOG_ENV, STANDARD_ENDPOINT_ENV, TRACING_ENV, TraceConfig,
+    config_from_env,
+};
 use tracing_subscriber::EnvFilter;
-
-/// `true` turns developer tracing on.
-pub const TRACING_ENV: &str = "DECNET_DEVELOPER_TRACING";
-/// The collector's OTLP/gRPC endpoint (falls back to `OTEL_EXPORTER_OTLP_ENDPOINT`).
-pub const ENDPOINT_ENV: &str = "DECNET_OTEL_ENDPOINT";
-pub const STANDARD_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4317";
-/// Log filter (`info` when unset).
-pub const LOG_ENV: &str = "DECNET_LOG";
 
 #[cfg(feature = "otel")]
 static ON: AtomicBool = AtomicBool::new(false);
@@ -67,31 +65,6 @@ macro_rules! dev_span {
     };
 }
 
-/// Span exporter counters (all zero while tracing is off).
-#[derive(Debug, Default)]
-pub struct TraceCounters {
-    /// Spans the collector acknowledged.
-    pub exported: AtomicU64,
-    /// Spans dropped because the export queue was full (collector slow or away).
-    pub dropped_queue_full: AtomicU64,
-    /// Spans lost to the collector: in export calls that failed (unreachable, timeout,
-    /// refusal), or dropped unsent while it counted as down after a failure.
-    pub export_failed: AtomicU64,
-}
-
-pub static COUNTERS: TraceCounters = TraceCounters {
-    exported: AtomicU64::new(0),
-    dropped_queue_full: AtomicU64::new(0),
-    export_failed: AtomicU64::new(0),
-};
-
-#[derive(Clone, Copy, Debug, Default, serde::Serialize, PartialEq, Eq)]
-pub struct TraceSnapshot {
-    pub exported: u64,
-    pub dropped_queue_full: u64,
-    pub export_failed: u64,
-}
-
 /// The exporter's counters, or None when developer tracing is off.
 pub fn snapshot() -> Option<TraceSnapshot> {
     enabled().then(|| TraceSnapshot {
@@ -99,55 +72,6 @@ pub fn snapshot() -> Option<TraceSnapshot> {
         dropped_queue_full: COUNTERS.dropped_queue_full.load(Relaxed),
         export_failed: COUNTERS.export_failed.load(Relaxed),
     })
-}
-
-/// Where developer traces go, from the environment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TraceConfig {
-    pub endpoint: String,
-}
-
-/// Reads `DECNET_DEVELOPER_TRACING` and the endpoint variables. None: tracing off.
-pub fn config_from_env() -> Result<Option<TraceConfig>, String> {
-    config_from(|k| std::env::var(k).ok())
-}
-
-fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig>, String> {
-    let on = match get(TRACING_ENV).as_deref().map(str::trim) {
-        None | Some("") => false,
-        Some(v) => match v.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" => false,
-            _ => return Err(format!("{TRACING_ENV}={v:?}: expected true or false")),
-        },
-    };
-    if !on {
-        return Ok(None);
-    }
-    let (var, endpoint) = [ENDPOINT_ENV, STANDARD_ENDPOINT_ENV]
-        .into_iter()
-        .find_map(|k| {
-            get(k)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .map(|v| (k, v))
-        })
-        .unwrap_or(("default", DEFAULT_ENDPOINT.to_owned()));
-    let rest = endpoint
-        .strip_prefix("http://")
-        .or_else(|| endpoint.strip_prefix("https://"));
-    if rest.is_none_or(|r| r.trim_matches('/').is_empty()) {
-        return Err(format!(
-            "{var}={endpoint:?}: expected an OTLP/gRPC URL such as {DEFAULT_ENDPOINT}"
-        ));
-    }
-    if !cfg!(feature = "otel") {
-        return Err(format!(
-            "{TRACING_ENV} is set, but this build has no tracing support (built without the \
-             `otel` feature)"
-        ));
-    }
-    Ok(Some(TraceConfig { endpoint }))
 }
 
 /// Flushes and stops the span exporter when dropped (a no-op when tracing is off).
@@ -285,7 +209,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect();
-        config_from(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        super::settings::config_from(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
     }
 
     #[test]
