@@ -10,7 +10,7 @@ use std::{
     io::Write as _,
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -21,7 +21,7 @@ use axum::{
     response::Response,
 };
 
-use super::{error::ApiError, state::AppState};
+use super::error::ApiError;
 
 pub const TOKEN_ENV: &str = "DECNET_API_TOKEN";
 pub const TOKEN_FILE: &str = "api-token";
@@ -143,12 +143,12 @@ fn bearer(req: &Request) -> Option<&str> {
 /// Middleware for every protected route: a valid bearer token, or (for the stream only) a
 /// valid ticket in `?ticket=`.
 pub async fn require(
-    State(st): State<AppState>,
+    State(auth): State<Arc<Auth>>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(t) = bearer(&req) {
-        if st.auth.token_matches(t) {
+        if auth.token_matches(t) {
             return Ok(next.run(req).await);
         }
         return Err(ApiError::Unauthorized("wrong token"));
@@ -160,7 +160,7 @@ pub async fn require(
                 .map(|(_, v)| v.into_owned())
         })
     {
-        if st.auth.redeem(&ticket) {
+        if auth.redeem(&ticket) {
             return Ok(next.run(req).await);
         }
         return Err(ApiError::Unauthorized("unknown, used or expired ticket"));
@@ -172,7 +172,7 @@ pub async fn require(
 
 /// `/metrics`: open to scrapers on loopback (DESIGN.md), the token elsewhere.
 pub async fn require_unless_loopback(
-    State(st): State<AppState>,
+    State(auth): State<Arc<Auth>>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -190,7 +190,7 @@ pub async fn require_unless_loopback(
     if local {
         return Ok(next.run(req).await);
     }
-    require(State(st), req, next).await
+    require(State(auth), req, next).await
 }
 
 #[cfg(test)]

@@ -1,15 +1,18 @@
 //! Request durations per route, as a Prometheus histogram (`decnet_http_request_duration_seconds`).
 //! Measured to the response head: a stream's duration is how long it took to open.
 
-use std::{collections::BTreeMap, fmt::Write as _, sync::Mutex, time::Instant};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use axum::{
     extract::{MatchedPath, Request, State},
     middleware::Next,
     response::Response,
 };
-
-use super::state::AppState;
 
 /// Upper bounds of the buckets, in seconds.
 const BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -61,7 +64,7 @@ impl HttpMetrics {
     }
 }
 
-pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn track(State(http): State<Arc<HttpMetrics>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -69,6 +72,6 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
     let method = req.method().as_str().to_owned();
     let t = Instant::now();
     let res = next.run(req).await;
-    st.http.observe(&method, &route, t.elapsed().as_secs_f64());
+    http.observe(&method, &route, t.elapsed().as_secs_f64());
     res
 }

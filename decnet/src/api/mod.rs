@@ -47,11 +47,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/stream/ticket", post(ticket))
         .route("/api/v1/stream", get(stream::stream))
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.auth.clone(),
             auth::require,
         ));
     let metrics = Router::new().route("/metrics", get(metrics)).route_layer(
-        axum::middleware::from_fn_with_state(state.clone(), auth::require_unless_loopback),
+        axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_unless_loopback),
     );
     let app = Router::new()
         .route("/", get(dashboard::page))
@@ -61,7 +61,7 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.http.clone(),
             http_metrics::track,
         ));
     http_trace::layer(app).with_state(state)
