@@ -10,6 +10,13 @@
 //!
 //! Needs root (CAP_BPF); prints `skipping:` without it.
 
+// The frame builders the BPF tests use (test code, kept out of the library); the
+// benchmark builds only TCP frames.
+#[path = "../tests/frames/mod.rs"]
+#[allow(dead_code)]
+mod frames;
+use frames::{Frame, L4};
+
 use std::{
     sync::{
         Arc,
@@ -21,7 +28,6 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use decnet::{
     collector::{Collector, JournalConfig, JournalWriter},
-    frames::{Frame, L4},
     sensor::{
         Decoy, Output, Sensor,
         loader::{LoadOptions, XDP_PASS_PROGRAM, XDP_PROGRAM},

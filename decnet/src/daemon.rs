@@ -88,7 +88,7 @@ struct PreparedSensor {
 /// A pinned sensor's identity and what the daemon before handed over.
 struct Pinned {
     ring_id: u32,
-    status: handover::PinStatus,
+    status: sensor::pin::PinStatus,
     taken: Option<handover::Handover>,
 }
 
@@ -230,7 +230,7 @@ fn take_over(
         .map_err(|e| SensorError::Pinning(ring_path.clone(), e.to_string()))?
         .id();
     let (start, taken) = if !pins.reused() {
-        (handover::Start::First, None)
+        (sensor::pin::Start::First, None)
     } else {
         let ifindex = sensor::loader::nix_if_index(&cfg.iface).unwrap_or(0);
         let adopted = flows.adopt(
@@ -248,19 +248,19 @@ fn take_over(
                 tracing::info!(dir = %pins.dir().display(), restarts = h.restarts,
                     journal_written = h.pipeline.journal_written, open_flows = adopted,
                     "taking over the pinned sensor: same ring, counters continued");
-                (handover::Start::Clean, Some(h))
+                (sensor::pin::Start::Clean, Some(h))
             }
             None => {
                 tracing::warn!(dir = %pins.dir().display(), open_flows = adopted,
                     "taking over the pinned sensor without a handover (the last daemon did not \
                      stop cleanly): userspace counters start from zero, the kernel's carry on");
-                (handover::Start::Unclean, None)
+                (sensor::pin::Start::Unclean, None)
             }
         }
     };
     Ok(Pinned {
         ring_id,
-        status: handover::PinStatus {
+        status: sensor::pin::PinStatus {
             dir: pins.dir().to_owned(),
             start,
             restarts: taken.as_ref().map_or(0, |h| h.restarts),
@@ -277,7 +277,7 @@ struct SensorRun {
     pinned: Option<Pinned>,
     iface_watch: tokio::task::JoinHandle<Option<reattach::Helper>>,
     stop_reader: watch::Sender<bool>,
-    iface_status: Arc<reattach::IfaceStatus>,
+    iface_status: Arc<sensor::iface::IfaceStatus>,
     reader: tokio::task::JoinHandle<
         Result<Vec<(std::net::IpAddr, crate::sensor::ledger::Reported)>, SensorError>,
     >,
@@ -309,7 +309,7 @@ fn start_sensor(
         pinned,
         helper,
     } = prepared;
-    let iface_status = Arc::new(reattach::IfaceStatus::default());
+    let iface_status = Arc::new(sensor::iface::IfaceStatus::default());
     let iface_watch = tokio::spawn(reattach::watch(
         cfg.iface.clone(),
         helper,

@@ -57,27 +57,6 @@ impl Handover {
     }
 }
 
-/// How this daemon's counters started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Start {
-    /// New pins: nothing to take over.
-    First,
-    /// Totals taken over from the daemon before.
-    Clean,
-    /// Pins adopted without a handover (the last daemon did not stop cleanly): userspace
-    /// counters start from zero while the kernel's carry on.
-    Unclean,
-}
-
-/// What `GET /api/v1/stats` and `/health` show about pinning.
-#[derive(Clone, Debug, Serialize)]
-pub struct PinStatus {
-    pub dir: PathBuf,
-    pub start: Start,
-    pub restarts: u64,
-}
-
 fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }

@@ -10,7 +10,6 @@ pub mod client;
 pub mod collector;
 pub mod config;
 pub mod daemon;
-pub mod frames;
 pub mod handover;
 pub mod hub;
 pub mod ingest;

@@ -17,20 +17,20 @@
 use std::{
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
     os::unix::net::UnixStream,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
+    sync::{Arc, atomic::Ordering::Relaxed},
     time::Duration,
 };
 
-use serde::Serialize;
 use tokio::sync::watch as tokio_watch;
 
 use crate::{
     config::RunConfig,
     privilege,
-    sensor::{Sensor, loader::nix_if_index},
+    sensor::{
+        Sensor,
+        iface::{IfaceState, IfaceStatus},
+        loader::nix_if_index,
+    },
 };
 
 /// The daemon's end of the helper.
@@ -155,49 +155,6 @@ fn serve(sensor: &mut Sensor, cfg: &RunConfig, mut sock: UnixStream) -> i32 {
         if sock.write_all(reply.as_bytes()).is_err() {
             return 0;
         }
-    }
-}
-
-/// Where the decoy interface stands, for `/api/v1/health` and `/api/v1/stats`.
-#[derive(Debug, Default)]
-pub struct IfaceStatus {
-    state: Mutex<IfaceState>,
-    /// Times the programs were attached again to a recreated interface.
-    pub reattached: AtomicU64,
-    /// Times the interface disappeared.
-    pub lost: AtomicU64,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IfaceState {
-    /// The programs are attached to the interface.
-    #[default]
-    Attached,
-    /// The interface is gone; waiting for it to come back.
-    Gone,
-    /// It came back, but attaching failed (retried every second).
-    Detached,
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct IfaceSnapshot {
-    pub state: IfaceState,
-    pub lost: u64,
-    pub reattached: u64,
-}
-
-impl IfaceStatus {
-    pub fn snapshot(&self) -> IfaceSnapshot {
-        IfaceSnapshot {
-            state: *self.state.lock().unwrap_or_else(|p| p.into_inner()),
-            lost: self.lost.load(Relaxed),
-            reattached: self.reattached.load(Relaxed),
-        }
-    }
-
-    fn set(&self, s: IfaceState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 }
 

@@ -4,14 +4,14 @@
 //! FIN and RST; and the TC ingress program against the XDP one, frame for frame. Needs root
 //! (CAP_BPF); prints `skipping:` without it.
 
+mod frames;
+use frames::{Frame, L4};
+
 use aya::maps::{MapData, RingBuf};
-use decnet::{
-    frames::{Frame, L4},
-    sensor::{
-        Decoy, FloodBudget, KernelStats, Probe, Sensor,
-        kernel_stats::KernelCounters,
-        loader::{LoadOptions, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM, XDP_PROGRAM},
-    },
+use decnet::sensor::{
+    Decoy, FloodBudget, KernelStats, Probe, Sensor,
+    kernel_stats::KernelCounters,
+    loader::{LoadOptions, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM, XDP_PROGRAM},
 };
 use decnet_common::{EventKind, tcp_flags::*};
 

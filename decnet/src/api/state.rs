@@ -20,9 +20,9 @@ pub struct AppState {
     /// How the TC egress program is attached (None: not attached, no probe outcomes).
     pub egress: Option<crate::sensor::EgressMode>,
     /// Pinning (`--pin`): where, and how this daemon's counters started.
-    pub pin: Option<crate::handover::PinStatus>,
+    pub pin: Option<crate::sensor::pin::PinStatus>,
     /// The decoy interface: attached, gone, re-attached.
-    pub iface_status: Option<Arc<crate::reattach::IfaceStatus>>,
+    pub iface_status: Option<Arc<crate::sensor::iface::IfaceStatus>>,
     pub ingest: Option<Arc<IngestStats>>,
     pub store: Option<Store>,
     /// Live announcements (logs, detections) for the stream.

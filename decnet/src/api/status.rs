@@ -20,8 +20,8 @@ pub struct Health {
     iface: Option<String>,
     xdp_mode: Option<AttachMode>,
     egress_mode: Option<crate::sensor::EgressMode>,
-    pin: Option<crate::handover::PinStatus>,
-    iface_state: Option<crate::reattach::IfaceSnapshot>,
+    pin: Option<crate::sensor::pin::PinStatus>,
+    iface_state: Option<crate::sensor::iface::IfaceSnapshot>,
     /// `--role`: what this process runs.
     role: crate::config::Role,
     /// The store's engine: `sqlite` or `postgres` (a fleet's shared database).

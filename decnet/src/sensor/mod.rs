@@ -12,7 +12,9 @@
 //! - `ledger`: what was written of each flooding source, so no withheld event counts twice.
 //! - `flows`: the flow table's userspace half (idle and evicted flows).
 //! - `kernel_stats`: the per-CPU counters, summed.
-//! - `pin`: the bpffs pins that let a restarted daemon take over the same programs and ring.
+//! - `iface`: whether the decoy interface is there and the programs on it.
+//! - `pin`: the bpffs pins that let a restarted daemon take over the same programs and ring,
+//!   and how this daemon's counters started.
 //! - `error`: what can go wrong at the kernel boundary.
 
 pub mod attach;
@@ -21,6 +23,7 @@ pub mod decoy;
 pub mod error;
 pub mod flows;
 pub mod guard;
+pub mod iface;
 pub mod kernel_stats;
 pub mod ledger;
 pub mod loader;

@@ -27,6 +27,8 @@ use decnet_common::{
     MAX_SOURCES, RAW_EVENT_SIZE, SOURCES_MAP, STAT_COUNT, STATS_MAP,
 };
 
+use serde::Serialize;
+
 use super::{attach::AttachMode, error::SensorError};
 
 /// The maps that are pinned (the kernel log ring is not: its records are diagnostics).
@@ -236,6 +238,27 @@ pub fn remove_all(root: &Path, iface: &str) -> Result<Vec<PathBuf>, SensorError>
     // The root goes too once no interface is left in it.
     let _ = std::fs::remove_dir(root);
     Ok(removed)
+}
+
+/// How this daemon's counters started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// New pins: nothing to take over.
+    First,
+    /// Totals taken over from the daemon before.
+    Clean,
+    /// Pins adopted without a handover (the last daemon did not stop cleanly): userspace
+    /// counters start from zero while the kernel's carry on.
+    Unclean,
+}
+
+/// What `GET /api/v1/stats` and `/health` show about pinning.
+#[derive(Clone, Debug, Serialize)]
+pub struct PinStatus {
+    pub dir: PathBuf,
+    pub start: Start,
+    pub restarts: u64,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Builders for crafted Ethernet frames, used by the BPF test_run tests and the sensor
-//! benchmark. Checksums are left zero: XDP sees the frame before any checksum validation.
+//! benchmark (which includes this file by path): test code, not part of the library.
+//! Checksums are left zero: XDP sees the frame before any checksum validation.
 
 use std::net::IpAddr;
 
