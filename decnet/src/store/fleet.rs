@@ -1,0 +1,126 @@
+//! Fleet coordination on a shared PostgreSQL: one analyst at a time (a session advisory
+//! lock, with standbys waiting on it) and commit notifications (LISTEN/NOTIFY).
+
+use std::time::Duration;
+
+use sqlx::AssertSqlSafe;
+
+use super::{
+    engine::{Pool, Store},
+    error::StoreError,
+};
+
+/// The advisory-lock keys (PostgreSQL): one analyst at a time, and ingest commits in id
+/// order (see `commit_batch`). Arbitrary constants, the same in every decnet.
+const ANALYST_LOCK: i64 = 0x6465_636e_6574_0001;
+pub(super) const INGEST_LOCK: i64 = 0x6465_636e_6574_0002;
+
+/// The PostgreSQL channels: a batch of logs was committed; detections were committed.
+pub const LOGS_CHANNEL: &str = "decnet_logs";
+pub const DETECTIONS_CHANNEL: &str = "decnet_detections";
+
+/// This process is the fleet's analyst while this lives (see [`Store::analyst_lock`]).
+pub struct AnalystLock {
+    /// The PostgreSQL session holding the advisory lock (None: SQLite).
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl AnalystLock {
+    /// Whether the lock is still held: its session still answers. A session that fails to
+    /// answer within 3 s is given up (closed), and the lock with it, so that the standby that
+    /// takes over is the only analyst.
+    pub async fn held(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return true;
+        };
+        let ping = sqlx::query("SELECT 1").execute(&mut *conn);
+        match tokio::time::timeout(Duration::from_secs(3), ping).await {
+            Ok(Ok(_)) => true,
+            _ => {
+                self.conn = None;
+                false
+            }
+        }
+    }
+}
+
+/// What was committed, as told by [`Changes::next`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Logs,
+    Detections,
+}
+
+/// Commit notifications from other processes (PostgreSQL LISTEN).
+pub struct Changes {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl Changes {
+    /// The next notification (waits). Err: the connection failed and could not be made
+    /// again yet.
+    pub async fn next(&mut self) -> Result<Change, StoreError> {
+        let n = self.listener.recv().await?;
+        Ok(if n.channel() == DETECTIONS_CHANNEL {
+            Change::Detections
+        } else {
+            Change::Logs
+        })
+    }
+}
+
+impl Store {
+    /// Tries to become the fleet's analyst, waiting up to `wait` for the lock: on
+    /// PostgreSQL, a session advisory lock held on a connection of its own for as long as
+    /// the returned lock lives (a process that dies loses its connection, and with it the
+    /// lock). A standby waiting here is granted the lock the moment the holder's session
+    /// ends. SQLite serves one process: granted at once.
+    pub async fn analyst_lock(&self, wait: Duration) -> Result<Option<AnalystLock>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(Some(AnalystLock { conn: None }));
+        };
+        let mut conn = pool.acquire().await?;
+        // The wait bound is set for this transaction only (the connection goes back to the
+        // pool when the lock is not granted); a session lock taken inside a transaction
+        // outlives it.
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            wait.as_millis().max(1)
+        )))
+        .execute(&mut *tx)
+        .await?;
+        let got = sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(ANALYST_LOCK)
+            .execute(&mut *tx)
+            .await;
+        match got {
+            Ok(_) => {
+                tx.commit().await?;
+                // Held: the connection leaves the pool so that nothing else runs on it and
+                // the lock ends exactly when it closes.
+                Ok(Some(AnalystLock {
+                    conn: Some(conn.detach()),
+                }))
+            }
+            // 55P03 lock_not_available: the wait ran out, another instance holds it.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Wake-ups for what other processes commit (PostgreSQL LISTEN on the logs and
+    /// detections channels); None on SQLite, where one process does everything. A lost
+    /// connection is re-established by the listener, but what was notified meanwhile is
+    /// not repeated: callers also look on a timer.
+    pub async fn changes(&self) -> Result<Option<Changes>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener
+            .listen_all([LOGS_CHANNEL, DETECTIONS_CHANNEL])
+            .await?;
+        Ok(Some(Changes { listener }))
+    }
+}
