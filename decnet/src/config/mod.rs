@@ -1,0 +1,329 @@
+//! Run configuration: command-line flags, `DECNET_*` environment variables and an optional
+//! TOML file, merged in that order of precedence (flag > env > file > default).
+//!
+//! - `keys`: every setting declared once (flag, variable, TOML key, default, meaning);
+//! - `error`: what does not resolve, and where it came from; `role`: `--role`;
+//! - `sensor_id`: a fleet sensor's name.
+
+mod error;
+pub mod keys;
+mod role;
+mod sensor_id;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use error::line_of;
+pub use error::{ConfigError, Origin};
+use keys::FileConfig;
+pub use keys::{KEYS, RunArgs};
+pub use role::Role;
+pub use sensor_id::{SENSOR_ID_FILE, resolve_sensor_id, valid_sensor_id};
+
+use crate::{
+    collector::FsyncPolicy,
+    sensor::{Decoy, FloodBudget, XdpModeChoice},
+};
+
+pub const DEFAULT_DATA_DIR: &str = "./decnet-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
+pub const DEFAULT_USER: &str = "nobody";
+/// Where `--pin` pins the programs, links and maps (one subdirectory per interface).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/decnet";
+
+/// What [`RunConfig::describe`] shows for a key it does not know.
+const UNSHOWN: &str = "(not shown)";
+
+/// Everything `decnet run` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub iface: String,
+    /// Where `iface` came from (for the error when it does not exist).
+    pub iface_origin: Origin,
+    pub decoys: Vec<Decoy>,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub xdp_mode: XdpModeChoice,
+    pub journal_max_bytes: u64,
+    pub journal_keep: usize,
+    pub journal_fsync: FsyncPolicy,
+    pub flood: FloodBudget,
+    pub flow_idle: std::time::Duration,
+    pub shutdown_timeout: std::time::Duration,
+    pub user: String,
+    /// Pin the programs, links and maps under `pin_dir`.
+    pub pin: bool,
+    /// The bpffs root of the pins (also checked when not pinning: an unpinned start next to
+    /// a pinned sensor is refused).
+    pub pin_dir: PathBuf,
+    /// Fork the re-attach helper (see `reattach`).
+    pub reattach: bool,
+    pub role: Role,
+    /// The store URL (`sqlite://...` or `postgres://...`).
+    pub store: String,
+    /// `--sensor-id` as given (None: the data dir's kept id or the hostname, see
+    /// [`RunConfig::sensor_id`]).
+    pub sensor_id: Option<String>,
+}
+
+impl RunConfig {
+    pub fn journal_path(&self) -> PathBuf {
+        self.data_dir.join("events.jsonl")
+    }
+
+    /// The store URL with any password replaced, for logs and `check-config`.
+    pub fn store_display(&self) -> String {
+        redact_url(&self.store)
+    }
+
+    /// This sensor's id (see [`resolve_sensor_id`]).
+    pub fn sensor_id(&self) -> std::io::Result<String> {
+        resolve_sensor_id(&self.data_dir, self.sensor_id.as_deref())
+    }
+
+    pub fn resolve(args: RunArgs) -> Result<Self, ConfigError> {
+        let (file, text) = match &args.config {
+            Some(p) => load_file(p)?,
+            None => (FileConfig::default(), String::new()),
+        };
+        let path = args.config.clone().unwrap_or_default();
+        let at = |span: std::ops::Range<usize>| Origin::File {
+            path: path.clone(),
+            line: line_of(&text, span.start),
+        };
+        let decoys: Vec<(Decoy, Origin)> = if !args.decoys.is_empty() {
+            args.decoys
+                .into_iter()
+                .map(|d| (d, Origin::Flag("--decoy/DECNET_DECOY")))
+                .collect()
+        } else {
+            file.decoys
+                .iter()
+                .map(|s| {
+                    let origin = at(s.span());
+                    match s.get_ref().parse() {
+                        Ok(d) => Ok((d, origin)),
+                        Err(msg) => Err(ConfigError::BadDecoy {
+                            origin,
+                            value: s.get_ref().clone(),
+                            msg,
+                        }),
+                    }
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let role = args.role.or(file.role).unwrap_or_default();
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = match (args.store, &file.store) {
+            (Some(s), _) => (s, Origin::Flag("--store/DECNET_STORE")),
+            (None, Some(s)) => (s.get_ref().clone(), at(s.span())),
+            (None, None) => (
+                format!("sqlite://{}", data_dir.join("decnet.db").display()),
+                Origin::Flag("--data-dir"),
+            ),
+        };
+        let postgres = store.0.starts_with("postgres://") || store.0.starts_with("postgresql://");
+        if !postgres && !store.0.starts_with("sqlite://") {
+            return Err(ConfigError::BadStore {
+                origin: store.1,
+                value: redact_url(&store.0),
+            });
+        }
+        if !postgres && role != Role::All {
+            return Err(ConfigError::RoleNeedsSharedStore(role));
+        }
+        let store = store.0;
+        let sensor_id = match (args.sensor_id, &file.sensor_id) {
+            (Some(s), _) => Some((s, Origin::Flag("--sensor-id/DECNET_SENSOR_ID"))),
+            (None, Some(s)) => Some((s.get_ref().clone(), at(s.span()))),
+            (None, None) => None,
+        };
+        if let Some((id, origin)) = &sensor_id
+            && !valid_sensor_id(id)
+        {
+            return Err(ConfigError::BadSensorId {
+                origin: origin.clone(),
+                value: id.clone(),
+            });
+        }
+        let sensor_id = sensor_id.map(|(id, _)| id);
+        // Only a sensor needs an interface and decoys.
+        if decoys.is_empty() && role.sensor() {
+            return Err(ConfigError::NoDecoy);
+        }
+        for (i, (d, origin)) in decoys.iter().enumerate() {
+            // 10.0.0.1 and ::ffff:10.0.0.1 are one address to the kernel's decoy map.
+            let key = crate::sensor::decoy_key(d.addr);
+            if let Some((_, first)) = decoys[..i]
+                .iter()
+                .find(|(e, _)| crate::sensor::decoy_key(e.addr) == key)
+            {
+                return Err(ConfigError::DuplicateDecoy {
+                    addr: d.addr,
+                    first: first.clone(),
+                    second: origin.clone(),
+                });
+            }
+        }
+        let (iface, iface_origin) = match (args.iface, file.iface) {
+            (Some(i), _) => (i, Origin::Flag("--iface/DECNET_IFACE")),
+            (None, Some(i)) => {
+                let origin = at(i.span());
+                (i.into_inner(), origin)
+            }
+            (None, None) if role.sensor() => return Err(ConfigError::NoIface),
+            (None, None) => (String::new(), Origin::Flag("--iface/DECNET_IFACE")),
+        };
+        Ok(RunConfig {
+            iface,
+            iface_origin,
+            decoys: decoys.into_iter().map(|(d, _)| d).collect(),
+            data_dir,
+            listen: args.listen.or(file.listen).unwrap_or_else(default_listen),
+            xdp_mode: args.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
+            journal_max_bytes: args.journal_max_mb.or(file.journal_max_mb).unwrap_or(256) << 20,
+            journal_keep: args.journal_keep.or(file.journal_keep).unwrap_or(8).max(1),
+            journal_fsync: args
+                .journal_fsync
+                .or(file.journal_fsync)
+                .unwrap_or_default(),
+            flood: FloodBudget {
+                rate: args
+                    .flood_rate
+                    .or(file.flood_rate)
+                    .unwrap_or(FloodBudget::default().rate),
+                burst: args
+                    .flood_burst
+                    .or(file.flood_burst)
+                    .unwrap_or(FloodBudget::default().burst)
+                    .max(1),
+            },
+            flow_idle: std::time::Duration::from_secs(
+                args.flow_idle_secs
+                    .or(file.flow_idle_secs)
+                    .unwrap_or(60)
+                    .max(1),
+            ),
+            shutdown_timeout: std::time::Duration::from_secs(
+                args.shutdown_timeout_secs
+                    .or(file.shutdown_timeout_secs)
+                    .unwrap_or(5)
+                    .max(1),
+            ),
+            user: args
+                .user
+                .or(file.user)
+                .unwrap_or_else(|| DEFAULT_USER.to_owned()),
+            // systemd sets INVOCATION_ID for every unit it starts: a service restarts there.
+            pin: args
+                .pin
+                .or(file.pin)
+                .unwrap_or_else(|| std::env::var_os("INVOCATION_ID").is_some()),
+            pin_dir: args
+                .pin_dir
+                .or(file.pin_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
+            reattach: args.reattach.or(file.reattach).unwrap_or(true),
+            role,
+            store,
+            sensor_id,
+        })
+    }
+
+    /// The resolved settings, one `key = value` per line in [`KEYS`] order (what
+    /// `decnet check-config` prints).
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for k in KEYS {
+            out.push_str(&format!("{} = {}\n", k.toml, self.value_of(k.toml)));
+        }
+        out
+    }
+
+    /// A setting's resolved value as `check-config` shows it (a password as `***`).
+    fn value_of(&self, key: &str) -> String {
+        match key {
+            "iface" => format!("{} ({})", self.iface, self.iface_origin),
+            "decoy" => {
+                let decoys: Vec<String> = self.decoys.iter().map(|d| d.to_string()).collect();
+                decoys.join(", ")
+            }
+            "data_dir" => self.data_dir.display().to_string(),
+            "listen" => self.listen.to_string(),
+            "xdp_mode" => format!("{:?}", self.xdp_mode).to_lowercase(),
+            "journal_max_mb" => (self.journal_max_bytes >> 20).to_string(),
+            "journal_keep" => self.journal_keep.to_string(),
+            "journal_fsync" => format!("{:?}", self.journal_fsync).to_lowercase(),
+            "flood_rate" => self.flood.rate.to_string(),
+            "flood_burst" => self.flood.burst.to_string(),
+            "flow_idle_secs" => self.flow_idle.as_secs().to_string(),
+            "shutdown_timeout_secs" => self.shutdown_timeout.as_secs().to_string(),
+            "user" => self.user.clone(),
+            "pin" => self.pin.to_string(),
+            "pin_dir" => self.pin_dir.display().to_string(),
+            "reattach" => self.reattach.to_string(),
+            "role" => self.role.to_string(),
+            "store" => self.store_display(),
+            "sensor_id" => self
+                .sensor_id
+                .clone()
+                .unwrap_or_else(|| "(kept in the data dir, else the hostname)".to_owned()),
+            // A key added to the table but not here: the test of describe() fails.
+            _ => UNSHOWN.to_owned(),
+        }
+    }
+
+    /// Checks what only this host can tell: that the interface exists. `decnet run` and
+    /// `decnet check-config` both do this before anything is loaded.
+    pub fn check_host(&self) -> Result<(), ConfigError> {
+        if self.role.sensor() && crate::sensor::loader::nix_if_index(&self.iface).is_none() {
+            return Err(ConfigError::NoSuchIface {
+                iface: self.iface.clone(),
+                origin: self.iface_origin.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(x) => x,
+        None => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8470))
+}
+
+fn load_file(path: &Path) -> Result<(FileConfig, String), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+    match toml::from_str(&text) {
+        Ok(f) => Ok((f, text)),
+        Err(e) => Err(ConfigError::Parse {
+            origin: Origin::File {
+                path: path.into(),
+                line: e.span().map(|s| line_of(&text, s.start)).unwrap_or(1),
+            },
+            msg: e.message().trim().to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
