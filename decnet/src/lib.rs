@@ -9,6 +9,7 @@ pub mod api;
 pub mod client;
 pub mod collector;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod handover;
 pub mod hub;

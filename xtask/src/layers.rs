@@ -30,6 +30,7 @@ pub const STAGES: &[(&str, &[&str])] = &[
             "timefmt",
             "textsafe",
             "pace",
+            "counters",
             "stats",
             "telemetry",
             "privilege",

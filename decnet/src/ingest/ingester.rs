@@ -7,14 +7,10 @@
 
 use std::{
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
+    sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
@@ -38,14 +34,14 @@ use crate::{
 /// The journal position of one sensor's ingester: `ingest_worker_position:<sensor id>`
 /// (each sensor of a fleet reads its own journal into the shared database). Before sensor
 /// ids it was this prefix alone; such a cursor is renamed on the first start.
-pub const CURSOR_KEY: &str = "ingest_worker_position";
+pub const INGEST_CURSOR_KEY: &str = "ingest_worker_position";
 
 /// The cursor key of `sensor` (no sensor id, as in tools and tests: the bare prefix).
 pub fn cursor_key(sensor: &str) -> String {
     if sensor.is_empty() {
-        CURSOR_KEY.to_owned()
+        INGEST_CURSOR_KEY.to_owned()
     } else {
-        format!("{CURSOR_KEY}:{sensor}")
+        format!("{INGEST_CURSOR_KEY}:{sensor}")
     }
 }
 
@@ -97,74 +93,55 @@ impl IngestConfig {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct IngestStats {
-    pub rows: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub batches: AtomicU64,
-    pub commit_retries: AtomicU64,
-    pub rotations: AtomicU64,
-    pub truncations: AtomicU64,
-    pub cursor_lost: AtomicU64,
-    /// Id of the newest committed row.
-    pub last_id: AtomicU64,
-    /// Journal bytes written but not yet read, as of the last read.
-    pub lag_bytes: AtomicU64,
-    /// Wall-clock time (ns) of the last commit, for the lag in seconds.
-    pub last_commit_ns: AtomicU64,
-}
-
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct IngestSnapshot {
-    pub rows: u64,
-    pub dead_letters: u64,
-    pub batches: u64,
-    pub commit_retries: u64,
-    pub rotations: u64,
-    pub truncations: u64,
-    pub cursor_lost: u64,
-    pub last_id: u64,
-    pub lag_bytes: u64,
-    /// Seconds since the last commit while unread journal bytes wait (0 when caught up).
-    pub lag_seconds: f64,
-}
-
-impl IngestStats {
-    /// Counters that continue a pinned sensor's totals after a clean restart (`handover`);
-    /// the gauges (last id, lag) start afresh.
-    pub fn restore(s: &IngestSnapshot) -> Self {
-        Self {
-            rows: s.rows.into(),
-            dead_letters: s.dead_letters.into(),
-            batches: s.batches.into(),
-            commit_retries: s.commit_retries.into(),
-            rotations: s.rotations.into(),
-            truncations: s.truncations.into(),
-            cursor_lost: s.cursor_lost.into(),
-            ..Self::default()
+crate::counters! {
+    /// The ingester's counters.
+    pub struct IngestStats => IngestSnapshot {
+        counters {
+            /// Journal lines committed as rows.
+            rows("ingest_rows_total", "Journal lines committed as rows."),
+            /// Journal lines that could not be ingested.
+            dead_letters("ingest_dead_letters_total", "Journal lines that could not be ingested."),
+            batches("ingest_batches_total", "Committed ingest batches."),
+            commit_retries(
+                "ingest_commit_retries_total",
+                "Batch commits retried because the database was busy."
+            ),
+            rotations("ingest_rotations_total", "Journal rotations followed."),
+            truncations("ingest_truncations_total", "Journal truncations detected."),
+            cursor_lost(
+                "ingest_cursor_lost_total",
+                "Times the saved journal position could not be found."
+            ),
+        }
+        gauges {
+            /// Id of the newest committed row.
+            last_id,
+            /// Journal bytes written but not yet read, as of the last read.
+            lag_bytes(
+                "ingest_lag_bytes",
+                "Journal bytes written but not yet read by the ingester."
+            ),
+        }
+        state {
+            /// Wall-clock time (ns) of the last commit, for the lag in seconds.
+            last_commit_ns,
+        }
+        computed {
+            /// Seconds since the last commit while unread journal bytes wait (0 when caught
+            /// up).
+            lag_seconds: lag_seconds, "ingest_lag_seconds",
+                "Seconds since the last commit while journal bytes wait (0 when caught up).",
         }
     }
+}
 
-    pub fn snapshot(&self) -> IngestSnapshot {
-        IngestSnapshot {
-            rows: self.rows.load(Relaxed),
-            dead_letters: self.dead_letters.load(Relaxed),
-            batches: self.batches.load(Relaxed),
-            commit_retries: self.commit_retries.load(Relaxed),
-            rotations: self.rotations.load(Relaxed),
-            truncations: self.truncations.load(Relaxed),
-            cursor_lost: self.cursor_lost.load(Relaxed),
-            last_id: self.last_id.load(Relaxed),
-            lag_bytes: self.lag_bytes.load(Relaxed),
-            lag_seconds: if self.lag_bytes.load(Relaxed) == 0 {
-                0.0
-            } else {
-                let since = crate::timefmt::unix_now_ns() as u64;
-                since.saturating_sub(self.last_commit_ns.load(Relaxed)) as f64 / 1e9
-            },
-        }
+/// Seconds since the last commit while unread journal bytes wait (0 when caught up).
+fn lag_seconds(s: &IngestStats) -> f64 {
+    if s.lag_bytes.load(Relaxed) == 0 {
+        return 0.0;
     }
+    let now = crate::timefmt::unix_now_ns() as u64;
+    now.saturating_sub(s.last_commit_ns.load(Relaxed)) as f64 / 1e9
 }
 
 pub struct Ingester {
@@ -225,7 +202,7 @@ impl Ingester {
         until_idle: bool,
     ) -> Result<(), IngestError> {
         let key = cursor_key(&self.cfg.sensor);
-        if key != CURSOR_KEY && self.store.rename_state(CURSOR_KEY, &key).await? {
+        if key != INGEST_CURSOR_KEY && self.store.rename_state(INGEST_CURSOR_KEY, &key).await? {
             tracing::info!(key, "ingest cursor renamed for this sensor");
         }
         let saved_text = self.store.get_state(&key).await?;

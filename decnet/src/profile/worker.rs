@@ -30,6 +30,7 @@ use super::{
     verdict::Verdict,
 };
 use crate::{
+    counters::{Kind, write_metric},
     hub::{Hub, HubMsg, LogBatch},
     intel::tools,
     row::{Facts, NewLog},
@@ -37,7 +38,7 @@ use crate::{
     timefmt,
 };
 
-pub const CURSOR_KEY: &str = "attacker_worker_cursor";
+pub const PROFILE_CURSOR_KEY: &str = "attacker_worker_cursor";
 /// The next campaign id; kept in `state` so ids are never reused after a merge.
 pub const CAMPAIGN_ID_KEY: &str = "campaign_next_id";
 /// Rows per profiler batch. Each batch also costs a cursor read, a load of its sources'
@@ -148,6 +149,36 @@ pub struct ProfileStats {
 }
 
 impl ProfileStats {
+    /// The Prometheus counters: (name, help, counter).
+    const METRICS: [(&'static str, &'static str, fn(&Self) -> &AtomicU64); 4] = [
+        (
+            "profile_rows_total",
+            "Rows folded into attacker profiles.",
+            |s| &s.rows,
+        ),
+        (
+            "profile_fed_rows_total",
+            "Rows of those taken from this process's ingester in memory, not read back.",
+            |s| &s.fed,
+        ),
+        (
+            "profile_detections_total",
+            "Detections emitted (class, tools, campaign or risk band changed).",
+            |s| &s.detections,
+        ),
+        (
+            "profile_retries_total",
+            "Profile updates that failed (database busy, disk full) and were retried.",
+            |s| &s.retries,
+        ),
+    ];
+
+    pub fn write_prometheus(&self, out: &mut String) {
+        for (name, help, counter) in Self::METRICS {
+            write_metric(out, name, help, Kind::Counter, counter(self).load(Relaxed));
+        }
+    }
+
     pub fn snapshot(&self) -> serde_json::Value {
         serde_json::json!({
             "cursor": self.cursor.load(Relaxed),
@@ -370,7 +401,7 @@ impl Profiler {
         span: &tracing::Span,
     ) -> Result<u64, StoreError> {
         let mut batches = 0u64;
-        let mut prev = self.store.get_state(CURSOR_KEY).await?;
+        let mut prev = self.store.get_state(PROFILE_CURSOR_KEY).await?;
         let mut cursor: i64 = prev.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
         self.stats.cursor.store(cursor.max(0) as u64, Relaxed);
         let mut absorbed = 0;
@@ -402,7 +433,7 @@ impl Profiler {
             let (first_id, last_id) = (rows[0].0, *last_id);
             let next = last_id.to_string();
             let update = CursorUpdate {
-                key: CURSOR_KEY.into(),
+                key: PROFILE_CURSOR_KEY.into(),
                 prev: prev.clone(),
                 value: next.clone(),
             };

@@ -7,33 +7,78 @@ use decnet_common::{STAT_NAMES, Stat};
 use serde::Serialize;
 
 use super::{error::SensorError, guard::FloodBudget};
+use crate::counters::{Kind, Metric};
 
-/// Sums of the kernel's per-CPU counters at one instant.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct KernelCounters {
-    pub packets_seen: u64,
-    pub packets_to_decoy: u64,
-    pub events_emitted: u64,
-    pub ring_reserve_failed: u64,
-    pub malformed: u64,
-    pub decoy_not_emitted: u64,
+/// Declares [`KernelCounters`] once per kernel counter: its field, the kernel's `Stat`,
+/// and its Prometheus name and help.
+macro_rules! kernel_counters {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident: $stat:ident, $metric:literal, $help:literal;
+    )*) => {
+        /// Sums of the kernel's per-CPU counters at one instant.
+        #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+        pub struct KernelCounters {
+            $($(#[doc = $doc])* pub $field: u64,)*
+        }
+
+        impl KernelCounters {
+            /// The Prometheus metrics, one per counter.
+            pub const METRICS: &'static [Metric<KernelCounters>] = &[$(
+                Metric {
+                    name: $metric,
+                    help: $help,
+                    kind: Kind::Counter,
+                    value: |k: &KernelCounters| k.$field as f64,
+                },
+            )*];
+
+            fn set(&mut self, stat: Stat, v: u64) {
+                match stat {
+                    $(Stat::$stat => self.$field = v,)*
+                }
+            }
+        }
+    };
+}
+
+kernel_counters! {
+    packets_seen: PacketsSeen, "kernel_packets_seen_total", "Frames the XDP program ran on.";
+    packets_to_decoy: PacketsToDecoy, "kernel_packets_to_decoy_total",
+        "IP packets addressed to a decoy.";
+    events_emitted: EventsEmitted, "kernel_events_emitted_total",
+        "Events submitted to the ring buffer.";
+    ring_reserve_failed: RingReserveFailed, "kernel_ring_reserve_failed_total",
+        "Events lost because the ring was full.";
+    malformed: Malformed, "kernel_malformed_total", "Frames cut short or with impossible headers.";
+    decoy_not_emitted: DecoyNotEmitted, "kernel_decoy_not_emitted_total",
+        "Decoy packets not emitted (flow already reported).";
     /// Events the flood guard withheld (reported in `source_suppressed` summaries).
-    pub suppressed: u64,
+    suppressed: Suppressed, "kernel_suppressed_total",
+        "Events the flood guard withheld from over-budget sources (counted in summaries).";
     /// `source_suppressed` summaries the kernel submitted (part of `events_emitted`).
-    pub suppressed_summaries: u64,
-    /// Packets the TC egress program ran on, and those sent by a decoy.
-    pub egress_seen: u64,
-    pub egress_from_decoy: u64,
+    suppressed_summaries: SuppressedSummaries, "kernel_suppressed_summaries_total",
+        "source_suppressed summaries the kernel submitted.";
+    /// Packets the TC egress program ran on.
+    egress_seen: EgressSeen, "kernel_egress_seen_total", "Frames the TC egress program ran on.";
+    /// Packets sent by a decoy.
+    egress_from_decoy: EgressFromDecoy, "kernel_egress_from_decoy_total",
+        "Egress packets sent by a decoy (its answers).";
     /// `probe_outcome` events submitted (part of `events_emitted`).
-    pub probe_outcomes: u64,
+    probe_outcomes: ProbeOutcomes, "kernel_probe_outcomes_total",
+        "probe_outcome events submitted (decoy answered a reported probe).";
     /// Decoy answers to no probe the flow map remembers (evicted or older than the sensor).
-    pub outcomes_unmatched: u64,
+    outcomes_unmatched: OutcomesUnmatched, "kernel_outcomes_unmatched_total",
+        "Decoy answers to no probe in the flow map (evicted or older than the sensor).";
     /// Decoy answers to probes the flood guard withheld.
-    pub outcomes_withheld: u64,
+    outcomes_withheld: OutcomesWithheld, "kernel_outcomes_withheld_total",
+        "Decoy answers to probes the flood guard withheld.";
     /// `tcp_flow` summaries the kernel submitted (part of `events_emitted`).
-    pub flow_summaries: u64,
+    flow_summaries: FlowSummaries, "kernel_flow_summaries_total",
+        "tcp_flow summaries the kernel submitted.";
     /// Decoy frames on egress that could not be parsed.
-    pub egress_malformed: u64,
+    egress_malformed: EgressMalformed, "kernel_egress_malformed_total",
+        "Decoy egress frames that could not be parsed.";
 }
 
 /// Shared handle to the STATS map; cheap to clone into API state.
@@ -63,24 +108,7 @@ impl KernelStats {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let mut c = KernelCounters::default();
         for (stat, _) in STAT_NAMES {
-            let v = Self::sum(&map, stat)?;
-            match stat {
-                Stat::PacketsSeen => c.packets_seen = v,
-                Stat::PacketsToDecoy => c.packets_to_decoy = v,
-                Stat::EventsEmitted => c.events_emitted = v,
-                Stat::RingReserveFailed => c.ring_reserve_failed = v,
-                Stat::Malformed => c.malformed = v,
-                Stat::DecoyNotEmitted => c.decoy_not_emitted = v,
-                Stat::Suppressed => c.suppressed = v,
-                Stat::SuppressedSummaries => c.suppressed_summaries = v,
-                Stat::EgressSeen => c.egress_seen = v,
-                Stat::EgressFromDecoy => c.egress_from_decoy = v,
-                Stat::ProbeOutcomes => c.probe_outcomes = v,
-                Stat::OutcomesUnmatched => c.outcomes_unmatched = v,
-                Stat::OutcomesWithheld => c.outcomes_withheld = v,
-                Stat::FlowSummaries => c.flow_summaries = v,
-                Stat::EgressMalformed => c.egress_malformed = v,
-            }
+            c.set(stat, Self::sum(&map, stat)?);
         }
         Ok(c)
     }

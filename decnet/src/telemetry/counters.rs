@@ -2,6 +2,8 @@
 
 use std::sync::atomic::AtomicU64;
 
+use crate::counters::{Kind, write_metric};
+
 /// Span exporter counters (all zero while tracing is off).
 #[derive(Debug, Default)]
 pub struct TraceCounters {
@@ -25,4 +27,30 @@ pub struct TraceSnapshot {
     pub exported: u64,
     pub dropped_queue_full: u64,
     pub export_failed: u64,
+}
+
+impl TraceSnapshot {
+    /// The exporter's counters in the Prometheus text format.
+    pub fn write_prometheus(&self, out: &mut String) {
+        let all = [
+            (
+                "trace_spans_exported_total",
+                "Developer-tracing spans the collector accepted.",
+                self.exported,
+            ),
+            (
+                "trace_spans_dropped_total",
+                "Developer-tracing spans dropped because the export queue was full.",
+                self.dropped_queue_full,
+            ),
+            (
+                "trace_spans_export_failed_total",
+                "Developer-tracing spans lost in failed exports (collector unreachable).",
+                self.export_failed,
+            ),
+        ];
+        for (name, help, v) in all {
+            write_metric(out, name, help, Kind::Counter, v);
+        }
+    }
 }
