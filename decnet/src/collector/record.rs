@@ -40,9 +40,9 @@ pub struct JournalRecord {
 /// field (`,"src_port":`), values with itoa; only free text (decky names, trace context) goes
 /// through serde_json's escaper. This runs for every event, and is several times faster than
 /// derive(Serialize), which scans every key for characters to escape.
-struct W<'a>(&'a mut Vec<u8>);
+struct JsonLine<'a>(&'a mut Vec<u8>);
 
-impl W<'_> {
+impl JsonLine<'_> {
     #[inline]
     fn lit(&mut self, s: &'static str) {
         self.0.extend_from_slice(s.as_bytes());
@@ -99,7 +99,7 @@ pub fn write_probe_record(
 ) {
     // One reservation per record; the appends below then never reallocate.
     out.reserve(640);
-    let mut w = W(out);
+    let mut w = JsonLine(out);
     write_head(&mut w, probe, decky, unix_ns, traceparent);
     w.lit(",\"ttl\":");
     w.num(probe.ttl);
@@ -194,7 +194,13 @@ pub fn write_probe_record(
 /// The envelope of a sensor record up to and including the flow's addresses in `fields`:
 /// `{"ts":..,"decky":..,"service":..,"event_type":..,"attacker_ip":..[,"traceparent":..],
 /// "fields":{"proto":..,"src_port":..,"dst_ip":..,"dst_port":..` (the caller closes it).
-fn write_head(w: &mut W<'_>, probe: &Probe, decky: &str, unix_ns: i64, traceparent: Option<&str>) {
+fn write_head(
+    w: &mut JsonLine<'_>,
+    probe: &Probe,
+    decky: &str,
+    unix_ns: i64,
+    traceparent: Option<&str>,
+) {
     w.lit("{\"ts\":\"");
     write_rfc3339_ns(w.0, unix_ns);
     w.lit("\",\"decky\":");
@@ -239,7 +245,7 @@ pub fn write_outcome_record(
     traceparent: Option<&str>,
 ) {
     out.reserve(512);
-    let mut w = W(out);
+    let mut w = JsonLine(out);
     write_head(&mut w, probe, decky, unix_ns, traceparent);
     let (verdict, reply) = o.verdict(probe.src.is_ipv6());
     w.lit(",\"outcome\":\"");
@@ -304,7 +310,7 @@ pub fn write_flow_record(
         FLOW_CLIENT_CLOSED, FLOW_FIN_FWD, FLOW_FIN_REV, FLOW_HANDSHAKE, FLOW_SYNACK,
     };
     out.reserve(768);
-    let mut w = W(out);
+    let mut w = JsonLine(out);
     write_head(&mut w, probe, decky, times.at, traceparent);
     w.lit(",\"end\":\"");
     w.raw(decode::flow_end_name(f.end));
@@ -363,7 +369,7 @@ pub fn write_flow_record(
 /// `traits` whose signature the packet matches (intel/tools.rs, a table), and for packets
 /// of the sender's own stack (no trait) the `os_guess`; `hops` unless the TTL is one nmap
 /// drew at random.
-fn write_passive_fingerprint(w: &mut W<'_>, probe: &Probe, t: &decode::TcpFields) {
+fn write_passive_fingerprint(w: &mut JsonLine<'_>, probe: &Probe, t: &decode::TcpFields) {
     let syn = probe.kind == EventKind::TcpSyn;
     let mut letters = [0u8; 9];
     let flags = decode::flag_letters(t.flags, &mut letters);
@@ -475,7 +481,7 @@ pub fn write_suppressed_record(
     traceparent: Option<&str>,
 ) {
     out.reserve(512);
-    let mut w = W(out);
+    let mut w = JsonLine(out);
     w.lit("{\"ts\":\"");
     write_rfc3339_ns(w.0, times.at);
     w.lit("\",\"decky\":");

@@ -1,6 +1,6 @@
 //! The profile stage: logs -> per-attacker profiles, incrementally.
 //!
-//! - `stats`: streaming timing statistics (Welford, reservoir median).
+//! - `timing`: streaming timing statistics (Welford, reservoir median).
 //! - `state`: per-IP state and the profile built from it.
 //! - `classify`: behavior class and scan pattern rules.
 //! - `risk`: the 0-100 score and its reasons.
@@ -22,7 +22,7 @@ pub mod classify;
 pub mod commands;
 pub mod risk;
 pub mod state;
-pub mod stats;
+pub mod timing;
 pub mod verdict;
 pub mod worker;
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     commands::{self, Command},
-    stats::Welford,
+    timing::Welford,
 };
 use crate::{
     ingest::bounty,
