@@ -493,11 +493,18 @@ impl RawEvent {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all of these are repr(C), Copy and valid for every bit pattern.
+    // SAFETY (each): repr(C), Copy, and valid for every bit pattern (integers and integer
+    // arrays only), which is what aya::Pod asks of a map's key or value.
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::DecoyKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::FlowState {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::RawEvent {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::GuardConfig {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::SourceState {}
 }

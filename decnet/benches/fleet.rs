@@ -15,7 +15,9 @@ use std::{
 mod common;
 use common::{decnet_bin, percentile, write_journal};
 
+// Shared with the decnet-tests crate, where its items are its library's public API.
 #[path = "../../tests/pg.rs"]
+#[allow(unreachable_pub)]
 mod pg;
 
 /// Lines per sensor journal.

@@ -19,8 +19,10 @@ use std::{
 };
 
 mod common;
+// Shared with the decnet-tests crate, where its items are its library's public API; the
+// benchmark uses part of it.
 #[path = "../../tests/otlp.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 mod otlp;
 
 use common::{Rng, decnet_bin, record_traced};

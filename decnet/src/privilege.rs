@@ -61,6 +61,7 @@ fn os_err(what: &'static str) -> PrivilegeError {
 /// uid and gid of a user name.
 fn lookup(user: &str) -> Result<(u32, u32), PrivilegeError> {
     let name = CString::new(user).map_err(|_| PrivilegeError::NoSuchUser(user.into()))?;
+    // SAFETY: passwd is plain data (integers and pointers); all-zero is a valid value.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16384];
     let mut out: *mut libc::passwd = std::ptr::null_mut();

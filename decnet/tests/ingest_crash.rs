@@ -13,7 +13,9 @@ use std::{
 
 use decnet::store::Store;
 
+// Shared with the decnet-tests crate, where its items are its library's public API.
 #[path = "../../tests/pg.rs"]
+#[allow(unreachable_pub)]
 mod pg;
 
 const TOTAL: usize = 200_000;

@@ -6,7 +6,9 @@ use decnet::{
     store::{Batch, CursorUpdate, DeadLetter, NewBounty, Store, StoreError},
 };
 
+// Shared with the decnet-tests crate, where its items are its library's public API.
 #[path = "../../tests/pg.rs"]
+#[allow(unreachable_pub)]
 mod pg;
 
 fn log(decky: &str, fields: &str) -> NewLog {

@@ -15,13 +15,13 @@ use anyhow::{Context as _, bail};
 
 use crate::run;
 
-pub const NETNS: &str = "decnet-demo";
-pub const HOST_IF: &str = "dndemo0";
-pub const NS_IF: &str = "dndemo1";
-pub const DECOY_V4: &str = "10.203.0.1";
-pub const ATTACKER_V4: &str = "10.203.0.2";
-pub const DECOY_V6: &str = "fd00:dec0::1";
-pub const ATTACKER_V6: &str = "fd00:dec0::2";
+pub(crate) const NETNS: &str = "decnet-demo";
+pub(crate) const HOST_IF: &str = "dndemo0";
+pub(crate) const NS_IF: &str = "dndemo1";
+pub(crate) const DECOY_V4: &str = "10.203.0.1";
+pub(crate) const ATTACKER_V4: &str = "10.203.0.2";
+pub(crate) const DECOY_V6: &str = "fd00:dec0::1";
+pub(crate) const ATTACKER_V6: &str = "fd00:dec0::2";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -50,7 +50,7 @@ fn quiet_ip(args: &[&str]) {
 }
 
 /// Removes the demo namespace and veth, whether or not they exist.
-pub fn cleanup() {
+pub(crate) fn cleanup() {
     quiet_ip(&["link", "del", HOST_IF]);
     quiet_ip(&["netns", "del", NETNS]);
 }
@@ -120,7 +120,7 @@ fn supervise(mut child: Child) -> anyhow::Result<std::process::ExitStatus> {
     }
 }
 
-pub fn run_demo(bin: &Path) -> anyhow::Result<()> {
+pub(crate) fn run_demo(bin: &Path) -> anyhow::Result<()> {
     create()?;
     println!(
         "\ndecnet demo: decoys {DECOY_V4} and {DECOY_V6} on {HOST_IF}; attacker namespace `{NETNS}`.\n\
@@ -169,7 +169,7 @@ fn private_ancestor() -> Option<std::path::PathBuf> {
         .map(|a| a.to_owned())
 }
 
-pub fn run_direct(bin: &Path, args: &[String]) -> anyhow::Result<()> {
+pub(crate) fn run_direct(bin: &Path, args: &[String]) -> anyhow::Result<()> {
     let child = Command::new(bin)
         .arg("run")
         .args(args)

@@ -28,7 +28,7 @@ struct Func {
     calls: Vec<(SectionIndex, u64)>,
 }
 
-pub fn report(object_path: Option<PathBuf>) -> anyhow::Result<()> {
+pub(crate) fn report(object_path: Option<PathBuf>) -> anyhow::Result<()> {
     let path = match object_path {
         Some(p) => p,
         None => newest_object(&crate::root().join("target"))?,

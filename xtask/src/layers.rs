@@ -21,7 +21,7 @@ use syn::visit::Visit;
 
 /// The stages in pipeline order, and the modules each holds (by path from the crate root;
 /// the longest matching prefix decides). A file may import its own stage and earlier ones.
-pub const STAGES: &[(&str, &[&str])] = &[
+pub(crate) const STAGES: &[(&str, &[&str])] = &[
     (
         "base",
         &[
@@ -49,7 +49,7 @@ pub const STAGES: &[(&str, &[&str])] = &[
 ];
 
 /// The longest a source file may grow before it is split by concern.
-pub const MAX_LINES: usize = 700;
+pub(crate) const MAX_LINES: usize = 700;
 
 /// One source file: its module path (`api::data`), its text, and what it names.
 struct Source {
@@ -62,7 +62,7 @@ struct Source {
     lines: usize,
 }
 
-pub fn check(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
     let src = root.join("decnet/src");
     let mut files = Vec::new();
     collect(&src, &mut files)?;

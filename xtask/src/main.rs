@@ -40,7 +40,8 @@ enum Cmd {
     /// Print the daemon's stages and the imports between them; fail when a file imports a
     /// later stage, files import each other in a circle, or a file outgrows 700 lines.
     Layers,
-    /// Install test tools if missing (as root, through apt), build, and run every test.
+    /// Check the structure (layers), formatting and lints, install test tools if missing
+    /// (as root, through apt), build, and run every test.
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -103,7 +104,7 @@ fn fuzz(targets: &[&str], seconds: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -111,7 +112,7 @@ pub fn root() -> PathBuf {
 }
 
 /// Runs a command, failing with the command line on a non-zero exit.
-pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
@@ -162,8 +163,15 @@ fn main() -> anyhow::Result<()> {
             kernel::report(object)
         }
         Cmd::Test { args } => {
+            // The structure rules and the formatting first: they take seconds and name the
+            // file at fault.
+            layers::check(&root())?;
+            run(cargo().args(["fmt", "--all", "--check"]))?;
             setup::setup()?;
             setup::test_tools()?;
+            // Lints of the default members, warnings as errors: every crate but the kernel's
+            // (built for BPF only, by decnet/build.rs) and the fuzz targets (cargo-fuzz).
+            run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
             run(cargo().args(["build", "-p", "decnet"]))?;
             let bin = root().join("target/debug/decnet");
             // The soak runs the binary users run.

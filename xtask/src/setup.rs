@@ -11,7 +11,7 @@ fn tools() -> PathBuf {
 }
 
 /// PATH with `<workspace>/.tools/bin` first, so the project's bpf-linker wins.
-pub fn path_with_tools() -> OsString {
+pub(crate) fn path_with_tools() -> OsString {
     let mut parts = vec![tools().join("bin")];
     parts.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
@@ -38,7 +38,7 @@ To install by hand:
   mkdir -p .tools/llvm/lib && ln -sf $NS/lib/$SO .tools/llvm/lib/libLLVM.so && ln -sf $NS/lib/$SO .tools/llvm/lib/$SO
   LLVM_PREFIX=$PWD/.tools/llvm cargo install bpf-linker --locked --no-default-features --features llvm-$MAJ --root $PWD/.tools";
 
-pub fn setup() -> anyhow::Result<()> {
+pub(crate) fn setup() -> anyhow::Result<()> {
     ensure_nightly().context(MANUAL)?;
     ensure_bpf_linker().context(MANUAL)?;
     Ok(())
@@ -165,7 +165,7 @@ fn have(cmd: &str) -> bool {
 }
 
 /// wrk for `cargo xtask bench stream`, installed through apt as root when missing.
-pub fn bench_tools() -> anyhow::Result<()> {
+pub(crate) fn bench_tools() -> anyhow::Result<()> {
     if have("wrk") {
         return Ok(());
     }
@@ -185,7 +185,7 @@ pub fn bench_tools() -> anyhow::Result<()> {
 const SCAPY: &str = "scapy==2.8.0";
 
 /// Installs what `cargo xtask bench capture` compares against.
-pub fn capture_tools() -> anyhow::Result<()> {
+pub(crate) fn capture_tools() -> anyhow::Result<()> {
     test_tools()?;
     let have_scapy = Command::new("python3")
         .args(["-c", "import scapy"])
@@ -211,7 +211,7 @@ fn python_tools() -> anyhow::Result<()> {
 }
 
 /// Installs missing scanners and the test browser through apt when running as root; otherwise says what to do.
-pub fn test_tools() -> anyhow::Result<()> {
+pub(crate) fn test_tools() -> anyhow::Result<()> {
     python_tools()?;
     let missing: Vec<&str> = TEST_TOOLS
         .iter()
@@ -246,7 +246,7 @@ pub fn test_tools() -> anyhow::Result<()> {
 const CARGO_FUZZ: &str = "0.13.2";
 
 /// Installs cargo-fuzz for the fuzz targets in `fuzz/` when it is missing.
-pub fn fuzz_tools() -> anyhow::Result<()> {
+pub(crate) fn fuzz_tools() -> anyhow::Result<()> {
     let bin = tools().join("bin/cargo-fuzz");
     if bin.is_file() {
         return Ok(());

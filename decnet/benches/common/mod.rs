@@ -5,9 +5,9 @@
 use decnet::{collector::write_probe_record, sensor::Probe};
 use decnet_common::{EventKind, FAMILY_V4, RawEvent};
 
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 impl Rng {
-    pub fn next(&mut self, n: u64) -> u64 {
+    pub(crate) fn next(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -18,12 +18,12 @@ impl Rng {
 /// A sensor record as the daemon writes it: mostly SYN scans, some stealth probes, UDP
 /// with payloads and HTTP first payloads (which yield bounties), from up to `sources`
 /// attackers; record `i` is stamped `i * step_ns` after a fixed start.
-pub fn record(rng: &mut Rng, i: usize, sources: u64, step_ns: i64, out: &mut Vec<u8>) {
+pub(crate) fn record(rng: &mut Rng, i: usize, sources: u64, step_ns: i64, out: &mut Vec<u8>) {
     record_traced(rng, i, sources, step_ns, None, out)
 }
 
 /// [`record`] with the `traceparent` the collector writes when developer tracing is on.
-pub fn record_traced(
+pub(crate) fn record_traced(
     rng: &mut Rng,
     i: usize,
     sources: u64,
@@ -91,7 +91,7 @@ pub fn record_traced(
 }
 
 /// The release `decnet` binary beside the benchmark (benches live in target/release/deps).
-pub fn decnet_bin() -> std::path::PathBuf {
+pub(crate) fn decnet_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("exe");
     exe.parent()
         .and_then(|p| p.parent())
@@ -99,13 +99,13 @@ pub fn decnet_bin() -> std::path::PathBuf {
         .expect("bin path")
 }
 
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Writes `n` generated sensor records from `sources` attackers to `dir/events.jsonl`
 /// (reproducible from `seed`); returns its size in bytes.
-pub fn write_journal(dir: &std::path::Path, n: usize, sources: u64, seed: u64) -> u64 {
+pub(crate) fn write_journal(dir: &std::path::Path, n: usize, sources: u64, seed: u64) -> u64 {
     use std::io::Write as _;
     std::fs::create_dir_all(dir).expect("journal dir");
     let mut rng = Rng(seed);

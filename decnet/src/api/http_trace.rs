@@ -10,7 +10,7 @@ use axum::{extract::MatchedPath, http::Request};
 use super::state::AppState;
 
 /// `router` with the server-span layer when developer tracing is on, else unchanged.
-pub fn layer(router: Router<AppState>) -> Router<AppState> {
+pub(super) fn layer(router: Router<AppState>) -> Router<AppState> {
     #[cfg(feature = "otel")]
     if crate::telemetry::enabled() {
         use tower_http::trace::TraceLayer;

@@ -148,9 +148,11 @@ pub struct ProfileStats {
     pub takeovers: AtomicU64,
 }
 
+/// A Prometheus counter of [`ProfileStats`]: name, help, and the field it reads.
+type ProfileMetric = (&'static str, &'static str, fn(&ProfileStats) -> &AtomicU64);
+
 impl ProfileStats {
-    /// The Prometheus counters: (name, help, counter).
-    const METRICS: [(&'static str, &'static str, fn(&Self) -> &AtomicU64); 4] = [
+    const METRICS: [ProfileMetric; 4] = [
         (
             "profile_rows_total",
             "Rows folded into attacker profiles.",

@@ -57,12 +57,12 @@ enum Msg {
 }
 
 /// The running exporter: the tracer provider and the thread behind its queue.
-pub struct Exporter {
+pub(super) struct Exporter {
     provider: SdkTracerProvider,
 }
 
 impl Exporter {
-    pub fn start(cfg: &TraceConfig) -> anyhow::Result<Exporter> {
+    pub(super) fn start(cfg: &TraceConfig) -> anyhow::Result<Exporter> {
         let resource = Resource::builder()
             .with_service_name("decnet")
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
@@ -77,12 +77,12 @@ impl Exporter {
         Ok(Exporter { provider })
     }
 
-    pub fn tracer(&self) -> SdkTracer {
+    pub(super) fn tracer(&self) -> SdkTracer {
         self.provider.tracer("decnet")
     }
 
     /// Exports what is queued (waiting at most `timeout`), then stops the thread.
-    pub fn shutdown(self, timeout: Duration) {
+    pub(super) fn shutdown(self, timeout: Duration) {
         if let Err(e) = self.provider.shutdown_with_timeout(timeout) {
             tracing::warn!(error = %e, "span exporter did not shut down cleanly");
         }
@@ -93,7 +93,7 @@ impl Exporter {
 static QUEUE: std::sync::OnceLock<std::sync::Arc<Queue>> = std::sync::OnceLock::new();
 
 /// Hands a finished span to the exporter (dropped and counted when the queue is full).
-pub fn submit(span: SpanData) {
+pub(super) fn submit(span: SpanData) {
     if let Some(q) = QUEUE.get() {
         q.push(span);
     }

@@ -19,7 +19,7 @@ use tracing_subscriber::{
 /// The global dispatcher, for looking up a span's OpenTelemetry context while formatting.
 static DISPATCH: OnceLock<Dispatch> = OnceLock::new();
 
-pub fn install(filter: EnvFilter, tracer: SdkTracer) -> anyhow::Result<()> {
+pub(super) fn install(filter: EnvFilter, tracer: SdkTracer) -> anyhow::Result<()> {
     // Only decnet's spans become OpenTelemetry spans: the exporter's own gRPC stack logs
     // through `tracing` too, and tracing it would feed the exporter its own traffic.
     let otel = tracing_opentelemetry::layer()

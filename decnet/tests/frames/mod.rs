@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 /// What goes above the IP header.
 #[derive(Clone, Debug)]
-pub enum L4 {
+pub(crate) enum L4 {
     Tcp {
         sport: u16,
         dport: u16,
@@ -36,7 +36,7 @@ pub enum L4 {
 }
 
 impl L4 {
-    pub fn syn(sport: u16, dport: u16) -> Self {
+    pub(crate) fn syn(sport: u16, dport: u16) -> Self {
         L4::Tcp {
             sport,
             dport,
@@ -50,7 +50,7 @@ impl L4 {
         }
     }
 
-    pub fn tcp(sport: u16, dport: u16, flags: u16, payload: &[u8]) -> Self {
+    pub(crate) fn tcp(sport: u16, dport: u16, flags: u16, payload: &[u8]) -> Self {
         L4::Tcp {
             sport,
             dport,
@@ -139,7 +139,7 @@ impl L4 {
 
 /// A frame description; `build()` produces the bytes.
 #[derive(Clone, Debug)]
-pub struct Frame {
+pub(crate) struct Frame {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub vlans: Vec<(u16, u16)>,
@@ -155,7 +155,7 @@ pub struct Frame {
 }
 
 impl Frame {
-    pub fn new(src: &str, dst: &str, l4: L4) -> Self {
+    pub(crate) fn new(src: &str, dst: &str, l4: L4) -> Self {
         Frame {
             src: src.parse().expect("src address"),
             dst: dst.parse().expect("dst address"),
@@ -171,7 +171,7 @@ impl Frame {
     }
 
     /// The frame bytes, plus the offsets where each header starts (for cut tests).
-    pub fn build_with_offsets(&self) -> (Vec<u8>, Vec<usize>) {
+    pub(crate) fn build_with_offsets(&self) -> (Vec<u8>, Vec<usize>) {
         let mut f = Vec::new();
         let mut marks = vec![];
         f.extend([0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2]);
@@ -230,7 +230,7 @@ impl Frame {
         (f, marks)
     }
 
-    pub fn build(&self) -> Vec<u8> {
+    pub(crate) fn build(&self) -> Vec<u8> {
         self.build_with_offsets().0
     }
 }
