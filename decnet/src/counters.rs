@@ -9,13 +9,13 @@ use std::fmt::{Display, Write as _};
 
 /// The Prometheus type of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Counter,
     Gauge,
 }
 
 /// One metric of a snapshot `S`: its name (after `decnet_`), help and value.
-pub struct Metric<S> {
+pub(crate) struct Metric<S> {
     pub name: &'static str,
     pub help: &'static str,
     pub kind: Kind,
@@ -24,7 +24,7 @@ pub struct Metric<S> {
 
 impl<S> Metric<S> {
     /// Writes every metric of `of` in the Prometheus text format.
-    pub fn write_all(metrics: &[Metric<S>], of: &S, out: &mut String) {
+    pub(crate) fn write_all(metrics: &[Metric<S>], of: &S, out: &mut String) {
         for m in metrics {
             write_metric(out, m.name, m.help, m.kind, (m.value)(of));
         }
@@ -32,7 +32,7 @@ impl<S> Metric<S> {
 }
 
 /// One metric in the Prometheus text format: `# HELP`, `# TYPE` and the sample.
-pub fn write_metric(out: &mut String, name: &str, help: &str, kind: Kind, v: impl Display) {
+pub(crate) fn write_metric(out: &mut String, name: &str, help: &str, kind: Kind, v: impl Display) {
     let kind = match kind {
         Kind::Counter => "counter",
         Kind::Gauge => "gauge",
@@ -55,7 +55,7 @@ pub fn write_metric(out: &mut String, name: &str, help: &str, kind: Kind, v: imp
 macro_rules! counters {
     (
         $(#[doc = $sdoc:literal])*
-        pub struct $atomic:ident => $snap:ident {
+        $vis:vis struct $atomic:ident => $snap:ident {
             counters {$(
                 $(#[doc = $cdoc:literal])*
                 $c:ident $(($cm:literal, $ch:literal))?,
@@ -76,7 +76,7 @@ macro_rules! counters {
     ) => {
         $(#[doc = $sdoc])*
         #[derive(Debug, Default)]
-        pub struct $atomic {
+        $vis struct $atomic {
             $($(#[doc = $cdoc])* pub $c: ::std::sync::atomic::AtomicU64,)*
             $($(#[doc = $gdoc])* pub $g: ::std::sync::atomic::AtomicU64,)*
             $($(#[doc = $sd])* pub $s: ::std::sync::atomic::AtomicU64,)*
@@ -85,7 +85,7 @@ macro_rules! counters {
         #[doc = concat!("A point-in-time copy of [`", stringify!($atomic), "`], for the API, logs and the handover.")]
         #[derive(Clone, Copy, Debug, Default, ::serde::Serialize, ::serde::Deserialize, PartialEq)]
         #[serde(default)]
-        pub struct $snap {
+        $vis struct $snap {
             $($(#[doc = $cdoc])* pub $c: u64,)*
             $($(#[doc = $gdoc])* pub $g: u64,)*
             $($(#[doc = $xdoc])* pub $x: f64,)*
@@ -107,7 +107,7 @@ macro_rules! counters {
                 clippy::needless_update,
                 reason = "a set may have no gauges or bookkeeping to leave at their default"
             )]
-            pub fn restore(s: &$snap) -> Self {
+            pub(crate) fn restore(s: &$snap) -> Self {
                 Self {
                     $($c: s.$c.into(),)*
                     ..Self::default()
@@ -121,7 +121,7 @@ macro_rules! counters {
 
         impl $snap {
             /// The Prometheus metrics of this set, in declaration order.
-            pub const METRICS: &'static [$crate::counters::Metric<$snap>] = &[
+            pub(crate) const METRICS: &'static [$crate::counters::Metric<$snap>] = &[
                 $($($crate::counters::Metric {
                     name: $cm,
                     help: $ch,
@@ -143,7 +143,7 @@ macro_rules! counters {
             ];
 
             /// Every metric of this snapshot in the Prometheus text format.
-            pub fn write_prometheus(&self, out: &mut String) {
+            pub(crate) fn write_prometheus(&self, out: &mut String) {
                 $crate::counters::Metric::write_all(Self::METRICS, self, out);
             }
         }

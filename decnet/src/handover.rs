@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::{ingest::ingester::IngestSnapshot, sensor::ledger::Reported, stats::PipelineSnapshot};
 
 /// File name in the data dir.
-pub const FILE: &str = "handover.json";
+pub(crate) const FILE: &str = "handover.json";
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Handover {
@@ -43,7 +43,7 @@ impl Handover {
     /// The flood-guard totals to carry on from. An older handover's totals do not name
     /// their kernel entry (`first_ns` 0): they are taken as the oldest entry, so a summary
     /// of the same or a later entry counts on from them.
-    pub fn flood_reported(&self) -> Vec<(IpAddr, Reported)> {
+    pub(crate) fn flood_reported(&self) -> Vec<(IpAddr, Reported)> {
         let legacy = self.reported.iter().map(|(ip, total)| {
             (
                 *ip,

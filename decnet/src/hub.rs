@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Messages a subscriber may fall behind by before it is told it lagged.
-pub const CAPACITY: usize = 1024;
+pub(crate) const CAPACITY: usize = 1024;
 
 /// Rows of one committed ingest batch; ids are consecutive from `first_id`.
 pub struct LogBatch {
@@ -62,7 +62,7 @@ impl LogBatch {
 
 /// A log row as the API and the stream show it: the record with its id, `fields` as an
 /// object.
-pub fn log_json(id: i64, l: &NewLog) -> String {
+pub(crate) fn log_json(id: i64, l: &NewLog) -> String {
     #[derive(serde::Serialize)]
     struct Row<'a> {
         id: i64,
@@ -150,7 +150,7 @@ impl Hub {
         self.tx.subscribe()
     }
 
-    pub fn subscribers(&self) -> usize {
+    pub(crate) fn subscribers(&self) -> usize {
         self.tx.receiver_count()
     }
 }

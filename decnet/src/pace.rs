@@ -13,11 +13,11 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// The rate (items a second) from which the ring reader and the ingester batch. Below it
 /// every item goes through at once (at this rate the fixed costs are a few percent of a
 /// core); `cargo xtask bench stream` sends 100 probes a second and sees each within ~1 ms.
-pub const BUSY_PER_SECOND: u64 = 200;
+pub(crate) const BUSY_PER_SECOND: u64 = 200;
 
 /// Counts items per one-second window against a rate.
 #[derive(Debug)]
-pub struct Pace {
+pub(crate) struct Pace {
     per_second: u64,
     window_start: Instant,
     count: u64,
@@ -27,7 +27,7 @@ pub struct Pace {
 
 impl Pace {
     /// Busy from `per_second` items a second on.
-    pub fn new(per_second: u64) -> Self {
+    pub(crate) fn new(per_second: u64) -> Self {
         Self {
             per_second,
             window_start: Instant::now(),
@@ -39,7 +39,7 @@ impl Pace {
     /// Counts `n` items done now; true while the rate is reached: in the window so far
     /// (a flood is noticed within its first second) or in the last one (and a flood that
     /// pauses briefly stays batched). A quiet spell longer than a window ends it.
-    pub fn note(&mut self, n: u64) -> bool {
+    pub(crate) fn note(&mut self, n: u64) -> bool {
         self.note_at(Instant::now(), n)
     }
 

@@ -17,7 +17,7 @@
 use std::{ffi::CString, path::Path};
 
 /// The user value that keeps root (for debugging; logged as a warning).
-pub const KEEP_ROOT: &str = "root";
+pub(crate) const KEEP_ROOT: &str = "root";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
@@ -179,7 +179,7 @@ pub fn drop_to(user: &str, data_dir: &Path) -> Result<Dropped, PrivilegeError> {
 }
 
 /// `CAP_NET_ADMIN` (linux/capability.h): attaching XDP and TC.
-pub const CAP_NET_ADMIN: u32 = 12;
+pub(crate) const CAP_NET_ADMIN: u32 = 12;
 /// `CAP_BPF`: creating links for loaded programs.
 pub const CAP_BPF: u32 = 39;
 
@@ -187,7 +187,7 @@ pub const CAP_BPF: u32 = 39;
 /// keeps `caps` in its effective and permitted sets (nothing inheritable or ambient), with
 /// `no_new_privs`. Only for a single-threaded process (capability sets are per thread): the
 /// helper is a child forked before the runtime started. `root` keeps root, as for the daemon.
-pub fn narrow_to(user: &str, data_dir: &Path, caps: &[u32]) -> Result<(), PrivilegeError> {
+pub(crate) fn narrow_to(user: &str, data_dir: &Path, caps: &[u32]) -> Result<(), PrivilegeError> {
     let Some((uid, gid)) = preflight(user, data_dir)? else {
         return Ok(());
     };
@@ -291,7 +291,7 @@ fn set_thread_caps(mask: u64) -> Result<(), PrivilegeError> {
 }
 
 /// `name (tid)` of every thread whose effective or permitted set is not empty.
-pub fn threads_with_caps() -> Vec<String> {
+pub(crate) fn threads_with_caps() -> Vec<String> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return vec!["(cannot read /proc/self/task)".into()];
     };

@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_secs(1);
 const PAGE: i64 = 1000;
 
 /// Feeds `hub` until `shutdown`.
-pub async fn run(store: Store, hub: Hub, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(store: Store, hub: Hub, mut shutdown: watch::Receiver<bool>) {
     let mut changes = None;
     let mut log = None;
     let mut det = None;

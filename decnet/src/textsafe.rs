@@ -10,7 +10,7 @@
 use std::{borrow::Cow, io};
 
 /// Characters that must not reach a terminal or a log file as they are.
-pub fn is_unsafe(c: char) -> bool {
+pub(crate) fn is_unsafe(c: char) -> bool {
     // C0, DEL and C1 controls.
     c.is_control()
         // Bidirectional marks, embeddings, overrides and isolates.
@@ -18,7 +18,7 @@ pub fn is_unsafe(c: char) -> bool {
 }
 
 /// `s` with every unsafe character replaced by its `\u{..}` escape (borrowed when clean).
-pub fn sanitize(s: &str) -> Cow<'_, str> {
+pub(crate) fn sanitize(s: &str) -> Cow<'_, str> {
     if !s.chars().any(is_unsafe) {
         return Cow::Borrowed(s);
     }
@@ -36,7 +36,7 @@ pub fn sanitize(s: &str) -> Cow<'_, str> {
 /// A log writer that lets no field forge a line or drive a terminal: the fmt layer formats
 /// each event into one buffer and writes it whole, so every unsafe character in it is
 /// escaped except the newline that ends it.
-pub struct SafeLines<W>(pub W);
+pub(crate) struct SafeLines<W>(pub W);
 
 impl<W: io::Write> io::Write for SafeLines<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -60,7 +60,7 @@ impl<W: io::Write> io::Write for SafeLines<W> {
 }
 
 /// The daemon's log destination: standard error through [`SafeLines`].
-pub fn stderr() -> SafeLines<io::Stderr> {
+pub(crate) fn stderr() -> SafeLines<io::Stderr> {
     SafeLines(io::stderr())
 }
 

@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-pub fn clock_ns(clock: libc::clockid_t) -> i64 {
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -20,13 +20,13 @@ pub fn clock_ns(clock: libc::clockid_t) -> i64 {
 
 /// Converts monotonic kernel timestamps to wall-clock nanoseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug)]
-pub struct WallClock {
+pub(crate) struct WallClock {
     offset_ns: i64,
 }
 
 impl WallClock {
     /// Samples both clocks now. Call again to follow NTP steps (cheap: two vDSO calls).
-    pub fn now() -> Self {
+    pub(crate) fn now() -> Self {
         let mono = clock_ns(libc::CLOCK_MONOTONIC);
         let real = clock_ns(libc::CLOCK_REALTIME);
         Self {
@@ -34,13 +34,13 @@ impl WallClock {
         }
     }
 
-    pub fn to_unix_ns(&self, mono_ns: u64) -> i64 {
+    pub(crate) fn to_unix_ns(self, mono_ns: u64) -> i64 {
         mono_ns as i64 + self.offset_ns
     }
 }
 
 /// Current wall-clock time in ns since the epoch.
-pub fn unix_now_ns() -> i64 {
+pub(crate) fn unix_now_ns() -> i64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
@@ -59,7 +59,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Writes `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (30 bytes) into `out`.
-pub fn write_rfc3339_ns(out: &mut Vec<u8>, unix_ns: i64) {
+pub(crate) fn write_rfc3339_ns(out: &mut Vec<u8>, unix_ns: i64) {
     let secs = unix_ns.div_euclid(1_000_000_000);
     let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
@@ -111,7 +111,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Parses RFC 3339 (`2026-11-26T20:07:54.123Z`, any fraction length, `Z` or `+hh:mm`) to
 /// ns since the epoch. `None` for anything else: journal lines come from any writer.
-pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339_ns(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;

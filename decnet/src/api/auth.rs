@@ -23,15 +23,15 @@ use axum::{
 
 use super::error::ApiError;
 
-pub const TOKEN_ENV: &str = "DECNET_API_TOKEN";
-pub const TOKEN_FILE: &str = "api-token";
-pub const TICKET_TTL: Duration = Duration::from_secs(30);
+pub(crate) const TOKEN_ENV: &str = "DECNET_API_TOKEN";
+pub(crate) const TOKEN_FILE: &str = "api-token";
+pub(crate) const TICKET_TTL: Duration = Duration::from_secs(30);
 /// Outstanding tickets at most (expired ones are purged first).
 const MAX_TICKETS: usize = 10_000;
 
 /// Where the token came from (for the log line).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     Env,
     File(PathBuf),
     Generated(PathBuf),
@@ -43,7 +43,7 @@ pub struct Auth {
 }
 
 /// 32 random bytes from the kernel, hex.
-pub fn random_hex() -> std::io::Result<String> {
+pub(crate) fn random_hex() -> std::io::Result<String> {
     let mut buf = [0u8; 32];
     let mut got = 0;
     while got < buf.len() {
@@ -62,7 +62,7 @@ pub fn random_hex() -> std::io::Result<String> {
 }
 
 /// Equal in constant time for equal lengths (the length itself is not secret).
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -79,7 +79,7 @@ impl Auth {
     }
 
     /// The token from the environment, else the data dir's token file (created if missing).
-    pub fn load_or_create(data_dir: &Path) -> std::io::Result<(Auth, TokenSource)> {
+    pub(crate) fn load_or_create(data_dir: &Path) -> std::io::Result<(Auth, TokenSource)> {
         if let Ok(t) = std::env::var(TOKEN_ENV)
             && !t.trim().is_empty()
         {
@@ -107,12 +107,12 @@ impl Auth {
         Ok((Auth::new(token), TokenSource::Generated(path)))
     }
 
-    pub fn token_matches(&self, presented: &str) -> bool {
+    pub(crate) fn token_matches(&self, presented: &str) -> bool {
         ct_eq(presented.as_bytes(), self.token.as_bytes())
     }
 
     /// A ticket good for one stream within [`TICKET_TTL`].
-    pub fn issue_ticket(&self) -> Result<String, ApiError> {
+    pub(crate) fn issue_ticket(&self) -> Result<String, ApiError> {
         let ticket = random_hex().map_err(|e| ApiError::Internal(e.to_string()))?;
         let now = Instant::now();
         let mut t = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
@@ -127,7 +127,7 @@ impl Auth {
     }
 
     /// Uses a ticket up: true once, within its life.
-    pub fn redeem(&self, ticket: &str) -> bool {
+    pub(crate) fn redeem(&self, ticket: &str) -> bool {
         let mut t = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
         matches!(t.remove(ticket), Some(exp) if exp > Instant::now())
     }
@@ -142,7 +142,7 @@ fn bearer(req: &Request) -> Option<&str> {
 
 /// Middleware for every protected route: a valid bearer token, or (for the stream only) a
 /// valid ticket in `?ticket=`.
-pub async fn require(
+pub(crate) async fn require(
     State(auth): State<Arc<Auth>>,
     req: Request,
     next: Next,
@@ -171,7 +171,7 @@ pub async fn require(
 }
 
 /// `/metrics`: open to scrapers on loopback (DESIGN.md), the token elsewhere.
-pub async fn require_unless_loopback(
+pub(crate) async fn require_unless_loopback(
     State(auth): State<Arc<Auth>>,
     req: Request,
     next: Next,

@@ -11,7 +11,7 @@ use super::{error::ApiError, params::Params, state::AppState};
 use crate::{hub::log_json, store::Store};
 
 /// Event types a record can have (journal contract), for `event_type` filters.
-pub const EVENT_TYPES: &[&str] = &[
+pub(crate) const EVENT_TYPES: &[&str] = &[
     "tcp_syn",
     "tcp_probe",
     "tcp_payload",
@@ -24,7 +24,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "tcp_flow",
 ];
 
-pub const SORTS: &[&str] = &["risk", "last_seen", "first_seen", "events"];
+pub(crate) const SORTS: &[&str] = &["risk", "last_seen", "first_seen", "events"];
 
 pub(super) fn store(st: &AppState) -> Result<&Store, ApiError> {
     st.store

@@ -45,7 +45,7 @@ impl HttpMetrics {
     }
 
     /// Appends the Prometheus exposition.
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         let name = "decnet_http_request_duration_seconds";
         let _ = writeln!(
             out,
@@ -64,7 +64,11 @@ impl HttpMetrics {
     }
 }
 
-pub async fn track(State(http): State<Arc<HttpMetrics>>, req: Request, next: Next) -> Response {
+pub(crate) async fn track(
+    State(http): State<Arc<HttpMetrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -14,7 +14,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod data;
 mod error;
-pub mod http_metrics;
+pub(crate) mod http_metrics;
 mod http_trace;
 pub mod openapi;
 pub mod params;
@@ -74,7 +74,9 @@ pub fn app(state: AppState) -> Router {
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 503, description = "Too many outstanding tickets", body = ErrorBody),
     ))]
-pub async fn ticket(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn ticket(
+    State(st): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let t = st.auth.issue_ticket()?;
     Ok(Json(json!({
         "ticket": t,

@@ -47,7 +47,7 @@ impl Modify for Bearer {
     modifiers(&Bearer),
     security(("bearer" = []))
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 pub fn json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();

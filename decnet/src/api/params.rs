@@ -6,16 +6,16 @@ use std::collections::HashMap;
 
 use super::error::ApiError;
 
-pub const MAX_LIMIT: u64 = 1000;
-pub const MAX_OFFSET: u64 = 1_000_000;
+pub(crate) const MAX_LIMIT: u64 = 1000;
+pub(crate) const MAX_OFFSET: u64 = 1_000_000;
 
-pub struct Params {
+pub(crate) struct Params {
     map: HashMap<String, String>,
 }
 
 impl Params {
     /// Parses a raw query string; `allowed` lists the parameters the route knows.
-    pub fn parse(raw: Option<&str>, allowed: &[&'static str]) -> Result<Params, ApiError> {
+    pub(crate) fn parse(raw: Option<&str>, allowed: &[&'static str]) -> Result<Params, ApiError> {
         let mut map = HashMap::new();
         for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
             let Some(name) = allowed.iter().find(|a| **a == k) else {
@@ -35,12 +35,12 @@ impl Params {
         Ok(Params { map })
     }
 
-    pub fn str(&self, name: &str) -> Option<&str> {
+    pub(crate) fn str(&self, name: &str) -> Option<&str> {
         self.map.get(name).map(String::as_str)
     }
 
     /// An integer in `0..=max`, or `default` when absent.
-    pub fn uint(&self, name: &'static str, default: u64, max: u64) -> Result<u64, ApiError> {
+    pub(crate) fn uint(&self, name: &'static str, default: u64, max: u64) -> Result<u64, ApiError> {
         match self.str(name) {
             None => Ok(default),
             Some(v) => match v.parse::<u64>() {
@@ -55,7 +55,7 @@ impl Params {
     }
 
     /// `limit`: 1 to [`MAX_LIMIT`].
-    pub fn limit(&self, default: u64) -> Result<u64, ApiError> {
+    pub(crate) fn limit(&self, default: u64) -> Result<u64, ApiError> {
         let n = self.uint("limit", default, MAX_LIMIT)?;
         if n == 0 {
             return Err(ApiError::BadParameter("limit", "at least 1".into()));
@@ -64,7 +64,7 @@ impl Params {
     }
 
     /// An IP address, normalised (so `::ffff:10.0.0.1` and `10.0.0.1` do not differ).
-    pub fn ip(&self, name: &'static str) -> Result<Option<String>, ApiError> {
+    pub(crate) fn ip(&self, name: &'static str) -> Result<Option<String>, ApiError> {
         self.str(name)
             .map(|v| {
                 v.parse::<std::net::IpAddr>()
@@ -75,7 +75,7 @@ impl Params {
     }
 
     /// One of `options`, or `default` when absent.
-    pub fn one_of(
+    pub(crate) fn one_of(
         &self,
         name: &'static str,
         options: &[&'static str],

@@ -61,7 +61,7 @@ pub async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>
 }
 
 /// Every counter, as `/api/v1/stats` and the stream's `stats` events show them.
-pub fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
+pub(crate) fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
     let kernel = match &st.kernel {
         Some(k) => Some(k.read().map_err(|e| ApiError::Internal(e.to_string()))?),
         None => None,
@@ -111,7 +111,7 @@ fn profile_lag(st: &AppState) -> Option<u64> {
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
         (status = 401, description = "Not from loopback and no valid token", body = super::error::ErrorBody),
     ))]
-pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let mut out = String::with_capacity(4096);
     if let Some(k) = &st.kernel {
         let counters = k.read().map_err(|e| ApiError::Internal(e.to_string()))?;

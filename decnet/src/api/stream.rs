@@ -32,7 +32,7 @@ use crate::hub::{HubMsg, LogBatch, log_json};
 /// Rows per replay query.
 const REPLAY_PAGE: i64 = 1000;
 const STATS_EVERY: Duration = Duration::from_secs(1);
-pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+pub(crate) const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Default)]
 struct Filter {
@@ -62,7 +62,7 @@ impl Filter {
 }
 
 /// `L-D`: the last log id and the last detection id delivered.
-pub fn parse_event_id(s: &str) -> Option<(i64, i64)> {
+pub(crate) fn parse_event_id(s: &str) -> Option<(i64, i64)> {
     let (l, d) = s.trim().split_once('-')?;
     let (l, d) = (l.parse().ok()?, d.parse().ok()?);
     (l >= 0 && d >= 0).then_some((l, d))

@@ -29,7 +29,7 @@ use crate::{
 
 pub const DEFAULT_DATA_DIR: &str = "./decnet-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
-pub const DEFAULT_USER: &str = "nobody";
+pub(crate) const DEFAULT_USER: &str = "nobody";
 /// Where `--pin` pins the programs, links and maps (one subdirectory per interface).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/decnet";
 
@@ -74,7 +74,7 @@ impl RunConfig {
     }
 
     /// The store URL with any password replaced, for logs and `check-config`.
-    pub fn store_display(&self) -> String {
+    pub(crate) fn store_display(&self) -> String {
         redact_url(&self.store)
     }
 

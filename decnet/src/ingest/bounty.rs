@@ -36,7 +36,7 @@ fn has_artifacts(log: &NewLog) -> bool {
 }
 
 /// [`extract`] from the row's fields, already parsed.
-pub fn extract_from(log: &NewLog, f: &Fields) -> Vec<(&'static str, String)> {
+pub(crate) fn extract_from(log: &NewLog, f: &Fields) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if !has_artifacts(log) {
         return out;

@@ -34,10 +34,10 @@ use crate::{
 /// The journal position of one sensor's ingester: `ingest_worker_position:<sensor id>`
 /// (each sensor of a fleet reads its own journal into the shared database). Before sensor
 /// ids it was this prefix alone; such a cursor is renamed on the first start.
-pub const INGEST_CURSOR_KEY: &str = "ingest_worker_position";
+pub(crate) const INGEST_CURSOR_KEY: &str = "ingest_worker_position";
 
 /// The cursor key of `sensor` (no sensor id, as in tools and tests: the bare prefix).
-pub fn cursor_key(sensor: &str) -> String {
+pub(crate) fn cursor_key(sensor: &str) -> String {
     if sensor.is_empty() {
         INGEST_CURSOR_KEY.to_owned()
     } else {
@@ -169,7 +169,7 @@ impl Ingester {
     }
 
     /// Counts on from `stats` (a pinned sensor's totals handed over by the last daemon).
-    pub fn with_stats(mut self, stats: Arc<IngestStats>) -> Self {
+    pub(crate) fn with_stats(mut self, stats: Arc<IngestStats>) -> Self {
         self.stats = stats;
         self
     }

@@ -70,7 +70,7 @@ pub fn parse_line(line: &[u8]) -> Result<NewLog, String> {
 }
 
 /// W3C traceparent `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
-pub fn split_traceparent(tp: &str) -> Option<(String, String)> {
+pub(crate) fn split_traceparent(tp: &str) -> Option<(String, String)> {
     let mut it = tp.split('-');
     let (ver, trace, span, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());

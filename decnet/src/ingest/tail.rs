@@ -36,14 +36,14 @@ pub struct TailEvents {
 
 /// One complete line (without the newline) and the offset where it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
+pub(crate) struct Line {
     pub offset: u64,
     pub bytes: Vec<u8>,
 }
 
 /// What the tail did after reaching the end of its file.
 #[derive(Debug, PartialEq, Eq)]
-pub enum EndOfFile {
+pub(crate) enum EndOfFile {
     /// Still the live file; wait for more.
     Wait,
     /// Moved to another file (rotation); any torn partial line of the old file is returned.
@@ -131,7 +131,7 @@ impl Tail {
     }
 
     /// Bytes in the current file past the cursor: written, not yet ingested.
-    pub fn unread_bytes(&self) -> u64 {
+    pub(crate) fn unread_bytes(&self) -> u64 {
         self.file
             .as_ref()
             .and_then(|f| f.metadata().ok())
@@ -185,7 +185,7 @@ impl Tail {
 
     /// Appends up to `max` complete lines to `out`. Returns how many; 0 means end of file
     /// for now (call [`Tail::at_end`]). The cursor moves past every line returned.
-    pub fn read_lines(&mut self, max: usize, out: &mut Vec<Line>) -> io::Result<usize> {
+    pub(crate) fn read_lines(&mut self, max: usize, out: &mut Vec<Line>) -> io::Result<usize> {
         let mut n = 0;
         // Lines are cut out of `pending` by index; the consumed prefix is dropped once per
         // read, not once per line (that would copy the buffer for every line).
@@ -219,7 +219,7 @@ impl Tail {
 
     /// Called when [`Tail::read_lines`] returned 0: detects truncation and rotation.
     /// Rotation is followed only once the current file has been read to its end.
-    pub fn at_end(&mut self) -> io::Result<EndOfFile> {
+    pub(crate) fn at_end(&mut self) -> io::Result<EndOfFile> {
         let Some(file) = &self.file else {
             // No live journal yet: open it if it appeared.
             self.switch_to(&self.base.clone())?;

@@ -11,6 +11,6 @@
 
 pub mod os;
 pub mod payload;
-pub mod services;
+pub(crate) mod services;
 pub mod tcp;
 pub mod tools;

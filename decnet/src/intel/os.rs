@@ -35,7 +35,7 @@ fn shape(layout: &str) -> String {
 }
 
 /// The guess for one OS-stack SYN fingerprint, or None when the table does not know it.
-pub fn from_fingerprint(fp: &str) -> Option<&'static str> {
+pub(crate) fn from_fingerprint(fp: &str) -> Option<&'static str> {
     let mut parts = fp.splitn(4, ':');
     let ittl: u8 = parts.next()?.parse().ok()?;
     let _window = parts.next()?;
@@ -48,7 +48,7 @@ pub fn from_fingerprint(fp: &str) -> Option<&'static str> {
 }
 
 /// The coarse guess from the initial TTL alone (no table match).
-pub fn from_initial_ttl(ittl: u8) -> Option<&'static str> {
+pub(crate) fn from_initial_ttl(ittl: u8) -> Option<&'static str> {
     match ittl {
         64 => Some("Linux/Unix (TTL only)"),
         128 => Some("Windows (TTL only)"),

@@ -2,7 +2,7 @@
 //! ports attackers probe most (IANA names where they exist); anything else is `<proto>/<port>`.
 
 /// Service name for a destination port, `None` when the port is not in the table.
-pub fn service_name(proto: u8, port: u16) -> Option<&'static str> {
+pub(crate) fn service_name(proto: u8, port: u16) -> Option<&'static str> {
     let tcp = proto == 6;
     let udp = proto == 17;
     Some(match (port, tcp, udp) {
@@ -74,7 +74,7 @@ pub fn service_name(proto: u8, port: u16) -> Option<&'static str> {
 }
 
 /// Name of an IP protocol number for journal fields.
-pub fn proto_name(proto: u8) -> &'static str {
+pub(crate) fn proto_name(proto: u8) -> &'static str {
     match proto {
         1 => "icmp",
         6 => "tcp",

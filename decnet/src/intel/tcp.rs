@@ -2,7 +2,7 @@
 //! SYN or stealth probe.
 
 /// The TTL a packet started with: the next of 32/64/128/255 at or above what arrived.
-pub fn initial_ttl(ttl: u8) -> u8 {
+pub(crate) fn initial_ttl(ttl: u8) -> u8 {
     match ttl {
         0..=32 => 32,
         33..=64 => 64,
@@ -38,7 +38,7 @@ pub fn fingerprint(i: &FpInput<'_>) -> String {
 
 /// [`fingerprint`] appended to `out` without an allocation of its own (the collector writes
 /// one per SYN).
-pub fn write_fingerprint(out: &mut Vec<u8>, i: &FpInput<'_>) {
+pub(crate) fn write_fingerprint(out: &mut Vec<u8>, i: &FpInput<'_>) {
     let mut b = itoa::Buffer::new();
     out.extend_from_slice(b.format(initial_ttl(i.ttl)).as_bytes());
     out.push(b':');

@@ -11,12 +11,13 @@ use std::collections::BTreeMap;
 
 use super::tcp::initial_ttl;
 
-pub const MIN_VOTES: u64 = 3;
-pub const STRONG: u64 = 3;
+pub(crate) const MIN_VOTES: u64 = 3;
+pub(crate) const STRONG: u64 = 3;
 
 /// Tools whose probes are crafted packets (raw sockets), not the host's own TCP stack: their
 /// SYNs say nothing about the sender's OS.
-pub const CRAFTS_PACKETS: &[&str] = &["nmap", "masscan", "zmap", "unicornscan", "hping3", "mirai"];
+pub(crate) const CRAFTS_PACKETS: &[&str] =
+    &["nmap", "masscan", "zmap", "unicornscan", "hping3", "mirai"];
 
 /// The traits of one TCP packet the signatures look at.
 #[derive(Debug, Default, Clone)]
@@ -247,7 +248,7 @@ impl Signature {
 
 /// Votes for one packet: (tool, weight), one per matching row of [`SIGNATURES`] (a tool
 /// votes once even when several of its rows match).
-pub fn votes(t: &Traits<'_>) -> Vec<(&'static str, u64)> {
+pub(crate) fn votes(t: &Traits<'_>) -> Vec<(&'static str, u64)> {
     let mut v: Vec<(&'static str, u64)> = Vec::new();
     for s in SIGNATURES {
         if s.matches(t) && !v.iter().any(|(tool, _)| *tool == s.tool) {
@@ -271,7 +272,7 @@ const USER_AGENTS: &[(&str, &str)] = &[
     ("zmap", "zmap"),
 ];
 
-pub fn user_agent_tool(ua: &str) -> Option<&'static str> {
+pub(crate) fn user_agent_tool(ua: &str) -> Option<&'static str> {
     let ua = ua.to_ascii_lowercase();
     USER_AGENTS
         .iter()

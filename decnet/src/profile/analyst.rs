@@ -20,7 +20,7 @@ use crate::{
 
 /// How long a standby waits on the lock per request, and how often the holder checks its
 /// lock and looks for rows without a notification.
-pub const TICK: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Duration = Duration::from_secs(1);
 
 /// Stands by or profiles until `shutdown`. `hub`: where detections are announced (in a
 /// fleet the API instances read them from the database: pass a hub nobody reads).

@@ -26,13 +26,13 @@ use serde::{Deserialize, Serialize};
 use super::state::IpState;
 
 /// Sources active within 30 minutes of each other can be one campaign.
-pub const WINDOW_NS: i64 = 30 * 60 * 1_000_000_000;
+pub(crate) const WINDOW_NS: i64 = 30 * 60 * 1_000_000_000;
 /// Comparisons per source per batch, at most.
-pub const MAX_COMPARE: usize = 512;
+pub(crate) const MAX_COMPARE: usize = 512;
 /// Decoys listed in a campaign summary.
 const MAX_CAMPAIGN_DECKIES: usize = 64;
 /// Members listed in a campaign summary (the attackers table has them all).
-pub const MAX_LISTED_MEMBERS: usize = 200;
+pub(crate) const MAX_LISTED_MEMBERS: usize = 200;
 
 /// The campaign key of a source, once tools are attributed.
 pub fn key(st: &IpState, tools: &[String]) -> Option<String> {
@@ -95,7 +95,7 @@ impl Evidence {
 }
 
 /// Conditions 2 to 4 of the module rule (the key is the index's business).
-pub fn relate(a: &Summary, b: &Summary) -> Option<Evidence> {
+pub(crate) fn relate(a: &Summary, b: &Summary) -> Option<Evidence> {
     if a.first_ns - WINDOW_NS > b.last_ns || b.first_ns - WINDOW_NS > a.last_ns {
         return None;
     }
@@ -117,7 +117,7 @@ pub fn relate(a: &Summary, b: &Summary) -> Option<Evidence> {
 /// One campaign. Members are kept in memory only: the attackers' states carry their
 /// campaign id, and the index is rebuilt from them on start.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Campaign {
+pub(crate) struct Campaign {
     pub id: i64,
     pub key: String,
     pub first_ns: i64,
@@ -131,7 +131,7 @@ pub struct Campaign {
 }
 
 impl Campaign {
-    pub fn new(id: i64, key: &str, s: &Summary) -> Campaign {
+    pub(crate) fn new(id: i64, key: &str, s: &Summary) -> Campaign {
         let mut c = Campaign {
             id,
             key: key.to_owned(),
@@ -148,7 +148,7 @@ impl Campaign {
     }
 
     /// Widens the campaign by one member's summary.
-    pub fn absorb(&mut self, s: &Summary) {
+    pub(crate) fn absorb(&mut self, s: &Summary) {
         self.members.insert(s.ip.clone());
         self.first_ns = self.first_ns.min(s.first_ns);
         self.last_ns = self.last_ns.max(s.last_ns);
@@ -164,7 +164,7 @@ impl Campaign {
     /// The JSON stored in `campaigns.summary` and served by the API: the campaign's own
     /// fields (read back on start) plus readable ones. Members are listed up to
     /// [`MAX_LISTED_MEMBERS`]; `member_count` is exact.
-    pub fn summary(&self) -> serde_json::Value {
+    pub(crate) fn summary(&self) -> serde_json::Value {
         let (tools, fingerprint) = self.key.split_once('|').unwrap_or((&self.key, ""));
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
@@ -196,14 +196,14 @@ pub struct Found {
 
 /// Summaries of every keyed source, per key, ordered by last activity.
 #[derive(Default)]
-pub struct Index {
+pub(crate) struct Index {
     by_key: HashMap<String, BTreeMap<(i64, String), Summary>>,
     /// ip -> (key, last_ns): where its summary sits.
     at: HashMap<String, (String, i64)>,
 }
 
 impl Index {
-    pub fn upsert(&mut self, key: &str, s: Summary) {
+    pub(crate) fn upsert(&mut self, key: &str, s: Summary) {
         if let Some((old_key, old_last)) = self.at.remove(&s.ip)
             && let Some(m) = self.by_key.get_mut(&old_key)
         {
@@ -216,12 +216,12 @@ impl Index {
             .insert((s.last_ns, s.ip.clone()), s);
     }
 
-    pub fn get(&self, ip: &str) -> Option<&Summary> {
+    pub(crate) fn get(&self, ip: &str) -> Option<&Summary> {
         let (key, last) = self.at.get(ip)?;
         self.by_key.get(key)?.get(&(*last, ip.to_owned()))
     }
 
-    pub fn set_campaign(&mut self, ip: &str, id: i64) {
+    pub(crate) fn set_campaign(&mut self, ip: &str, id: i64) {
         if let Some((key, last)) = self.at.get(ip)
             && let Some(s) = self
                 .by_key
@@ -233,7 +233,7 @@ impl Index {
     }
 
     /// What the sources related to `me` under `key` have in common with it.
-    pub fn matches(&self, key: &str, me: &Summary) -> Found {
+    pub(crate) fn matches(&self, key: &str, me: &Summary) -> Found {
         let mut found = Found::default();
         let Some(m) = self.by_key.get(key) else {
             return found;
@@ -254,14 +254,6 @@ impl Index {
             }
         }
         found
-    }
-
-    pub fn len(&self) -> usize {
-        self.at.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.at.is_empty()
     }
 }
 
@@ -322,7 +314,7 @@ mod tests {
         let mut old = s("old", 62 * MIN, &["web"], (1, 100));
         old.campaign = Some(3);
         ix.upsert("k", old);
-        assert_eq!(ix.len(), 3);
+        assert_eq!(ix.at.len(), 3);
         let m = ix.matches("k", &me);
         assert_eq!(m.newest.unwrap().ip, "old");
         assert_eq!(m.campaigns.into_iter().collect::<Vec<_>>(), [3]);

@@ -14,7 +14,7 @@ use super::state::IpState;
 /// 6. `beaconing`: CV < 0.35, mean gap >= 5 s, >= 4 events.
 /// 7. `interactive`: CV >= 0.5, mean gap < 5 s, >= 6 events.
 /// 8. otherwise `unknown`.
-pub fn behavior_class(s: &IpState) -> &'static str {
+pub(crate) fn behavior_class(s: &IpState) -> &'static str {
     let n = s.events;
     let services = s.services.len();
     let mean = s.iat.mean;
@@ -40,7 +40,7 @@ pub fn behavior_class(s: &IpState) -> &'static str {
 
 /// `scan.pattern`: `port_scan` (>= 5 ports, one decoy), `address_scan` (>= 3 decoys, at most
 /// 3 ports), `mixed` (>= 5 ports and >= 3 decoys), else `none`.
-pub fn scan_pattern(s: &IpState) -> &'static str {
+pub(crate) fn scan_pattern(s: &IpState) -> &'static str {
     let ports = s.ports.len() + s.ports_overflow as usize;
     let deckies = s.deckies.len();
     match (ports, deckies) {

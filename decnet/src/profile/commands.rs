@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Artifact kinds that are commands.
-pub const KINDS: &[&str] = &[
+pub(crate) const KINDS: &[&str] = &[
     "telnet_input",
     "redis_command",
     "smtp_command",
@@ -16,7 +16,7 @@ pub const KINDS: &[&str] = &[
     "http_request",
 ];
 
-pub fn is_command(kind: &str) -> bool {
+pub(crate) fn is_command(kind: &str) -> bool {
     KINDS.contains(&kind)
 }
 
@@ -53,7 +53,7 @@ const EXPLOIT_MARKS: &[(&str, &str)] = &[
 ];
 
 /// The exploitation pattern a command carries, if any.
-pub fn exploit_mark(command: &str) -> Option<&'static str> {
+pub(crate) fn exploit_mark(command: &str) -> Option<&'static str> {
     let c = command.to_ascii_lowercase();
     EXPLOIT_MARKS
         .iter()

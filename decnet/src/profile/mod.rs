@@ -24,20 +24,20 @@ pub mod risk;
 pub mod state;
 pub mod timing;
 pub mod verdict;
-pub mod worker;
+pub(crate) mod worker;
 
 pub use worker::{ProfileStats, Profiler};
 
 use crate::store::{Store, StoreError};
 
 /// The public profile of `ip` from its stored state (None when the state does not parse).
-pub fn render(ip: &str, state: &str) -> Option<serde_json::Value> {
+pub(crate) fn render(ip: &str, state: &str) -> Option<serde_json::Value> {
     let st: state::IpState = serde_json::from_str(state).ok()?;
     Some(st.profile(ip, &st.verdict()))
 }
 
 /// The attackers-list row of `ip` from its stored state.
-pub fn render_summary(ip: &str, state: &str) -> Option<serde_json::Value> {
+pub(crate) fn render_summary(ip: &str, state: &str) -> Option<serde_json::Value> {
     let st: state::IpState = serde_json::from_str(state).ok()?;
     Some(st.summary(ip, &st.verdict()))
 }

@@ -35,7 +35,7 @@ pub fn band(score: u32) -> &'static str {
     }
 }
 
-pub fn assess(s: &IpState, tools: &[String]) -> Risk {
+pub(crate) fn assess(s: &IpState, tools: &[String]) -> Risk {
     let mut score = 0u32;
     let mut reasons = Vec::new();
     let ports = s.ports.len() as u64 + s.ports_overflow;

@@ -19,24 +19,24 @@ use crate::{
     timefmt::parse_rfc3339_ns,
 };
 
-pub const MAX_PORTS: usize = 1024;
-pub const MAX_SERVICES: usize = 64;
-pub const MAX_DECKIES: usize = 64;
-pub const MAX_COMMANDS: usize = 32;
-pub const MAX_HOST_FPS: usize = 8;
+pub(crate) const MAX_PORTS: usize = 1024;
+pub(crate) const MAX_SERVICES: usize = 64;
+pub(crate) const MAX_DECKIES: usize = 64;
+pub(crate) const MAX_COMMANDS: usize = 32;
+pub(crate) const MAX_HOST_FPS: usize = 8;
 /// A silence this long followed by new activity counts as a return.
-pub const RETURN_GAP_S: f64 = 3600.0;
+pub(crate) const RETURN_GAP_S: f64 = 3600.0;
 
 /// The nmap OS-detection probes recognisable one packet at a time (SIGNATURES.md).
-pub mod os_probe {
-    pub const T2: u16 = 1;
-    pub const T3: u16 = 2;
-    pub const T4: u16 = 4;
-    pub const T5: u16 = 8;
-    pub const T6: u16 = 16;
-    pub const T7: u16 = 32;
-    pub const ECN: u16 = 64;
-    pub const U1: u16 = 128;
+pub(crate) mod os_probe {
+    pub(crate) const T2: u16 = 1;
+    pub(crate) const T3: u16 = 2;
+    pub(crate) const T4: u16 = 4;
+    pub(crate) const T5: u16 = 8;
+    pub(crate) const T6: u16 = 16;
+    pub(crate) const T7: u16 = 32;
+    pub(crate) const ECN: u16 = 64;
+    pub(crate) const U1: u16 = 128;
 }
 
 /// Unknown or missing fields take their defaults, so states written by an older version
@@ -95,7 +95,7 @@ pub struct IpState {
 }
 
 /// Open ports remembered per source.
-pub const MAX_OPEN_PORTS: usize = 256;
+pub(crate) const MAX_OPEN_PORTS: usize = 256;
 
 /// The decoys' answers to a source's probes and the sum of its TCP flows. These rows are the
 /// decoy's side of the conversation, so they stay out of the source's event timing.

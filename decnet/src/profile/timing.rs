@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Samples kept for the median.
-pub const RESERVOIR: usize = 64;
+pub(crate) const RESERVOIR: usize = 64;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Welford {
@@ -53,7 +53,7 @@ impl Welford {
     }
 
     /// Sample standard deviation (0 with fewer than two samples).
-    pub fn stdev(&self) -> f64 {
+    pub(crate) fn stdev(&self) -> f64 {
         if self.n < 2 {
             0.0
         } else {
@@ -62,7 +62,7 @@ impl Welford {
     }
 
     /// Coefficient of variation, stdev / mean (0 when the mean is 0).
-    pub fn cv(&self) -> f64 {
+    pub(crate) fn cv(&self) -> f64 {
         if self.mean > 0.0 {
             self.stdev() / self.mean
         } else {

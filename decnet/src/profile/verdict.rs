@@ -22,7 +22,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn headline(&self, campaign_id: Option<i64>) -> Headline {
+    pub(crate) fn headline(&self, campaign_id: Option<i64>) -> Headline {
         Headline {
             class: self.class.to_owned(),
             tools: self.tools.clone(),

@@ -38,13 +38,13 @@ use crate::{
     timefmt,
 };
 
-pub const PROFILE_CURSOR_KEY: &str = "attacker_worker_cursor";
+pub(crate) const PROFILE_CURSOR_KEY: &str = "attacker_worker_cursor";
 /// The next campaign id; kept in `state` so ids are never reused after a merge.
-pub const CAMPAIGN_ID_KEY: &str = "campaign_next_id";
+pub(crate) const CAMPAIGN_ID_KEY: &str = "campaign_next_id";
 /// Rows per profiler batch. Each batch also costs a cursor read, a load of its sources'
 /// states and one transaction; under a flood a drain's rows (a few hundred to a few
 /// thousand) then go through in one batch instead of several.
-pub const BATCH: i64 = 2000;
+pub(crate) const BATCH: i64 = 2000;
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 pub struct Profiler {
@@ -175,7 +175,7 @@ impl ProfileStats {
         ),
     ];
 
-    pub fn write_prometheus(&self, out: &mut String) {
+    pub(crate) fn write_prometheus(&self, out: &mut String) {
         for (name, help, counter) in Self::METRICS {
             write_metric(out, name, help, Kind::Counter, counter(self).load(Relaxed));
         }
@@ -367,7 +367,7 @@ impl Profiler {
     }
 
     /// Counts into `stats` (kept across the profilers of successive takeovers).
-    pub fn with_stats(mut self, stats: Arc<ProfileStats>) -> Self {
+    pub(crate) fn with_stats(mut self, stats: Arc<ProfileStats>) -> Self {
         self.stats = stats;
         self
     }

@@ -41,7 +41,7 @@ pub struct TcpOptions {
 }
 
 /// Parses a TCP option block. Unknown kinds are kept in the layout as `?<kind>`.
-pub fn parse_tcp_options(raw: &[u8]) -> TcpOptions {
+pub(crate) fn parse_tcp_options(raw: &[u8]) -> TcpOptions {
     let mut o = TcpOptions::default();
     let mut i = 0;
     let push = |o: &mut TcpOptions, s: &str| {
@@ -108,7 +108,7 @@ pub fn parse_tcp_options(raw: &[u8]) -> TcpOptions {
 
 /// TCP flags as letters in the fixed order `F S R P A U E C N`, so equal sets always print
 /// the same. Writes into `buf` and returns the used part (no allocation: runs per event).
-pub fn flag_letters(flags: u16, buf: &mut [u8; 9]) -> &str {
+pub(crate) fn flag_letters(flags: u16, buf: &mut [u8; 9]) -> &str {
     use tcp_flags::*;
     let mut n = 0;
     for (bit, c) in [
@@ -130,7 +130,8 @@ pub fn flag_letters(flags: u16, buf: &mut [u8; 9]) -> &str {
     std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
-pub fn flag_string(flags: u16) -> String {
+#[cfg(test)]
+fn flag_string(flags: u16) -> String {
     flag_letters(flags, &mut [0; 9]).to_owned()
 }
 
@@ -208,7 +209,7 @@ impl Outcome {
 }
 
 /// Why a flow ended, as the journal names it.
-pub fn flow_end_name(end: u8) -> &'static str {
+pub(crate) fn flow_end_name(end: u8) -> &'static str {
     use decnet_common::flow_end::*;
     match end {
         FIN => "fin",
@@ -233,7 +234,7 @@ pub struct Suppressed {
 impl Suppressed {
     /// Distinct destination ports, by linear counting over the hashed bitmap (a few percent
     /// off up to ~2,000 ports); `(estimate, saturated)`, saturated meaning "at least".
-    pub fn distinct_ports(&self) -> (u64, bool) {
+    pub(crate) fn distinct_ports(&self) -> (u64, bool) {
         let m = decnet_common::PORT_BITS as f64;
         let ones: u32 = self.ports.iter().map(|w| w.count_ones()).sum();
         let zeros = m - ones as f64;
@@ -244,7 +245,7 @@ impl Suppressed {
     }
 
     /// Decoys (by decky id modulo 64) the withheld events went to.
-    pub fn decoy_ids(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn decoy_ids(&self) -> impl Iterator<Item = u32> + '_ {
         (0..64u32).filter(|b| self.summary.decoys & (1 << b) != 0)
     }
 }

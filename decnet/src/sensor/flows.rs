@@ -26,7 +26,7 @@ use super::{
 use crate::stats::PipelineStats;
 
 /// Flows watched at most (the kernel map's own size).
-pub const MAX_WATCHED: usize = decnet_common::MAX_FLOWS as usize;
+pub(crate) const MAX_WATCHED: usize = decnet_common::MAX_FLOWS as usize;
 
 /// What userspace remembers of a watched flow.
 struct Watched {
@@ -43,7 +43,7 @@ pub struct Flows {
 }
 
 /// The kernel's key of a probe's flow (addresses IPv4-mapped, ports in wire order).
-pub fn key_of(p: &Probe) -> FlowKey {
+pub(crate) fn key_of(p: &Probe) -> FlowKey {
     FlowKey {
         src: decoy_key(p.src).addr,
         dst: decoy_key(p.dst).addr,
@@ -105,7 +105,11 @@ impl Flows {
     /// flow past its SYN that the kernel has not ended), so their idle or eviction summary
     /// still comes. `decky_of` names the decky of a decoy address; `ifindex` is the decoy
     /// interface's.
-    pub fn adopt(&mut self, decky_of: impl Fn(std::net::IpAddr) -> u32, ifindex: u32) -> usize {
+    pub(crate) fn adopt(
+        &mut self,
+        decky_of: impl Fn(std::net::IpAddr) -> u32,
+        ifindex: u32,
+    ) -> usize {
         let open: Vec<(FlowKey, FlowState)> = self
             .map
             .iter()

@@ -24,7 +24,7 @@ macro_rules! kernel_counters {
 
         impl KernelCounters {
             /// The Prometheus metrics, one per counter.
-            pub const METRICS: &'static [Metric<KernelCounters>] = &[$(
+            pub(crate) const METRICS: &'static [Metric<KernelCounters>] = &[$(
                 Metric {
                     name: $metric,
                     help: $help,

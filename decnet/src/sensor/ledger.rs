@@ -27,7 +27,7 @@ pub struct Reported {
 /// `first_ns`) starts again from zero. An older entry's summary, late behind its
 /// replacement's, is dropped: what it had not reported is no longer known exactly.
 /// `first_ns` 0 (an older handover's total) stands for whichever entry comes.
-pub fn unreported_delta(prev: Option<Reported>, now: Reported) -> u64 {
+pub(crate) fn unreported_delta(prev: Option<Reported>, now: Reported) -> u64 {
     match prev {
         None => now.total,
         Some(p) if p.first_ns == now.first_ns || p.first_ns == 0 => {
@@ -55,7 +55,7 @@ impl Ledger {
     }
 
     /// True when the kernel entry `now` of `src` holds withheld events not written yet.
-    pub fn unreported(&self, src: IpAddr, now: Reported) -> bool {
+    pub(crate) fn unreported(&self, src: IpAddr, now: Reported) -> bool {
         unreported_delta(self.reported.get(&src).copied(), now) > 0
     }
 
@@ -70,7 +70,7 @@ impl Ledger {
 
     /// Forgets sources not in `live` (evicted from the kernel map: if they come back, their
     /// counters start from zero).
-    pub fn forget_except(&mut self, live: &[IpAddr]) {
+    pub(crate) fn forget_except(&mut self, live: &[IpAddr]) {
         if self.reported.len() > live.len() {
             let live: HashSet<&IpAddr> = live.iter().collect();
             self.reported.retain(|ip, _| live.contains(ip));

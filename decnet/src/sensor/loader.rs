@@ -216,7 +216,7 @@ impl Sensor {
 
     /// Loads an ingress program (`XDP_PROGRAM`, `TC_INGRESS_PROGRAM`, `XDP_PASS_PROGRAM`)
     /// the first time it is needed, and with pins pins it (`xdp_prog`, `tc_ingress_prog`).
-    pub fn load_ingress(&mut self, name: &'static str) -> Result<(), SensorError> {
+    pub(crate) fn load_ingress(&mut self, name: &'static str) -> Result<(), SensorError> {
         let loaded = self.ebpf.program(name).is_some_and(|p| p.fd().is_ok());
         if loaded {
             return Ok(());
@@ -249,7 +249,7 @@ impl Sensor {
 
     /// Attaches the egress program to `iface`: a tcx link, or on kernels without tcx a
     /// clsact qdisc filter.
-    pub fn attach_egress(&mut self, iface: &str) -> Result<EgressMode, SensorError> {
+    pub(crate) fn attach_egress(&mut self, iface: &str) -> Result<EgressMode, SensorError> {
         if let Some(path) = self.pins.as_ref().map(Pins::tc_link)
             && path.exists()
         {
@@ -310,7 +310,7 @@ impl Sensor {
 
     /// Attaches the main program to `iface`. `Auto` tries native XDP, then the TC ingress
     /// hook, then generic XDP (on a veth: TC, generic, native).
-    pub fn attach(
+    pub(crate) fn attach(
         &mut self,
         iface: &str,
         choice: XdpModeChoice,
@@ -504,7 +504,7 @@ impl Sensor {
     }
 
     /// Routes kernel aya-log records into `tracing` (through the `log` facade).
-    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+    pub(crate) fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
         aya_log::EbpfLogger::init(&mut self.ebpf).ok()
     }
 
@@ -557,7 +557,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The kernel driver behind an interface (`veth`, `e1000e`, ...), by the ethtool ioctl.
-pub fn driver_name(iface: &str) -> Option<String> {
+pub(crate) fn driver_name(iface: &str) -> Option<String> {
     const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
     /// struct ethtool_drvinfo (linux/ethtool.h).
     #[repr(C)]
@@ -612,7 +612,7 @@ pub fn driver_name(iface: &str) -> Option<String> {
 }
 
 /// ifindex of an interface, `None` when it does not exist.
-pub fn nix_if_index(iface: &str) -> Option<u32> {
+pub(crate) fn nix_if_index(iface: &str) -> Option<u32> {
     let name = std::ffi::CString::new(iface).ok()?;
     // SAFETY: NUL-terminated string; if_nametoindex only reads it.
     let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };

@@ -17,7 +17,7 @@
 //!   and how this daemon's counters started.
 //! - `error`: what can go wrong at the kernel boundary.
 
-pub mod attach;
+pub(crate) mod attach;
 pub mod decode;
 pub mod decoy;
 pub mod error;

@@ -32,7 +32,7 @@ use serde::Serialize;
 use super::{attach::AttachMode, error::SensorError};
 
 /// The maps that are pinned (the kernel log ring is not: its records are diagnostics).
-pub const PINNED_MAPS: [&str; 6] = [
+pub(crate) const PINNED_MAPS: [&str; 6] = [
     EVENTS_MAP,
     STATS_MAP,
     DECOYS_MAP,
@@ -144,7 +144,7 @@ impl Pins {
     }
 
     /// True when the maps were pinned by an earlier daemon (this start is a restart).
-    pub fn reused(&self) -> bool {
+    pub(crate) fn reused(&self) -> bool {
         self.reused
     }
 
@@ -153,7 +153,7 @@ impl Pins {
     }
 
     /// Map directories of another layout (left by an older or newer decnet).
-    pub fn stale_maps(&self) -> Vec<PathBuf> {
+    pub(crate) fn stale_maps(&self) -> Vec<PathBuf> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -168,19 +168,19 @@ impl Pins {
     }
 
     /// Where the ingress program's link is pinned when attached in `mode`.
-    pub fn ingress_link(&self, mode: AttachMode) -> PathBuf {
+    pub(crate) fn ingress_link(&self, mode: AttachMode) -> PathBuf {
         self.dir.join(ingress_link_name(mode))
     }
 
     /// The pinned ingress link and its mode, if there is one.
-    pub fn pinned_ingress_link(&self) -> Option<(PathBuf, AttachMode)> {
+    pub(crate) fn pinned_ingress_link(&self) -> Option<(PathBuf, AttachMode)> {
         INGRESS_MODES
             .into_iter()
             .map(|m| (self.ingress_link(m), m))
             .find(|(p, _)| p.exists())
     }
 
-    pub fn tc_link(&self) -> PathBuf {
+    pub(crate) fn tc_link(&self) -> PathBuf {
         self.dir.join("tc_link")
     }
 
@@ -199,7 +199,7 @@ fn ingress_link_name(mode: AttachMode) -> String {
 }
 
 /// Removes a pin file; a missing one is fine.
-pub fn unpin(path: &Path) -> Result<(), SensorError> {
+pub(crate) fn unpin(path: &Path) -> Result<(), SensorError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(pin_err(path, e)),
         _ => Ok(()),

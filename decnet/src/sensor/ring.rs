@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// Probes per batch handed to the writer.
-pub const BATCH: usize = 4096;
+pub(crate) const BATCH: usize = 4096;
 /// The longest a pinned sensor's last drain runs (its programs keep capturing meanwhile).
 const FINAL_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 /// While probes come at [`BUSY_PER_SECOND`] or more, the reader rests this long after
@@ -41,7 +41,7 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The kernel maps swept from userspace every second.
 #[derive(Default)]
-pub struct Sweepers {
+pub(crate) struct Sweepers {
     /// The flood guard's sources: summaries for sources that went quiet.
     pub sources: Option<Sources>,
     /// The flow table: summaries for flows that went idle or were evicted.
@@ -68,7 +68,7 @@ impl Sweepers {
 /// the flood-guard totals written per source (for a handover). Every second, and once more
 /// at the end with everything still open (unless `keep_open`), the sweepers write what the
 /// kernel cannot: summaries of sources and flows that went quiet.
-pub async fn run_reader<S: ProbeSink>(
+pub(crate) async fn run_reader<S: ProbeSink>(
     ring: RingBuf<MapData>,
     mut out: Output<S>,
     mut sweepers: Sweepers,

@@ -79,7 +79,7 @@ impl<S: ProbeSink> Output<S> {
     }
 
     /// A summary the flood-guard sweep built from the kernel map.
-    pub fn push_swept(&mut self, p: &Probe) {
+    pub(crate) fn push_swept(&mut self, p: &Probe) {
         if let Some(s) = &p.suppressed
             && self.summary(p, s)
         {
@@ -88,7 +88,7 @@ impl<S: ProbeSink> Output<S> {
     }
 
     /// A flow summary the flow sweep built from the kernel map.
-    pub fn push_swept_flow(&mut self, p: &Probe) {
+    pub(crate) fn push_swept_flow(&mut self, p: &Probe) {
         if p.flow.is_some() {
             self.sink.probe(p);
             PipelineStats::add(&self.stats.flows_swept, 1);
@@ -96,11 +96,11 @@ impl<S: ProbeSink> Output<S> {
     }
 
     /// Forgets sources the kernel evicted (see [`Ledger::forget_except`]).
-    pub fn forget_except(&mut self, live: &[IpAddr]) {
+    pub(crate) fn forget_except(&mut self, live: &[IpAddr]) {
         self.ledger.forget_except(live);
     }
 
-    pub fn ship(&mut self) {
+    pub(crate) fn ship(&mut self) {
         self.sink.ship();
     }
 

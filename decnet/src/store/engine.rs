@@ -223,7 +223,7 @@ impl Store {
         }
     }
 
-    pub fn backend(&self) -> Backend {
+    pub(crate) fn backend(&self) -> Backend {
         match self.pool {
             Pool::Sqlite(_) => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
@@ -269,18 +269,7 @@ impl Store {
         on_pool!(self, |p| p.close().await)
     }
 
-    /// An in-memory database (tests).
-    pub async fn open_memory() -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self::with_pool(Pool::Sqlite(pool)))
-    }
-
-    pub async fn get_state_json<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn get_state_json<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
@@ -300,7 +289,7 @@ impl Store {
 // `telemetry::db_call`); the queries themselves know nothing about tracing.
 repository! {
 impl Store {
-    pub async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
         on_pool!(self, |pool| {
             let row = sqlx::query("SELECT value FROM state WHERE key = $1")
                 .bind(key)
@@ -311,7 +300,7 @@ impl Store {
     }
 
     /// Renames state `from` to `to` unless `to` exists already; true when it did.
-    pub async fn rename_state(&self, from: &str, to: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn rename_state(&self, from: &str, to: &str) -> Result<bool, StoreError> {
         on_pool!(self, |pool| {
             Ok(sqlx::query(
                 "UPDATE state SET key = $2 WHERE key = $1 \

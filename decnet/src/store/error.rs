@@ -22,7 +22,7 @@ impl StoreError {
     /// Worth retrying with the batch kept in memory: the database is busy, locked or full
     /// (SQLite), or unreachable, restarting, out of room or in a lock conflict
     /// (PostgreSQL). Anything else is a bug or a broken schema and ends the run.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         let StoreError::Db(e) = self else {
             return false;
         };

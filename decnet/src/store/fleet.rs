@@ -75,7 +75,10 @@ impl Store {
     /// the returned lock lives (a process that dies loses its connection, and with it the
     /// lock). A standby waiting here is granted the lock the moment the holder's session
     /// ends. SQLite serves one process: granted at once.
-    pub async fn analyst_lock(&self, wait: Duration) -> Result<Option<AnalystLock>, StoreError> {
+    pub(crate) async fn analyst_lock(
+        &self,
+        wait: Duration,
+    ) -> Result<Option<AnalystLock>, StoreError> {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(Some(AnalystLock { conn: None }));
         };

@@ -142,7 +142,7 @@ impl Store {
     }
 
     /// States of every source with a campaign key (the campaign index is rebuilt from them).
-    pub async fn keyed_behaviors(&self) -> Result<Vec<(String, String)>, StoreError> {
+    pub(crate) async fn keyed_behaviors(&self) -> Result<Vec<(String, String)>, StoreError> {
         on_pool!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT ip, state FROM attacker_behavior WHERE campaign_key IS NOT NULL ORDER BY ip",
@@ -154,6 +154,7 @@ impl Store {
     }
 
     /// Every stored streaming state, by IP (tests: restart equivalence).
+    #[cfg(feature = "testing")]
     pub async fn all_behaviors(&self) -> Result<HashMap<String, String>, StoreError> {
         on_pool!(self, |pool| {
             let rows = sqlx::query("SELECT ip, state FROM attacker_behavior")

@@ -63,7 +63,7 @@ impl Store {
     }
 
     /// The highest detection id stored (0 when none).
-    pub async fn last_detection_id(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn last_detection_id(&self) -> Result<i64, StoreError> {
         on_pool!(self, |pool| {
             #[cfg(test)]
             self.test_delay().await;
@@ -84,7 +84,7 @@ impl Store {
     }
 
     /// Detections after `after_id`, oldest first, at most `limit`, optionally of one source.
-    pub async fn detections_page(
+    pub(crate) async fn detections_page(
         &self,
         after_id: i64,
         limit: i64,
@@ -114,7 +114,7 @@ impl Store {
     }
 
     /// The stored streaming state of one attacker (its profile is rendered from it).
-    pub async fn attacker_state(&self, ip: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn attacker_state(&self, ip: &str) -> Result<Option<String>, StoreError> {
         on_pool!(self, |pool| {
             let row = sqlx::query("SELECT state FROM attacker_behavior WHERE ip = $1")
                 .bind(ip)
@@ -172,7 +172,7 @@ impl Store {
 
     /// Logs after `after_id`, oldest first, at most `limit`, optionally of one attacker
     /// and/or one event type.
-    pub async fn logs_page(
+    pub(crate) async fn logs_page(
         &self,
         after_id: i64,
         limit: i64,
@@ -210,7 +210,7 @@ impl Store {
     }
 
     /// The highest log id (0 when empty).
-    pub async fn last_log_id(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn last_log_id(&self) -> Result<i64, StoreError> {
         on_pool!(self, |pool| {
             #[cfg(test)]
             self.test_delay().await;
@@ -223,7 +223,7 @@ impl Store {
 
     /// A page of attackers, in `sort` order (`risk`, `last_seen`, `first_seen` or
     /// `events`), and how many there are in all.
-    pub async fn attackers_page(
+    pub(crate) async fn attackers_page(
         &self,
         sort: &str,
         limit: i64,

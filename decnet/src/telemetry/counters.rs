@@ -31,7 +31,7 @@ pub struct TraceSnapshot {
 
 impl TraceSnapshot {
     /// The exporter's counters in the Prometheus text format.
-    pub fn write_prometheus(&self, out: &mut String) {
+    pub(crate) fn write_prometheus(&self, out: &mut String) {
         let all = [
             (
                 "trace_spans_exported_total",

@@ -41,7 +41,7 @@ static ON: AtomicBool = AtomicBool::new(false);
 
 /// Whether developer spans are being made. Cheap enough for a per-packet branch.
 #[inline(always)]
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     #[cfg(feature = "otel")]
     {
         ON.load(Relaxed)
@@ -139,9 +139,9 @@ fn remote(trace_id: &str, span_id: &str) -> Option<opentelemetry::trace::SpanCon
 }
 
 /// Makes the span (which must not have been entered yet) a child of the remote span
-/// `trace_id`/`span_id`.
-pub fn set_parent(span: &tracing::Span, trace_id: Option<&str>, span_id: Option<&str>) {
-    #[cfg(feature = "otel")]
+/// `trace_id`/`span_id`. Only the HTTP tracing layer uses it, which exists with `otel`.
+#[cfg(feature = "otel")]
+pub(crate) fn set_parent(span: &tracing::Span, trace_id: Option<&str>, span_id: Option<&str>) {
     if let (true, Some(t), Some(s)) = (enabled() && !span.is_none(), trace_id, span_id) {
         use opentelemetry::trace::TraceContextExt as _;
         use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -149,15 +149,18 @@ pub fn set_parent(span: &tracing::Span, trace_id: Option<&str>, span_id: Option<
             let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
         }
     }
-    let _ = (span, trace_id, span_id);
 }
 
 /// Most links a span gets (the OpenTelemetry default limit; more would be dropped anyway).
-pub const MAX_LINKS: usize = 128;
+#[cfg(feature = "otel")]
+pub(crate) const MAX_LINKS: usize = 128;
 
 /// Adds span links from `span` to the traces of `ids` (trace id, span id), deduplicated,
 /// up to [`MAX_LINKS`].
-pub fn link_all<'a>(span: &tracing::Span, ids: impl IntoIterator<Item = (&'a str, &'a str)>) {
+pub(crate) fn link_all<'a>(
+    span: &tracing::Span,
+    ids: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
     #[cfg(feature = "otel")]
     if enabled() && !span.is_none() {
         use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -180,7 +183,7 @@ pub fn link_all<'a>(span: &tracing::Span, ids: impl IntoIterator<Item = (&'a str
 /// Runs one repository call inside a `db.<method>` span (see `store::repository!`). Off, it
 /// is the bare call: `Span::none()` enters and exits as a branch on a null pointer.
 #[inline(always)]
-pub async fn db_call<T, F: Future<Output = T>>(name: &'static str, f: F) -> T {
+pub(crate) async fn db_call<T, F: Future<Output = T>>(name: &'static str, f: F) -> T {
     use tracing::Instrument as _;
     f.instrument(crate::dev_span!(
         "db",
@@ -194,7 +197,7 @@ pub async fn db_call<T, F: Future<Output = T>>(name: &'static str, f: F) -> T {
 /// [`db_call`] for synchronous repository steps at the event rate (staging a row into a
 /// batch): a [`lite::LiteSpan`] child of `parent`, nothing when `parent` is empty.
 #[inline(always)]
-pub fn db_step<T>(parent: &lite::LiteSpan, name: &'static str, f: impl FnOnce() -> T) -> T {
+pub(crate) fn db_step<T>(parent: &lite::LiteSpan, name: &'static str, f: impl FnOnce() -> T) -> T {
     let mut s = parent.child(name, lite::SpanKind::Client);
     s.attr("db.system.name", || "sqlite");
     f()
