@@ -2,6 +2,8 @@
 //! stream). One broadcast channel carries committed log batches and detections in the
 //! order they were committed; a slow subscriber lags (and resumes from the database)
 //! instead of holding anything up, and publishing with no subscriber costs one atomic load.
+//!
+//! Stage 5 (live) of the pipeline: docs/architecture.md.
 
 use std::sync::{Arc, OnceLock};
 

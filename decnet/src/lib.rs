@@ -1,9 +1,14 @@
 //! decnet: an eBPF-accelerated sensor and analyst for deception networks.
 //!
-//! Stages, one module each: [`sensor`] (kernel program, ring reader, decoding),
-//! [`collector`] (journal), [`ingest`] (journal -> SQLite), [`profile`] (attacker profiles,
-//! campaigns, detections), [`api`] (HTTP), with [`store`] (every query), [`hub`] (live
-//! announcements), [`config`] and the [`daemon`] that wires them. See DESIGN.md for the architecture and the public contracts.
+//! The daemon is a pipeline of stages, each a module that uses only the stages before it
+//! (docs/architecture.md has the table, and one probe followed through every file;
+//! `cargo xtask layers` checks the direction):
+//! base ([`row`], [`timefmt`], `textsafe`, `pace`, [`counters`], [`stats`],
+//! [`telemetry`], [`privilege`]) -> [`intel`] (packet knowledge) -> [`sensor`] (kernel
+//! programs, ring, decoding) -> [`collector`] (journal) -> [`store`] (every query) ->
+//! [`hub`] and `relay` (live announcements) -> [`ingest`] (journal -> database) ->
+//! [`profile`] (profiles, campaigns, detections) -> [`config`] -> [`api`] and [`client`]
+//! -> [`daemon`], which wires them.
 
 pub mod api;
 pub mod client;

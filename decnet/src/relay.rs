@@ -7,6 +7,8 @@
 //! Gap-free resume still holds: ingest commits become visible in id order (see
 //! `Store::commit_batch`), the relay announces only ids after the last it announced, and a
 //! stream client subscribes before it replays from the database, skipping what it replayed.
+//!
+//! Stage 5 (live) of the pipeline: docs/architecture.md.
 
 use std::time::Duration;
 

@@ -9,6 +9,8 @@
 //! are parsed the same way, so both paths fold the same values.
 //!
 //! This module depends on nothing else of decnet: every stage may use it.
+//!
+//! Stage 0 (base) of the pipeline: docs/architecture.md.
 
 use serde::Deserialize;
 

@@ -39,7 +39,10 @@ enum Cmd {
     Kernel { object: Option<PathBuf> },
     /// Print the daemon's stages and the imports between them; fail when a file imports a
     /// later stage, files import each other in a circle, or a file outgrows 700 lines.
-    Layers,
+    Layers {
+        /// Another checkout to read (an older commit's worktree, say); this one by default.
+        dir: Option<PathBuf>,
+    },
     /// Check the structure (layers), formatting and lints, install test tools if missing
     /// (as root, through apt), build, and run every test.
     Test {
@@ -154,7 +157,7 @@ fn main() -> anyhow::Result<()> {
                 demo::run_direct(&bin, &args)
             }
         }
-        Cmd::Layers => layers::check(&root()),
+        Cmd::Layers { dir } => layers::check(&dir.unwrap_or_else(root)),
         Cmd::Kernel { object } => {
             if object.is_none() {
                 setup::setup()?;

@@ -170,7 +170,7 @@ pub(crate) async fn require(
     ))
 }
 
-/// `/metrics`: open to scrapers on loopback (DESIGN.md), the token elsewhere.
+/// `/metrics`: open to scrapers on loopback (docs/api.md), the token elsewhere.
 pub(crate) async fn require_unless_loopback(
     State(auth): State<Arc<Auth>>,
     req: Request,

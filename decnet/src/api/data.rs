@@ -125,7 +125,7 @@ pub async fn attackers(
 #[utoipa::path(get, path = "/api/v1/attackers/{ip}", tag = "data",
     params(("ip" = String, Path, description = "The source, IPv4 or IPv6.")),
     responses(
-        (status = 200, description = "The attacker profile (DESIGN.md)", body = Object),
+        (status = 200, description = "The attacker profile (docs/api.md)", body = Object),
         (status = 400, description = "Not an IP address", body = super::error::ErrorBody),
         (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
         (status = 404, description = "Never profiled", body = super::error::ErrorBody),

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md "HTTP API"): `app(state)` builds the router, so tests can drive
+//! The HTTP API (docs/api.md): `app(state)` builds the router, so tests can drive
 //! it without a socket.
 //!
 //! - `state`: what handlers share; `error`: what they return when they fail;
@@ -9,6 +9,8 @@
 //! Public: `/` (the dashboard page, which then asks for the token), `/api/v1/health`,
 //! `/api/v1/openapi.json` (`openapi`, generated from the handlers' annotations), and
 //! `/metrics` from loopback. Everything else needs the token.
+//!
+//! Stage 9 (serve) of the pipeline: docs/architecture.md.
 
 pub mod auth;
 pub mod dashboard;

@@ -1,12 +1,14 @@
 //! The collector stage: decoded probes -> journal records -> `events.jsonl`.
 //!
-//! - `record`: the journal record format (one JSON object per line, see DESIGN.md).
+//! - `record`: the journal record format (one JSON object per line, docs/journal.md).
 //! - `journal`: the writer thread that owns the file and does nothing but I/O.
 //!
 //! [`Collector`] runs in the ring-reader task: it formats each probe's line into a chunk and
 //! hands whole chunks to the writer without blocking. Formatting here rather than in the
 //! writer splits the per-event CPU between the two cores: on this class of machine a
 //! buffered ext4 append alone costs about as much as decoding and formatting together.
+//!
+//! Stage 3 (collector) of the pipeline: docs/architecture.md.
 
 pub mod journal;
 pub mod record;

@@ -89,7 +89,7 @@ impl JsonLine<'_> {
 }
 
 /// Appends one journal line (with its trailing newline) for `probe` to `out`. Field names
-/// are part of the journal contract (README, "Journal record").
+/// are part of the journal contract (docs/journal.md).
 pub fn write_probe_record(
     out: &mut Vec<u8>,
     probe: &Probe,

@@ -172,8 +172,8 @@ settings! {
     flag "--role sensor|analyst|api|all", env "DECNET_ROLE", default "all",
     arg(long, value_enum);
 
-    /// The database: sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DB (also
-    /// ?host=/socket/dir) shared by a fleet; a password is shown as *** in logs and
+    /// The database: `sqlite://PATH`, or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (also
+    /// `?host=/socket/dir`) shared by a fleet; a password is shown as `***` in logs and
     /// check-config.
     store: Option<String>, file Option<toml::Spanned<String>>, toml "store",
     flag "--store URL", env "DECNET_STORE", default "sqlite://DATA_DIR/decnet.db", arg(long);

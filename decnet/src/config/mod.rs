@@ -4,6 +4,8 @@
 //! - `keys`: every setting declared once (flag, variable, TOML key, default, meaning);
 //! - `error`: what does not resolve, and where it came from; `role`: `--role`;
 //! - `sensor_id`: a fleet sensor's name.
+//!
+//! Stage 8 (config) of the pipeline: docs/architecture.md.
 
 mod error;
 pub mod keys;

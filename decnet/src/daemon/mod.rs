@@ -12,6 +12,8 @@
 //! fsyncs -> the ingester commits the rest -> the profiler absorbs it -> the streams end ->
 //! final counters logged. That order is what makes "kernel emitted == journal written +
 //! counted drops" hold at exit.
+//!
+//! Stage 10 (daemon) of the pipeline: docs/architecture.md.
 
 mod analysis;
 mod capture;

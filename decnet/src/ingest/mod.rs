@@ -4,6 +4,8 @@
 //! - `parse`: one line -> one row, or a dead letter with the reason.
 //! - `ingester`: batching (count or time, whichever first) and the commit that writes the
 //!   rows and the new cursor in one transaction.
+//!
+//! Stage 6 (ingest) of the pipeline: docs/architecture.md.
 
 pub mod bounty;
 pub mod ingester;

@@ -8,6 +8,8 @@
 //! - `os`: the OS table, by fingerprint or initial TTL;
 //! - `tools`: scanner signatures, tool votes and user agents;
 //! - `payload`: artifacts in a first payload (HTTP, SSH, SMTP, FTP, Redis, Telnet, JA4).
+//!
+//! Stage 1 (intel) of the pipeline: docs/architecture.md.
 
 pub mod os;
 pub mod payload;

@@ -20,7 +20,7 @@ pub(crate) fn is_command(kind: &str) -> bool {
     KINDS.contains(&kind)
 }
 
-/// One command as the profile shows it (DESIGN.md: service, decky, command, ts).
+/// One command as the profile shows it (docs/api.md: service, decky, command, ts).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     pub service: String,

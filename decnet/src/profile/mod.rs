@@ -15,6 +15,8 @@
 //!
 //! The database keeps each IP's streaming state; the public profile is rendered from it
 //! when read ([`render`]), so it always follows the current rules.
+//!
+//! Stage 7 (profile) of the pipeline: docs/architecture.md.
 
 pub mod analyst;
 pub mod campaign;

@@ -66,7 +66,7 @@ impl IpState {
         })
     }
 
-    /// The public profile (DESIGN.md "Attacker profile").
+    /// The public profile (docs/api.md, "Attacker profile").
     pub fn profile(&self, ip: &str, v: &Verdict) -> serde_json::Value {
         serde_json::json!({
             "ip": ip,

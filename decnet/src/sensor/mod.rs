@@ -16,6 +16,8 @@
 //! - `pin`: the bpffs pins that let a restarted daemon take over the same programs and ring,
 //!   and how this daemon's counters started.
 //! - `error`: what can go wrong at the kernel boundary.
+//!
+//! Stage 2 (sensor) of the pipeline: docs/architecture.md.
 
 pub(crate) mod attach;
 pub mod decode;

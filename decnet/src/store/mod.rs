@@ -7,6 +7,8 @@
 //! - `ingest`: the ingester's batch commit; `profile`: the profiler's commit and loads;
 //! - `fleet`: the analyst lock and commit notifications (PostgreSQL);
 //! - `read`: the pages and counts the API, stream and relay read.
+//!
+//! Stage 4 (store) of the pipeline: docs/architecture.md.
 
 mod engine;
 mod error;
