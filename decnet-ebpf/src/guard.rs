@@ -7,10 +7,9 @@ use decnet_common::{
 };
 
 use crate::{
-    emit::fill_common,
     frame::{Frame, now_ns},
     maps::{EVENTS, GUARD, SOURCE_SCRATCH, SOURCES, WITHHELD_HOT, addr_words, bump},
-    parse::Parsed,
+    parse::{Parsed, fill_common},
 };
 
 /// The flood guard: true when the source is within its budget (the event goes out), false

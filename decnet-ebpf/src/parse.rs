@@ -1,7 +1,7 @@
 //! Ethernet (with VLAN/QinQ tags), IPv4 and IPv6 (with extension headers) up to the
 //! transport header: what every decision starts from.
 
-use decnet_common::{FAMILY_V4, FAMILY_V6};
+use decnet_common::{EventKind, FAMILY_V4, FAMILY_V6, RawEvent};
 
 use crate::frame::{Frame, Stop, bytes_at};
 
@@ -182,4 +182,46 @@ pub(crate) fn parse_v6<F: Frame>(
         vlan_depth,
         vlan_id,
     })
+}
+
+/// The fields every event has, from the parsed headers; L4 fields zeroed for the caller to
+/// fill.
+#[inline(always)]
+pub(crate) fn fill_common(
+    ifindex: u32,
+    ev: &mut RawEvent,
+    p: &Parsed,
+    decky_id: u32,
+    kind: EventKind,
+    payload_len: u32,
+    now: u64,
+) {
+    ev.ts_ns = now;
+    ev.src_addr = p.src;
+    ev.dst_addr = p.dst;
+    ev.kind = kind as u32;
+    ev.ifindex = ifindex;
+    ev.decky_id = decky_id;
+    ev.ip_len = p.ip_len;
+    ev.seq = 0;
+    ev.ack = 0;
+    ev.src_port = 0;
+    ev.dst_port = 0;
+    ev.window = 0;
+    ev.urg_ptr = 0;
+    ev.tcp_flags = 0;
+    ev.ip_id = p.ip_id;
+    ev.payload_len = payload_len;
+    ev.proto = p.proto;
+    ev.family = p.family;
+    ev.ttl = p.ttl;
+    ev.tos = p.tos;
+    ev.df = p.df;
+    ev.opt_len = 0;
+    ev.icmp_type = 0;
+    ev.icmp_code = 0;
+    ev.payload_cap = 0;
+    ev.vlan_depth = p.vlan_depth;
+    ev.vlan_id = p.vlan_id;
+    ev._pad = [0; 4];
 }
