@@ -8,6 +8,8 @@
 //! 2. no files import each other in a circle;
 //! 3. no source file is longer than [`MAX_LINES`] lines, counting its tests.
 //!
+//! The kernel crate (`decnet-ebpf/src`) has no stages; rules 2 and 3 apply to it too.
+//!
 //! It prints the import graph between stages either way, so a change to the structure shows
 //! in one command.
 
@@ -62,21 +64,34 @@ struct Source {
     lines: usize,
 }
 
-pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
-    let src = root.join("decnet/src");
+/// The source files of one crate and the imports between them.
+struct Tree {
+    sources: Vec<Source>,
+    /// File-level imports, each with the first name seen for it (for the messages).
+    named: BTreeMap<(usize, usize), String>,
+}
+
+/// Reads every file under `src`; `crate_root` is the file that is the crate's root module
+/// (`lib.rs`, or a `no_std` binary's `main.rs`).
+fn read_tree(src: &Path, crate_root: &str) -> anyhow::Result<Tree> {
     let mut files = Vec::new();
-    collect(&src, &mut files)?;
+    collect(src, &mut files)?;
     files.sort();
     let mut sources = Vec::new();
     for path in files {
-        let rel = path.strip_prefix(&src).unwrap_or(&path).to_path_buf();
-        let module = module_of(&rel);
+        let rel = path.strip_prefix(src).unwrap_or(&path).to_path_buf();
+        let module = if rel == Path::new(crate_root) {
+            Vec::new()
+        } else {
+            module_of(&rel)
+        };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let ast = syn::parse_file(&text).with_context(|| format!("parsing {}", path.display()))?;
         let mut v = Visitor {
             module: module.clone(),
-            is_main: rel == Path::new("main.rs"),
+            // The library's own binary names it by the crate's name.
+            is_main: crate_root == "lib.rs" && rel == Path::new("main.rs"),
             children: BTreeSet::new(),
             uses: Vec::new(),
             reexports: BTreeMap::new(),
@@ -105,8 +120,6 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, s)| (s.module.clone(), i))
         .collect();
-    // File-level edges.
-    // File-level edges, each with the first name seen for it (for the messages).
     let mut named: BTreeMap<(usize, usize), String> = BTreeMap::new();
     for (i, s) in sources.iter().enumerate() {
         for u in &s.uses {
@@ -117,6 +130,43 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(Tree { sources, named })
+}
+
+/// Import cycles and long files of a tree, as problems.
+fn cycles_and_sizes(tree: &Tree, prefix: &str, problems: &mut Vec<String>) {
+    let edges: BTreeSet<(usize, usize)> = tree.named.keys().copied().collect();
+    let sources = &tree.sources;
+    for cycle in cycles(sources.len(), &edges) {
+        let ties: Vec<String> = edges
+            .iter()
+            .filter(|(a, b)| cycle.contains(a) && cycle.contains(b))
+            .map(|e| {
+                format!(
+                    "{prefix}{} -> {prefix}{} ({})",
+                    sources[e.0].path.display(),
+                    sources[e.1].path.display(),
+                    tree.named[e]
+                )
+            })
+            .collect();
+        problems.push(format!("import cycle: {}", ties.join("; ")));
+    }
+    for s in sources {
+        if s.lines > MAX_LINES {
+            problems.push(format!(
+                "{prefix}{} has {} lines (at most {MAX_LINES})",
+                s.path.display(),
+                s.lines
+            ));
+        }
+    }
+}
+
+pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
+    let tree = read_tree(&root.join("decnet/src"), "lib.rs")?;
+    let sources = &tree.sources;
+    let named = &tree.named;
     let edges: BTreeSet<(usize, usize)> = named.keys().copied().collect();
     let mut problems = Vec::new();
     let stage_of: Vec<usize> = sources
@@ -174,30 +224,15 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
             }
         );
     }
-    for cycle in cycles(sources.len(), &edges) {
-        let ties: Vec<String> = edges
-            .iter()
-            .filter(|(a, b)| cycle.contains(a) && cycle.contains(b))
-            .map(|e| {
-                format!(
-                    "{} -> {} ({})",
-                    sources[e.0].path.display(),
-                    sources[e.1].path.display(),
-                    named[e]
-                )
-            })
-            .collect();
-        problems.push(format!("import cycle: {}", ties.join("; ")));
-    }
-    for s in &sources {
-        if s.lines > MAX_LINES {
-            problems.push(format!(
-                "{} has {} lines (at most {MAX_LINES})",
-                s.path.display(),
-                s.lines
-            ));
-        }
-    }
+    cycles_and_sizes(&tree, "", &mut problems);
+    // The kernel crate has no stages, but the same rules on circles and size.
+    let kernel = read_tree(&root.join("decnet-ebpf/src"), "main.rs")?;
+    cycles_and_sizes(&kernel, "decnet-ebpf/src/", &mut problems);
+    println!(
+        "decnet-ebpf: {} files, {} file imports",
+        kernel.sources.len(),
+        kernel.named.len()
+    );
     println!(
         "{} files, {} file imports, {} rules broken",
         sources.len(),
