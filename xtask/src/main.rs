@@ -175,6 +175,22 @@ fn main() -> anyhow::Result<()> {
             // Lints of the default members, warnings as errors: every crate but the kernel's
             // (built for BPF only, by decnet/build.rs) and the fuzz targets (cargo-fuzz).
             run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+            // The kernel crate, as decnet/build.rs builds it (nightly, BPF target, core
+            // from source), in a target dir of its own.
+            run(cargo_plain()
+                .current_dir(root().join("decnet-ebpf"))
+                .args([
+                    "+nightly",
+                    "clippy",
+                    "-p",
+                    "decnet-ebpf",
+                    "-Z",
+                    "build-std=core",
+                ])
+                .args(["--bins", "--release", "--target", "bpfel-unknown-none"])
+                .arg("--target-dir")
+                .arg(root().join("target/ebpf-clippy"))
+                .args(["--", "-D", "warnings"]))?;
             run(cargo().args(["build", "-p", "decnet"]))?;
             let bin = root().join("target/debug/decnet");
             // The soak runs the binary users run.

@@ -32,7 +32,7 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
 
 const MANUAL: &str = "\
 To install by hand:
-  rustup toolchain install nightly --profile minimal --component rust-src
+  rustup toolchain install nightly --profile minimal --component rust-src --component clippy
   NS=$(rustc +nightly --print sysroot); SO=$(cd $NS/lib && ls libLLVM.so.*)
   MAJ=$(rustc +nightly -vV | sed -n 's/^LLVM version: \\([0-9]*\\).*/\\1/p')
   mkdir -p .tools/llvm/lib && ln -sf $NS/lib/$SO .tools/llvm/lib/libLLVM.so && ln -sf $NS/lib/$SO .tools/llvm/lib/$SO
@@ -64,15 +64,12 @@ fn ensure_nightly() -> anyhow::Result<()> {
         "nightly",
         "--installed",
     ]))?;
-    if !comps.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("setup: installing rust-src for the nightly toolchain");
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+    // rust-src builds core for the BPF target; clippy lints the kernel crate there.
+    for comp in ["rust-src", "clippy"] {
+        if !comps.lines().any(|l| l.starts_with(comp)) {
+            eprintln!("setup: installing {comp} for the nightly toolchain");
+            run(Command::new("rustup").args(["component", "add", comp, "--toolchain", "nightly"]))?;
+        }
     }
     Ok(())
 }
