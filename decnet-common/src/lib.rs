@@ -16,6 +16,10 @@ pub const STATS_MAP: &str = "STATS";
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Name of the one-entry array holding the flood guard's [`GuardConfig`].
 pub const GUARD_MAP: &str = "GUARD";
+/// The replay clock: one u64, the capture time of the frame being replayed.
+pub const CLOCK_MAP: &str = "CLOCK";
+/// The read-only global that switches the programs to [`CLOCK_MAP`] (set only by replay).
+pub const REPLAY_CLOCK_GLOBAL: &str = "REPLAY_CLOCK";
 /// Name of the LRU map of per-source flood-guard state: source address -> [`SourceState`].
 pub const SOURCES_MAP: &str = "SOURCES";
 /// Sources the flood guard remembers; the least recently active are evicted first.

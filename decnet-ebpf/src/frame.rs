@@ -6,6 +6,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
+use crate::maps::CLOCK;
+
 /// Why parsing stopped; every variant still returns XDP_PASS.
 pub(crate) enum Stop {
     /// Not for us (non-IP, non-decoy): counted only as seen.
@@ -89,8 +91,28 @@ impl Frame for TcContext {
     }
 }
 
+/// Set to 1 at load time by `decnet replay` (a read-only global, so the verifier knows its
+/// value and removes the branch it does not take: live programs never read [`CLOCK`]).
+#[unsafe(no_mangle)]
+static REPLAY_CLOCK: u8 = 0;
+
+/// A replayed frame's capture time, when the program runs under `decnet replay`: events,
+/// flows and the flood guard then live on the capture's clock, not the replay's.
+#[inline(always)]
+fn replay_ns() -> Option<u64> {
+    // SAFETY: a read of a constant global; volatile so the compiler keeps the load the
+    // loader's value decides (it would otherwise fold the 0 written here).
+    if unsafe { core::ptr::read_volatile(&REPLAY_CLOCK) } == 0 {
+        return None;
+    }
+    Some(CLOCK.get(0).copied().unwrap_or(0))
+}
+
 #[inline(always)]
 pub(crate) fn now_ns() -> u64 {
+    if let Some(t) = replay_ns() {
+        return t;
+    }
     // SAFETY: no arguments, no side effects.
     unsafe { bpf_ktime_get_ns() }
 }
@@ -103,6 +125,9 @@ pub(crate) fn now_ns() -> u64 {
 /// with it is on this clock; events and flows keep `now_ns`.
 #[inline(always)]
 pub(crate) fn coarse_ns() -> u64 {
+    if let Some(t) = replay_ns() {
+        return t;
+    }
     // SAFETY: no arguments, no side effects.
     unsafe { bpf_ktime_get_coarse_ns() }
 }

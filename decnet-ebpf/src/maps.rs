@@ -26,6 +26,10 @@ pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_C
 #[map(name = "GUARD")]
 pub(crate) static GUARD: Array<GuardConfig> = Array::with_max_entries(1, 0);
 
+/// The capture time of the frame being replayed (`decnet replay`; see frame::now_ns).
+#[map(name = "CLOCK")]
+pub(crate) static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
 #[map(name = "SOURCES")]
 pub(crate) static SOURCES: LruHashMap<[u8; 16], SourceState> =
     LruHashMap::with_max_entries(MAX_SOURCES, 0);

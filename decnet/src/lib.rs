@@ -8,7 +8,7 @@
 //! programs, ring, decoding) -> [`collector`] (journal) -> [`store`] (every query) ->
 //! [`hub`] and `relay` (live announcements) -> [`ingest`] (journal -> database) ->
 //! [`profile`] (profiles, campaigns, detections) -> [`config`] -> [`api`] and [`client`]
-//! -> [`daemon`], which wires them.
+//! -> [`daemon`], which wires them, and [`replay`], which wires them for capture files.
 
 pub mod api;
 pub mod client;
@@ -25,6 +25,7 @@ pub mod privilege;
 pub mod profile;
 pub mod reattach;
 pub(crate) mod relay;
+pub mod replay;
 pub mod row;
 pub mod sensor;
 pub mod stats;

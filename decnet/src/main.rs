@@ -50,6 +50,26 @@ enum Cmd {
         #[arg(long, env = "DECNET_PIN_DIR", default_value = decnet::config::DEFAULT_PIN_DIR)]
         pin_dir: std::path::PathBuf,
     },
+    /// Replay pcap/pcapng captures through the kernel programs, journal, ingest and
+    /// profiler (BPF_PROG_TEST_RUN, one frame at a time, on the capture's clock), then print
+    /// the attackers. Needs root (CAP_BPF).
+    Replay {
+        /// A decoy address and its decky name; repeat for each decoy. Without any, every
+        /// address the capture probes (SYN, UDP datagram, echo request) more than it probes
+        /// others is a decoy.
+        #[arg(long = "decoy", value_name = "IP[=NAME]")]
+        decoys: Vec<decnet::sensor::Decoy>,
+        /// Where the journal and database go [default: a temporary directory, removed at
+        /// exit]. An existing data dir gets the replay's events added.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Print one full profile (JSON) per line instead of the attackers table.
+        #[arg(long)]
+        json: bool,
+        /// The captures, replayed in this order.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Print the counters of a running daemon (GET /api/v1/stats).
     Stats {
         #[command(flatten)]
@@ -185,8 +205,70 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Replay {
+            decoys,
+            data_dir,
+            json,
+            files,
+        } => replay(decoys, data_dir, json, files),
         other => run_other(other),
     }
+}
+
+/// `decnet replay`: the capture pass (no runtime: the kernel programs and the journal
+/// writer's thread), then ingest and profiles, then the report on stdout and the replay's
+/// account on stderr.
+fn replay(
+    decoys: Vec<decnet::sensor::Decoy>,
+    data_dir: Option<std::path::PathBuf>,
+    json: bool,
+    files: Vec<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use decnet::privilege::{CAP_BPF, has_effective};
+    anyhow::ensure!(
+        has_effective(CAP_BPF),
+        "decnet replay runs the kernel programs with BPF_PROG_TEST_RUN: it needs root (CAP_BPF)"
+    );
+    let (dir, temporary) = match data_dir {
+        Some(d) => (d, false),
+        None => {
+            let d = std::env::temp_dir().join(format!("decnet-replay-{}", std::process::id()));
+            (d, true)
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let opts = decnet::replay::ReplayOptions {
+        files,
+        decoys,
+        data_dir: dir.clone(),
+        flood: decnet::sensor::FloodBudget::default(),
+        flow_idle: std::time::Duration::from_secs(60),
+    };
+    let result = (|| {
+        let replayed = decnet::replay::capture(&opts).context("decnet replay")?;
+        let report = runtime()?.block_on(async {
+            let store = decnet::replay::analyse(&dir).await?;
+            let report = decnet::replay::report(&store, json).await;
+            store.close().await;
+            report
+        });
+        let report = report.context("decnet replay")?;
+        eprint!("{}", replayed.describe());
+        print!("{report}");
+        if let Some(e) = replayed.error {
+            return Err(anyhow::Error::new(e).context("decnet replay stopped early"));
+        }
+        anyhow::ensure!(
+            replayed.frames == 0 || replayed.skipped.values().sum::<u64>() < replayed.frames,
+            "decnet replay: no frame could be replayed (the link types read are {})",
+            decnet::replay::link::SUPPORTED
+        );
+        Ok(())
+    })();
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
 }
 
 /// The commands that need no privileges: one runtime, one async body.
@@ -194,8 +276,8 @@ fn run_other(cmd: Cmd) -> anyhow::Result<()> {
     let rt = runtime()?;
     match cmd {
         // run() handles these itself (privileges, runtime after the drop).
-        Cmd::Run(_) | Cmd::CheckConfig(_) | Cmd::Detach { .. } => {
-            anyhow::bail!("internal: run/check-config/detach")
+        Cmd::Run(_) | Cmd::CheckConfig(_) | Cmd::Detach { .. } | Cmd::Replay { .. } => {
+            anyhow::bail!("internal: run/check-config/detach/replay")
         }
         Cmd::Ingest {
             data_dir,

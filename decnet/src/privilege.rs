@@ -316,3 +316,14 @@ pub(crate) fn threads_with_caps() -> Vec<String> {
     }
     kept
 }
+
+/// Whether this process holds capability `cap` in its effective set (CAP_BPF for `decnet
+/// replay`, which loads and runs programs but attaches nothing).
+pub fn has_effective(cap: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|eff| cap < 64 && eff & (1 << cap) != 0)
+}

@@ -34,6 +34,11 @@ impl WallClock {
         }
     }
 
+    /// A clock whose "monotonic" times are already Unix times (a replay's capture clock).
+    pub(crate) fn unix() -> Self {
+        Self { offset_ns: 0 }
+    }
+
     pub(crate) fn to_unix_ns(self, mono_ns: u64) -> i64 {
         mono_ns as i64 + self.offset_ns
     }

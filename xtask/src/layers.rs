@@ -47,7 +47,10 @@ pub(crate) const STAGES: &[(&str, &[&str])] = &[
     ("profile", &["profile"]),
     ("config", &["config"]),
     ("serve", &["api", "client"]),
-    ("daemon", &["daemon", "handover", "reattach", "main"]),
+    (
+        "daemon",
+        &["daemon", "handover", "reattach", "replay", "main"],
+    ),
 ];
 
 /// The longest a source file may grow before it is split by concern.

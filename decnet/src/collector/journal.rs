@@ -106,6 +106,19 @@ impl JournalHandle {
             }
         }
     }
+
+    /// Hands a chunk to the writer, waiting while the channel is full (a replay, which can
+    /// wait for the disk, where a live capture cannot). False: the writer is gone, and the
+    /// chunk's lines are counted as dropped.
+    pub fn send_wait(&self, chunk: Chunk) -> bool {
+        match self.tx.send(chunk) {
+            Ok(()) => true,
+            Err(mpsc::SendError(c)) => {
+                PipelineStats::add(&self.stats.channel_full_dropped, c.lines);
+                false
+            }
+        }
+    }
 }
 
 /// The writer thread; dropping every [`JournalHandle`] makes it flush, fsync and exit.

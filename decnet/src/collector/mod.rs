@@ -36,6 +36,9 @@ pub struct Collector {
     clock: WallClock,
     /// The budget the counts were made under, for the summary records.
     flood: FloodBudget,
+    /// A replay: the kernel's clock is the capture's Unix time, and chunks wait for the
+    /// writer rather than being dropped.
+    replay: bool,
 }
 
 /// Bytes a chunk may grow to before it is shipped regardless of batch boundaries.
@@ -49,7 +52,16 @@ impl Collector {
             chunk: Chunk::with_capacity(CHUNK_BYTES + 4096),
             clock: WallClock::now(),
             flood: FloodBudget::default(),
+            replay: false,
         }
+    }
+
+    /// For `decnet replay`: the probes' times are already Unix time (the programs ran on
+    /// the capture's clock), and nothing is dropped when the disk is slower than the replay.
+    pub fn for_replay(mut self) -> Self {
+        self.replay = true;
+        self.clock = WallClock::unix();
+        self
     }
 
     /// The flood budget loaded into the kernel (written into summary records).
@@ -63,7 +75,9 @@ impl ProbeSink for Collector {
     /// Re-samples the monotonic -> wall clock offset (once per batch follows NTP steps
     /// without a syscall per event).
     fn tick(&mut self) {
-        self.clock = WallClock::now();
+        if !self.replay {
+            self.clock = WallClock::now();
+        }
     }
 
     fn probe(&mut self, p: &Probe) {
@@ -134,7 +148,11 @@ impl ProbeSink for Collector {
             return;
         }
         let chunk = std::mem::replace(&mut self.chunk, Chunk::with_capacity(CHUNK_BYTES + 4096));
-        self.journal.send(chunk);
+        if self.replay {
+            self.journal.send_wait(chunk);
+        } else {
+            self.journal.send(chunk);
+        }
     }
 }
 

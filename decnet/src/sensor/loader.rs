@@ -16,8 +16,8 @@ use aya::{
     },
 };
 use decnet_common::{
-    DECOYS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, FLOWS_MAP, GUARD_MAP, GuardConfig, MAX_DECOYS,
-    SOURCES_MAP, STATS_MAP,
+    CLOCK_MAP, DECOYS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, FLOWS_MAP, GUARD_MAP, GuardConfig,
+    MAX_DECOYS, REPLAY_CLOCK_GLOBAL, SOURCES_MAP, STATS_MAP,
 };
 
 use super::{
@@ -55,6 +55,9 @@ pub struct LoadOptions {
     /// Pin the programs, links and maps here (see `pin`), adopting what an earlier daemon
     /// pinned.
     pub pins: Option<Pins>,
+    /// Run the programs on a clock userspace sets per frame ([`Sensor::set_clock`]), for
+    /// `decnet replay`. Off, the programs read the kernel's clock and never the map.
+    pub replay_clock: bool,
 }
 
 impl Default for LoadOptions {
@@ -64,6 +67,7 @@ impl Default for LoadOptions {
             kernel_log_level: 2,
             flood: FloodBudget::default(),
             pins: None,
+            replay_clock: false,
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct Sensor {
     /// Pinned links taken over or created by this daemon: closing these fds leaves the
     /// links (and so the programs) attached through their pins.
     held: Vec<FdLink>,
+    /// The replay clock's map, taken at the first [`Sensor::set_clock`].
+    clock: Option<Array<MapData, u64>>,
 }
 
 impl Sensor {
@@ -100,6 +106,9 @@ impl Sensor {
         loader
             .map_max_entries(EVENTS_MAP, ring_bytes)
             .override_global("AYA_LOG_LEVEL", &level, false);
+        if opts.replay_clock {
+            loader.override_global(REPLAY_CLOCK_GLOBAL, &1u8, true);
+        }
         if let Some(pins) = &opts.pins {
             // An existing pin is opened (the same ring, counters and tables as before the
             // restart); a missing one is created and pinned.
@@ -164,6 +173,7 @@ impl Sensor {
             pins: opts.pins.clone(),
             egress_pinned: None,
             held: Vec::new(),
+            clock: None,
         })
     }
 
@@ -506,6 +516,24 @@ impl Sensor {
     /// Routes kernel aya-log records into `tracing` (through the `log` facade).
     pub(crate) fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
         aya_log::EbpfLogger::init(&mut self.ebpf).ok()
+    }
+
+    /// Sets the clock the programs read when loaded with `replay_clock` (ns; replay uses the
+    /// capture's Unix time, so the journal's timestamps are the capture's).
+    pub fn set_clock(&mut self, ns: u64) -> Result<(), SensorError> {
+        if self.clock.is_none() {
+            let map = self
+                .ebpf
+                .take_map(CLOCK_MAP)
+                .ok_or(SensorError::MissingMap(CLOCK_MAP))?;
+            self.clock = Some(Array::try_from(map).map_err(|e| SensorError::Map(CLOCK_MAP, e))?);
+        }
+        if let Some(clock) = &mut self.clock {
+            clock
+                .set(0, ns, 0)
+                .map_err(|e| SensorError::Map(CLOCK_MAP, e))?;
+        }
+        Ok(())
     }
 
     /// Runs a loaded program once per `repeat` on `frame` with BPF_PROG_TEST_RUN. Returns

@@ -52,8 +52,9 @@ pub(crate) struct Sweepers {
 }
 
 impl Sweepers {
-    fn sweep<S: ProbeSink>(&mut self, force: bool, out: &mut Output<S>) {
-        let now = mono_now_ns();
+    /// Writes the summaries due at `now` (the kernel's clock: CLOCK_MONOTONIC live, the
+    /// capture's time in a replay); `force` writes every open one.
+    pub(crate) fn sweep<S: ProbeSink>(&mut self, now: u64, force: bool, out: &mut Output<S>) {
         if let Some(s) = &self.sources {
             s.sweep(now, force, out);
         }
@@ -103,7 +104,7 @@ pub(crate) async fn run_reader<S: ProbeSink>(
                     }
                 }
             }
-            _ = sweep.tick() => sweepers.sweep(false, &mut out),
+            _ = sweep.tick() => sweepers.sweep(mono_now_ns(), false, &mut out),
             _ = shutdown.changed() => break,
         }
         tokio::task::yield_now().await;
@@ -119,7 +120,7 @@ pub(crate) async fn run_reader<S: ProbeSink>(
         }
     }
     let force = !sweepers.keep_open;
-    sweepers.sweep(force, &mut out);
+    sweepers.sweep(mono_now_ns(), force, &mut out);
     Ok(out.reported())
 }
 
@@ -127,7 +128,7 @@ pub(crate) async fn run_reader<S: ProbeSink>(
 pub fn drain<S: ProbeSink>(
     ring: &mut RingBuf<MapData>,
     out: &mut Output<S>,
-    mut flows: Option<&mut Flows>,
+    flows: Option<&mut Flows>,
     stats: &PipelineStats,
 ) -> bool {
     // One root span per drain cycle (never per packet: each probe's own span is the
@@ -140,9 +141,25 @@ pub fn drain<S: ProbeSink>(
     );
     let _cycle = span.enter();
     out.tick();
+    let (read, bad, empty) = take(ring, out, flows, stats, BATCH);
+    out.ship();
+    span.record("read", read);
+    span.record("decode_errors", bad);
+    empty
+}
+
+/// Moves up to `max` entries from the ring to the sink without shipping them (the caller
+/// ships), counting them in `stats`. Returns the entries read, how many of them did not
+/// decode, and whether the ring is now empty.
+pub(crate) fn take<S: ProbeSink>(
+    ring: &mut RingBuf<MapData>,
+    out: &mut Output<S>,
+    mut flows: Option<&mut Flows>,
+    stats: &PipelineStats,
+    max: usize,
+) -> (u64, u64, bool) {
     let mut read = 0u64;
     let mut bad = 0u64;
-    let mut empty = true;
     while let Some(item) = ring.next() {
         read += 1;
         match Probe::decode(&item) {
@@ -157,15 +174,11 @@ pub fn drain<S: ProbeSink>(
                 tracing::debug!(error = %e, "undecodable ring entry");
             }
         }
-        if read as usize >= BATCH {
-            empty = false;
+        if read as usize >= max {
             break;
         }
     }
-    out.ship();
-    span.record("read", read);
-    span.record("decode_errors", bad);
     PipelineStats::add(&stats.ring_read, read);
     PipelineStats::add(&stats.decode_errors, bad);
-    empty
+    (read, bad, (read as usize) < max)
 }
