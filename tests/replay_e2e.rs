@@ -206,7 +206,7 @@ impl Drop for Tcpdump {
 fn verdict(p: &Value) -> Value {
     serde_json::json!({
         "tools": p["tools"],
-        "scan_kinds": p["scan_kinds"],
+        "scan_kinds": p["scan"]["kinds"],
         "event_types": p["event_types"],
         "ports": p["ports"],
         "class": p["behavior"]["class"],
@@ -227,10 +227,18 @@ fn a_lab_capture_replays_to_what_the_live_sensor_saw_in_every_format() {
     let work = dir("lab");
     let pcap = work.join("lab.pcap");
     let dump = Tcpdump::start(&lab.host_if, &pcap);
-    let mut daemon = Daemon::start(
+    // A known-scanner list that does not name the attacker yet.
+    let scanners = work.join("scanners.txt");
+    std::fs::write(
+        &scanners,
+        "# research scanners\n192.0.2.0/24,Elsewhere,research\n",
+    )
+    .unwrap();
+    let mut daemon = Daemon::start_with_env(
         &lab.host_if,
         &[format!("{}=web", lab.decoy)],
         &work.join("live"),
+        &[("DECNET_KNOWN_SCANNERS", scanners.to_str().unwrap())],
     );
     // A SYN scan, a FIN scan and hping3 SYNs: tools, kinds, outcomes.
     lab.exec(
@@ -246,6 +254,39 @@ fn a_lab_capture_replays_to_what_the_live_sensor_saw_in_every_format() {
     );
     daemon.settle();
     let live = daemon.attacker(&lab.attacker);
+    assert_eq!(live["classification"], "suspicious", "{live}");
+    assert_eq!(live["actor"], Value::Null);
+    assert_eq!(live["spoofable"], true, "no handshake completed: {live}");
+    // Listed, and SIGHUP: the same profile now names its actor, benign, at low risk.
+    let listed = format!("{}/32,Lab Research,research", lab.attacker);
+    std::fs::write(
+        &scanners,
+        format!("# research scanners\n{listed}\nnot-a-cidr\n"),
+    )
+    .unwrap();
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(daemon.pid(), libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let benign = loop {
+        let p = daemon.attacker(&lab.attacker);
+        if p["classification"] == "benign" {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the list: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(benign["actor"], "Lab Research", "{benign}");
+    assert_eq!(benign["actor_category"], "research", "{benign}");
+    assert!(benign["risk"]["score"].as_u64().unwrap() <= 10, "{benign}");
+    assert_eq!(benign["tools"], live["tools"], "the profile itself is kept");
+    let log = daemon.log_text();
+    assert!(
+        log.contains("known-scanner line skipped") && log.contains(":3: `not-a-cidr`"),
+        "{log}"
+    );
     daemon.stop();
     dump.stop();
     let recs = read_pcap(&pcap);
@@ -426,6 +467,23 @@ fn a_lab_capture_replays_to_what_the_live_sensor_saw_in_every_format() {
         stderr.contains(&format!("skipped {} frames: link type 105", recs.len()))
             && stderr.contains("no frame could be replayed (the link types read are Ethernet"),
         "{stderr}"
+    );
+    // The same list given to a replay: the attacker is the known scanner there too.
+    let out = replay(&[
+        "--decoy",
+        &decoy,
+        "--known-scanners",
+        scanners.to_str().unwrap(),
+        "--json",
+        pcap.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains(":3: `not-a-cidr`"), "{stderr}");
+    let p = profiles(&out);
+    let p = p.iter().find(|p| p["ip"] == lab.attacker.as_str()).unwrap();
+    assert_eq!(
+        (&p["classification"], &p["actor"]),
+        (&"benign".into(), &"Lab Research".into())
     );
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -255,15 +255,28 @@ pub fn attackers_table(body: &str) -> anyhow::Result<String> {
     let v: serde_json::Value = serde_json::from_str(body).context("attackers JSON")?;
     let rows = v["attackers"].as_array().context("no `attackers` array")?;
     let mut out = format!(
-        "{:<39} {:>5} {:<8} {:<12} {:>8} {:<18} {:<22} {:<16} {:<8} {}\n",
-        "IP", "RISK", "BAND", "CLASS", "EVENTS", "TOOLS", "SCAN KINDS", "OS", "CAMPAIGN", "DECOYS"
+        "{:<39} {:>5} {:<8} {:<10} {:<16} {:<12} {:>8} {:<18} {:<22} {:<16} {:<8} {}\n",
+        "IP",
+        "RISK",
+        "BAND",
+        "VERDICT",
+        "ACTOR",
+        "CLASS",
+        "EVENTS",
+        "TOOLS",
+        "SCAN KINDS",
+        "OS",
+        "CAMPAIGN",
+        "DECOYS"
     );
     for a in rows {
         out.push_str(&format!(
-            "{:<39} {:>5} {:<8} {:<12} {:>8} {:<18} {:<22} {:<16} {:<8} {}\n",
+            "{:<39} {:>5} {:<8} {:<10} {:<16} {:<12} {:>8} {:<18} {:<22} {:<16} {:<8} {}\n",
             text(&a["ip"]),
             text(&a["risk"]["score"]),
             text(&a["risk"]["band"]),
+            text(&a["classification"]),
+            text(&a["actor"]),
             text(&a["class"]),
             text(&a["event_count"]),
             text(&a["tools"]),
@@ -300,10 +313,12 @@ pub fn event_line(ev: &SseEvent) -> Option<String> {
             },
         )),
         "detection" => Some(format!(
-            "{} DETECTION {} [{}] class={} tools={} risk={} ({}) campaign={}",
+            "{} DETECTION {} [{}] {} actor={} class={} tools={} risk={} ({}) campaign={}",
             text(&v["ts"]),
             text(&v["ip"]),
             text(&v["changes"]),
+            text(&v["classification"]),
+            text(&v["actor"]),
             text(&v["class"]),
             text(&v["tools"]),
             text(&v["risk"]["score"]),

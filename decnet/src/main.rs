@@ -63,6 +63,15 @@ enum Cmd {
         /// exit]. An existing data dir gets the replay's events added.
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
+        /// A known-scanner list (`CIDR[,name[,category]]` lines), as `run --known-scanners`;
+        /// repeat for several.
+        #[arg(
+            long = "known-scanners",
+            value_name = "FILE",
+            env = "DECNET_KNOWN_SCANNERS",
+            value_delimiter = ','
+        )]
+        known_scanners: Vec<std::path::PathBuf>,
         /// Print one full profile (JSON) per line instead of the attackers table.
         #[arg(long)]
         json: bool,
@@ -106,6 +115,9 @@ enum Cmd {
         /// Only detections with at least this risk score.
         #[arg(long)]
         min_risk: Option<u8>,
+        /// Only detections of this classification (benign, malicious, suspicious, unknown).
+        #[arg(long)]
+        classification: Option<String>,
     },
 }
 
@@ -157,6 +169,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.check_host().context("configuration")?;
             decnet::privilege::preflight(&cfg.user, &cfg.data_dir).context("configuration")?;
             print!("{}", cfg.describe());
+            let (list, bad) = cfg.known_scanner_list().context("configuration")?;
+            for e in &bad {
+                println!("warning: known-scanner line skipped: {e}");
+            }
+            if !cfg.known_scanners.is_empty() {
+                println!("known scanners: {} entries loaded", list.len());
+            }
             println!("configuration ok");
             Ok(())
         }
@@ -208,9 +227,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Replay {
             decoys,
             data_dir,
+            known_scanners,
             json,
             files,
-        } => replay(decoys, data_dir, json, files),
+        } => {
+            let (list, bad) = decnet::intel::scanners::ScannerList::load(&known_scanners)
+                .context("known-scanner list")?;
+            for e in &bad {
+                eprintln!("warning: known-scanner line skipped: {e}");
+            }
+            decnet::intel::scanners::install(list);
+            replay(decoys, data_dir, json, files)
+        }
         other => run_other(other),
     }
 }
@@ -354,6 +382,7 @@ fn run_other(cmd: Cmd) -> anyhow::Result<()> {
             attacker_ip,
             event_type,
             min_risk,
+            classification,
         } => rt.block_on(async move {
             let mut query = Vec::new();
             if let Some(ip) = attacker_ip {
@@ -364,6 +393,10 @@ fn run_other(cmd: Cmd) -> anyhow::Result<()> {
             }
             if let Some(r) = min_risk {
                 query.push(format!("min_risk={r}"));
+            }
+            if let Some(c) = classification {
+                let c: String = form_urlencoded::byte_serialize(c.as_bytes()).collect();
+                query.push(format!("classification={c}"));
             }
             let client = daemon.client()?;
             let query = query.join("&");

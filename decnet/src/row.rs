@@ -57,6 +57,7 @@ pub struct Fields {
     pub outcome: Option<String>,
     pub rtt_ns: Option<u64>,
     // tcp_flow
+    pub handshake: Option<bool>,
     pub connect_scan: Option<bool>,
     pub attacker_bytes: Option<u64>,
     pub decoy_bytes: Option<u64>,

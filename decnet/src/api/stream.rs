@@ -12,7 +12,8 @@
 //!   `hub::CAPACITY` messages) overflows without slowing the ingester or other clients, and
 //!   it then gets a `reset` event telling it where to resume, and the stream ends.
 //! - Filters: `attacker_ip` (logs and detections), `event_type` (logs), `min_risk`
-//!   (detections: risk score at least this).
+//!   (detections: risk score at least this), `classification` (detections: `benign`,
+//!   `malicious`, `suspicious` or `unknown`).
 
 use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
 
@@ -39,7 +40,11 @@ struct Filter {
     ip: Option<String>,
     event_type: Option<&'static str>,
     min_risk: Option<u64>,
+    classification: Option<&'static str>,
 }
+
+/// The values of a profile's and a detection's `classification`.
+pub(crate) const CLASSIFICATIONS: &[&str] = &["benign", "malicious", "suspicious", "unknown"];
 
 impl Filter {
     fn log(&self, ip: &str, event_type: &str) -> bool {
@@ -51,13 +56,17 @@ impl Filter {
         if self.ip.as_deref().is_some_and(|f| f != ip) {
             return false;
         }
-        match self.min_risk {
-            None => true,
-            Some(min) => serde_json::from_str::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| v["risk"]["score"].as_u64())
-                .is_some_and(|s| s >= min),
+        if self.min_risk.is_none() && self.classification.is_none() {
+            return true;
         }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+            return false;
+        };
+        self.min_risk
+            .is_none_or(|min| v["risk"]["score"].as_u64().is_some_and(|s| s >= min))
+            && self
+                .classification
+                .is_none_or(|c| v["classification"].as_str() == Some(c))
     }
 }
 
@@ -315,6 +324,7 @@ fn emit_span<'a>(
         ("attacker_ip" = Option<String>, Query, description = "Only this source."),
         ("event_type" = Option<String>, Query, description = "Only logs of this event type."),
         ("min_risk" = Option<u8>, Query, minimum = 0, maximum = 100, description = "Only detections with at least this risk score."),
+        ("classification" = Option<String>, Query, description = "Only detections of this classification: benign, malicious, suspicious or unknown."),
     ),
     responses(
         (status = 200, description = "Server-Sent Events: log, detection, stats, reset", content_type = "text/event-stream", body = String),
@@ -334,6 +344,7 @@ pub async fn stream(
             "attacker_ip",
             "event_type",
             "min_risk",
+            "classification",
         ],
     )?;
     let filter = Filter {
@@ -343,6 +354,7 @@ pub async fn stream(
             .str("min_risk")
             .map(|_| p.uint("min_risk", 0, 100))
             .transpose()?,
+        classification: p.one_of("classification", CLASSIFICATIONS, None)?,
     };
     let header = headers
         .get("last-event-id")

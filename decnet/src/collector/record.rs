@@ -367,8 +367,8 @@ pub fn write_flow_record(
 
 /// Passive fingerprint of a SYN or stealth probe: the p0f-style `fingerprint`, the scanner
 /// `traits` whose signature the packet matches (intel/tools.rs, a table), and for packets
-/// of the sender's own stack (no trait) the `os_guess`; `hops` unless the TTL is one nmap
-/// drew at random.
+/// of the sender's own stack (no trait) the `os_guess`; `hops` unless the TTL is one the
+/// tool drew at random (`tools::RANDOM_TTL`).
 fn write_passive_fingerprint(w: &mut JsonLine<'_>, probe: &Probe, t: &decode::TcpFields) {
     let syn = probe.kind == EventKind::TcpSyn;
     let mut letters = [0u8; 9];
@@ -406,7 +406,7 @@ fn write_passive_fingerprint(w: &mut JsonLine<'_>, probe: &Probe, t: &decode::Tc
     write_fingerprint(w.0, &fp);
     let end = w.0.len();
     w.lit("\",\"traits\":[");
-    let (mut any, mut nmap) = (false, false);
+    let (mut any, mut random_ttl) = (false, false);
     let mut last: &str = "";
     for s in tools::SIGNATURES.iter().filter(|s| s.matches(&traits)) {
         // Rows of one tool are adjacent in the table: skip repeats.
@@ -419,7 +419,8 @@ fn write_passive_fingerprint(w: &mut JsonLine<'_>, probe: &Probe, t: &decode::Tc
         w.lit("\"");
         w.raw(s.tool);
         w.lit("\"");
-        (any, nmap, last) = (true, nmap || s.tool == "nmap", s.tool);
+        let random = !tools::ttl_is_known(std::iter::once(s.tool));
+        (any, random_ttl, last) = (true, random_ttl || random, s.tool);
     }
     w.lit("]");
     let ittl = initial_ttl(probe.ttl);
@@ -430,7 +431,7 @@ fn write_passive_fingerprint(w: &mut JsonLine<'_>, probe: &Probe, t: &decode::Tc
             w.text(guess);
         }
     }
-    if !nmap {
+    if !random_ttl {
         w.lit(",\"hops\":");
         w.num(ittl - probe.ttl);
     }

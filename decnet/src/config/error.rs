@@ -39,6 +39,8 @@ pub enum ConfigError {
     BadSensorId { origin: Origin, value: String },
     #[error("{origin}: interface `{iface}` does not exist on this host")]
     NoSuchIface { iface: String, origin: Origin },
+    #[error("known-scanner list {0}")]
+    KnownScanners(std::io::Error),
 }
 
 /// Where a setting came from, for error messages: a flag (or its variable), or a line of

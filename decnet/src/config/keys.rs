@@ -178,6 +178,13 @@ settings! {
     store: Option<String>, file Option<toml::Spanned<String>>, toml "store",
     flag "--store URL", env "DECNET_STORE", default "sqlite://DATA_DIR/decnet.db", arg(long);
 
+    /// A list of known scanners, lines of `CIDR[,name[,category]]` (docs/configuration.md, "Known-scanner lists"):
+    /// their profiles say who they are and their risk stays low. Repeat for several (env:
+    /// comma-separated); reloaded on SIGHUP.
+    known_scanners: Vec<PathBuf>, file Vec<PathBuf>, toml "known_scanners",
+    flag "--known-scanners FILE", env "DECNET_KNOWN_SCANNERS", default "none",
+    arg(long = "known-scanners", value_name = "FILE", value_delimiter = ',');
+
     /// This sensor's name in a fleet, 1-64 of A-Z a-z 0-9 . _ -: its rows carry it and its
     /// ingest cursor is its own.
     sensor_id: Option<String>, file Option<toml::Spanned<String>>, toml "sensor_id",

@@ -68,6 +68,8 @@ pub struct RunConfig {
     /// `--sensor-id` as given (None: the data dir's kept id or the hostname, see
     /// [`RunConfig::sensor_id`]).
     pub sensor_id: Option<String>,
+    /// Known-scanner lists (`intel::scanners`), read at start and on SIGHUP.
+    pub known_scanners: Vec<PathBuf>,
 }
 
 impl RunConfig {
@@ -235,7 +237,27 @@ impl RunConfig {
             role,
             store,
             sensor_id,
+            known_scanners: if args.known_scanners.is_empty() {
+                file.known_scanners
+            } else {
+                args.known_scanners
+            },
         })
+    }
+
+    /// Reads the known-scanner lists: an unreadable file is an error; malformed lines come
+    /// back as reports (each with its file and line), the rest of the file loads.
+    pub fn known_scanner_list(
+        &self,
+    ) -> Result<
+        (
+            crate::intel::scanners::ScannerList,
+            Vec<crate::intel::scanners::LineError>,
+        ),
+        ConfigError,
+    > {
+        crate::intel::scanners::ScannerList::load(&self.known_scanners)
+            .map_err(ConfigError::KnownScanners)
     }
 
     /// The resolved settings, one `key = value` per line in [`KEYS`] order (what
@@ -276,13 +298,22 @@ impl RunConfig {
                 .sensor_id
                 .clone()
                 .unwrap_or_else(|| "(kept in the data dir, else the hostname)".to_owned()),
+            "known_scanners" => {
+                let files: Vec<String> = self
+                    .known_scanners
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                files.join(", ")
+            }
             // A key added to the table but not here: the test of describe() fails.
             _ => UNSHOWN.to_owned(),
         }
     }
 
-    /// Checks what only this host can tell: that the interface exists. `decnet run` and
-    /// `decnet check-config` both do this before anything is loaded.
+    /// Checks what only this host can tell: that the interface exists and the known-scanner
+    /// lists can be read. `decnet run` and `decnet check-config` both do this before
+    /// anything is loaded.
     pub fn check_host(&self) -> Result<(), ConfigError> {
         if self.role.sensor() && crate::sensor::loader::nix_if_index(&self.iface).is_none() {
             return Err(ConfigError::NoSuchIface {
@@ -290,6 +321,7 @@ impl RunConfig {
                 origin: self.iface_origin.clone(),
             });
         }
+        self.known_scanner_list()?;
         Ok(())
     }
 }

@@ -29,6 +29,8 @@ pub enum DaemonError {
         dir: std::path::PathBuf,
         entry: String,
     },
+    #[error(transparent)]
+    Config(crate::config::ConfigError),
     #[error("API token {0}: {1}")]
     Token(std::path::PathBuf, #[source] std::io::Error),
 }

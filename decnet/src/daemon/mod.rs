@@ -5,6 +5,7 @@
 //! - `capture`: ring reader -> journal writer -> ingester, and the interface watch;
 //! - `analysis`: the profiler;
 //! - `serve`: the API and stream, and a fleet's relay;
+//! - `scanners`: the known-scanner lists, and their reload on SIGHUP;
 //! - `stop`: the stages of an orderly stop, for the timeout's message.
 //!
 //! Start: data dir -> load + fill decoys -> attach -> store -> capture -> analysis -> serve.
@@ -19,6 +20,7 @@ mod analysis;
 mod capture;
 mod error;
 mod prepare;
+mod scanners;
 mod serve;
 mod stop;
 
@@ -51,6 +53,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
     let Prepared { auth, sensor } = prepared;
+    scanners::spawn_reload(&cfg, shutdown.clone());
     let store = Store::connect(&cfg.store)
         .await
         .map_err(|e| DaemonError::Store(cfg.store_display(), e))?;

@@ -7,12 +7,15 @@
 //! - `tcp`: initial TTL and the p0f-style TCP fingerprint;
 //! - `os`: the OS table, by fingerprint or initial TTL;
 //! - `tools`: scanner signatures, tool votes and user agents;
-//! - `payload`: artifacts in a first payload (HTTP, SSH, SMTP, FTP, Redis, Telnet, JA4).
+//! - `payload`: artifacts in a first payload (HTTP, SSH, SMTP, FTP, Redis, Telnet, JA4);
+//! - `scanners`: the known-scanner address lists (`--known-scanners`), the one process-wide
+//!   table here, swapped whole on reload.
 //!
 //! Stage 1 (intel) of the pipeline: docs/architecture.md.
 
 pub mod os;
 pub mod payload;
+pub mod scanners;
 pub(crate) mod services;
 pub mod tcp;
 pub mod tools;

@@ -34,17 +34,21 @@ pub struct Traits<'a> {
     pub syn: bool,
 }
 
-/// What a signature requires of the TTL.
+/// What a signature requires of the TTL. Only ever the initial TTL (the next of
+/// 32/64/128/255 at or above the received one): the received TTL is the sender's minus the
+/// hops, which a signature cannot know.
 #[derive(Debug, Clone, Copy)]
 pub enum Ttl {
     Any,
-    /// The received TTL lies in this range (nmap draws its TTL per run).
-    Range(u8, u8),
-    /// The initial TTL (next of 32/64/128/255 at or above the received one).
+    /// The initial TTL.
     Initial(u8),
-    /// Exactly this value as received (nmap's IPv6 hop limit).
-    Exact(u8),
+    /// One of these initial TTLs (nmap draws 37-59 per run, which arrives as initial 64,
+    /// or 32 from more than 5 hops away).
+    InitialIn(&'static [u8]),
 }
+
+/// Tools that draw their TTL at random: their packets give no hop distance.
+pub(crate) const RANDOM_TTL: &[&str] = &["nmap"];
 
 /// What a signature requires of the TCP options (the layout string, e.g. `M1460`).
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +58,9 @@ pub enum Options {
     Is(&'static str),
     /// This layout on SYNs, none on other probes (nmap's stealth probes carry none).
     SynElseNone(&'static str),
+    /// One MSS option (any value: a router on the way may clamp it) on SYNs, none on other
+    /// probes.
+    MssOnlyElseNone,
 }
 
 /// A relation between header fields that no TCP stack produces by chance.
@@ -97,16 +104,17 @@ const NMAP_WINDOWS: &[u16] = &[1024, 2048, 3072, 4096];
 
 /// The table. Tools change: add rows here, and a test pinning them.
 pub const SIGNATURES: &[Signature] = &[
-    // nmap raw-packet scans: TTL drawn from 37..=59, window 1024 (retries 2048-4096), SYNs
-    // carry exactly MSS 1460, stealth probes no options, no DF.
+    // nmap raw-packet scans: TTL drawn from 37..=59 (initial 64, or 32 once more than 5
+    // hops have taken it below 33), window 1024 (retries and releases before 2011: 2048,
+    // 3072, 4096), SYNs carry one MSS option, stealth probes none, no DF.
     Signature {
         tool: "nmap",
         weight: 1,
         syn_only: false,
         family: Family::Any,
-        ttl: Ttl::Range(37, 59),
+        ttl: Ttl::InitialIn(&[32, 64]),
         windows: NMAP_WINDOWS,
-        options: Options::SynElseNone("M1460"),
+        options: Options::MssOnlyElseNone,
         df: Some(false),
         relation: Relation::None,
         ports: &[],
@@ -117,9 +125,9 @@ pub const SIGNATURES: &[Signature] = &[
         weight: 1,
         syn_only: false,
         family: Family::V6,
-        ttl: Ttl::Exact(255),
+        ttl: Ttl::Initial(255),
         windows: NMAP_WINDOWS,
-        options: Options::SynElseNone("M1460"),
+        options: Options::MssOnlyElseNone,
         df: None,
         relation: Relation::None,
         ports: &[],
@@ -212,11 +220,12 @@ impl Signature {
         if self.family == Family::V6 && t.dst_v4.is_some() {
             return false;
         }
+        // TTL 0 never arrives from the wire: it stands for a record without one.
         let ttl_ok = match self.ttl {
             Ttl::Any => true,
-            Ttl::Range(lo, hi) => (lo..=hi).contains(&t.ttl),
+            _ if t.ttl == 0 => false,
             Ttl::Initial(i) => initial_ttl(t.ttl) == i,
-            Ttl::Exact(v) => t.ttl == v,
+            Ttl::InitialIn(set) => set.contains(&initial_ttl(t.ttl)),
         };
         let opts_ok = match self.options {
             Options::Any => true,
@@ -224,6 +233,13 @@ impl Signature {
             Options::SynElseNone(o) => {
                 if t.syn {
                     t.options == o
+                } else {
+                    t.options.is_empty()
+                }
+            }
+            Options::MssOnlyElseNone => {
+                if t.syn {
+                    t.options.starts_with('M') && !t.options.contains(',')
                 } else {
                     t.options.is_empty()
                 }
@@ -280,6 +296,12 @@ pub(crate) fn user_agent_tool(ua: &str) -> Option<&'static str> {
         .map(|(_, t)| *t)
 }
 
+/// Whether a packet whose signature matches `tools` carries its sender's initial TTL (none
+/// of them draws its TTL at random), so that its hop distance can be known.
+pub(crate) fn ttl_is_known<'a>(mut tools: impl Iterator<Item = &'a str>) -> bool {
+    !tools.any(|t| RANDOM_TTL.contains(&t))
+}
+
 /// Tools that pass the vote, most votes first.
 pub fn decide(tally: &BTreeMap<String, u64>) -> Vec<String> {
     let mut out: Vec<(&String, &u64)> = tally.iter().filter(|(_, n)| **n >= MIN_VOTES).collect();
@@ -326,6 +348,35 @@ mod tests {
             ["nmap"]
         );
         assert_eq!(names(&syn(255, 1024, "M1460")), ["nmap"], "IPv6");
+        assert_eq!(
+            names(&syn(240, 1024, "M1460")),
+            ["nmap"],
+            "IPv6, 15 hops away"
+        );
+        // nmap's TTL (37-59) from 24 and 16 hops away, an older release's window and an
+        // MSS a router clamped: the signature never reads the received TTL itself.
+        for (ttl, window, mss) in [(13, 1024, "M1460"), (28, 3072, "M1452"), (59, 4096, "M536")] {
+            let t = Traits {
+                dst_v4: Some(1),
+                ..syn(ttl, window, mss)
+            };
+            assert_eq!(names(&t), ["nmap"], "ttl {ttl} window {window} {mss}");
+        }
+        // No TTL recorded is no TTL match; a Windows client's mid-flow ACK is not nmap's.
+        assert!(
+            names(&Traits {
+                dst_v4: Some(1),
+                ..syn(0, 1024, "M1460")
+            })
+            .is_empty()
+        );
+        let ack = Traits {
+            syn: false,
+            df: true,
+            dst_v4: Some(1),
+            ..syn(116, 1024, "")
+        };
+        assert!(names(&ack).is_empty());
         let dst = u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1));
         let seq = 0x1234_5678;
         let m = Traits {

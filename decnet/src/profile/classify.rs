@@ -1,9 +1,11 @@
 //! Classification rules over an [`IpState`]. Thresholds start from the seed profiler's
 //! (SIGNATURES.md) and are kept here, in one place, with the order they are tried in.
 
-use super::state::IpState;
+use super::{risk::Risk, state::IpState};
+use crate::intel::scanners::Actor;
 
 /// `behavior.class`. Rules, first match wins:
+/// 0. `backscatter`: it only answers what no decoy sent ([`IpState::is_backscatter`]).
 /// 1. `unknown` below 3 events: too little to say anything.
 /// 2. `slow_scan`: >= 2 services, mean gap >= 10 s, >= 4 events.
 /// 3. `scanning`: >= 3 services.
@@ -19,7 +21,9 @@ pub(crate) fn behavior_class(s: &IpState) -> &'static str {
     let services = s.services.len();
     let mean = s.iat.mean;
     let cv = s.iat.cv();
-    if n < 3 {
+    if s.is_backscatter() {
+        "backscatter"
+    } else if n < 3 {
         "unknown"
     } else if services >= 2 && mean >= 10.0 && n >= 4 {
         "slow_scan"
@@ -33,6 +37,46 @@ pub(crate) fn behavior_class(s: &IpState) -> &'static str {
         "beaconing"
     } else if cv >= 0.5 && mean < 5.0 && n >= 6 {
         "interactive"
+    } else {
+        "unknown"
+    }
+}
+
+/// `classification`, what a security team acts on (as GreyNoise's). Rules, first match wins:
+/// 1. on a known-scanner list: `malicious` when the list says so, else `benign`;
+/// 2. `malicious`: it sent exploit-looking payloads, credentials or commands, or an
+///    attributed offensive tool reached a high risk;
+/// 3. `unknown` for backscatter (a victim's replies say nothing of intent);
+/// 4. `suspicious`: it scanned (any scan kind or tool, or a scanning class);
+/// 5. otherwise `unknown`.
+pub(crate) fn classification(
+    s: &IpState,
+    class: &str,
+    tools: &[String],
+    risk: &Risk,
+    actor: Option<&Actor>,
+) -> &'static str {
+    if let Some(a) = actor {
+        return if a.is_malicious() {
+            "malicious"
+        } else {
+            "benign"
+        };
+    }
+    let high = matches!(risk.band, "high" | "critical");
+    if s.exploit_payloads > 0
+        || s.credentials > 0
+        || s.command_count > 0
+        || (high && !tools.is_empty())
+    {
+        "malicious"
+    } else if class == "backscatter" {
+        "unknown"
+    } else if !s.kinds.is_empty()
+        || !tools.is_empty()
+        || matches!(class, "scanning" | "slow_scan" | "brute_force")
+    {
+        "suspicious"
     } else {
         "unknown"
     }

@@ -16,8 +16,21 @@ pub(crate) const KINDS: &[&str] = &[
     "http_request",
 ];
 
-pub(crate) fn is_command(kind: &str) -> bool {
-    KINDS.contains(&kind)
+/// Whether an artifact is a command. A plain visit of a web page (`GET /`, `HEAD /`, the
+/// favicon, robots.txt) is what every browser and crawler sends: it asks the service for
+/// nothing, so it is not one.
+pub(crate) fn is_command(kind: &str, value: &str) -> bool {
+    KINDS.contains(&kind) && !(kind == "http_request" && plain_visit(value))
+}
+
+/// `GET /` and the like: a request line for a page anyone may fetch, without a query.
+fn plain_visit(request_line: &str) -> bool {
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    matches!(method, "GET" | "HEAD")
+        && matches!(path, "/" | "/index.html" | "/favicon.ico" | "/robots.txt")
 }
 
 /// One command as the profile shows it (docs/api.md: service, decky, command, ts).
@@ -66,6 +79,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_plain_page_visit_is_no_command() {
+        assert!(!is_command("http_request", "GET / HTTP/1.1"));
+        assert!(!is_command("http_request", "HEAD /robots.txt HTTP/1.0"));
+        assert!(is_command("http_request", "GET /?cmd=id HTTP/1.1"));
+        assert!(is_command("http_request", "POST / HTTP/1.1"));
+        assert!(is_command("http_request", "GET /admin HTTP/1.1"));
+        assert!(is_command("redis_command", "PING"));
+        assert!(!is_command("http_user_agent", "curl/8.0"));
+    }
+
+    #[test]
     fn marks() {
         assert_eq!(
             exploit_mark("GET /cgi-bin/../../../../bin/sh HTTP/1.1"),
@@ -81,6 +105,6 @@ mod tests {
         );
         assert_eq!(exploit_mark("GET / HTTP/1.1"), None);
         assert_eq!(exploit_mark("EHLO"), None);
-        assert!(is_command("telnet_input") && !is_command("ja4"));
+        assert!(is_command("telnet_input", "ls") && !is_command("ja4", "t13d"));
     }
 }

@@ -35,13 +35,13 @@ use crate::store::{Store, StoreError};
 /// The public profile of `ip` from its stored state (None when the state does not parse).
 pub(crate) fn render(ip: &str, state: &str) -> Option<serde_json::Value> {
     let st: state::IpState = serde_json::from_str(state).ok()?;
-    Some(st.profile(ip, &st.verdict()))
+    Some(st.profile(ip, &st.verdict(ip)))
 }
 
 /// The attackers-list row of `ip` from its stored state.
 pub(crate) fn render_summary(ip: &str, state: &str) -> Option<serde_json::Value> {
     let st: state::IpState = serde_json::from_str(state).ok()?;
-    Some(st.summary(ip, &st.verdict()))
+    Some(st.summary(ip, &st.verdict(ip)))
 }
 
 /// The public profile of `ip`, or None when it was never profiled.

@@ -12,12 +12,15 @@
 //!   more of silence;
 //! - campaign: 10 when it is one of several coordinated sources.
 //!
-//! The sum is capped at 100. The bands used for detection events are 0-24 low, 25-49
+//! Backscatter (a victim's replies) is capped at 5 with that one reason, a known benign
+//! scanner (`--known-scanners`) at 10 with its name as the first reason. The sum is capped
+//! at 100. The bands used for detection events are 0-24 low, 25-49
 //! medium, 50-74 high, 75-100 critical.
 
 use serde::Serialize;
 
 use super::state::IpState;
+use crate::intel::scanners::Actor;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Risk {
@@ -25,6 +28,11 @@ pub struct Risk {
     pub band: &'static str,
     pub reasons: Vec<String>,
 }
+
+/// The most a backscatter source scores.
+pub(crate) const BACKSCATTER_CAP: u32 = 5;
+/// The most a known benign scanner scores: its profile is kept, its alarm is not.
+pub(crate) const BENIGN_CAP: u32 = 10;
 
 pub fn band(score: u32) -> &'static str {
     match score {
@@ -35,7 +43,8 @@ pub fn band(score: u32) -> &'static str {
     }
 }
 
-pub(crate) fn assess(s: &IpState, tools: &[String]) -> Risk {
+/// The score of `s`, whose tools passed the vote, and which a known-scanner list may name.
+pub(crate) fn assess(s: &IpState, tools: &[String], actor: Option<&Actor>) -> Risk {
     let mut score = 0u32;
     let mut reasons = Vec::new();
     let ports = s.ports.len() as u64 + s.ports_overflow;
@@ -141,6 +150,33 @@ pub(crate) fn assess(s: &IpState, tools: &[String]) -> Risk {
              sharing targets: block the group, not one address."
         ));
     }
+    if s.is_backscatter() {
+        // Its ports and decoys are the addresses someone else forged, not its choice.
+        score = score.min(BACKSCATTER_CAP);
+        reasons = vec![format!(
+            "Sent only answers to packets no decoy sent ({} SYN-ACKs, RSTs or ICMP errors): \
+             backscatter, the victim of someone else's spoofed attack, not a scanner.",
+            s.replies
+        )];
+    }
+    if let Some(a) = actor
+        && !a.is_malicious()
+    {
+        score = score.min(BENIGN_CAP);
+        let who = match (&a.name, &a.category) {
+            (Some(n), Some(c)) => format!("{n} ({c})"),
+            (Some(n), None) => n.clone(),
+            (None, Some(c)) => format!("an unnamed {c} scanner"),
+            (None, None) => "an unnamed entry".to_owned(),
+        };
+        reasons.insert(
+            0,
+            format!(
+                "Listed as a known scanner: {who}; its risk is capped at {BENIGN_CAP} (a known \
+                 scanner's probes are not an attack on you, though what they find is public)."
+            ),
+        );
+    }
     let score = score.min(100);
     Risk {
         score,
@@ -156,7 +192,7 @@ mod tests {
     #[test]
     fn quiet_source_is_low_and_says_nothing_alarming() {
         let s = IpState::default();
-        let r = assess(&s, &[]);
+        let r = assess(&s, &[], None);
         assert_eq!((r.score, r.band), (0, "low"));
         assert!(r.reasons.is_empty());
     }
@@ -170,7 +206,7 @@ mod tests {
             .iter()
             .map(|k| k.to_string())
             .collect();
-        let r = assess(&s, &["nmap".into()]);
+        let r = assess(&s, &["nmap".into()], None);
         // ports 200 -> 4*7=24 (cap), decoys 8 + traversal 15, OS 15, stealth 10, tool 5.
         assert_eq!(r.score, 24 + 8 + 15 + 15 + 10 + 5);
         assert_eq!(r.band, "critical");

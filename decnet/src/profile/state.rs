@@ -92,6 +92,29 @@ pub struct IpState {
     /// What the decoys answered (`probe_outcome`) and the TCP flows this source held
     /// (`tcp_flow`); None before the first of either.
     pub answers: Option<Answers>,
+    /// Segments that answer something no decoy sent: SYN-ACKs, RSTs, ICMP errors and echo
+    /// replies. A source that sends only these is backscatter: the victim of someone
+    /// else's spoofed attack, replying to the addresses it was told were the senders.
+    pub replies: u64,
+    /// ACK and FIN+ACK segments without payload to a flow whose start no decoy saw (an
+    /// ordinary client's segments, or an ACK/Maimon scan); the ports and kinds they came as.
+    pub strays: u64,
+    stray_ports: BTreeSet<u16>,
+    stray_kinds: BTreeSet<String>,
+    /// TCP handshakes it completed with a decoy (flow summaries that saw one).
+    pub handshakes: u64,
+}
+
+/// Distinct ports of stray ACK/FIN+ACK segments that make them a probe sweep (an ACK or
+/// Maimon scan) rather than the tail of a connection.
+pub(crate) const STRAY_SWEEP_PORTS: usize = 3;
+
+/// Whether a SYN's option layout (`M1460,S,T,N,W7`) is one a TCP stack sends: it offers
+/// SACK, window scaling or timestamps. Raw-packet scanners send none of them or MSS alone.
+fn stack_options(layout: &str) -> bool {
+    layout
+        .split(',')
+        .any(|o| o == "S" || o == "T" || o.starts_with('W'))
 }
 
 /// Open ports remembered per source.
@@ -140,11 +163,14 @@ pub struct Flood {
 
 /// The parts of a profile whose change is a detection.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Headline {
     pub class: String,
     pub tools: Vec<String>,
     pub campaign_id: Option<i64>,
     pub band: String,
+    /// Empty in headlines stored before classifications existed.
+    pub classification: String,
 }
 
 impl IpState {
@@ -244,6 +270,9 @@ impl IpState {
     fn answer(&mut self, log: &NewLog, f: &Fields) {
         let a = self.answers.get_or_insert_with(Answers::default);
         if log.event_type == "tcp_flow" {
+            if f.handshake == Some(true) {
+                self.handshakes += 1;
+            }
             a.flows += 1;
             a.attacker_bytes += f.attacker_bytes.unwrap_or(0);
             a.decoy_bytes += f.decoy_bytes.unwrap_or(0);
@@ -284,7 +313,7 @@ impl IpState {
                     *self.tool_votes.entry(tool.to_owned()).or_default() += tools::STRONG;
                 }
             }
-            k if commands::is_command(k) => {
+            k if commands::is_command(k, value) => {
                 self.command_count += 1;
                 if let Some(mark) = commands::exploit_mark(value) {
                     self.exploit_payloads += 1;
@@ -315,11 +344,14 @@ impl IpState {
         let df = f.df.unwrap_or(false);
         match log.event_type.as_str() {
             "tcp_syn" => {
-                // A SYN scan is crafted SYNs (a scanner's traits). The source's own stack's
-                // SYNs (no trait) open connections; what those are shows in their flows
-                // (a connect scan, or a session). Records without traits (other writers,
-                // older journals) count as a scan.
-                if f.traits.as_ref().is_none_or(|t| !t.is_empty()) {
+                // A SYN scan is crafted SYNs: a known scanner's traits, or options no TCP
+                // stack sends (every stack since about 2000 offers SACK or window scaling or
+                // timestamps). The source's own stack's SYNs open connections; what those
+                // are shows in their flows (a connect scan, or a session). Records without
+                // traits (other writers, older journals) count as a scan.
+                let crafted = f.traits.as_ref().is_none_or(|t| !t.is_empty())
+                    || !stack_options(f.options.as_deref().unwrap_or(""));
+                if crafted {
                     self.kinds.insert("syn".into());
                 }
                 if flags.contains('E')
@@ -346,8 +378,12 @@ impl IpState {
                 if os_bit != 0 {
                     // An OS-detection probe, not a NULL/ACK/Xmas port scan.
                     self.os_probe(os_bit);
-                } else if let kind @ ("null" | "fin" | "xmas" | "ack" | "maimon") = probe {
+                } else if let kind @ ("null" | "fin" | "xmas") = probe {
                     self.kinds.insert(kind.into());
+                } else if let kind @ ("ack" | "maimon") = probe {
+                    self.stray(kind, f);
+                } else if matches!(probe, "syn_ack" | "rst" | "rst_ack") {
+                    self.replies += 1;
                 }
             }
             "udp_probe" => {
@@ -362,6 +398,11 @@ impl IpState {
                     self.kinds.insert("icmp_sweep".into());
                 }
             }
+            // Echo replies, unreachables, time exceeded, parameter problems (ICMPv4 0, 3,
+            // 11, 12; ICMPv6 1, 3, 4, 129): answers to packets a decoy never sent.
+            "icmp_probe" if matches!(f.icmp_type, Some(0 | 1 | 3 | 4 | 11 | 12 | 129)) => {
+                self.replies += 1;
+            }
             _ => {}
         }
         if self.os_probes.count_ones() >= 4 {
@@ -369,9 +410,49 @@ impl IpState {
         }
     }
 
+    /// An ACK or FIN+ACK segment to a flow the decoy never saw start. Alone, it is the tail
+    /// of someone's connection; as a sweep (several ports, no payload, from a source that is
+    /// not answering anything) it is an ACK or Maimon scan.
+    fn stray(&mut self, kind: &str, f: &Fields) {
+        if f.payload_len.unwrap_or(0) > 0 {
+            return;
+        }
+        self.strays += 1;
+        if self.stray_ports.len() < STRAY_SWEEP_PORTS
+            && let Some(p) = f.dst_port
+        {
+            self.stray_ports.insert(p);
+        }
+        self.stray_kinds.insert(kind.to_owned());
+        if self.stray_ports.len() >= STRAY_SWEEP_PORTS && self.replies == 0 {
+            self.kinds.extend(self.stray_kinds.iter().cloned());
+        }
+    }
+
+    /// Spoofable: it never completed a TCP handshake with a decoy, so nothing proves the
+    /// source address is really its sender's (as GreyNoise's `spoofable`).
+    pub fn spoofable(&self) -> bool {
+        self.handshakes == 0
+    }
+
+    /// Backscatter: everything this source sent answers something no decoy sent (with at
+    /// least one real answer among them: a SYN-ACK, RST or ICMP error), and no payload.
+    pub fn is_backscatter(&self) -> bool {
+        self.replies > 0
+            && self.payloads == 0
+            && self.replies
+                + self.strays
+                + self
+                    .event_types
+                    .get("source_suppressed")
+                    .copied()
+                    .unwrap_or(0)
+                >= self.events
+    }
+
     /// Tool votes of one TCP packet. A SYN matching no signature came from the source's own
     /// stack: its fingerprint feeds the OS guess. Hop distance is taken from every SYN but
-    /// nmap's, whose TTL is drawn at random.
+    /// those of tools that draw their TTL at random (nmap): theirs would be a wrong number.
     fn vote_tools(&mut self, log: &NewLog, f: &Fields, fp: Option<&str>) {
         let syn = log.event_type == "tcp_syn";
         if syn || log.event_type == "tcp_probe" {
@@ -393,7 +474,7 @@ impl IpState {
             let votes = tools::votes(&t);
             if syn {
                 if let Some(ttl) = f.ttl
-                    && !votes.iter().any(|(tool, _)| *tool == "nmap")
+                    && tools::ttl_is_known(votes.iter().map(|(tool, _)| *tool))
                 {
                     self.hops = Some(initial_ttl(ttl) - ttl);
                 }

@@ -531,7 +531,7 @@ impl Profiler {
             ..ProfileCommit::default()
         };
         for (ip, st) in &mut work.states {
-            let v = st.verdict();
+            let v = st.verdict(ip);
             let _span = crate::dev_span!(
                 "profiler.process_ip",
                 attacker_ip = ip.as_str(),
@@ -648,6 +648,7 @@ fn detection(
         tools: Vec::new(),
         campaign_id: None,
         band: "low".into(),
+        classification: "unknown".into(),
     };
     let base = before.unwrap_or(&quiet);
     let mut changes = Vec::new();
@@ -663,6 +664,10 @@ fn detection(
     if base.band != now.band {
         changes.push("risk_band");
     }
+    // A headline stored before classifications existed has none: not a change.
+    if base.classification != now.classification && !base.classification.is_empty() {
+        changes.push("classification");
+    }
     if changes.is_empty() {
         return None;
     }
@@ -672,6 +677,8 @@ fn detection(
         // The first announcement of this source (it may have been quiet before).
         "new_source": before.is_none_or(|b| *b == quiet),
         "class": now.class,
+        "classification": now.classification,
+        "actor": v.actor_name(),
         "tools": now.tools,
         "campaign_id": now.campaign_id,
         "risk": { "score": v.risk.score, "band": v.risk.band },
