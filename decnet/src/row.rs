@@ -49,6 +49,7 @@ pub struct Fields {
     pub ack: Option<u32>,
     pub seq: Option<u32>,
     pub options: Option<String>,
+    pub ts_val: Option<u32>,
     pub traits: Option<Vec<String>>,
     pub payload_len: Option<u32>,
     pub payload_b64: Option<String>,

@@ -609,3 +609,99 @@ async fn outcomes_and_flows_reach_the_profile() {
     let reasons = p["risk"]["reasons"].to_string();
     assert!(reasons.contains("Found 1 open port (8080)"), "{reasons}");
 }
+
+/// A spoofed-source storm as seen on the internet: hundreds of addresses, one or two SYNs
+/// each, from three fixed packet templates, to one port on two decoys; and a few ordinary
+/// hosts connecting to the same port meanwhile.
+#[tokio::test]
+async fn a_spoofed_storm_is_one_campaign_per_template_and_its_members_stay_low() {
+    let d = tempfile::tempdir().unwrap();
+    let templates = [
+        // A Windows-like SYN with a fixed IP ID.
+        r#""window":64240,"options":"M1460,N,W8,N,N,S","ip_id":4242,"ttl":113,"df":true"#,
+        // A Linux-like SYN replaying one timestamp value (its IP ID varies).
+        r#""window":29200,"options":"M1460,S,T,N,W7","ts_val":3735928559,"ttl":49,"df":true"#,
+        // A bare crafted SYN.
+        r#""window":1200,"options":"","ip_id":31337,"ttl":240,"df":false"#,
+    ];
+    let mut logs = Vec::new();
+    let t0 = 1_795_723_674_000_000_000i64;
+    for i in 0..600u32 {
+        let ip = format!("172.{}.{}.{}", 16 + i % 8, (i / 8) % 250, 1 + i % 200);
+        let tpl = templates[(i % 3) as usize];
+        // One SYN, or two (a retransmission, to the other decoy for every tenth source).
+        let sends = if i % 5 == 0 { 2 } else { 1 };
+        for k in 0..sends {
+            let decky = if k == 1 && i % 10 == 0 { "db" } else { "web" };
+            let ip_id = (i * 7919 + k) % 65536;
+            let t = t0 + (i as i64) * 1_000_000_000 + k as i64 * 3_000_000_000;
+            let mut fields = format!(r#"{{"dst_port":443,"flags":"S",{tpl}"#);
+            if !tpl.contains("ip_id") {
+                fields.push_str(&format!(r#","ip_id":{ip_id}"#));
+            }
+            fields.push('}');
+            logs.push(NewLog {
+                ts: decnet::timefmt::rfc3339_ns(t),
+                decky: decky.into(),
+                service: "https".into(),
+                event_type: "tcp_syn".into(),
+                attacker_ip: ip.clone(),
+                fields,
+                trace_id: None,
+                span_id: None,
+                sensor: Default::default(),
+            });
+        }
+    }
+    // Ordinary Linux hosts meanwhile: their own timestamps and IP IDs, no shared template.
+    for (n, ip) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        .iter()
+        .enumerate()
+    {
+        logs.push(NewLog {
+            ts: decnet::timefmt::rfc3339_ns(t0 + n as i64 * 7_000_000_000),
+            decky: "web".into(),
+            service: "https".into(),
+            event_type: "tcp_syn".into(),
+            attacker_ip: (*ip).into(),
+            fields: format!(
+                r#"{{"dst_port":443,"flags":"S","window":64240,"options":"M1460,S,T,N,W7","ts_val":{},"ip_id":{},"ttl":52,"df":true}}"#,
+                1000 + n * 77_777,
+                n * 3
+            ),
+            trace_id: None,
+            span_id: None,
+            sensor: Default::default(),
+        });
+    }
+    logs.sort_by(|a, b| a.ts.cmp(&b.ts));
+    let store = store_with(d.path(), &logs).await;
+    Profiler::new(store.clone()).catch_up().await.unwrap();
+    let campaigns = store.campaigns().await.unwrap();
+    assert_eq!(
+        campaigns.len(),
+        3,
+        "one campaign per template: {campaigns:?}"
+    );
+    let mut members = 0;
+    for (_, summary) in &campaigns {
+        let c: serde_json::Value = serde_json::from_str(summary).unwrap();
+        assert_eq!(c["kind"], "spoofed_storm", "{c}");
+        assert!(c["template"].as_str().unwrap().contains("|p443|"), "{c}");
+        assert_eq!(c["member_count"], 200, "{c}");
+        members += c["member_count"].as_u64().unwrap();
+    }
+    assert_eq!(members, 600);
+    // A member that hit both decoys: no traversal, low risk, spoofable; the campaign says it.
+    let p = profile_of(&store, "172.16.0.1").await;
+    assert_eq!(p["deckies"], serde_json::json!(["web", "db"]), "{p}");
+    assert_eq!(p["is_traversal"], false, "{p}");
+    assert_eq!(p["spoofable"], true, "{p}");
+    assert_eq!(p["risk"]["band"], "low", "{p}");
+    assert!(p["campaign_id"].is_i64(), "{p}");
+    // The ordinary hosts are in none.
+    for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        let p = profile_of(&store, ip).await;
+        assert_eq!(p["campaign_id"], serde_json::Value::Null, "{p}");
+    }
+}

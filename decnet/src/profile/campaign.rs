@@ -1,15 +1,26 @@
 //! Campaigns: sources that act together.
 //!
 //! Rule: two sources are related when all of these hold
-//! 1. they share a campaign key: the same attributed tools and the same SYN fingerprint,
-//!    fixed when the tools are first decided (so one noisy packet later cannot move it). A
-//!    source with no attributed tool has no key and never joins a campaign: an OS stack's
+//! 1. they share a campaign key, fixed when first known (so one noisy packet later cannot
+//!    move it; a template key is provisional until the source joins a campaign, and gives
+//!    way once the source has tools or stops looking like a storm's): either
+//!    - the same attributed tools and the same SYN fingerprint; or, for a source with no
+//!      attributed tool,
+//!    - the same packet template: a spoofed storm's sources ([`STORM_MAX_EVENTS`] packets
+//!      or fewer each, no handshake ever completed) all send one of a few fixed packets.
+//!      The template ([`template`]) is the first SYN's window, option layout (with values),
+//!      destination port, and its constant: the TCP timestamp value when it carries one
+//!      (a stack draws a fresh one per connection), else the IP ID.
+//!
+//!    A source with neither has no key and never joins a campaign: an OS stack's
 //!    fingerprint alone is shared by millions of unrelated hosts;
 //! 2. their activity lies within [`WINDOW_NS`] of each other;
-//! 3. they touched at least one decoy in common;
+//! 3. for a tool key, they touched at least one decoy in common, and
 //! 4. their port ranges either overlap by at least half of the smaller one (the same
 //!    targets) or meet, with at most max(16, 2 % of the larger range) ports between them or
 //!    shared at the seam (one range split between workers, as distributed scanners do).
+//!    A template key already holds the one port, and a storm spreads over every sensor's
+//!    decoys, so neither is asked of it.
 //!
 //! A campaign is a connected group of related sources; it needs two members, so a lone
 //! scanner is never one. Membership is sticky: a source in a campaign stays in it, and a
@@ -34,10 +45,17 @@ const MAX_CAMPAIGN_DECKIES: usize = 64;
 /// Members listed in a campaign summary (the attackers table has them all).
 pub(crate) const MAX_LISTED_MEMBERS: usize = 200;
 
-/// The campaign key of a source, once tools are attributed.
+/// A source with more packets than this is no spoofed-storm member (those send one or two).
+pub(crate) const STORM_MAX_EVENTS: u64 = 4;
+const TEMPLATE_KEY: &str = "template|";
+
+/// The campaign key of a source: its tools and fingerprint once tools are attributed, else
+/// its packet template while it looks like one of a spoofed storm's addresses.
 pub fn key(st: &IpState, tools: &[String]) -> Option<String> {
     if tools.is_empty() {
-        return None;
+        let t = st.template.as_deref()?;
+        let storm_like = st.spoofable() && st.events <= STORM_MAX_EVENTS;
+        return storm_like.then(|| format!("{TEMPLATE_KEY}{t}"));
     }
     let mut t = tools.to_vec();
     t.sort();
@@ -46,6 +64,28 @@ pub fn key(st: &IpState, tools: &[String]) -> Option<String> {
         t.join("+"),
         st.tcp_fingerprint.as_deref().unwrap_or("")
     ))
+}
+
+/// A SYN as a packet template: `w<window>|<option layout>|p<port>|ts<value>` (or
+/// `|id<IP ID>` without a timestamp option); None for a record with neither, which has
+/// nothing constant to share.
+pub(crate) fn template(f: &crate::row::Fields) -> Option<String> {
+    let constant = match (f.ts_val, f.ip_id) {
+        (Some(ts), _) => format!("ts{ts}"),
+        (None, Some(id)) => format!("id{id}"),
+        (None, None) => return None,
+    };
+    Some(format!(
+        "w{}|{}|p{}|{constant}",
+        f.window.unwrap_or(0),
+        f.options.as_deref().unwrap_or(""),
+        f.dst_port.unwrap_or(0)
+    ))
+}
+
+/// Whether a campaign key is a packet template's (a spoofed storm).
+pub(crate) fn is_template_key(key: &str) -> bool {
+    key.starts_with(TEMPLATE_KEY)
 }
 
 /// What matching needs to know about one source.
@@ -83,6 +123,7 @@ impl Summary {
 pub enum Evidence {
     SharedTargets,
     SplitRange,
+    SharedTemplate,
 }
 
 impl Evidence {
@@ -90,14 +131,22 @@ impl Evidence {
         match self {
             Evidence::SharedTargets => "overlapping targets",
             Evidence::SplitRange => "one port range split between sources",
+            Evidence::SharedTemplate => {
+                "one packet template from many addresses, none completing a handshake \
+                 (a spoofed storm)"
+            }
         }
     }
 }
 
-/// Conditions 2 to 4 of the module rule (the key is the index's business).
-pub(crate) fn relate(a: &Summary, b: &Summary) -> Option<Evidence> {
+/// Conditions 2 to 4 of the module rule for two sources under one key (the key is the
+/// index's business; `template`: it is a packet template's).
+pub(crate) fn relate(a: &Summary, b: &Summary, template: bool) -> Option<Evidence> {
     if a.first_ns - WINDOW_NS > b.last_ns || b.first_ns - WINDOW_NS > a.last_ns {
         return None;
+    }
+    if template {
+        return Some(Evidence::SharedTemplate);
     }
     if !a.deckies.iter().any(|d| b.deckies.contains(d)) {
         return None;
@@ -165,11 +214,19 @@ impl Campaign {
     /// fields (read back on start) plus readable ones. Members are listed up to
     /// [`MAX_LISTED_MEMBERS`]; `member_count` is exact.
     pub(crate) fn summary(&self) -> serde_json::Value {
-        let (tools, fingerprint) = self.key.split_once('|').unwrap_or((&self.key, ""));
+        let (tools, fingerprint, template) = match self.key.strip_prefix(TEMPLATE_KEY) {
+            Some(t) => (Vec::new(), "", Some(t)),
+            None => {
+                let (tools, fp) = self.key.split_once('|').unwrap_or((&self.key, ""));
+                (tools.split('+').collect::<Vec<_>>(), fp, None)
+            }
+        };
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             let extra = serde_json::json!({
-                "tools": tools.split('+').collect::<Vec<_>>(),
+                "kind": if template.is_some() { "spoofed_storm" } else { "tool" },
+                "template": template,
+                "tools": tools,
                 "tcp_fingerprint": fingerprint,
                 "members": self.members.iter().take(MAX_LISTED_MEMBERS).collect::<Vec<_>>(),
                 "member_count": self.members.len(),
@@ -216,6 +273,15 @@ impl Index {
             .insert((s.last_ns, s.ip.clone()), s);
     }
 
+    /// Forgets a source (its key is gone).
+    pub(crate) fn remove(&mut self, ip: &str) {
+        if let Some((key, last)) = self.at.remove(ip)
+            && let Some(m) = self.by_key.get_mut(&key)
+        {
+            m.remove(&(last, ip.to_owned()));
+        }
+    }
+
     pub(crate) fn get(&self, ip: &str) -> Option<&Summary> {
         let (key, last) = self.at.get(ip)?;
         self.by_key.get(key)?.get(&(*last, ip.to_owned()))
@@ -238,6 +304,7 @@ impl Index {
         let Some(m) = self.by_key.get(key) else {
             return found;
         };
+        let template = is_template_key(key);
         for (compared, ((last, ip), other)) in m.iter().rev().enumerate() {
             if compared >= MAX_COMPARE || *last < me.first_ns - WINDOW_NS {
                 break;
@@ -245,7 +312,7 @@ impl Index {
             if *ip == me.ip {
                 continue;
             }
-            if let Some(e) = relate(me, other) {
+            if let Some(e) = relate(me, other, template) {
                 if found.newest.is_none() {
                     found.newest = Some(other.clone());
                 }
@@ -280,24 +347,39 @@ mod tests {
         let a = s("a", 0, &["web"], (1, 1000));
         // Split range, adjacent.
         assert_eq!(
-            relate(&a, &s("b", MIN, &["web"], (1001, 2000))),
+            relate(&a, &s("b", MIN, &["web"], (1001, 2000)), false),
             Some(Evidence::SplitRange)
         );
         // The same targets.
         assert_eq!(
-            relate(&a, &s("b", MIN, &["web", "db"], (1, 1024))),
+            relate(&a, &s("b", MIN, &["web", "db"], (1, 1024)), false),
             Some(Evidence::SharedTargets)
         );
         // Too far apart in time, no shared decoy, or unrelated port ranges.
-        assert_eq!(relate(&a, &s("b", 40 * MIN, &["web"], (1001, 2000))), None);
-        assert_eq!(relate(&a, &s("b", MIN, &["db"], (1001, 2000))), None);
-        assert_eq!(relate(&a, &s("b", MIN, &["web"], (5000, 6000))), None);
+        assert_eq!(
+            relate(&a, &s("b", 40 * MIN, &["web"], (1001, 2000)), false),
+            None
+        );
+        assert_eq!(relate(&a, &s("b", MIN, &["db"], (1001, 2000)), false), None);
+        assert_eq!(
+            relate(&a, &s("b", MIN, &["web"], (5000, 6000)), false),
+            None
+        );
         // A sliver of overlap at the seam is still a split; a large partial one is neither.
         assert_eq!(
-            relate(&a, &s("b", MIN, &["web"], (990, 3000))),
+            relate(&a, &s("b", MIN, &["web"], (990, 3000)), false),
             Some(Evidence::SplitRange)
         );
-        assert_eq!(relate(&a, &s("b", MIN, &["web"], (900, 3000))), None);
+        assert_eq!(relate(&a, &s("b", MIN, &["web"], (900, 3000)), false), None);
+        // One template: a storm over other decoys is still one, but not hours apart.
+        assert_eq!(
+            relate(&a, &s("b", MIN, &["db"], (1, 1000)), true),
+            Some(Evidence::SharedTemplate)
+        );
+        assert_eq!(
+            relate(&a, &s("b", 40 * MIN, &["web"], (1, 1000)), true),
+            None
+        );
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub(crate) fn assess(s: &IpState, tools: &[String], actor: Option<&Actor>) -> Ri
             "Probed {ports} distinct ports: it is mapping what the decoy exposes."
         ));
     }
-    if s.deckies.len() >= 2 {
+    if s.is_traversal() {
         score += (8 * (s.deckies.len() as u32 - 1)).min(16);
         score += 15;
         reasons.push(format!(
@@ -145,10 +145,17 @@ pub(crate) fn assess(s: &IpState, tools: &[String], actor: Option<&Actor>) -> Ri
     }
     if let Some(id) = s.campaign_id {
         score += 10;
-        reasons.push(format!(
-            "Part of campaign {id}, sources sharing one tool fingerprint and splitting or \
-             sharing targets: block the group, not one address."
-        ));
+        if s.in_storm() {
+            reasons.push(format!(
+                "One of campaign {id}'s addresses: a storm of sources sending one packet \
+                 template, most likely spoofed; the campaign is the actor, not this address."
+            ));
+        } else {
+            reasons.push(format!(
+                "Part of campaign {id}, sources sharing one tool fingerprint and splitting or \
+                 sharing targets: block the group, not one address."
+            ));
+        }
     }
     if s.is_backscatter() {
         // Its ports and decoys are the addresses someone else forged, not its choice.

@@ -103,6 +103,9 @@ pub struct IpState {
     stray_kinds: BTreeSet<String>,
     /// TCP handshakes it completed with a decoy (flow summaries that saw one).
     pub handshakes: u64,
+    /// Its first SYN as a packet template (`campaign::template`): what sources of a
+    /// spoofed storm share.
+    pub template: Option<String>,
 }
 
 /// Distinct ports of stray ACK/FIN+ACK segments that make them a probe sweep (an ACK or
@@ -344,6 +347,9 @@ impl IpState {
         let df = f.df.unwrap_or(false);
         match log.event_type.as_str() {
             "tcp_syn" => {
+                if self.template.is_none() {
+                    self.template = super::campaign::template(f);
+                }
                 // A SYN scan is crafted SYNs: a known scanner's traits, or options no TCP
                 // stack sends (every stack since about 2000 offers SACK or window scaling or
                 // timestamps). The source's own stack's SYNs open connections; what those
@@ -427,6 +433,21 @@ impl IpState {
         if self.stray_ports.len() >= STRAY_SWEEP_PORTS && self.replies == 0 {
             self.kinds.extend(self.stray_kinds.iter().cloned());
         }
+    }
+
+    /// A member of a spoofed storm: a campaign of sources sharing one packet template.
+    /// Its decoys are the storm's targets, not a path it explored.
+    pub fn in_storm(&self) -> bool {
+        self.campaign_id.is_some()
+            && self
+                .campaign_key
+                .as_deref()
+                .is_some_and(super::campaign::is_template_key)
+    }
+
+    /// Moved across decoys on its own (not as one of a storm's many addresses).
+    pub fn is_traversal(&self) -> bool {
+        self.deckies.len() >= 2 && !self.in_storm()
     }
 
     /// Spoofable: it never completed a TCP handshake with a decoy, so nothing proves the

@@ -269,8 +269,18 @@ impl Work {
         let Some(st) = self.states.get_mut(ip) else {
             return;
         };
-        if st.campaign_key.is_none() {
+        // A template key holds only while the source still looks like a storm's and is in
+        // no campaign yet; a tool key, once set, for good.
+        let provisional = st.campaign_id.is_none()
+            && st
+                .campaign_key
+                .as_deref()
+                .is_some_and(campaign::is_template_key);
+        if st.campaign_key.is_none() || provisional {
             st.campaign_key = campaign::key(st, &tools::decide(&st.tool_votes));
+            if st.campaign_key.is_none() {
+                mem.index.remove(ip);
+            }
         }
         let Some(key) = st.campaign_key.clone() else {
             return;
@@ -536,7 +546,7 @@ impl Profiler {
                 "profiler.process_ip",
                 attacker_ip = ip.as_str(),
                 event_count = st.events,
-                is_traversal = st.deckies.len() >= 2,
+                is_traversal = st.is_traversal(),
                 bounty_count = st.bounties,
                 command_count = st.command_count,
                 class = v.class,
