@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod chain;
 pub mod otlp;
 pub mod pg;
 pub mod webdriver;
