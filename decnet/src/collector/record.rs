@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     intel::{
         os, services,
-        tcp::{FpInput, initial_ttl, write_fingerprint},
+        tcp::{self, FpInput, initial_ttl, write_fingerprint},
         tools,
     },
     sensor::{Probe, decode},
@@ -424,7 +424,8 @@ fn write_passive_fingerprint(w: &mut JsonLine<'_>, probe: &Probe, t: &decode::Tc
     }
     w.lit("]");
     let ittl = initial_ttl(probe.ttl);
-    if syn && !any {
+    // Only the sender's own stack tells its OS: not a tool's SYN, nor a crafted one.
+    if syn && !any && tcp::stack_options(&t.options.layout) {
         let fp_text = std::str::from_utf8(&w.0[start..end]).unwrap_or("");
         if let Some(guess) = os_guess_cached(fp_text).or_else(|| os::from_initial_ttl(ittl)) {
             w.lit(",\"os_guess\":");

@@ -11,6 +11,15 @@ pub(crate) fn initial_ttl(ttl: u8) -> u8 {
     }
 }
 
+/// Whether a SYN's option layout (`M1460,S,T,N,W7`) is one a TCP stack sends: it offers
+/// SACK, window scaling or timestamps, as every stack has since about 2000. Raw-packet
+/// scanners send none of them, or MSS alone.
+pub(crate) fn stack_options(layout: &str) -> bool {
+    layout
+        .split(',')
+        .any(|o| o == "S" || o == "T" || o.starts_with('W'))
+}
+
 /// The header fields a TCP fingerprint is made of.
 pub struct FpInput<'a> {
     pub ttl: u8,

@@ -9,8 +9,9 @@
 //!    - the same packet template: a spoofed storm's sources ([`STORM_MAX_EVENTS`] packets
 //!      or fewer each, no handshake ever completed) all send one of a few fixed packets.
 //!      The template ([`template`]) is the first SYN's window, option layout (with values),
-//!      destination port, and its constant: the TCP timestamp value when it carries one
-//!      (a stack draws a fresh one per connection), else the IP ID.
+//!      destination port, initial TTL, and what is constant in it: the TCP timestamp value
+//!      when it carries one (a stack draws a fresh one per connection), else the IP ID for
+//!      a stack's options; a crafted SYN (no options, or MSS alone) needs no constant.
 //!
 //!    A source with neither has no key and never joins a campaign: an OS stack's
 //!    fingerprint alone is shared by millions of unrelated hosts;
@@ -20,7 +21,8 @@
 //!    targets) or meet, with at most max(16, 2 % of the larger range) ports between them or
 //!    shared at the seam (one range split between workers, as distributed scanners do).
 //!    A template key already holds the one port, and a storm spreads over every sensor's
-//!    decoys, so neither is asked of it.
+//!    decoys, so neither is asked of it; instead a storm needs [`STORM_MIN_SOURCES`]
+//!    sources before it is one, and then takes in every related source at once.
 //!
 //! A campaign is a connected group of related sources; it needs two members, so a lone
 //! scanner is never one. Membership is sticky: a source in a campaign stays in it, and a
@@ -47,6 +49,9 @@ pub(crate) const MAX_LISTED_MEMBERS: usize = 200;
 
 /// A source with more packets than this is no spoofed-storm member (those send one or two).
 pub(crate) const STORM_MAX_EVENTS: u64 = 4;
+/// Sources that must share a template before it is a storm: two scanners whose first SYN
+/// happens to look alike are not one, a storm is thousands.
+pub(crate) const STORM_MIN_SOURCES: usize = 8;
 const TEMPLATE_KEY: &str = "template|";
 
 /// The campaign key of a source: its tools and fingerprint once tools are attributed, else
@@ -66,20 +71,28 @@ pub fn key(st: &IpState, tools: &[String]) -> Option<String> {
     ))
 }
 
-/// A SYN as a packet template: `w<window>|<option layout>|p<port>|ts<value>` (or
-/// `|id<IP ID>` without a timestamp option); None for a record with neither, which has
-/// nothing constant to share.
+/// A SYN as a packet template: `w<window>|<option layout>|p<port>|t<initial TTL>|<constant>`.
+/// The constant is what tells a replayed template from many hosts' own stacks, which share
+/// window and options by the million:
+/// - with a timestamp option, its value (a stack draws a fresh one per connection);
+/// - else, for options a stack sends (SACK or window scaling), the IP ID;
+/// - else nothing: a crafted SYN (no options, or MSS alone) is a template by itself.
+///
+/// None for a record without the fields to tell.
 pub(crate) fn template(f: &crate::row::Fields) -> Option<String> {
+    let layout = f.options.as_deref().unwrap_or("");
+    let stack = crate::intel::tcp::stack_options(layout);
     let constant = match (f.ts_val, f.ip_id) {
         (Some(ts), _) => format!("ts{ts}"),
-        (None, Some(id)) => format!("id{id}"),
-        (None, None) => return None,
+        (None, Some(id)) if stack => format!("id{id}"),
+        (None, None) if stack => return None,
+        (None, _) => String::new(),
     };
     Some(format!(
-        "w{}|{}|p{}|{constant}",
-        f.window.unwrap_or(0),
-        f.options.as_deref().unwrap_or(""),
-        f.dst_port.unwrap_or(0)
+        "w{}|{layout}|p{}|t{}|{constant}",
+        f.window?,
+        f.dst_port?,
+        crate::intel::tcp::initial_ttl(f.ttl?)
     ))
 }
 
@@ -249,6 +262,8 @@ pub struct Found {
     /// Campaigns the related sources belong to.
     pub campaigns: BTreeSet<i64>,
     pub evidence: BTreeSet<Evidence>,
+    /// Every related source in no campaign yet (at most [`MAX_COMPARE`]).
+    pub loose: Vec<Summary>,
 }
 
 /// Summaries of every keyed source, per key, ordered by last activity.
@@ -318,6 +333,9 @@ impl Index {
                 }
                 found.campaigns.extend(other.campaign);
                 found.evidence.insert(e);
+                if other.campaign.is_none() {
+                    found.loose.push(other.clone());
+                }
             }
         }
         found

@@ -14,7 +14,11 @@ use super::{
 };
 use crate::{
     ingest::bounty,
-    intel::{os, tcp::initial_ttl, tools},
+    intel::{
+        os,
+        tcp::{initial_ttl, stack_options},
+        tools,
+    },
     row::{Facts, Fields, NewLog},
     timefmt::parse_rfc3339_ns,
 };
@@ -111,14 +115,6 @@ pub struct IpState {
 /// Distinct ports of stray ACK/FIN+ACK segments that make them a probe sweep (an ACK or
 /// Maimon scan) rather than the tail of a connection.
 pub(crate) const STRAY_SWEEP_PORTS: usize = 3;
-
-/// Whether a SYN's option layout (`M1460,S,T,N,W7`) is one a TCP stack sends: it offers
-/// SACK, window scaling or timestamps. Raw-packet scanners send none of them or MSS alone.
-fn stack_options(layout: &str) -> bool {
-    layout
-        .split(',')
-        .any(|o| o == "S" || o == "T" || o.starts_with('W'))
-}
 
 /// Open ports remembered per source.
 pub(crate) const MAX_OPEN_PORTS: usize = 256;
@@ -499,8 +495,11 @@ impl IpState {
                 {
                     self.hops = Some(initial_ttl(ttl) - ttl);
                 }
+                // Only a SYN of the source's own stack says something about its OS: not a
+                // tool's, nor one crafted by a tool decnet does not know.
                 if let Some(fp) = fp
                     && votes.is_empty()
+                    && stack_options(t.options)
                 {
                     if let Some(n) = self.host_fps.get_mut(fp) {
                         *n += 1;

@@ -291,18 +291,30 @@ impl Work {
         if me.campaign.is_none() {
             let found = mem.index.matches(&key, &me);
             let ids = &found.campaigns;
+            let storm = campaign::is_template_key(&key);
+            let enough = !storm || found.loose.len() + 1 >= campaign::STORM_MIN_SOURCES;
             let target = match (ids.first(), &found.newest) {
                 (Some(id), _) => Some(*id),
-                (None, Some(partner)) => {
+                (None, Some(partner)) if enough => {
                     let id = mem.next_campaign;
                     mem.next_campaign += 1;
                     let mut c = Campaign::new(id, &key, partner);
                     c.absorb(&me);
                     mem.campaigns.insert(id, c);
                     self.set_campaign(mem, &partner.ip, id);
+                    // A storm's sources send one or two packets and are not seen again:
+                    // those already waiting join now.
+                    if storm {
+                        for s in &found.loose {
+                            self.set_campaign(mem, &s.ip, id);
+                            if let Some(c) = mem.campaigns.get_mut(&id) {
+                                c.absorb(s);
+                            }
+                        }
+                    }
                     Some(id)
                 }
-                (None, None) => None,
+                (None, _) => None,
             };
             if let Some(target) = target {
                 self.set_campaign(mem, ip, target);
