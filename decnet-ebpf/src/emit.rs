@@ -3,7 +3,7 @@
 use decnet_common::{EventKind, PAYLOAD_MAX, RawEvent, Stat};
 
 use crate::{
-    frame::{Frame, coarse_ns},
+    frame::{Frame, coarse_ns, ring_flags},
     guard::guard,
     maps::{EVENTS, bump},
     parse::{Parsed, fill_common},
@@ -84,7 +84,7 @@ pub(crate) fn submit<F: Frame>(
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     fill_common(ctx.ifindex(), ev, p, decky_id, kind, payload_len, now);
     fill(ev);
-    entry.submit(0);
+    entry.submit(ring_flags());
     bump(Stat::EventsEmitted);
     true
 }

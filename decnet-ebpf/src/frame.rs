@@ -96,13 +96,27 @@ impl Frame for TcContext {
 #[unsafe(no_mangle)]
 static REPLAY_CLOCK: u8 = 0;
 
+/// Whether the programs run under `decnet replay`.
+#[inline(always)]
+pub(crate) fn replaying() -> bool {
+    // SAFETY: a read of a constant global; volatile so the compiler keeps the load the
+    // loader's value decides (it would otherwise fold the 0 written here).
+    unsafe { core::ptr::read_volatile(&REPLAY_CLOCK) != 0 }
+}
+
+/// Ring submit flags: BPF_RB_NO_WAKEUP under `decnet replay`, which empties the ring after
+/// every frame itself; a wake-up per event (an IPI to a poller nobody runs) cost about 8 %
+/// of a replay.
+#[inline(always)]
+pub(crate) fn ring_flags() -> u64 {
+    if replaying() { 1 } else { 0 }
+}
+
 /// A replayed frame's capture time, when the program runs under `decnet replay`: events,
 /// flows and the flood guard then live on the capture's clock, not the replay's.
 #[inline(always)]
 fn replay_ns() -> Option<u64> {
-    // SAFETY: a read of a constant global; volatile so the compiler keeps the load the
-    // loader's value decides (it would otherwise fold the 0 written here).
-    if unsafe { core::ptr::read_volatile(&REPLAY_CLOCK) } == 0 {
+    if !replaying() {
         return None;
     }
     Some(CLOCK.get(0).copied().unwrap_or(0))

@@ -7,7 +7,7 @@ use decnet_common::{
 };
 
 use crate::{
-    frame::{Frame, now_ns},
+    frame::{Frame, now_ns, ring_flags},
     maps::{EVENTS, GUARD, SOURCE_SCRATCH, SOURCES, WITHHELD_HOT, addr_words, bump},
     parse::{Parsed, fill_common},
 };
@@ -139,7 +139,7 @@ pub(crate) fn summarize<F: Frame>(
         }
     }
     ev.payload_cap = PAYLOAD_MAX as u8;
-    entry.submit(0);
+    entry.submit(ring_flags());
     bump(Stat::EventsEmitted);
     bump(Stat::SuppressedSummaries);
 }

@@ -284,9 +284,18 @@ fn main() -> anyhow::Result<()> {
                         .args(["bench", "-p", "decnet-tests", "--bench", "capture"])
                         .env("DECNET_BIN", &bin))
                 }
+                "replay" => {
+                    // The release binary against tcpdump -r and p0f -r on one capture.
+                    setup::replay_tools()?;
+                    run(cargo().args(["build", "--release", "-p", "decnet"]))?;
+                    let bin = root().join("target/release/decnet");
+                    run(cargo()
+                        .args(["bench", "-p", "decnet-tests", "--bench", "replay"])
+                        .env("DECNET_BIN", &bin))
+                }
                 other => {
                     bail!(
-                        "unknown benchmark `{other}` (known: sensor, ingest, profile, fleet, stream, tracing, capture)"
+                        "unknown benchmark `{other}` (known: sensor, ingest, profile, fleet, stream, tracing, capture, replay)"
                     )
                 }
             }

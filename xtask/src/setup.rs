@@ -195,6 +195,24 @@ pub(crate) fn capture_tools() -> anyhow::Result<()> {
     run(Command::new("python3").args(["-m", "pip", "install", "-q", SCAPY]))
 }
 
+/// Installs what `cargo xtask bench replay` compares against: p0f (tcpdump comes with the
+/// test tools).
+pub(crate) fn replay_tools() -> anyhow::Result<()> {
+    test_tools()?;
+    if have("p0f") {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && have("apt-get") {
+        eprintln!("setup: installing p0f with apt (bench replay compares with p0f -r)");
+        return run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", "p0f"])
+            .env("DEBIAN_FRONTEND", "noninteractive"));
+    }
+    eprintln!("setup: p0f is missing: `sudo apt-get install p0f`");
+    Ok(())
+}
+
 /// schemathesis (PyPI), pinned: the API fuzz test runs it against the OpenAPI document.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 

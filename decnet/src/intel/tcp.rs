@@ -20,6 +20,37 @@ pub(crate) fn stack_options(layout: &str) -> bool {
         .any(|o| o == "S" || o == "T" || o.starts_with('W'))
 }
 
+/// A SYN as a packet template: `w<window>|<option layout>|p<port>|t<initial TTL>|<constant>`,
+/// what the sources of a spoofed storm share. The constant is what tells a replayed
+/// template from many hosts' own stacks, which share window and options by the million:
+/// - with a timestamp option, its value (a stack draws a fresh one per connection);
+/// - else, for options a stack sends (SACK or window scaling), the IP ID;
+/// - else nothing: a crafted SYN (no options, or MSS alone) is a template by itself.
+///
+/// None when a field is missing (another writer's record).
+pub(crate) fn syn_template(
+    window: Option<u16>,
+    layout: &str,
+    port: Option<u16>,
+    ttl: Option<u8>,
+    ts_val: Option<u32>,
+    ip_id: Option<u16>,
+) -> Option<String> {
+    let stack = stack_options(layout);
+    let constant = match (ts_val, ip_id) {
+        (Some(ts), _) => format!("ts{ts}"),
+        (None, Some(id)) if stack => format!("id{id}"),
+        (None, None) if stack => return None,
+        (None, _) => String::new(),
+    };
+    Some(format!(
+        "w{}|{layout}|p{}|t{}|{constant}",
+        window?,
+        port?,
+        initial_ttl(ttl?)
+    ))
+}
+
 /// The header fields a TCP fingerprint is made of.
 pub struct FpInput<'a> {
     pub ttl: u8,

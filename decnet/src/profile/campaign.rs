@@ -8,7 +8,7 @@
 //!      attributed tool,
 //!    - the same packet template: a spoofed storm's sources ([`STORM_MAX_EVENTS`] packets
 //!      or fewer each, no handshake ever completed) all send one of a few fixed packets.
-//!      The template ([`template`]) is the first SYN's window, option layout (with values),
+//!      The template (`intel::tcp::syn_template`) is the first SYN's window, option layout (with values),
 //!      destination port, initial TTL, and what is constant in it: the TCP timestamp value
 //!      when it carries one (a stack draws a fresh one per connection), else the IP ID for
 //!      a stack's options; a crafted SYN (no options, or MSS alone) needs no constant.
@@ -36,7 +36,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::state::IpState;
+pub(crate) use super::state::is_template_key;
+use super::state::{IpState, TEMPLATE_KEY};
 
 /// Sources active within 30 minutes of each other can be one campaign.
 pub(crate) const WINDOW_NS: i64 = 30 * 60 * 1_000_000_000;
@@ -52,7 +53,6 @@ pub(crate) const STORM_MAX_EVENTS: u64 = 4;
 /// Sources that must share a template before it is a storm: two scanners whose first SYN
 /// happens to look alike are not one, a storm is thousands.
 pub(crate) const STORM_MIN_SOURCES: usize = 8;
-const TEMPLATE_KEY: &str = "template|";
 
 /// The campaign key of a source: its tools and fingerprint once tools are attributed, else
 /// its packet template while it looks like one of a spoofed storm's addresses.
@@ -69,36 +69,6 @@ pub fn key(st: &IpState, tools: &[String]) -> Option<String> {
         t.join("+"),
         st.tcp_fingerprint.as_deref().unwrap_or("")
     ))
-}
-
-/// A SYN as a packet template: `w<window>|<option layout>|p<port>|t<initial TTL>|<constant>`.
-/// The constant is what tells a replayed template from many hosts' own stacks, which share
-/// window and options by the million:
-/// - with a timestamp option, its value (a stack draws a fresh one per connection);
-/// - else, for options a stack sends (SACK or window scaling), the IP ID;
-/// - else nothing: a crafted SYN (no options, or MSS alone) is a template by itself.
-///
-/// None for a record without the fields to tell.
-pub(crate) fn template(f: &crate::row::Fields) -> Option<String> {
-    let layout = f.options.as_deref().unwrap_or("");
-    let stack = crate::intel::tcp::stack_options(layout);
-    let constant = match (f.ts_val, f.ip_id) {
-        (Some(ts), _) => format!("ts{ts}"),
-        (None, Some(id)) if stack => format!("id{id}"),
-        (None, None) if stack => return None,
-        (None, _) => String::new(),
-    };
-    Some(format!(
-        "w{}|{layout}|p{}|t{}|{constant}",
-        f.window?,
-        f.dst_port?,
-        crate::intel::tcp::initial_ttl(f.ttl?)
-    ))
-}
-
-/// Whether a campaign key is a packet template's (a spoofed storm).
-pub(crate) fn is_template_key(key: &str) -> bool {
-    key.starts_with(TEMPLATE_KEY)
 }
 
 /// What matching needs to know about one source.

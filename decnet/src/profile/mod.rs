@@ -5,7 +5,8 @@
 //! - `classify`: behavior class and scan pattern rules.
 //! - `risk`: the 0-100 score and its reasons.
 //! - `verdict`: what a state concludes, and the profile and list row shown from it.
-//! - `worker`: the cursor-driven incremental worker (campaign matching, detections).
+//! - `worker`: the cursor-driven incremental worker (campaign matching, commits).
+//! - `detection`: what a change in a source's headline announces.
 //! - `analyst`: one profiler per fleet, by the store's analyst lock, with standbys.
 //! - `commands`: commands in payloads, and exploitation patterns.
 //! - `campaign`: coordinated sources.
@@ -22,6 +23,7 @@ pub mod analyst;
 pub mod campaign;
 pub mod classify;
 pub mod commands;
+pub(crate) mod detection;
 pub mod risk;
 pub mod state;
 pub mod timing;

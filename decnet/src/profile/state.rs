@@ -16,7 +16,7 @@ use crate::{
     ingest::bounty,
     intel::{
         os,
-        tcp::{initial_ttl, stack_options},
+        tcp::{initial_ttl, stack_options, syn_template},
         tools,
     },
     row::{Facts, Fields, NewLog},
@@ -107,9 +107,18 @@ pub struct IpState {
     stray_kinds: BTreeSet<String>,
     /// TCP handshakes it completed with a decoy (flow summaries that saw one).
     pub handshakes: u64,
-    /// Its first SYN as a packet template (`campaign::template`): what sources of a
+    /// Its first SYN as a packet template (`intel::tcp::syn_template`): what sources of a
     /// spoofed storm share.
     pub template: Option<String>,
+}
+
+/// The prefix of a campaign key that is a packet template (a spoofed storm's; the rest of
+/// the key is `intel::tcp::syn_template`), where a tool key starts with the tools.
+pub(crate) const TEMPLATE_KEY: &str = "template|";
+
+/// Whether a campaign key is a packet template's (a spoofed storm).
+pub(crate) fn is_template_key(key: &str) -> bool {
+    key.starts_with(TEMPLATE_KEY)
 }
 
 /// Distinct ports of stray ACK/FIN+ACK segments that make them a probe sweep (an ACK or
@@ -344,7 +353,14 @@ impl IpState {
         match log.event_type.as_str() {
             "tcp_syn" => {
                 if self.template.is_none() {
-                    self.template = super::campaign::template(f);
+                    self.template = syn_template(
+                        f.window,
+                        f.options.as_deref().unwrap_or(""),
+                        f.dst_port,
+                        f.ttl,
+                        f.ts_val,
+                        f.ip_id,
+                    );
                 }
                 // A SYN scan is crafted SYNs: a known scanner's traits, or options no TCP
                 // stack sends (every stack since about 2000 offers SACK or window scaling or
@@ -434,11 +450,7 @@ impl IpState {
     /// A member of a spoofed storm: a campaign of sources sharing one packet template.
     /// Its decoys are the storm's targets, not a path it explored.
     pub fn in_storm(&self) -> bool {
-        self.campaign_id.is_some()
-            && self
-                .campaign_key
-                .as_deref()
-                .is_some_and(super::campaign::is_template_key)
+        self.campaign_id.is_some() && self.campaign_key.as_deref().is_some_and(is_template_key)
     }
 
     /// Moved across decoys on its own (not as one of a storm's many addresses).

@@ -26,8 +26,8 @@ use tracing::Instrument as _;
 
 use super::{
     campaign::{self, Campaign, Index, Summary},
-    state::{Headline, IpState},
-    verdict::Verdict,
+    detection::detection,
+    state::IpState,
 };
 use crate::{
     counters::{Kind, write_metric},
@@ -654,58 +654,4 @@ impl Profiler {
             tokio::time::sleep(DEBOUNCE).await;
         }
     }
-}
-
-/// The detection for a change from `before` to `now`, or None when a new source has nothing
-/// worth announcing yet (unknown class, no tools, no campaign, low risk).
-fn detection(
-    ip: &str,
-    st: &IpState,
-    before: Option<&Headline>,
-    now: &Headline,
-    v: &Verdict,
-) -> Option<serde_json::Value> {
-    let quiet = Headline {
-        class: "unknown".into(),
-        tools: Vec::new(),
-        campaign_id: None,
-        band: "low".into(),
-        classification: "unknown".into(),
-    };
-    let base = before.unwrap_or(&quiet);
-    let mut changes = Vec::new();
-    if base.class != now.class {
-        changes.push("class");
-    }
-    if base.tools != now.tools {
-        changes.push("tools");
-    }
-    if base.campaign_id != now.campaign_id {
-        changes.push("campaign");
-    }
-    if base.band != now.band {
-        changes.push("risk_band");
-    }
-    // A headline stored before classifications existed has none: not a change.
-    if base.classification != now.classification && !base.classification.is_empty() {
-        changes.push("classification");
-    }
-    if changes.is_empty() {
-        return None;
-    }
-    Some(serde_json::json!({
-        "ip": ip,
-        "changes": changes,
-        // The first announcement of this source (it may have been quiet before).
-        "new_source": before.is_none_or(|b| *b == quiet),
-        "class": now.class,
-        "classification": now.classification,
-        "actor": v.actor_name(),
-        "tools": now.tools,
-        "campaign_id": now.campaign_id,
-        "risk": { "score": v.risk.score, "band": v.risk.band },
-        "previous": before,
-        "event_count": st.events,
-        "last_seen": st.last_seen,
-    }))
 }

@@ -46,8 +46,13 @@ use self::{
     route::{Decoys, Finder, Route},
 };
 
-/// How often, in capture time, the flood guard and the flow table are swept (as live).
+/// How often, in capture time, the flood guard and the flow table are swept (as live)...
 const SWEEP_EVERY_NS: u64 = 1_000_000_000;
+/// ...but no more often than once per this many frames: a sweep walks both maps with a
+/// syscall per entry, and a replay covers a capture second in milliseconds. (A live sensor
+/// sweeps once per real second whatever the rate.) Summaries of what went quiet then carry
+/// the time of the sweep that found it, up to this many frames later in the capture.
+const SWEEP_MIN_FRAMES: u64 = 16_384;
 /// Frames between two hand-offs of the journal chunk to the writer.
 const SHIP_EVERY: u64 = 4096;
 
@@ -158,6 +163,7 @@ pub fn capture(opts: &ReplayOptions) -> Result<Replayed, ReplayError> {
     let mut scratch = Vec::with_capacity(65536);
     let mut clock = u64::MAX;
     let mut next_sweep = 0u64;
+    let mut swept_at_frame = 0u64;
     let mut last_ts = 0u64;
     'files: for file in &opts.files {
         let mut cap = CaptureReader::open(file)?;
@@ -209,9 +215,10 @@ pub fn capture(opts: &ReplayOptions) -> Result<Replayed, ReplayError> {
                 clock = f.ts_ns;
             }
             last_ts = last_ts.max(f.ts_ns);
-            if f.ts_ns >= next_sweep {
+            if f.ts_ns >= next_sweep && r.frames - swept_at_frame >= SWEEP_MIN_FRAMES {
                 sweepers.sweep(f.ts_ns, false, &mut out);
                 next_sweep = f.ts_ns.saturating_add(SWEEP_EVERY_NS);
+                swept_at_frame = r.frames;
             }
             sensor.test_run(program, eth, 1)?;
             while !ring::take(&mut ring, &mut out, sweepers.flows.as_mut(), &stats, 4096).2 {}

@@ -1,0 +1,277 @@
+//! `cargo xtask bench replay` (root): frames per second through `decnet replay`, beside
+//! `tcpdump -r FILE -w /dev/null` (reading and writing the capture, nothing else) and
+//! `p0f -r FILE` (a passive fingerprinter reading it), on one capture in the same run.
+//!
+//! The capture is written here, a background-radiation mix of 260,000 frames: a spoofed
+//! SYN storm (100,000 addresses, one crafted SYN each), 60,000 hosts' own-stack SYNs to
+//! common ports with the decoy's RST answers, and 20 scanners sweeping 2,000 ports each
+//! with nmap's SYN, with answers. Each tool runs `ROUNDS` interleaved times; the medians
+//! are printed with decnet's ratio to each, and decnet's own split: the pass through the
+//! kernel programs into the journal, then ingest and profiles.
+
+use std::{
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use decnet_tests::{decnet_bin, require_root, require_tool};
+use pcap_parser::{Linktype, PcapHeader, ToVec, pcap::LegacyPcapBlock};
+
+const ROUNDS: usize = 3;
+const DECOY: [u8; 4] = [192, 0, 2, 10];
+
+fn csum(data: &[u8], mut sum: u32) -> u16 {
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// One TCP segment in an Ethernet frame, checksums valid.
+#[allow(clippy::too_many_arguments)]
+fn tcp(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    window: u16,
+    ttl: u8,
+    ip_id: u16,
+    opts: &[u8],
+) -> Vec<u8> {
+    let tcp_len = 20 + opts.len();
+    let mut f = vec![0u8; 12];
+    f.extend([0x08, 0x00]);
+    let total = (20 + tcp_len) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend(total.to_be_bytes());
+    ip.extend(ip_id.to_be_bytes());
+    ip.extend([0, 0, ttl, 6, 0, 0]);
+    ip.extend(src);
+    ip.extend(dst);
+    let c = csum(&ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut t = Vec::with_capacity(tcp_len);
+    t.extend(sport.to_be_bytes());
+    t.extend(dport.to_be_bytes());
+    t.extend((u32::from(sport) << 16 | u32::from(dport)).to_be_bytes());
+    t.extend(if flags & 0x10 != 0 {
+        [0, 0, 0, 1]
+    } else {
+        [0; 4]
+    });
+    t.push(((tcp_len / 4) as u8) << 4);
+    t.push(flags);
+    t.extend(window.to_be_bytes());
+    t.extend([0, 0, 0, 0]);
+    t.extend(opts);
+    let mut pseudo = Vec::with_capacity(12 + tcp_len);
+    pseudo.extend(src);
+    pseudo.extend(dst);
+    pseudo.extend([0, 6]);
+    pseudo.extend((tcp_len as u16).to_be_bytes());
+    pseudo.extend(&t);
+    let c = csum(&pseudo, 0);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    f.extend(ip);
+    f.extend(t);
+    f
+}
+
+/// The benchmark's capture, as (time in µs since the first frame, frame).
+fn frames() -> Vec<(u64, Vec<u8>)> {
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut out = Vec::with_capacity(300_000);
+    let mut t = 0u64;
+    let linux_opts = [
+        2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+    ];
+    for i in 0..180_000u32 {
+        t += 200 + next() % 400;
+        match i % 9 {
+            // The storm: a fresh address each time, one crafted SYN to one port.
+            0..=4 => {
+                let src = (next() as u32 | 0x0100_0000).to_be_bytes();
+                let f = tcp(
+                    src,
+                    DECOY,
+                    next() as u16,
+                    25565,
+                    0x02,
+                    0,
+                    243,
+                    i as u16,
+                    &[],
+                );
+                out.push((t, f));
+            }
+            // Hosts' own SYNs to common ports, and the decoy's RST.
+            5..=7 => {
+                let src = [100, 64 + (i % 60) as u8, (i >> 8) as u8, i as u8];
+                let port = [22, 23, 80, 443, 445, 3389][(next() % 6) as usize];
+                let sport = 32768 + (next() % 28000) as u16;
+                out.push((
+                    t,
+                    tcp(
+                        src,
+                        DECOY,
+                        sport,
+                        port,
+                        0x02,
+                        64240,
+                        52,
+                        next() as u16,
+                        &linux_opts,
+                    ),
+                ));
+                out.push((t + 40, tcp(DECOY, src, port, sport, 0x14, 0, 64, 0, &[])));
+            }
+            // Twenty nmap scanners, with the answers.
+            _ => {
+                let n = (i / 9) % 20;
+                let src = [203, 0, 113, 10 + n as u8];
+                let port = 1 + ((i / 180) % 2000) as u16;
+                out.push((
+                    t,
+                    tcp(
+                        src,
+                        DECOY,
+                        40000 + n as u16,
+                        port,
+                        0x02,
+                        1024,
+                        47,
+                        next() as u16,
+                        &[2, 4, 5, 180],
+                    ),
+                ));
+                out.push((
+                    t + 30,
+                    tcp(DECOY, src, port, 40000 + n as u16, 0x14, 0, 64, 0, &[]),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn write_capture(path: &std::path::Path) -> u64 {
+    let mut h = PcapHeader::new();
+    h.network = Linktype::ETHERNET;
+    h.snaplen = 65535;
+    let mut out = h.to_vec_raw().expect("pcap header");
+    let base = 1_795_723_674u64 * 1_000_000;
+    let all = frames();
+    for (us, f) in &all {
+        let ts = base + us;
+        let b = LegacyPcapBlock {
+            ts_sec: (ts / 1_000_000) as u32,
+            ts_usec: (ts % 1_000_000) as u32,
+            caplen: f.len() as u32,
+            origlen: f.len() as u32,
+            data: f,
+        };
+        out.extend(b.to_vec_raw().expect("record"));
+    }
+    std::fs::write(path, out).expect("writing the capture");
+    all.len() as u64
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `cmd` to completion; its wall time in seconds, and its stderr.
+fn timed(cmd: &mut Command) -> (f64, String) {
+    let start = Instant::now();
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("starting the command");
+    let secs = start.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed: {err}");
+    (secs, err)
+}
+
+fn main() {
+    if !require_root() {
+        eprintln!("skipping: the replay benchmark needs root (CAP_BPF)");
+        return;
+    }
+    require_tool("tcpdump");
+    require_tool("p0f");
+    let dir = std::env::temp_dir().join(format!("decnet-bench-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let file = dir.join("mix.pcap");
+    let n = write_capture(&file);
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    println!("capture: {n} frames, {} MiB", size >> 20);
+    let decoy = format!("{}.{}.{}.{}=bench", DECOY[0], DECOY[1], DECOY[2], DECOY[3]);
+    let (mut tcpdump, mut p0f, mut decnet, mut kernel_pass) = (vec![], vec![], vec![], vec![]);
+    for round in 0..ROUNDS {
+        let (t, _) = timed(
+            Command::new("tcpdump")
+                .args(["-r"])
+                .arg(&file)
+                .args(["-w", "/dev/null"]),
+        );
+        tcpdump.push(n as f64 / t);
+        let (t, _) = timed(Command::new("p0f").arg("-r").arg(&file));
+        p0f.push(n as f64 / t);
+        let data = dir.join(format!("round{round}"));
+        let (t, err) = timed(
+            Command::new(decnet_bin())
+                .args(["replay", "--decoy", &decoy, "--data-dir"])
+                .arg(&data)
+                .arg(&file),
+        );
+        decnet.push(n as f64 / t);
+        // "replayed N frames (...) in S s (R frames/s)": the pass through the programs.
+        let rate = err
+            .lines()
+            .find(|l| l.starts_with("replayed "))
+            .and_then(|l| l.split(" s (").nth(1))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|r| r.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        kernel_pass.push(rate);
+        println!(
+            "round {round}: tcpdump {:.0}, p0f {:.0}, decnet replay {:.0} frames/s (kernel pass {rate:.0})",
+            tcpdump[round], p0f[round], decnet[round]
+        );
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    let (t, p, d, k) = (
+        median(&mut tcpdump),
+        median(&mut p0f),
+        median(&mut decnet),
+        median(&mut kernel_pass),
+    );
+    println!("median of {ROUNDS} rounds, frames/s:");
+    println!("  tcpdump -r -w /dev/null  {t:>12.0}");
+    println!("  p0f -r                   {p:>12.0}");
+    println!(
+        "  decnet replay            {d:>12.0}  ({:.2}x p0f, {:.2}x tcpdump)",
+        d / p,
+        d / t
+    );
+    println!(
+        "  decnet, kernel pass only {k:>12.0}  ({:.2}x p0f; the rest is ingest and profiles)",
+        k / p
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
