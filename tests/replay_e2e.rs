@@ -458,6 +458,19 @@ fn a_lab_capture_replays_to_what_the_live_sensor_saw_in_every_format() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // After a good capture, a bad one: the good one is still profiled.
+    let out = replay(&[
+        "--decoy",
+        &decoy,
+        pcap.to_str().unwrap(),
+        junk.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&lab.attacker),
+        "the first file's attacker is reported: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let wifi = work.join("wifi.pcap");
     write_pcap(&wifi, 105, &recs);
     let out = replay(&["--decoy", &decoy, wifi.to_str().unwrap()]);

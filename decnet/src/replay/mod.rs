@@ -115,8 +115,8 @@ pub struct Replayed {
 }
 
 /// Runs every frame of `opts.files` through the kernel programs into the data dir's
-/// journal. Needs CAP_BPF (root). A capture that stops early ends the reading; what was
-/// read is kept, and the error is in [`Replayed::error`].
+/// journal. Needs CAP_BPF (root). A capture that cannot be opened or stops early ends the
+/// reading; what was read is kept, and the error is in [`Replayed::error`].
 pub fn capture(opts: &ReplayOptions) -> Result<Replayed, ReplayError> {
     let started = Instant::now();
     let decoys = if opts.decoys.is_empty() {
@@ -166,7 +166,15 @@ pub fn capture(opts: &ReplayOptions) -> Result<Replayed, ReplayError> {
     let mut swept_at_frame = 0u64;
     let mut last_ts = 0u64;
     'files: for file in &opts.files {
-        let mut cap = CaptureReader::open(file)?;
+        // A file that cannot be read stops the replay as a bad frame does: the files
+        // before it are kept, ingested and profiled.
+        let mut cap = match CaptureReader::open(file) {
+            Ok(cap) => cap,
+            Err(e) => {
+                r.error = Some(e);
+                break;
+            }
+        };
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
