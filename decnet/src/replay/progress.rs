@@ -26,10 +26,11 @@ impl Progress {
                 ProgressDrawTarget::stderr_with_hz(4),
             );
             let style = ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} ({eta} left)",
+                "{prefix:.bold} {bar:24} {bytes}/{total_bytes} {msg}, {eta} left",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
+            bar.set_message("0 frames");
             bar
         });
         Self {
@@ -48,10 +49,7 @@ impl Progress {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         bar.set_prefix(name.to_owned());
         bar.set_position(self.done_bytes + file_bytes);
-        bar.set_message(format!(
-            "{frames} frames, {:.0} frames/s",
-            frames as f64 / secs
-        ));
+        bar.set_message(format!("{frames} frames at {:.0}/s", frames as f64 / secs));
     }
 
     /// A file was read to its end (`bytes` long).
