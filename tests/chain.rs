@@ -15,6 +15,10 @@ pub struct Chain {
     /// Routers 2..=hops, then the attacker.
     namespaces: Vec<String>,
     pub attacker: String,
+    /// The attacker's interface, and the MAC of the router it sends through (raw-packet
+    /// scanners, masscan and zmap, address frames to it themselves).
+    pub attacker_if: String,
+    pub gateway_mac: String,
     route: String,
     lab_gw: String,
 }
@@ -67,6 +71,24 @@ impl Chain {
             ip(&["-n", b, "link", "set", &ib, "up"]);
         }
         let routers = nodes.len() - 1;
+        let last_link = nodes.len() - 1;
+        let gateway_if = format!("dc{subnet}l{last_link}a");
+        let show = Command::new("ip")
+            .args([
+                "-n",
+                &nodes[last_link - 1],
+                "-br",
+                "link",
+                "show",
+                &gateway_if,
+            ])
+            .output()
+            .expect("ip link show");
+        let gateway_mac = String::from_utf8_lossy(&show.stdout)
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned();
         for (i, n) in nodes.iter().enumerate().take(routers) {
             sysctl(n, "net.ipv4.ip_forward=1");
             // Outward (toward the attacker's side): the next node on link i+1.
@@ -99,6 +121,8 @@ impl Chain {
         ip(&["route", "add", &route, "via", &lab.attacker]);
         Chain {
             attacker: far(routers),
+            attacker_if: format!("dc{subnet}l{last_link}b"),
+            gateway_mac,
             namespaces: nodes[1..].to_vec(),
             route,
             lab_gw: lab.attacker.clone(),

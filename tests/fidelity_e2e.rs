@@ -6,6 +6,12 @@ use std::{collections::BTreeSet, time::Duration};
 use decnet_tests::{Daemon, Lab, chain::Chain, require_root, require_tool};
 use serde_json::Value;
 
+/// `a.b.c.host` for the address `a.b.c.d`.
+fn same_prefix(ip: &str, host: u8) -> String {
+    let (net, _) = ip.rsplit_once('.').expect("an IPv4 address");
+    format!("{net}.{host}")
+}
+
 fn kinds(p: &Value) -> BTreeSet<String> {
     p["scan"]["kinds"]
         .as_array()
@@ -18,12 +24,13 @@ fn kinds(p: &Value) -> BTreeSet<String> {
 }
 
 #[test]
-fn nmap_and_hping3_from_24_routed_hops_keep_their_verdicts() {
+fn nmap_hping3_masscan_and_zmap_from_24_routed_hops_keep_their_verdicts() {
     if !require_root() {
         return;
     }
-    require_tool("nmap");
-    require_tool("hping3");
+    for tool in ["nmap", "hping3", "masscan", "zmap"] {
+        require_tool(tool);
+    }
     let lab = Lab::new(62);
     let chain = Chain::behind(&lab, 24, 62);
     let dir = std::env::temp_dir().join(format!("decnet-fidelity-{}", std::process::id()));
@@ -71,6 +78,76 @@ fn nmap_and_hping3_from_24_routed_hops_keep_their_verdicts() {
     };
     assert_eq!(p["tools"], serde_json::json!(["nmap", "hping3"]), "{p}");
     assert_eq!(p["hop_distance"], 24, "{p}");
+
+    // masscan (TTL 255) and zmap (IP ID 54321) from a second address on the same host:
+    // each is attributed by its header relation, and its fixed TTL gives the distance.
+    for (tool, alias) in [("masscan", 200u8), ("zmap", 201)] {
+        let src = same_prefix(&chain.attacker, alias);
+        chain.exec(
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{src}/32"),
+                "dev",
+                &chain.attacker_if,
+            ],
+            10,
+        );
+        let port = "8443";
+        let args: Vec<String> = match tool {
+            "masscan" => [
+                lab.decoy.as_str(),
+                "-p",
+                port,
+                "--rate",
+                "100",
+                "--wait",
+                "1",
+                "--adapter",
+                &chain.attacker_if,
+                "--adapter-ip",
+                &src,
+                "--router-mac",
+                &chain.gateway_mac,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            _ => [
+                "-p",
+                port,
+                "-i",
+                &chain.attacker_if,
+                "-S",
+                &src,
+                "-G",
+                &chain.gateway_mac,
+                "-b",
+                "/dev/null",
+                "-P",
+                "3",
+                "-r",
+                "100",
+                "-c",
+                "1",
+                "-o",
+                "/dev/null",
+                &format!("{}/32", lab.decoy),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        };
+        let mut cmd = vec![tool];
+        cmd.extend(args.iter().map(String::as_str));
+        chain.exec(&cmd, 60);
+        daemon.settle();
+        let p = daemon.attacker(&src);
+        assert_eq!(p["tools"], serde_json::json!([tool]), "{tool}: {p}");
+        assert!(kinds(&p).contains("syn"), "{tool}: {p}");
+        assert_eq!(p["hop_distance"], 24, "{tool}: {p}");
+    }
     daemon.stop();
     drop(chain);
     let _ = std::fs::remove_dir_all(&dir);

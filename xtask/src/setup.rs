@@ -140,6 +140,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("nmap", "nmap"),
     ("hping3", "hping3"),
     ("masscan", "masscan"),
+    ("zmap", "zmap"),
     ("tcpdump", "tcpdump"),
     // The dashboard test drives headless Chromium through chromedriver.
     ("chromium", "chromium"),

@@ -61,6 +61,15 @@ pub enum Options {
     /// One MSS option (any value: a router on the way may clamp it) on SYNs, none on other
     /// probes.
     MssOnlyElseNone,
+    /// This layout, whatever the MSS value (`M,N,W8`: routers clamp the MSS on the way).
+    LayoutAnyMss(&'static str),
+}
+
+/// An option layout with the MSS value dropped (`M1452,N,W8` -> `M,N,W8`).
+fn without_mss(layout: &str) -> impl Iterator<Item = &str> {
+    layout
+        .split(',')
+        .map(|o| if o.starts_with('M') { "M" } else { o })
 }
 
 /// A relation between header fields that no TCP stack produces by chance.
@@ -158,7 +167,7 @@ pub const SIGNATURES: &[Signature] = &[
         relation: Relation::IpId(54321),
         ports: &[],
     },
-    // ZMap >= 4.1: TTL 64, window 65535, MSS,NOP,WS8,NOP,NOP,SACK.
+    // ZMap >= 4.1: TTL 64, window 65535, MSS,NOP,WS8,NOP,NOP,SACK (MSS 1460 as sent).
     Signature {
         tool: "zmap",
         weight: 1,
@@ -166,7 +175,7 @@ pub const SIGNATURES: &[Signature] = &[
         family: Family::Any,
         ttl: Ttl::Initial(64),
         windows: &[65535],
-        options: Options::Is("M1460,N,W8,N,N,S"),
+        options: Options::LayoutAnyMss("M,N,W8,N,N,S"),
         df: None,
         relation: Relation::None,
         ports: &[],
@@ -237,6 +246,7 @@ impl Signature {
                     t.options.is_empty()
                 }
             }
+            Options::LayoutAnyMss(want) => without_mss(t.options).eq(want.split(',')),
             Options::MssOnlyElseNone => {
                 if t.syn {
                     t.options.starts_with('M') && !t.options.contains(',')
@@ -394,6 +404,9 @@ mod tests {
             ["zmap"]
         );
         assert_eq!(names(&syn(64, 65535, "M1460,N,W8,N,N,S")), ["zmap"]);
+        // ZMap 4.1+ from 12 hops behind a PPPoE link: TTL 52, MSS clamped to 1452.
+        assert_eq!(names(&syn(52, 65535, "M1452,N,W8,N,N,S")), ["zmap"]);
+        assert!(names(&syn(52, 65535, "M1452,N,W7,N,N,S")).is_empty());
         assert_eq!(names(&syn(255, 4128, "M1460")), ["unicornscan"]);
         assert_eq!(names(&syn(64, 512, "")), ["hping3"]);
         let mirai = Traits {
