@@ -567,6 +567,24 @@ fn killing_the_analyst_hands_over_and_profiles_match_an_uninterrupted_run() {
     );
 }
 
+/// Journal lines once the journal has stopped growing for a second (bounded: 15 s). The
+/// last probes reach it up to a drain gap and a flush after the tool exits.
+fn settled_journal_lines(data: &Path) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = journal_lines(data);
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = journal_lines(data);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(1) {
+            break;
+        }
+    }
+    last
+}
+
 /// Journal lines in a data dir's `events.jsonl`.
 fn journal_lines(data: &Path) -> usize {
     std::fs::read_to_string(data.join("events.jsonl"))
@@ -597,7 +615,7 @@ fn a_database_outage_is_ridden_out_and_nothing_is_lost_or_doubled() {
             .expect("count")
     };
     hping(&lab.ns, &lab.decoy, 22, 200, 2_000);
-    let want = journal_lines(&data);
+    let want = settled_journal_lines(&data);
     wait_sql(
         &pg,
         "outage",
@@ -613,7 +631,7 @@ fn a_database_outage_is_ridden_out_and_nothing_is_lost_or_doubled() {
     sensor_proc.wait_log("retrying batch", 1, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(1));
     pg.restart();
-    let want = journal_lines(&data);
+    let want = settled_journal_lines(&data);
     assert!(want >= 400, "{want} journal lines");
     wait_sql(
         &pg,
