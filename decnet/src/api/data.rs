@@ -105,16 +105,7 @@ pub async fn attackers(
         .await
         .map_err(internal)?;
     // Stored rows go out as they are; only rows from before the summary column are rendered.
-    let items: Vec<String> = rows
-        .iter()
-        .filter_map(|r| match (&r.summary, &r.state) {
-            (Some(s), _) => Some(s.clone()),
-            (None, Some(state)) => {
-                crate::profile::render_summary(&r.ip, state).map(|v| v.to_string())
-            }
-            (None, None) => None,
-        })
-        .collect();
+    let items: Vec<String> = rows.iter().filter_map(crate::profile::list_row).collect();
     Ok(json_text(format!(
         r#"{{"attackers":[{}],"total":{total},"limit":{limit},"offset":{offset},"sort":"{sort}"}}"#,
         items.join(",")

@@ -41,9 +41,19 @@ pub(crate) fn render(ip: &str, state: &str) -> Option<serde_json::Value> {
 }
 
 /// The attackers-list row of `ip` from its stored state.
-pub(crate) fn render_summary(ip: &str, state: &str) -> Option<serde_json::Value> {
+fn render_summary(ip: &str, state: &str) -> Option<serde_json::Value> {
     let st: state::IpState = serde_json::from_str(state).ok()?;
     Some(st.summary(ip, &st.verdict(ip)))
+}
+
+/// An attackers-list row as JSON text: the stored summary as it is, or, for rows from before
+/// the summary column, rendered from the stored state.
+pub(crate) fn list_row(r: &crate::store::AttackerRow) -> Option<String> {
+    match (&r.summary, &r.state) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(state)) => render_summary(&r.ip, state).map(|v| v.to_string()),
+        (None, None) => None,
+    }
 }
 
 /// The public profile of `ip`, or None when it was never profiled.

@@ -317,16 +317,7 @@ pub async fn report(store: &Store, json: bool) -> Result<String, ReplayError> {
         }
         return Ok(out);
     }
-    let items: Vec<String> = rows
-        .iter()
-        .filter_map(|r| match (&r.summary, &r.state) {
-            (Some(s), _) => Some(s.clone()),
-            (None, Some(state)) => {
-                crate::profile::render_summary(&r.ip, state).map(|v| v.to_string())
-            }
-            (None, None) => None,
-        })
-        .collect();
+    let items: Vec<String> = rows.iter().filter_map(crate::profile::list_row).collect();
     let body = format!(r#"{{"attackers":[{}],"total":{total}}}"#, items.join(","));
     Ok(crate::client::attackers_table(&body).unwrap_or_default())
 }
