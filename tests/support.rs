@@ -17,6 +17,7 @@ use serde_json::Value;
 pub mod chain;
 pub mod otlp;
 pub mod pg;
+pub mod receivers;
 pub mod webdriver;
 
 /// True when the test may run; prints `skipping: <why>` otherwise.
@@ -276,6 +277,12 @@ pub fn link_exists(name: &str) -> bool {
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     l.local_addr().expect("local addr").port()
+}
+
+/// A UDP port on 127.0.0.1 free at the time of the call.
+pub fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp port 0");
+    s.local_addr().expect("local addr").port()
 }
 
 /// A running `decnet run` child with its API. SIGKILLed on drop if still running.

@@ -10,12 +10,14 @@
 //! [`profile`] (profiles, campaigns, detections) -> [`config`] -> [`api`] and [`client`]
 //! -> [`daemon`], which wires them, and [`replay`], which wires them for capture files.
 
+pub mod alert;
 pub mod api;
 pub mod client;
 pub mod collector;
 pub mod config;
 pub mod counters;
 pub mod daemon;
+pub mod feed;
 pub mod handover;
 pub mod hub;
 pub mod ingest;

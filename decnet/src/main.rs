@@ -40,6 +40,26 @@ enum Cmd {
         #[arg(long, env = "DECNET_SENSOR_ID")]
         sensor_id: Option<String>,
     },
+    /// Write the stored logs and detections as NDJSON to stdout, in decnet's JSON or in
+    /// Elastic Common Schema (for Filebeat, Elastic Agent or a SIEM backfill).
+    Export {
+        /// Data dir holding decnet.db.
+        #[arg(long, env = "DECNET_DATA_DIR", default_value = decnet::config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// The database (sqlite://PATH or postgres://...) [default: sqlite://DATA_DIR/decnet.db].
+        #[arg(long, env = "DECNET_STORE")]
+        store: Option<String>,
+        /// json: the API's objects with `record` = log or detection; ecs: ECS documents.
+        #[arg(long, value_enum, default_value = "json")]
+        format: decnet::feed::export::Format,
+        /// Only records at or after this time: RFC 3339, or an age such as 24h or 30d
+        /// [default: everything].
+        #[arg(long)]
+        since: Option<String>,
+        /// logs, detections or all.
+        #[arg(long, value_enum, default_value = "all")]
+        what: decnet::feed::export::What,
+    },
     /// Remove what `decnet run --pin` left attached on an interface: its pinned links (which
     /// detaches the programs once no daemon holds them), programs and maps.
     Detach {
@@ -175,6 +195,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if !cfg.known_scanners.is_empty() {
                 println!("known scanners: {} entries loaded", list.len());
+            }
+            let (allow, bad) = cfg.allow_list().context("configuration")?;
+            for e in &bad {
+                println!("warning: allow-list line skipped: {e}");
+            }
+            if !cfg.allow.is_empty() {
+                println!("allow lists: {} entries loaded", allow.len());
             }
             println!("configuration ok");
             Ok(())
@@ -352,6 +379,40 @@ fn run_other(cmd: Cmd) -> anyhow::Result<()> {
                 batches = s.batches,
                 "ingest done"
             );
+            Ok(())
+        }),
+        Cmd::Export {
+            data_dir,
+            store,
+            format,
+            since,
+            what,
+        } => rt.block_on(async move {
+            let since_ns = match &since {
+                None => i64::MIN,
+                Some(s) => decnet::feed::since(s).with_context(|| {
+                    format!("--since `{s}`: expected an RFC 3339 time or an age such as 24h or 30d")
+                })?,
+            };
+            let url = store
+                .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("decnet.db").display()));
+            if let Some(path) = url.strip_prefix("sqlite://") {
+                // Opening a SQLite URL creates the file: a mistyped data dir would export
+                // nothing and leave an empty database behind.
+                anyhow::ensure!(
+                    std::path::Path::new(path).is_file(),
+                    "{path}: no database there (is --data-dir right?)"
+                );
+            }
+            let store = decnet::store::Store::connect(&url)
+                .await
+                .with_context(|| format!("opening {}", decnet::config::redact_url(&url)))?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = decnet::feed::export::write(&store, what, format, since_ns, &mut out)
+                .await
+                .context("export")?;
+            eprintln!("exported {} logs, {} detections", n.logs, n.detections);
             Ok(())
         }),
         Cmd::Stats { daemon } => rt.block_on(async move {

@@ -116,7 +116,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Parses RFC 3339 (`2026-11-26T20:07:54.123Z`, any fraction length, `Z` or `+hh:mm`) to
 /// ns since the epoch. `None` for anything else: journal lines come from any writer.
-pub(crate) fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;

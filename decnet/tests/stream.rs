@@ -46,6 +46,7 @@ async fn server() -> Server {
         hub: hub.clone(),
         auth: Arc::new(Auth::new(TOKEN)),
         profile: None,
+        alerts: None,
         http: Default::default(),
         role: Default::default(),
     };

@@ -45,6 +45,8 @@ pub(crate) const STAGES: &[(&str, &[&str])] = &[
     ("live", &["hub", "relay"]),
     ("ingest", &["ingest"]),
     ("profile", &["profile"]),
+    ("alert", &["alert"]),
+    ("feed", &["feed"]),
     ("config", &["config"]),
     ("serve", &["api", "client"]),
     (

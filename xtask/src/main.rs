@@ -50,8 +50,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark: `sensor`, `ingest`, `profile`, `fleet`, `stream`, `tracing` or
-    /// `capture`.
+    /// Run a benchmark: `sensor`, `ingest`, `profile`, `alerts`, `fleet`, `stream`,
+    /// `tracing`, `capture` or `replay`.
     Bench { name: String },
     /// Soak the daemon (root): scanners, a flood, 50 SSE clients, two restarts and journal
     /// rotations for N minutes, with the release binary; prints the figures.
@@ -239,6 +239,11 @@ fn main() -> anyhow::Result<()> {
                     run(cargo().args(["bench", "-p", "decnet", "--bench", "ingest"]))
                 }
                 "profile" => run(cargo().args(["bench", "-p", "decnet", "--bench", "profile"])),
+                "alerts" => {
+                    // The receivers: a loopback webhook and rsyslog.
+                    setup::test_tools()?;
+                    run(cargo().args(["bench", "-p", "decnet", "--bench", "alerts"]))
+                }
                 "fleet" => {
                     // The real binary, against a throwaway PostgreSQL cluster.
                     setup::test_tools()?;
@@ -295,7 +300,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 other => {
                     bail!(
-                        "unknown benchmark `{other}` (known: sensor, ingest, profile, fleet, stream, tracing, capture, replay)"
+                        "unknown benchmark `{other}` (known: sensor, ingest, profile, alerts, fleet, stream, tracing, capture, replay)"
                     )
                 }
             }

@@ -147,6 +147,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("chromedriver", "chromium-driver"),
     // The fleet tests start throwaway PostgreSQL clusters (server binaries, not a service).
     ("postgres", "postgresql"),
+    // The alert test's syslog receiver.
+    ("rsyslogd", "rsyslog"),
 ];
 
 fn have(cmd: &str) -> bool {
@@ -214,16 +216,24 @@ pub(crate) fn replay_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// schemathesis (PyPI), pinned: the API fuzz test runs it against the OpenAPI document.
-const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+/// Python test tools (PyPI), pinned, each with the command that shows it is installed:
+/// schemathesis runs against the OpenAPI document (api_fuzz); the official STIX 2.1
+/// validator checks the STIX feed (alerts_e2e).
+const PYTHON_TOOLS: &[(&str, &str)] = &[
+    ("schemathesis", "schemathesis==4.32.5"),
+    ("stix2_validator", "stix2-validator==3.2.0"),
+];
 
-/// Installs the Python test tool with pip when it is missing.
+/// Installs the Python test tools with pip when they are missing.
 fn python_tools() -> anyhow::Result<()> {
-    if have("schemathesis") {
-        return Ok(());
+    for (cmd, pkg) in PYTHON_TOOLS {
+        if have(cmd) {
+            continue;
+        }
+        eprintln!("setup: installing {pkg} with pip (a test needs `{cmd}`)");
+        run(Command::new("python3").args(["-m", "pip", "install", "-q", pkg]))?;
     }
-    eprintln!("setup: installing {SCHEMATHESIS} with pip (the API fuzz test needs it)");
-    run(Command::new("python3").args(["-m", "pip", "install", "-q", SCHEMATHESIS]))
+    Ok(())
 }
 
 /// Installs missing scanners and the test browser through apt when running as root; otherwise says what to do.

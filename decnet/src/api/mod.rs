@@ -4,18 +4,19 @@
 //! - `state`: what handlers share; `error`: what they return when they fail;
 //! - `auth`: bearer token and stream tickets; `params`: query validation;
 //! - `status`: health, stats, metrics; `data`: logs, attackers, campaigns, detections;
-//!   `stream`: the SSE stream; `openapi`: the document, generated from all of them.
+//!   `export`: the blocklist and STIX feeds; `stream`: the SSE stream; `openapi`: the document, generated from all of them.
 //!
 //! Public: `/` (the dashboard page, which then asks for the token), `/api/v1/health`,
 //! `/api/v1/openapi.json` (`openapi`, generated from the handlers' annotations), and
 //! `/metrics` from loopback. Everything else needs the token.
 //!
-//! Stage 9 (serve) of the pipeline: docs/architecture.md.
+//! Stage 11 (serve) of the pipeline: docs/architecture.md.
 
 pub mod auth;
 pub mod dashboard;
 pub mod data;
 mod error;
+pub mod export;
 pub(crate) mod http_metrics;
 mod http_trace;
 pub mod openapi;
@@ -46,6 +47,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/campaigns", get(data::campaigns))
         .route("/api/v1/campaigns/{id}", get(data::campaign))
         .route("/api/v1/detections", get(data::detections))
+        .route("/api/v1/export/blocklist", get(export::blocklist))
+        .route("/api/v1/export/stix", get(export::stix))
         .route("/api/v1/stream/ticket", post(ticket))
         .route("/api/v1/stream", get(stream::stream))
         .route_layer(axum::middleware::from_fn_with_state(

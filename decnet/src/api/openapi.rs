@@ -41,6 +41,8 @@ impl Modify for Bearer {
         super::data::campaigns,
         super::data::campaign,
         super::data::detections,
+        super::export::blocklist,
+        super::export::stix,
         super::stream::stream,
     ),
     components(schemas(super::error::ErrorBody)),

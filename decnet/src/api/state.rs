@@ -29,6 +29,8 @@ pub struct AppState {
     pub hub: crate::hub::Hub,
     pub auth: Arc<auth::Auth>,
     pub profile: Option<Arc<crate::profile::ProfileStats>>,
+    /// The alert sinks' health (processes with the analyst role and some sink).
+    pub alerts: Option<Arc<crate::alert::AlertStats>>,
     pub http: Arc<http_metrics::HttpMetrics>,
     /// `--role` of this process.
     pub role: crate::config::Role,

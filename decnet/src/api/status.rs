@@ -29,10 +29,12 @@ pub struct Health {
     role: crate::config::Role,
     /// The store's engine: `sqlite` or `postgres` (a fleet's shared database).
     store: Option<&'static str>,
+    /// Each alert sink's state, lag and last error (targets redacted); empty without sinks.
+    sinks: Vec<crate::alert::SinkSnapshot>,
 }
 
 #[utoipa::path(get, path = "/api/v1/health", tag = "status", security(()),
-    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode, egress_mode, pin, iface_state, role, store}`", body = Object)))]
+    responses((status = 200, description = "`{status, version, uptime_s, iface, xdp_mode, egress_mode, pin, iface_state, role, store, sinks}`", body = Object)))]
 pub async fn health(State(st): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -48,12 +50,13 @@ pub async fn health(State(st): State<AppState>) -> Json<Health> {
             crate::store::Backend::Sqlite => "sqlite",
             crate::store::Backend::Postgres => "postgres",
         }),
+        sinks: st.alerts.as_ref().map(|a| a.snapshot()).unwrap_or_default(),
     })
 }
 
 #[utoipa::path(get, path = "/api/v1/stats", tag = "status",
     responses(
-        (status = 200, description = "Every counter: kernel, pipeline, ingest, lost, stream_clients", body = Object),
+        (status = 200, description = "Every counter: kernel, pipeline, ingest, lost, profile, sinks, stream_clients", body = Object),
         (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
     ))]
 pub async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -80,6 +83,7 @@ pub(crate) fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
         },
         "profile": st.profile.as_ref().map(|p| p.snapshot()),
         "profile_lag_rows": profile_lag(st),
+        "sinks": st.alerts.as_ref().map(|a| a.snapshot()),
         "stream_clients": st.hub.subscribers(),
         "pin": st.pin,
         "iface": st.iface_status.as_ref().map(|s| s.snapshot()),
@@ -138,6 +142,9 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiE
     }
     if let Some(p) = &st.profile {
         p.write_prometheus(&mut out);
+    }
+    if let Some(a) = &st.alerts {
+        a.write_prometheus(&mut out);
     }
     if let Some(lag) = profile_lag(&st) {
         write_metric(

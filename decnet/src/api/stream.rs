@@ -429,6 +429,7 @@ mod tests {
             hub: Default::default(),
             auth: Arc::new(Auth::new("t")),
             profile: None,
+            alerts: None,
             http: Default::default(),
             role: Default::default(),
         };

@@ -25,6 +25,7 @@ fn state(store: Option<Store>) -> AppState {
         hub: Default::default(),
         auth: Arc::new(auth::Auth::new(TOKEN)),
         profile: None,
+        alerts: None,
         http: Default::default(),
         role: Default::default(),
     }

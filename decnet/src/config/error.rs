@@ -41,6 +41,18 @@ pub enum ConfigError {
     NoSuchIface { iface: String, origin: Origin },
     #[error("known-scanner list {0}")]
     KnownScanners(std::io::Error),
+    #[error("allow list {0}")]
+    AllowList(std::io::Error),
+    #[error("GeoIP database {0}")]
+    GeoIp(crate::intel::geoip::GeoError),
+    /// A `[[sink]]` or `[[alert]]` table that does not check, at its line.
+    #[error("{origin}: {err}")]
+    Alert {
+        origin: Origin,
+        err: crate::alert::SpecError,
+    },
+    #[error("[[sink]] `{name}`: {msg}")]
+    Sink { name: String, msg: String },
 }
 
 /// Where a setting came from, for error messages: a flag (or its variable), or a line of

@@ -66,6 +66,12 @@ macro_rules! settings {
                 #[serde(rename = $toml)]
                 pub(super) $field: $fty,
             )*
+            /// `[[sink]]` tables (file only): where alerts go.
+            #[serde(rename = "sink")]
+            pub(super) sinks: Vec<toml::Spanned<crate::alert::SinkFile>>,
+            /// `[[alert]]` tables (file only): which detections become alerts.
+            #[serde(rename = "alert")]
+            pub(super) alerts: Vec<toml::Spanned<crate::alert::RuleFile>>,
         }
 
         /// Every setting, in the order `--help` and `check-config` list them.
@@ -184,6 +190,21 @@ settings! {
     known_scanners: Vec<PathBuf>, file Vec<PathBuf>, toml "known_scanners",
     flag "--known-scanners FILE", env "DECNET_KNOWN_SCANNERS", default "none",
     arg(long = "known-scanners", value_name = "FILE", value_delimiter = ',');
+
+    /// An allow list in the known-scanner format (`CIDR[,name[,category]]`): sources the
+    /// blocklist and STIX feeds never include. Repeat for several (env: comma-separated);
+    /// reloaded on SIGHUP.
+    allow: Vec<PathBuf>, file Vec<PathBuf>, toml "allow",
+    flag "--allow FILE", env "DECNET_ALLOW", default "none",
+    arg(long = "allow", value_name = "FILE", value_delimiter = ',');
+
+    /// A MaxMind-format database (GeoLite2/GeoIP2 Country, City or ASN, or any mmdb of the
+    /// same layout): profiles, feeds and the dashboard then carry `asn`, `as_org` and
+    /// `country`. Repeat for several (env: comma-separated; the first that knows a field
+    /// wins); reloaded on SIGHUP.
+    geoip_db: Vec<PathBuf>, file Vec<PathBuf>, toml "geoip_db",
+    flag "--geoip-db FILE", env "DECNET_GEOIP_DB", default "none",
+    arg(long = "geoip-db", value_name = "FILE", value_delimiter = ',');
 
     /// This sensor's name in a fleet, 1-64 of A-Z a-z 0-9 . _ -: its rows carry it and its
     /// ingest cursor is its own.

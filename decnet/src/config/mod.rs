@@ -5,7 +5,7 @@
 //! - `error`: what does not resolve, and where it came from; `role`: `--role`;
 //! - `sensor_id`: a fleet sensor's name.
 //!
-//! Stage 8 (config) of the pipeline: docs/architecture.md.
+//! Stage 10 (config) of the pipeline: docs/architecture.md.
 
 mod error;
 pub mod keys;
@@ -70,6 +70,13 @@ pub struct RunConfig {
     pub sensor_id: Option<String>,
     /// Known-scanner lists (`intel::scanners`), read at start and on SIGHUP.
     pub known_scanners: Vec<PathBuf>,
+    /// Allow lists (`intel::scanners` format): never in the feeds. Read at start and on
+    /// SIGHUP.
+    pub allow: Vec<PathBuf>,
+    /// GeoIP databases (`intel::geoip`), read at start and on SIGHUP.
+    pub geoip_db: Vec<PathBuf>,
+    /// The `[[sink]]` and `[[alert]]` tables, checked.
+    pub alerts: crate::alert::Plan,
 }
 
 impl RunConfig {
@@ -175,6 +182,22 @@ impl RunConfig {
                 });
             }
         }
+        let alerts = {
+            let sinks: Vec<_> = file
+                .sinks
+                .iter()
+                .map(|s| (s.get_ref().clone(), s.span().start))
+                .collect();
+            let rules: Vec<_> = file
+                .alerts
+                .iter()
+                .map(|r| (r.get_ref().clone(), r.span().start))
+                .collect();
+            crate::alert::spec::plan(&sinks, &rules).map_err(|e| ConfigError::Alert {
+                origin: at(e.at..e.at),
+                err: e,
+            })?
+        };
         let (iface, iface_origin) = match (args.iface, file.iface) {
             (Some(i), _) => (i, Origin::Flag("--iface/DECNET_IFACE")),
             (None, Some(i)) => {
@@ -242,7 +265,31 @@ impl RunConfig {
             } else {
                 args.known_scanners
             },
+            allow: if args.allow.is_empty() {
+                file.allow
+            } else {
+                args.allow
+            },
+            geoip_db: if args.geoip_db.is_empty() {
+                file.geoip_db
+            } else {
+                args.geoip_db
+            },
+            alerts,
         })
+    }
+
+    /// Reads the allow lists, as [`known_scanner_list`](Self::known_scanner_list) does.
+    pub fn allow_list(
+        &self,
+    ) -> Result<
+        (
+            crate::intel::scanners::ScannerList,
+            Vec<crate::intel::scanners::LineError>,
+        ),
+        ConfigError,
+    > {
+        crate::intel::scanners::ScannerList::load(&self.allow).map_err(ConfigError::AllowList)
     }
 
     /// Reads the known-scanner lists: an unreadable file is an error; malformed lines come
@@ -260,6 +307,11 @@ impl RunConfig {
             .map_err(ConfigError::KnownScanners)
     }
 
+    /// Opens the GeoIP databases (none configured: an empty set).
+    pub fn geoip_dbs(&self) -> Result<crate::intel::geoip::GeoDbs, ConfigError> {
+        crate::intel::geoip::GeoDbs::open(&self.geoip_db).map_err(ConfigError::GeoIp)
+    }
+
     /// The resolved settings, one `key = value` per line in [`KEYS`] order (what
     /// `decnet check-config` prints).
     pub fn describe(&self) -> String {
@@ -267,6 +319,7 @@ impl RunConfig {
         for k in KEYS {
             out.push_str(&format!("{} = {}\n", k.toml, self.value_of(k.toml)));
         }
+        out.push_str(&self.alerts.describe());
         out
     }
 
@@ -298,22 +351,17 @@ impl RunConfig {
                 .sensor_id
                 .clone()
                 .unwrap_or_else(|| "(kept in the data dir, else the hostname)".to_owned()),
-            "known_scanners" => {
-                let files: Vec<String> = self
-                    .known_scanners
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                files.join(", ")
-            }
+            "known_scanners" => paths(&self.known_scanners),
+            "allow" => paths(&self.allow),
+            "geoip_db" => paths(&self.geoip_db),
             // A key added to the table but not here: the test of describe() fails.
             _ => UNSHOWN.to_owned(),
         }
     }
 
-    /// Checks what only this host can tell: that the interface exists and the known-scanner
-    /// lists can be read. `decnet run` and `decnet check-config` both do this before
-    /// anything is loaded.
+    /// Checks what only this host can tell: that the interface exists, the known-scanner
+    /// lists can be read, the GeoIP databases open, each sink's CA file loads and each file sink's directory exists.
+    /// `decnet run` and `decnet check-config` both do this before anything is loaded.
     pub fn check_host(&self) -> Result<(), ConfigError> {
         if self.role.sensor() && crate::sensor::loader::nix_if_index(&self.iface).is_none() {
             return Err(ConfigError::NoSuchIface {
@@ -322,8 +370,31 @@ impl RunConfig {
             });
         }
         self.known_scanner_list()?;
+        self.allow_list()?;
+        self.geoip_dbs()?;
+        for sink in &self.alerts.sinks {
+            crate::alert::transport::Transport::new(sink).map_err(|msg| ConfigError::Sink {
+                name: sink.name.clone(),
+                msg,
+            })?;
+            if let crate::alert::spec::Target::File { path } = &sink.target {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                if dir.is_some_and(|d| !d.is_dir()) {
+                    return Err(ConfigError::Sink {
+                        name: sink.name.clone(),
+                        msg: format!("{}: its directory does not exist", path.display()),
+                    });
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// Paths as `check-config` lists them.
+fn paths(p: &[PathBuf]) -> String {
+    let v: Vec<String> = p.iter().map(|p| p.display().to_string()).collect();
+    v.join(", ")
 }
 
 /// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.

@@ -184,3 +184,69 @@ fn check_config_shows_every_key_in_table_order() {
     assert_eq!(keys, want);
     assert!(!shown.contains(UNSHOWN), "{shown}");
 }
+
+#[test]
+fn sinks_and_alert_rules_are_checked_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.toml");
+    let resolve = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        a.iface = Some("lo".into());
+        a.decoys = vec!["10.0.0.7".parse().unwrap()];
+        RunConfig::resolve(a)
+    };
+    let good = "\
+[[sink]]
+name = \"soc\"
+webhook = \"https://hooks.example/services/SECRET\"
+[[sink]]
+name = \"siem\"
+syslog = \"udp://127.0.0.1:514\"
+[[alert]]
+name = \"targeted\"
+min_risk = 50
+sinks = [\"soc\", \"siem\"]
+";
+    let c = resolve(good).unwrap();
+    assert_eq!(c.alerts.sinks.len(), 2);
+    assert_eq!(c.alerts.rules_for("siem").len(), 1);
+    let shown = c.describe();
+    assert!(
+        shown.contains("sink soc = webhook https://hooks.example/***"),
+        "{shown}"
+    );
+    assert!(!shown.contains("SECRET"), "{shown}");
+    assert!(
+        shown.contains("alert targeted = min_risk 50 -> soc, siem"),
+        "{shown}"
+    );
+
+    // A rule naming a sink nobody defined: the rule's line.
+    let e = resolve(&good.replace("[\"soc\", \"siem\"]", "[\"soc\", \"pager\"]"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 7") && e.contains("sink `pager` is not defined"),
+        "{e}"
+    );
+    // An unknown key inside a table: named, with its line.
+    let e = resolve(&good.replace("min_risk = 50", "min_risc = 50"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("min_risc") && e.contains("line 9"), "{e}");
+    let e = resolve(&good.replace("syslog = \"udp://127.0.0.1:514\"", "syslog = \"smtp://x\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 4") && e.contains("scheme `smtp`"), "{e}");
+    // A secret in a webhook URL of the wrong scheme does not show in the error.
+    let e = resolve(&good.replace("https://hooks.example", "ftp://u:pw@hooks.example"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 1") && e.contains("ftp://u:***@hooks.example/***"),
+        "{e}"
+    );
+    assert!(!e.contains("SECRET") && !e.contains("pw"), "{e}");
+}

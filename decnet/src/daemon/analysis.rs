@@ -1,5 +1,6 @@
 //! The analyst stage of a running daemon: the profiler, fed by this process's ingester (one
-//! SQLite process) or elected among a fleet's analysts (PostgreSQL).
+//! SQLite process) or elected among a fleet's analysts (PostgreSQL), and the alert sinks
+//! that follow its detections.
 
 use std::sync::{Arc, atomic::Ordering::Relaxed};
 
@@ -7,16 +8,20 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::stop::{Progress, Stage};
 use crate::{
+    alert::{self, AlertStats},
     config::RunConfig,
     hub::Hub,
     profile::{ProfileStats, Profiler, analyst},
     store::Store,
 };
 
-/// The running profiler (roles with the analyst), or nothing.
+/// The running profiler and alert sinks (roles with the analyst), or nothing.
 pub(super) struct Analysis {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// One process's sinks (SQLite); a fleet's run inside the analyst, under its lock.
+    stop_sinks: watch::Sender<bool>,
+    sinks: Vec<JoinHandle<()>>,
 }
 
 impl Analysis {
@@ -29,19 +34,31 @@ impl Analysis {
         fleet: bool,
         committed: Option<watch::Receiver<u64>>,
         stats: &Arc<ProfileStats>,
+        alert_stats: &Arc<AlertStats>,
     ) -> Self {
         let (stop, rx) = watch::channel(false);
+        let (stop_sinks, sinks_rx) = watch::channel(false);
+        let mut sinks = Vec::new();
         let task = if !cfg.role.analyst() {
             None
         } else if fleet {
+            // Only the analyst holding the lock delivers alerts: two would send each twice.
+            let companion: Option<analyst::Companion> = (!cfg.alerts.sinks.is_empty()).then(|| {
+                let (plan, store, stats) = (cfg.alerts.clone(), store.clone(), alert_stats.clone());
+                let c: analyst::Companion =
+                    Arc::new(move |stop| alert::spawn(&plan, &store, None, &stats, stop));
+                c
+            });
             // Detections reach the streams through the database (relay), like rows.
             Some(tokio::spawn(analyst::run(
                 store.clone(),
                 Hub::default(),
                 stats.clone(),
+                companion,
                 rx,
             )))
         } else {
+            sinks = alert::spawn(&cfg.alerts, store, Some(hub), alert_stats, sinks_rx);
             stats.active.store(true, Relaxed);
             // One process does everything (SQLite: `--role all`): the ingester's commits
             // wake it.
@@ -55,10 +72,16 @@ impl Analysis {
                 }
             }))
         };
-        Self { stop, task }
+        Self {
+            stop,
+            task,
+            stop_sinks,
+            sinks,
+        }
     }
 
-    /// Lets the profiles take in the last committed rows, then stops.
+    /// Lets the profiles take in the last committed rows, then the sinks deliver what they
+    /// raised, then stops.
     pub(super) async fn stop(self, progress: &Progress) {
         progress.set(Stage::UpdatingProfiles);
         let _ = self.stop.send(true);
@@ -66,6 +89,13 @@ impl Analysis {
             && let Err(e) = t.await
         {
             tracing::error!(error = %e, "profiler task panicked");
+        }
+        progress.set(Stage::DeliveringAlerts);
+        let _ = self.stop_sinks.send(true);
+        for s in self.sinks {
+            if let Err(e) = s.await {
+                tracing::error!(error = %e, "alert sink task panicked");
+            }
         }
     }
 }

@@ -3,24 +3,26 @@
 //! Each running stage is a handle with a `spawn` and a `stop`:
 //! - `prepare`: the privileged start (data dir, token, programs loaded and attached);
 //! - `capture`: ring reader -> journal writer -> ingester, and the interface watch;
-//! - `analysis`: the profiler;
+//! - `analysis`: the profiler and the alert sinks;
 //! - `serve`: the API and stream, and a fleet's relay;
-//! - `scanners`: the known-scanner lists, and their reload on SIGHUP;
+//! - `lookups`: the known-scanner and allow lists and GeoIP databases, and their reload on
+//!   SIGHUP;
 //! - `stop`: the stages of an orderly stop, for the timeout's message.
 //!
 //! Start: data dir -> load + fill decoys -> attach -> store -> capture -> analysis -> serve.
 //! Stop: detach (no new events) -> the reader drains the ring -> the writer flushes and
-//! fsyncs -> the ingester commits the rest -> the profiler absorbs it -> the streams end ->
+//! fsyncs -> the ingester commits the rest -> the profiler absorbs it -> the sinks deliver
+//! what it raised -> the streams end ->
 //! final counters logged. That order is what makes "kernel emitted == journal written +
 //! counted drops" hold at exit.
 //!
-//! Stage 10 (daemon) of the pipeline: docs/architecture.md.
+//! Stage 12 (daemon) of the pipeline: docs/architecture.md.
 
 mod analysis;
 mod capture;
 mod error;
+mod lookups;
 mod prepare;
-mod scanners;
 mod serve;
 mod stop;
 
@@ -38,6 +40,7 @@ use self::{
     stop::Progress,
 };
 use crate::{
+    alert::AlertStats,
     config::RunConfig,
     hub::Hub,
     profile::ProfileStats,
@@ -53,7 +56,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
     let Prepared { auth, sensor } = prepared;
-    scanners::spawn_reload(&cfg, shutdown.clone());
+    lookups::spawn_reload(&cfg, shutdown.clone());
     let store = Store::connect(&cfg.store)
         .await
         .map_err(|e| DaemonError::Store(cfg.store_display(), e))?;
@@ -86,11 +89,21 @@ pub async fn run(
     };
     let profile_stats = Arc::new(ProfileStats::default());
     let committed = capture.as_ref().map(|c| c.committed.clone());
-    let analysis = Analysis::spawn(&cfg, &store, &hub, fleet, committed, &profile_stats);
+    let alert_stats = Arc::new(AlertStats::new(&cfg.alerts));
+    let analysis = Analysis::spawn(
+        &cfg,
+        &store,
+        &hub,
+        fleet,
+        committed,
+        &profile_stats,
+        &alert_stats,
+    );
     let shown = Shown {
         capture: capture.as_ref(),
         pipeline: &pipeline,
         profile_stats: &profile_stats,
+        alert_stats: &alert_stats,
     };
     let serving = Serving::spawn(&cfg, auth, &store, &hub, fleet, shown, &shutdown).await?;
 

@@ -55,7 +55,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
         .create(&cfg.data_dir)
         .map_err(|e| DaemonError::DataDir(cfg.data_dir.clone(), e))?;
     tighten_data_dir(&cfg.data_dir)?;
-    super::scanners::install(cfg)?;
+    super::lookups::install(cfg)?;
     let auth = if serves_http(cfg) {
         let (auth, source) = api::auth::Auth::load_or_create(&cfg.data_dir)
             .map_err(|e| DaemonError::Token(cfg.data_dir.join(api::auth::TOKEN_FILE), e))?;

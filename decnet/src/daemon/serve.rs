@@ -33,6 +33,7 @@ pub(super) struct Shown<'a> {
     pub(super) capture: Option<&'a Capture>,
     pub(super) pipeline: &'a Arc<PipelineStats>,
     pub(super) profile_stats: &'a Arc<ProfileStats>,
+    pub(super) alert_stats: &'a Arc<crate::alert::AlertStats>,
 }
 
 impl Serving {
@@ -51,6 +52,7 @@ impl Serving {
             capture,
             pipeline,
             profile_stats,
+            alert_stats,
         } = shown;
         let (stop_relay, relay_rx) = watch::channel(false);
         let relay = (fleet && cfg.role.api())
@@ -80,6 +82,8 @@ impl Serving {
                     hub: hub.clone(),
                     auth: Arc::new(auth),
                     profile: cfg.role.analyst().then(|| profile_stats.clone()),
+                    alerts: (cfg.role.analyst() && !alert_stats.sinks.is_empty())
+                        .then(|| alert_stats.clone()),
                     http: Default::default(),
                     role: cfg.role,
                 };

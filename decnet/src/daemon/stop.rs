@@ -10,6 +10,7 @@ pub(super) enum Stage {
     FlushingJournal,
     CommittingIngest,
     UpdatingProfiles,
+    DeliveringAlerts,
     ClosingStreams,
 }
 
@@ -20,6 +21,7 @@ impl Stage {
             Self::FlushingJournal => "flushing the journal",
             Self::CommittingIngest => "committing the last ingest batch",
             Self::UpdatingProfiles => "updating the last profiles",
+            Self::DeliveringAlerts => "delivering the last alerts",
             Self::ClosingStreams => "closing the streams",
         }
     }

@@ -8,11 +8,14 @@
 //! - `os`: the OS table, by fingerprint or initial TTL;
 //! - `tools`: scanner signatures, tool votes and user agents;
 //! - `payload`: artifacts in a first payload (HTTP, SSH, SMTP, FTP, Redis, Telnet, JA4);
-//! - `scanners`: the known-scanner address lists (`--known-scanners`), the one process-wide
-//!   table here, swapped whole on reload.
+//! - `scanners`: the known-scanner and allow address lists (`--known-scanners`, `--allow`);
+//! - `geoip`: country and autonomous system from MaxMind-format databases (`--geoip-db`).
+//!
+//! The last two are the process-wide tables here, each swapped whole on reload.
 //!
 //! Stage 1 (intel) of the pipeline: docs/architecture.md.
 
+pub mod geoip;
 pub mod os;
 pub mod payload;
 pub mod scanners;

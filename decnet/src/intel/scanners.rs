@@ -210,6 +210,26 @@ pub fn lookup(ip: &str) -> Option<Arc<Actor>> {
     cur.as_ref()?.lookup(ip)
 }
 
+/// The allow lists in force (`--allow`, same format): addresses the blocklist and STIX
+/// feeds never name, whatever their profile says (a partner's scanner, one's own
+/// vulnerability scanner).
+static ALLOW: RwLock<Option<Arc<ScannerList>>> = RwLock::new(None);
+
+/// Makes `list` the allow list the feeds read.
+pub fn install_allow(list: ScannerList) {
+    let mut cur = ALLOW.write().unwrap_or_else(|e| e.into_inner());
+    *cur = Some(Arc::new(list));
+}
+
+/// Whether `ip` is on the allow lists in force.
+pub fn allowed(ip: &str) -> bool {
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return false;
+    };
+    let cur = ALLOW.read().unwrap_or_else(|e| e.into_inner());
+    cur.as_ref().is_some_and(|l| l.lookup(ip).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::watch;
+use tokio::{sync::watch, task::JoinHandle};
 
 use super::{ProfileStats, Profiler};
 use crate::{
@@ -22,12 +22,18 @@ use crate::{
 /// lock and looks for rows without a notification.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
 
+/// Work that may run in only one process of a fleet at a time (the alert sinks): started
+/// with a stop signal when this analyst takes the lock, stopped (and awaited) at shutdown,
+/// aborted when the lock is lost.
+pub type Companion = Arc<dyn Fn(watch::Receiver<bool>) -> Vec<JoinHandle<()>> + Send + Sync>;
+
 /// Stands by or profiles until `shutdown`. `hub`: where detections are announced (in a
 /// fleet the API instances read them from the database: pass a hub nobody reads).
 pub async fn run(
     store: Store,
     hub: Hub,
     stats: Arc<ProfileStats>,
+    companion: Option<Companion>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut standby_said = false;
@@ -60,7 +66,15 @@ pub async fn run(
             cursor = stats.cursor.load(Relaxed),
             "analyst lock taken: profiling"
         );
-        let stopped = hold(&store, &hub, &stats, lock, &mut shutdown).await;
+        let stopped = hold(
+            &store,
+            &hub,
+            &stats,
+            companion.as_ref(),
+            lock,
+            &mut shutdown,
+        )
+        .await;
         stats.active.store(false, Relaxed);
         if stopped {
             return;
@@ -74,6 +88,7 @@ async fn hold(
     store: &Store,
     hub: &Hub,
     stats: &Arc<ProfileStats>,
+    companion: Option<&Companion>,
     mut lock: crate::store::AnalystLock,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
@@ -81,6 +96,8 @@ async fn hold(
     let (stop, stop_rx) = watch::channel(false);
     let profiler = Profiler::with_hub(store.clone(), hub.clone()).with_stats(stats.clone());
     let mut task = tokio::spawn(profiler.run(woken, stop_rx));
+    let (stop_companion, companion_rx) = watch::channel(false);
+    let companions = companion.map(|c| c(companion_rx)).unwrap_or_default();
     let mut changes = match store.changes().await {
         Ok(c) => c,
         Err(e) => {
@@ -126,12 +143,22 @@ async fn hold(
         // Lost: stop at once, without the final catch-up a shutdown does (the next holder
         // does it; the cursor compare-and-set would refuse it anyway).
         task.abort();
-    } else if !task.is_finished() {
-        let _ = stop.send(true);
-        match (&mut task).await {
-            Ok(Err(e)) => tracing::error!(error = %e, "profiler failed"),
-            Err(e) => tracing::error!(error = %e, "profiler task panicked"),
-            Ok(Ok(())) => {}
+        for c in &companions {
+            c.abort();
+        }
+    } else {
+        if !task.is_finished() {
+            let _ = stop.send(true);
+            match (&mut task).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "profiler failed"),
+                Err(e) => tracing::error!(error = %e, "profiler task panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        // After the profiler's last batch, so the companions see its detections.
+        let _ = stop_companion.send(true);
+        for c in companions {
+            let _ = c.await;
         }
     }
     // Dropping the lock closes its session: the next analyst may take over.

@@ -55,6 +55,8 @@ pub(crate) fn detection(
         "campaign_id": now.campaign_id,
         "risk": { "score": v.risk.score, "band": v.risk.band },
         "previous": before,
+        // Which decoys it touched (alert rules can pick detections by decky).
+        "deckies": st.deckies,
         "event_count": st.events,
         "last_seen": st.last_seen,
     }))

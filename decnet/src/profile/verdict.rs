@@ -12,6 +12,7 @@ use super::{
     state::{Headline, IpState},
 };
 use crate::intel::{
+    geoip::{self, Geo},
     scanners::{self, Actor},
     tools,
 };
@@ -28,6 +29,8 @@ pub struct Verdict {
     pub actor: Option<Arc<Actor>>,
     /// `benign`, `malicious`, `suspicious` or `unknown` ([`classify::classification`]).
     pub classification: &'static str,
+    /// Country and autonomous system from the GeoIP databases in force (null without).
+    pub geo: Geo,
 }
 
 impl Verdict {
@@ -64,6 +67,7 @@ impl IpState {
             tools,
             actor,
             classification,
+            geo: geoip::lookup(ip),
         }
     }
 
@@ -78,6 +82,9 @@ impl IpState {
             "classification": v.classification,
             "actor": v.actor_name(),
             "spoofable": self.spoofable(),
+            "asn": v.geo.asn,
+            "as_org": v.geo.as_org,
+            "country": v.geo.country,
             "risk": { "score": v.risk.score, "band": v.risk.band },
             "tools": v.tools,
             "scan_kinds": self.kinds,
@@ -107,6 +114,9 @@ impl IpState {
             "actor": v.actor_name(),
             "actor_category": v.actor.as_ref().and_then(|a| a.category.as_deref()),
             "spoofable": self.spoofable(),
+            "asn": v.geo.asn,
+            "as_org": v.geo.as_org,
+            "country": v.geo.country,
             "behavior": {
                 "class": v.class,
                 "timing": {

@@ -6,6 +6,7 @@
 //! - `rows`: the rows written and read; `error`: what calls fail with;
 //! - `ingest`: the ingester's batch commit; `profile`: the profiler's commit and loads;
 //! - `fleet`: the analyst lock and commit notifications (PostgreSQL);
+//! - `sinks`: the alert sinks' cursors, re-arm windows and open digests;
 //! - `read`: the pages and counts the API, stream and relay read.
 //!
 //! Stage 4 (store) of the pipeline: docs/architecture.md.
@@ -17,11 +18,13 @@ mod ingest;
 mod profile;
 mod read;
 mod rows;
+mod sinks;
 
 pub use engine::{Backend, Store};
 pub use error::StoreError;
 pub use fleet::{AnalystLock, Change, Changes, DETECTIONS_CHANNEL, LOGS_CHANNEL};
 pub use rows::{
     AttackerRow, Batch, CursorUpdate, DeadLetter, DetectionRow, NewBounty, ProfileCommit,
-    ProfileRow,
+    ProfileRow, SinkCommit, SinkSaved, SinkWindow,
 };
+pub use sinks::{sink_cursor_key, sink_digest_key};

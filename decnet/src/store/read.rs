@@ -259,6 +259,29 @@ impl Store {
         })
     }
 
+    /// Sources with a stored risk of at least `min_risk` seen at or after `since` (RFC 3339),
+    /// riskiest first, at most `limit`: (ip, state) for the feeds to render.
+    pub(crate) async fn feed_candidates(
+        &self,
+        min_risk: i64,
+        since: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT a.ip, b.state FROM attackers a JOIN attacker_behavior b ON b.ip = a.ip \
+                 WHERE a.risk_score >= $1 AND a.last_seen >= $2 \
+                 ORDER BY a.risk_score DESC, a.ip LIMIT $3",
+            )
+            .bind(min_risk)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
     /// Logs after `after_id`, oldest first, at most `limit`.
     pub async fn logs_after(
         &self,

@@ -105,3 +105,33 @@ pub struct ProfileCommit {
     pub state: Vec<(String, String)>,
     pub cursor: Option<CursorUpdate>,
 }
+
+/// An alert sink's re-arm window for one rule and source (see `alert::rule`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkWindow {
+    pub rule: String,
+    pub ip: String,
+    pub last_alert_ns: i64,
+    pub folded: i64,
+    /// JSON array of change kinds.
+    pub folded_changes: String,
+}
+
+/// What an alert sink saved with its cursor.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SinkSaved {
+    /// The last detection id it finished (None: a new sink).
+    pub cursor: Option<i64>,
+    pub windows: Vec<SinkWindow>,
+    /// Open digests: (rule, JSON).
+    pub digests: Vec<(String, String)>,
+}
+
+/// What one alert sink commits: its cursor (compare-and-set), the windows it changed, and
+/// its open digests (None: closed).
+#[derive(Clone, Debug, Default)]
+pub struct SinkCommit {
+    pub cursor: Option<CursorUpdate>,
+    pub windows: Vec<SinkWindow>,
+    pub digests: Vec<(String, Option<String>)>,
+}

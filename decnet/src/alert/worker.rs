@@ -1,0 +1,415 @@
+//! One sink's worker: it follows the stored detections from its own cursor, lets its rules
+//! decide, delivers each message until the receiver takes it, and only then commits the
+//! cursor with the re-arm windows and open digests. Delivery is at least once: a crash
+//! between a delivery and its commit sends that message again, with the same idempotency
+//! key. A dead sink holds up nothing but itself: capture, ingest and the profiler never
+//! wait for it, it backs off between retries, and when it falls more than `max_backlog`
+//! detections behind, the oldest are skipped and counted.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use tokio::sync::{broadcast, watch};
+
+use super::{
+    render::Message,
+    rule::{Detection, Digest, Rearm, Windows, into_digest},
+    spec::{Rule, Sink},
+    stats::SinkStats,
+    transport::Transport,
+};
+use crate::{
+    hub::{Hub, HubMsg},
+    store::{CursorUpdate, SinkCommit, SinkWindow, Store, StoreError, sink_cursor_key},
+};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Detections read per query.
+const PAGE: i64 = 256;
+/// How often the worker looks for detections without being woken (another process's
+/// commits; digests that close by the clock).
+const POLL: Duration = Duration::from_millis(500);
+/// The first retry's wait; doubled per failure up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long the last pass at shutdown may take before giving up on a sink.
+pub const FINAL_PASS: Duration = Duration::from_secs(2);
+
+/// A sink and the rules that deliver to it.
+pub struct Worker {
+    pub store: Store,
+    pub sink: Sink,
+    pub rules: Vec<Rule>,
+    pub stats: Arc<SinkStats>,
+    /// This process's hub: a committed detection wakes the worker at once.
+    pub hub: Option<Hub>,
+}
+
+/// The sink's progress since it was loaded.
+struct Progress {
+    cursor: i64,
+    windows: Windows,
+    digests: BTreeMap<String, Option<Digest>>,
+    /// Digests changed since the last commit.
+    digests_dirty: Vec<String>,
+}
+
+/// Why a pass stopped early.
+enum Halt {
+    /// Shutdown while a message was failing: resume from the cursor next start.
+    Stopped,
+    /// The store failed or another process moved the cursor: reload and go on.
+    Reload(String),
+}
+
+impl Worker {
+    /// Delivers until `stop`; then one last pass of at most [`FINAL_PASS`] without
+    /// retries, so detections of the daemon's last profile batch still go out.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut transport = match Transport::new(&self.sink) {
+            Ok(t) => t,
+            Err(e) => {
+                // check-config and the start refuse this; a CA file removed since then.
+                tracing::error!(sink = %self.sink.name, error = %e, "alert sink cannot start");
+                self.stats.fail(&e);
+                return;
+            }
+        };
+        let mut wake = self.hub.as_ref().map(Hub::subscribe);
+        self.stats.active.store(true, Relaxed);
+        'load: loop {
+            let Some(mut p) = self.load(&mut stop).await else {
+                break;
+            };
+            loop {
+                match self.pass(&mut p, &mut transport, Some(&mut stop)).await {
+                    Ok(()) => {}
+                    Err(Halt::Stopped) => break 'load,
+                    Err(Halt::Reload(why)) => {
+                        tracing::warn!(sink = %self.sink.name, why, "alert sink: reloading its cursor");
+                        if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
+                            break 'load;
+                        }
+                        continue 'load;
+                    }
+                }
+                if *stop.borrow() {
+                    // The last pass: the profiler has committed its final batch.
+                    let last = self.pass(&mut p, &mut transport, None);
+                    let _ = tokio::time::timeout(FINAL_PASS, last).await;
+                    break 'load;
+                }
+                wait(&mut wake, &mut stop).await;
+            }
+        }
+        self.stats.active.store(false, Relaxed);
+    }
+
+    /// Loads the cursor, windows and digests; a new sink starts at the newest detection
+    /// (it does not send the history). None: stopped before the store answered.
+    async fn load(&self, stop: &mut watch::Receiver<bool>) -> Option<Progress> {
+        loop {
+            match self.try_load().await {
+                Ok(p) => {
+                    self.stats.cursor.store(p.cursor, Relaxed);
+                    return Some(p);
+                }
+                Err(e) => {
+                    tracing::warn!(sink = %self.sink.name, error = %e, "alert sink: loading its cursor failed; retrying");
+                    self.stats.fail(&format!("store: {e}"));
+                    if sleep_or_stop(Duration::from_secs(1), stop).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_load(&self) -> Result<Progress, StoreError> {
+        let name = &self.sink.name;
+        let saved = self.store.load_sink(name).await?;
+        let cursor = match saved.cursor {
+            Some(c) => c,
+            None => {
+                let head = self.store.last_detection_id().await?;
+                self.store
+                    .commit_sink(
+                        name,
+                        &SinkCommit {
+                            cursor: Some(CursorUpdate {
+                                key: sink_cursor_key(name),
+                                prev: None,
+                                value: head.to_string(),
+                            }),
+                            ..SinkCommit::default()
+                        },
+                    )
+                    .await?;
+                tracing::info!(sink = %name, from_detection = head, "alert sink: new; starting after the newest detection");
+                head
+            }
+        };
+        let mut windows = Windows::default();
+        for w in saved.windows {
+            windows.map.insert(
+                (w.rule, w.ip),
+                Rearm {
+                    last_alert_ns: w.last_alert_ns,
+                    folded: w.folded.max(0) as u64,
+                    folded_changes: serde_json::from_str(&w.folded_changes).unwrap_or_default(),
+                },
+            );
+        }
+        let mut digests = BTreeMap::new();
+        for (rule, json) in saved.digests {
+            // A digest of a rule since removed from the configuration is dropped.
+            if self.rules.iter().any(|r| r.name == rule && r.digest_ns > 0) {
+                digests.insert(rule, serde_json::from_str(&json).ok());
+            }
+        }
+        Ok(Progress {
+            cursor,
+            windows,
+            digests,
+            digests_dirty: Vec::new(),
+        })
+    }
+
+    /// Reads every detection after the cursor and delivers what the rules raise, then
+    /// closes the digests whose window has passed. `stop`: None in the last pass (a failed
+    /// delivery then ends the pass instead of being retried).
+    async fn pass(
+        &self,
+        p: &mut Progress,
+        transport: &mut Transport,
+        mut stop: Option<&mut watch::Receiver<bool>>,
+    ) -> Result<(), Halt> {
+        let store_err = |e: StoreError| Halt::Reload(e.to_string());
+        loop {
+            let head = self.store.last_detection_id().await.map_err(store_err)?;
+            self.stats.head.store(head, Relaxed);
+            if head - p.cursor > self.sink.max_backlog as i64 {
+                let to = head - self.sink.max_backlog as i64;
+                tracing::warn!(
+                    sink = %self.sink.name,
+                    skipped = to - p.cursor,
+                    max_backlog = self.sink.max_backlog,
+                    "alert sink fell too far behind: skipping its oldest detections"
+                );
+                let skipped = (to - p.cursor) as u64;
+                self.commit(p, to).await?;
+                self.stats.skipped.fetch_add(skipped, Relaxed);
+            }
+            let rows = self
+                .store
+                .detections_after(p.cursor, PAGE)
+                .await
+                .map_err(store_err)?;
+            let Some(last) = rows.last().map(|r| r.id) else {
+                break;
+            };
+            let mut uncommitted = false;
+            for row in &rows {
+                let d = match Detection::from_row(row) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(sink = %self.sink.name, detection = row.id, error = %e, "unreadable detection skipped");
+                        continue;
+                    }
+                };
+                let messages = self.decide(p, &d);
+                if messages.is_empty() {
+                    uncommitted = true;
+                    continue;
+                }
+                for m in &messages {
+                    self.deliver(transport, m, stop.as_deref_mut()).await?;
+                }
+                self.commit(p, row.id).await?;
+                uncommitted = false;
+            }
+            if uncommitted {
+                self.commit(p, last).await?;
+            }
+        }
+        // Digests close by the clock too: a quiet window must not wait for the next alert.
+        let now = crate::timefmt::unix_now_ns();
+        let due: Vec<String> = p
+            .digests
+            .iter()
+            .filter(|(_, d)| d.as_ref().is_some_and(|d| d.end_ns <= now))
+            .map(|(r, _)| r.clone())
+            .collect();
+        for rule in due {
+            let Some(d) = p.digests.get_mut(&rule).and_then(Option::take) else {
+                continue;
+            };
+            self.deliver(transport, &Message::Digest(d), stop.as_deref_mut())
+                .await?;
+            p.digests_dirty.push(rule);
+            self.commit(p, p.cursor).await?;
+        }
+        Ok(())
+    }
+
+    /// The messages `d` raises (windows and digests are updated in memory).
+    fn decide(&self, p: &mut Progress, d: &Detection) -> Vec<Message> {
+        let mut out = Vec::new();
+        for r in &self.rules {
+            let before = p
+                .windows
+                .map
+                .get(&(r.name.clone(), d.ip.clone()))
+                .map(|w| w.folded);
+            let Some(alert) = p.windows.decide(r, d) else {
+                let after = p
+                    .windows
+                    .map
+                    .get(&(r.name.clone(), d.ip.clone()))
+                    .map(|w| w.folded);
+                if after > before {
+                    self.stats.folded.fetch_add(1, Relaxed);
+                }
+                continue;
+            };
+            if r.digest_ns > 0 {
+                let open = p.digests.entry(r.name.clone()).or_default();
+                if let Some(closed) = into_digest(open, r, alert) {
+                    out.push(Message::Digest(closed));
+                }
+                p.digests_dirty.push(r.name.clone());
+            } else {
+                out.push(Message::Alert(Box::new(alert)));
+            }
+        }
+        out
+    }
+
+    /// Sends `m` until the receiver takes or refuses it. With `stop`, retries back off
+    /// until it; without, one failure ends the pass.
+    async fn deliver(
+        &self,
+        transport: &mut Transport,
+        m: &Message,
+        mut stop: Option<&mut watch::Receiver<bool>>,
+    ) -> Result<(), Halt> {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match transport.send(m).await {
+                Ok(()) => {
+                    self.stats.delivered.fetch_add(1, Relaxed);
+                    self.stats
+                        .last_delivery_ns
+                        .store(crate::timefmt::unix_now_ns(), Relaxed);
+                    self.stats.retrying.store(false, Relaxed);
+                    return Ok(());
+                }
+                Err(e) if !e.retry => {
+                    tracing::warn!(sink = %self.sink.name, key = %m.idempotency_key(), error = %e, "alert refused by the receiver; skipped");
+                    self.stats.rejected.fetch_add(1, Relaxed);
+                    *self
+                        .stats
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(e.msg.clone());
+                    return Ok(());
+                }
+                Err(e) => {
+                    if !self.stats.retrying.load(Relaxed) {
+                        tracing::warn!(sink = %self.sink.name, key = %m.idempotency_key(), error = %e, "alert delivery failed; retrying with backoff");
+                    }
+                    self.stats.fail(&e.msg);
+                    let Some(stop) = stop.as_deref_mut() else {
+                        return Err(Halt::Stopped);
+                    };
+                    if sleep_or_stop(backoff, stop).await {
+                        return Err(Halt::Stopped);
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Commits the cursor at `to` with the changed windows and digests.
+    async fn commit(&self, p: &mut Progress, to: i64) -> Result<(), Halt> {
+        let windows: Vec<SinkWindow> = p
+            .windows
+            .take_dirty()
+            .into_iter()
+            .map(|(rule, ip, w)| SinkWindow {
+                rule,
+                ip,
+                last_alert_ns: w.last_alert_ns,
+                folded: w.folded as i64,
+                folded_changes: serde_json::to_string(&w.folded_changes)
+                    .unwrap_or_else(|_| "[]".into()),
+            })
+            .collect();
+        let mut digests = Vec::new();
+        p.digests_dirty.sort();
+        p.digests_dirty.dedup();
+        for rule in p.digests_dirty.drain(..) {
+            let v = p
+                .digests
+                .get(&rule)
+                .and_then(Option::as_ref)
+                .and_then(|d| serde_json::to_string(d).ok());
+            digests.push((rule, v));
+        }
+        let c = SinkCommit {
+            cursor: (to != p.cursor).then(|| CursorUpdate {
+                key: sink_cursor_key(&self.sink.name),
+                prev: Some(p.cursor.to_string()),
+                value: to.to_string(),
+            }),
+            windows,
+            digests,
+        };
+        // A busy or restarting database passes; keep trying (the messages are out).
+        let mut tries = 0;
+        loop {
+            match self.store.commit_sink(&self.sink.name, &c).await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && tries < 30 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(Halt::Reload(e.to_string())),
+            }
+        }
+        p.cursor = to;
+        self.stats.cursor.store(to, Relaxed);
+        Ok(())
+    }
+}
+
+/// Waits for a committed detection on the hub, the poll interval, or `stop`.
+async fn wait(wake: &mut Option<broadcast::Receiver<HubMsg>>, stop: &mut watch::Receiver<bool>) {
+    let hub = async {
+        match wake.as_mut() {
+            Some(rx) => loop {
+                match rx.recv().await {
+                    Ok(HubMsg::Detection(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = hub => {}
+        _ = tokio::time::sleep(POLL) => {}
+        _ = stop.wait_for(|v| *v) => {}
+    }
+}
+
+/// Sleeps `d`; true when `stop` came first.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.wait_for(|v| *v) => true,
+    }
+}

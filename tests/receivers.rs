@@ -1,0 +1,243 @@
+//! Real receivers for the alert sinks: an HTTP webhook server on loopback that records every
+//! request (and can fail on purpose), and Debian's rsyslog listening on loopback UDP and TCP.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU16, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// One request a [`Webhook`] received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: Instant,
+    /// Unix ns when it arrived (to compare with the detection's time).
+    pub at_unix_ns: i64,
+    pub path: String,
+    pub idempotency_key: Option<String>,
+    pub body: Value,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 (keep-alive, Content-Length bodies) that records each
+/// request and answers `status` (200 unless set).
+pub struct Webhook {
+    pub addr: SocketAddr,
+    pub got: Arc<Mutex<Vec<Received>>>,
+    status: Arc<AtomicU16>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Webhook {
+    pub fn start() -> Webhook {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind webhook");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(AtomicU16::new(200));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, st, sp) = (got.clone(), status.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !sp.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let (g, st, sp) = (g.clone(), st.clone(), sp.clone());
+                        std::thread::spawn(move || serve(s, &g, &st, &sp));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Webhook {
+            addr,
+            got,
+            status,
+            stop,
+        }
+    }
+
+    /// Answers every later request with `code`.
+    pub fn answer(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until `pred` holds for the requests so far.
+    pub fn wait(&self, within: Duration, what: &str, pred: impl Fn(&[Received]) -> bool) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if pred(&self.requests()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "webhook on {}: {what} did not happen within {within:?}; got {:?}",
+            self.addr,
+            self.requests()
+        );
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(s: TcpStream, got: &Mutex<Vec<Received>>, status: &AtomicU16, stop: &AtomicBool) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut w = match s.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut r = BufReader::new(s);
+    while !stop.load(Ordering::Relaxed) {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let (mut len, mut key) = (0usize, None);
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    "idempotency-key" => key = Some(v.trim().to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let code = status.load(Ordering::SeqCst);
+        got.lock().unwrap().push(Received {
+            at: Instant::now(),
+            at_unix_ns: unix_ns(),
+            path,
+            idempotency_key: key,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            status: code,
+        });
+        let _ = write!(
+            w,
+            "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+}
+
+pub fn unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Debian's rsyslogd in the foreground, receiving on 127.0.0.1 UDP and TCP (octet-counted
+/// or newline framing) and writing each message as rsyslog's RFC 5424 parser read it:
+/// `RECEIVED|INPUT|VERSION|APP|MSGID|STRUCTURED-DATA|MSG` (RECEIVED: rsyslog's receive
+/// time; INPUT: imudp or imtcp), one per line, into `out`. Killed on drop.
+pub struct Rsyslog {
+    child: Child,
+    pub udp: u16,
+    pub tcp: u16,
+    pub out: PathBuf,
+}
+
+impl Rsyslog {
+    pub fn start(dir: &Path) -> Rsyslog {
+        let udp = crate::free_udp_port();
+        let tcp = crate::free_port();
+        let out = dir.join("received.log");
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{dir}")
+module(load="imudp")
+module(load="imtcp")
+input(type="imudp" address="127.0.0.1" port="{udp}")
+input(type="imtcp" address="127.0.0.1" port="{tcp}")
+template(name="parsed" type="string" string="%timegenerated:::date-rfc3339%|%inputname%|%protocol-version%|%app-name%|%msgid%|%structured-data%|%msg%\n")
+*.* action(type="omfile" file="{out}" template="parsed")
+"#,
+                dir = dir.display(),
+                out = out.display()
+            ),
+        )
+        .expect("rsyslog.conf");
+        let child = Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting rsyslogd");
+        let r = Rsyslog {
+            child,
+            udp,
+            tcp,
+            out,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", tcp)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd did not listen on {tcp}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    /// Every message received so far, split into its fields (from INPUT on).
+    pub fn messages(&self) -> Vec<Vec<String>> {
+        self.received().into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Every message received so far with rsyslog's receive time (RFC 3339).
+    pub fn received(&self) -> Vec<(String, Vec<String>)> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (at, rest) = l.split_once('|')?;
+                Some((
+                    at.to_owned(),
+                    rest.splitn(6, '|').map(str::to_owned).collect(),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
