@@ -7,6 +7,9 @@
 //! - A sink whose receiver fails is retried with the same idempotency key, shows as
 //!   `retrying` in the API, and survives a SIGKILL of the daemon: after the restart it
 //!   delivers, and the sinks that had delivered send nothing twice.
+//! - A GeoIP database written by MaxMind's writer library puts `asn`, `as_org` and
+//!   `country` into profiles, alerts, ECS and both feeds, and is reloaded on SIGHUP (a
+//!   broken replacement keeps the one in force).
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -15,6 +18,7 @@ use std::{
 
 use decnet_tests::{
     Daemon, Lab, free_port, http_get,
+    mmdb::{self, Net},
     receivers::{Rsyslog, Webhook},
     require_root, require_tool,
 };
@@ -45,9 +49,10 @@ fn one_scan_one_alert_per_sink_and_nothing_lost_or_repeated_across_a_kill() {
     if !require_root() {
         return;
     }
-    for t in ["nmap", "rsyslogd", "hping3", "python3"] {
+    for t in ["nmap", "rsyslogd", "hping3", "python3", "mmdblookup"] {
         require_tool(t);
     }
+    mmdb::require_writer();
     let dir = tempfile::tempdir().unwrap();
     // The daemon drops to `nobody`, which must reach its data dir below this one.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -143,6 +148,17 @@ sinks = ["flaky"]
         format!("# our own scanner\n{allowed}/32,vuln scanner\n"),
     )
     .unwrap();
+    // The GeoIP database: the attacker's /24 is AS64500 in NL.
+    let geo = lists.join("GeoLite2-test.mmdb");
+    let transit = |asn, org, cc| Net {
+        cidr: "10.231.43.0/24",
+        asn: Some(asn),
+        as_org: Some(org),
+        country: Some(cc),
+    };
+    mmdb::write(&geo, &[transit(64500, "Example Transit", "NL")]);
+    let seen = mmdb::lookup(&geo, &lab.attacker);
+    assert!(seen.contains("64500") && seen.contains("NL"), "{seen}");
     let data = dir.path().join("data");
     let decoys = [format!("{}=web", lab.decoy), format!("{}=web", lab.decoy6)];
     let known = lists.join("known.txt");
@@ -151,6 +167,7 @@ sinks = ["flaky"]
         ("DECNET_CONFIG", config.to_str().unwrap()),
         ("DECNET_KNOWN_SCANNERS", known.to_str().unwrap()),
         ("DECNET_ALLOW", allow.to_str().unwrap()),
+        ("DECNET_GEOIP_DB", geo.to_str().unwrap()),
     ];
     let mut daemon = Daemon::start_with_env(&lab.host_if, &decoys, &data, &env);
 
@@ -165,6 +182,15 @@ sinks = ["flaky"]
     });
     let p = daemon.attacker(&lab.attacker);
     assert!(p["risk"]["score"].as_i64().unwrap() >= 25, "{}", p["risk"]);
+    assert_eq!(
+        (&p["asn"], &p["as_org"], &p["country"]),
+        (
+            &serde_json::json!(64500),
+            &serde_json::json!("Example Transit"),
+            &serde_json::json!("NL")
+        ),
+        "{p}"
+    );
     let posts = soc.requests();
     let mine = posts_for(&posts, &lab.attacker);
     let first = mine[0];
@@ -181,6 +207,8 @@ sinks = ["flaky"]
         first.body["detection"]["deckies"],
         serde_json::json!(["web"])
     );
+    assert_eq!(first.body["detection"]["country"], "NL");
+    assert_eq!(first.body["detection"]["asn"], 64500);
     // Latency: the detection's commit time to the POST's arrival.
     let detected = parse_ts(first.body["ts"].as_str().unwrap());
     let latency_ms = (first.at_unix_ns - detected) as f64 / 1e6;
@@ -214,6 +242,12 @@ sinks = ["flaky"]
     assert_eq!(doc["source"]["ip"], lab.attacker.as_str());
     assert_eq!(doc["related"]["ip"][0], lab.attacker.as_str());
     assert_eq!(doc["event"]["id"], key.as_str());
+    assert_eq!(doc["source"]["as"]["number"], 64500, "{doc}");
+    assert_eq!(
+        doc["source"]["as"]["organization"]["name"],
+        "Example Transit"
+    );
+    assert_eq!(doc["source"]["geo"]["country_iso_code"], "NL");
 
     // --- The failing sink: retried with one key, and shown as retrying. ---
     flaky.wait(Duration::from_secs(10), "three failed attempts", |g| {
@@ -370,6 +404,17 @@ sinks = ["flaky"]
         .map(|e| e["ip"].as_str().unwrap())
         .collect();
     assert!(listed.contains(&lab.attacker.as_str()), "{json}");
+    let mine = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["ip"] == lab.attacker.as_str())
+        .unwrap();
+    assert_eq!(
+        (&mine["asn"], &mine["country"]),
+        (&serde_json::json!(64500), &serde_json::json!("NL")),
+        "{mine}"
+    );
     for out in [&lab.attacker6, &allowed, &forged] {
         assert!(!listed.contains(&out.as_str()), "{out} listed: {json}");
     }
@@ -411,6 +456,23 @@ sinks = ["flaky"]
         "{patterns:?}"
     );
     assert!(!stix.contains(&forged) && !stix.contains(&allowed) && !stix.contains(&lab.attacker6));
+    let objects = bundle["objects"].as_array().unwrap();
+    let asys = objects
+        .iter()
+        .find(|o| o["type"] == "autonomous-system")
+        .expect("an autonomous-system object");
+    assert_eq!(
+        (&asys["number"], &asys["name"]),
+        (
+            &serde_json::json!(64500),
+            &serde_json::json!("Example Transit")
+        )
+    );
+    let addr = objects
+        .iter()
+        .find(|o| o["type"] == "ipv4-addr" && o["value"] == lab.attacker.as_str())
+        .unwrap();
+    assert_eq!(addr["belongs_to_refs"][0], asys["id"], "{addr}");
     let file = dir.path().join("bundle.json");
     std::fs::write(&file, &stix).unwrap();
     match std::process::Command::new("stix2_validator")
@@ -431,6 +493,39 @@ sinks = ["flaky"]
         }
         Err(e) => panic!("stix2_validator is not installed (pip install stix2-validator): {e}"),
     }
+
+    // --- SIGHUP: a new database is read (profiles follow at once); a broken one is not. ---
+    mmdb::write(&geo, &[transit(64502, "Other Net", "SE")]);
+    let hup = |d: &Daemon| {
+        // SAFETY: plain kill(2) on the daemon this test started.
+        unsafe { libc::kill(d.pid(), libc::SIGHUP) };
+    };
+    hup(&daemon);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.attacker(&lab.attacker)["asn"] != 64502 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the GeoIP database"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(daemon.attacker(&lab.attacker)["country"], "SE");
+    std::fs::write(&geo, b"truncated by a failed download").unwrap();
+    hup(&daemon);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log_text().contains("GeoIP databases not reloaded") {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        daemon.log_text().contains("GeoLite2-test.mmdb"),
+        "the log names the file"
+    );
+    assert_eq!(
+        daemon.attacker(&lab.attacker)["asn"],
+        64502,
+        "the loaded one stays"
+    );
     daemon.stop();
 
     // --- The backfill: `decnet export` of the stopped daemon's database, as ECS. ---
@@ -515,4 +610,23 @@ fn wait_lines(path: &std::path::Path, n: usize) -> Vec<String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_geoip_database_that_does_not_load_is_named_by_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("GeoLite2-ASN.mmdb");
+    std::fs::write(&bad, b"<html>rate limited</html>").unwrap();
+    let out = std::process::Command::new(decnet_tests::decnet_bin())
+        .args(["check-config", "--iface", "lo", "--decoy", "10.0.0.1"])
+        .arg("--geoip-db")
+        .arg(&bad)
+        .output()
+        .expect("check-config");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {err}");
+    assert!(
+        err.contains("GeoIP database") && err.contains("GeoLite2-ASN.mmdb"),
+        "{err}"
+    );
 }

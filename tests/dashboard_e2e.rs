@@ -1,5 +1,7 @@
 //! The dashboard in a real headless Chromium (driven through chromedriver), fed by the real
-//! daemon watching a decoy in its own namespace.
+//! daemon watching a decoy in its own namespace: live feed, attackers, an attacker's
+//! detail with its ports-against-time scatter, the detections view and its filters, the
+//! campaigns view, the top services, and the STIX download.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ fn dashboard_shows_live_probes_as_text() {
     }
     require_tool("chromium");
     require_tool("chromedriver");
+    require_tool("nmap");
     let lab = Lab::new(16);
     // A listener, so the probe's payload follows a completed handshake.
     let listener =
@@ -97,6 +100,122 @@ fn dashboard_shows_live_probes_as_text() {
         0
     );
     assert_eq!(b.eval("return typeof window.__pwned"), "undefined");
+
+    // The detail's ports-against-time scatter drew the attacker's probes.
+    b.wait_for(
+        "const c = document.getElementById('scatter'); return !!c && +c.dataset.points >= 1",
+        Duration::from_secs(5),
+    )
+    .expect("no scatter of ports against time");
+
+    // Two sources of the namespace scan with nmap: detections, and a campaign of the two.
+    let second = "10.231.16.3";
+    lab.exec(
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{second}/24"),
+            "dev",
+            &lab.ns_if,
+        ],
+        10,
+    );
+    for src in [attacker.as_str(), second] {
+        let out = lab.exec(
+            &[
+                "nmap", "-sS", "-n", "-Pn", "-p", "1-300", "-S", src, "-e", &lab.ns_if, &lab.decoy,
+            ],
+            60,
+        );
+        assert!(out.status.success(), "nmap from {src}: {out:?}");
+    }
+    let (tab, js_str) = (
+        |name: &str| {
+            format!(
+                "document.querySelector('.tabs button[data-view=\"{name}\"]').click(); return true"
+            )
+        },
+        |s: &str| serde_json::to_string(s).unwrap(),
+    );
+    // Detections: newest first, with filters the server applies.
+    b.eval(&tab("detections"));
+    let det_row = format!(
+        "return [...document.querySelectorAll('#detections tbody tr')].some(r => r.dataset.ip === {})",
+        js_str(&attacker)
+    );
+    b.wait_for(&det_row, Duration::from_secs(10))
+        .expect("the attacker is not in the detections view");
+    let set = |id: &str, v: &str| {
+        b.eval(&format!(
+            "const e = document.getElementById('{id}'); e.value = {}; e.dispatchEvent(new Event('change')); return true",
+            js_str(v)
+        ));
+    };
+    set("f-tool", "no-such-tool");
+    b.wait_for(
+        "return document.querySelectorAll('#detections tbody tr').length === 0 &&          document.getElementById('detections-empty').style.display !== 'none'",
+        Duration::from_secs(5),
+    )
+    .expect("a tool filter matching nothing still shows rows");
+    set("f-tool", "nmap");
+    b.wait_for(&det_row, Duration::from_secs(5))
+        .expect("the tool filter hides the nmap source");
+    let tools = b.eval(
+        "return [...document.querySelectorAll('#detections tbody tr')].every(r => r.cells[5].textContent.includes('nmap'))",
+    );
+    assert_eq!(tools, true, "a row without nmap passed the filter");
+    let shot = b.screenshot();
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&out).expect("artifact dir");
+    std::fs::write(out.join("dashboard-detections.png"), &shot).expect("screenshot");
+
+    // Campaigns: the two nmap sources share tool, fingerprint and targets.
+    b.eval(&tab("campaigns"));
+    b.wait_for(
+        "return document.querySelectorAll('#campaigns tbody tr').length > 0",
+        Duration::from_secs(15),
+    )
+    .expect("no campaign row");
+    b.eval("document.querySelector('#campaigns tbody tr').click(); return true");
+    b.wait_for(
+        &format!(
+            "const t = document.getElementById('campaign-detail').textContent; return t.includes({}) && t.includes({})",
+            js_str(&attacker),
+            js_str(second)
+        ),
+        Duration::from_secs(5),
+    )
+    .expect("the campaign does not list both members");
+
+    // Ports and services: the scanned ports, counted.
+    b.eval(&tab("services"));
+    b.wait_for(
+        "return [...document.querySelectorAll('#services tbody tr')].some(r => +r.cells[1].textContent > 0 && +r.cells[3].textContent >= 1)",
+        Duration::from_secs(5),
+    )
+    .expect("no probed service listed");
+
+    // The STIX button fetches the bundle with the token and offers it as a file.
+    b.eval("document.getElementById('dl-stix').click(); return true");
+    b.wait_for(
+        "const a = document.getElementById('last-download'); return !!a && a.download.startsWith('decnet-stix-')",
+        Duration::from_secs(5),
+    )
+    .expect("the STIX download was not offered");
+    b.eval(
+        // The page's blob itself: the CSP (connect-src 'self') rightly refuses a fetch of
+        // a blob: URL.
+        "window.__stix = null; lastDownload.text().then(t => { window.__stix = t; }); return true",
+    );
+    b.wait_for(
+        "return typeof window.__stix === 'string'",
+        Duration::from_secs(5),
+    )
+    .expect("the downloaded blob could not be read");
+    let bundle: serde_json::Value =
+        serde_json::from_str(b.eval("return window.__stix").as_str().unwrap()).unwrap();
+    assert_eq!(bundle["type"], "bundle", "{bundle}");
 
     // No console errors (CSP violations included) anywhere along the way.
     let errors: Vec<_> = b

@@ -15,6 +15,7 @@ use std::{
 use serde_json::Value;
 
 pub mod chain;
+pub mod mmdb;
 pub mod otlp;
 pub mod pg;
 pub mod receivers;

@@ -92,6 +92,15 @@ enum Cmd {
             value_delimiter = ','
         )]
         known_scanners: Vec<std::path::PathBuf>,
+        /// A MaxMind-format database (GeoLite2 Country, City, ASN), as `run --geoip-db`:
+        /// profiles carry `asn`, `as_org` and `country`. Repeat for several.
+        #[arg(
+            long = "geoip-db",
+            value_name = "FILE",
+            env = "DECNET_GEOIP_DB",
+            value_delimiter = ','
+        )]
+        geoip_db: Vec<std::path::PathBuf>,
         /// Print one full profile (JSON) per line instead of the attackers table.
         #[arg(long)]
         json: bool,
@@ -255,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             decoys,
             data_dir,
             known_scanners,
+            geoip_db,
             json,
             files,
         } => {
@@ -264,6 +274,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("warning: known-scanner line skipped: {e}");
             }
             decnet::intel::scanners::install(list);
+            let dbs = decnet::intel::geoip::GeoDbs::open(&geoip_db).context("GeoIP database")?;
+            decnet::intel::geoip::install(dbs);
             replay(decoys, data_dir, json, files)
         }
         other => run_other(other),

@@ -129,7 +129,7 @@ pub(crate) fn run_demo(bin: &Path) -> anyhow::Result<()> {
            sudo ip netns exec {NETNS} hping3 -S -c 5 -p 22 {DECOY_V4}\n  \
            sudo ip netns exec {NETNS} nmap -6 -sS -p 22,80 {DECOY_V6}\n\
          Journal: ./decnet-data/events.jsonl\n\
-         Dashboard: http://127.0.0.1:8470/  (token: ./decnet-data/api-token)\n\
+         Dashboard: a signed-in link follows once the daemon is up (token: ./decnet-data/api-token)\n\
          From a shell: decnet attackers / decnet tail  (target/release/decnet)\n\
          Ctrl-C detaches and removes the namespace.\n"
     );
@@ -150,6 +150,9 @@ pub(crate) fn run_demo(bin: &Path) -> anyhow::Result<()> {
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", bin.display()));
+    if child.is_ok() {
+        print_dashboard_link();
+    }
     let result = child.and_then(supervise);
     cleanup();
     println!("decnet demo: namespace {NETNS} and veth {HOST_IF} removed");
@@ -158,6 +161,39 @@ pub(crate) fn run_demo(bin: &Path) -> anyhow::Result<()> {
         bail!("decnet exited with {status}");
     }
     Ok(())
+}
+
+/// Prints the dashboard's address with the API token in the URL fragment, once the daemon
+/// has written the token: the page reads it from there and the browser never sends it to
+/// the server. The demo listens on loopback only, so the link works on this machine alone.
+fn print_dashboard_link() {
+    let listen = std::env::var("DECNET_LISTEN").unwrap_or_else(|_| "127.0.0.1:8470".into());
+    let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
+        return;
+    };
+    if !addr.ip().is_loopback() {
+        println!("decnet demo: the API listens on {addr}, beyond loopback: no signed-in link");
+        return;
+    }
+    std::thread::spawn(move || {
+        let path = std::path::Path::new("decnet-data/api-token");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline && !STOP.load(Ordering::SeqCst) {
+            // The daemon takes DECNET_API_TOKEN over the file, as the link must.
+            let token = std::env::var("DECNET_API_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .or_else(|| std::fs::read_to_string(path).ok());
+            if let Some(token) = token {
+                let token = token.trim();
+                if !token.is_empty() {
+                    println!("\ndecnet demo: dashboard, signed in: http://{addr}/#token={token}\n");
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
 }
 
 /// The first directory above the current one that other users cannot pass through.

@@ -149,7 +149,26 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("postgres", "postgresql"),
     // The alert test's syslog receiver.
     ("rsyslogd", "rsyslog"),
+    // The alert test's GeoIP database: MaxMind's writer library, and mmdblookup to read it
+    // back independently of decnet.
+    (
+        "perl:MaxMind::DB::Writer::Tree",
+        "libmaxmind-db-writer-perl",
+    ),
+    ("mmdblookup", "mmdb-bin"),
 ];
+
+/// Whether a [`TEST_TOOLS`] entry is present: a command, or `perl:Module` a Perl module.
+fn present(check: &str) -> bool {
+    match check.strip_prefix("perl:") {
+        Some(module) => Command::new("perl")
+            .arg(format!("-M{module}"))
+            .args(["-e", "1"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        None => have(check),
+    }
+}
 
 fn have(cmd: &str) -> bool {
     // Debian keeps the PostgreSQL server out of PATH, one directory per major version.
@@ -241,7 +260,7 @@ pub(crate) fn test_tools() -> anyhow::Result<()> {
     python_tools()?;
     let missing: Vec<&str> = TEST_TOOLS
         .iter()
-        .filter(|(c, _)| !have(c))
+        .filter(|(c, _)| !present(c))
         .map(|(_, p)| *p)
         .collect();
     if missing.is_empty() {

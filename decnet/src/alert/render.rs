@@ -208,7 +208,7 @@ pub fn detection_ecs(d: &Detection, id: &str, dataset: &str, reason: String) -> 
             "severity": d.risk.score,
         },
         "observer": { "vendor": "decnet", "product": "decnet", "type": "honeypot" },
-        "source": { "ip": d.ip },
+        "source": source(d),
         "related": { "ip": [d.ip] },
         "threat": { "indicator": indicator(d) },
         "labels": {
@@ -235,6 +235,12 @@ fn describe(d: &Detection) -> String {
     if let Some(a) = &d.actor {
         s.push_str(&format!(", actor {a}"));
     }
+    match (d.asn, &d.country) {
+        (Some(n), Some(c)) => s.push_str(&format!(", AS{n} {c}")),
+        (Some(n), None) => s.push_str(&format!(", AS{n}")),
+        (None, Some(c)) => s.push_str(&format!(", {c}")),
+        (None, None) => {}
+    }
     if !d.tools.is_empty() {
         s.push_str(&format!(", tools {}", d.tools.join(",")));
     }
@@ -245,17 +251,40 @@ fn describe(d: &Detection) -> String {
     s
 }
 
+/// ECS `source` of a detection: its address, and its AS and country when known (the
+/// fields are left out rather than null, as Elastic's own integrations do).
+fn source(d: &Detection) -> Value {
+    let mut s = json!({ "ip": d.ip });
+    geo_fields(&mut s, d);
+    s
+}
+
+/// ECS `as.*` and `geo.country_iso_code` under `v`, for what is known.
+fn geo_fields(v: &mut Value, d: &Detection) {
+    if let Some(n) = d.asn {
+        v["as"] = json!({ "number": n });
+        if let Some(org) = &d.as_org {
+            v["as"]["organization"] = json!({ "name": org });
+        }
+    }
+    if let Some(c) = &d.country {
+        v["geo"] = json!({ "country_iso_code": c });
+    }
+}
+
 /// ECS `threat.indicator` of a detection's source.
 fn indicator(d: &Detection) -> Value {
     let v6 = d.ip.contains(':');
-    json!({
+    let mut i = json!({
         "type": if v6 { "ipv6-addr" } else { "ipv4-addr" },
         "ip": d.ip,
         "confidence": confidence(&d.risk.band),
         "last_seen": d.last_seen,
         "provider": "decnet",
         "description": describe(d),
-    })
+    });
+    geo_fields(&mut i, d);
+    i
 }
 
 /// ECS's indicator confidence words from a risk band.
@@ -366,6 +395,20 @@ mod tests {
         assert_eq!(doc["threat"]["indicator"]["confidence"], "High");
         assert_eq!(doc["event"]["id"], "decnet:r:7");
         assert_eq!(doc["@timestamp"], "2026-12-04T21:00:00.123456789Z");
+        assert!(
+            doc["source"].get("as").is_none(),
+            "no AS without GeoIP: {doc}"
+        );
+        let mut a = alert();
+        a.detection.asn = Some(64500);
+        a.detection.as_org = Some("Example Net".into());
+        a.detection.country = Some("NL".into());
+        let doc = Message::Alert(Box::new(a)).ecs();
+        assert_eq!(doc["source"]["as"]["number"], 64500);
+        assert_eq!(doc["source"]["as"]["organization"]["name"], "Example Net");
+        assert_eq!(doc["source"]["geo"]["country_iso_code"], "NL");
+        assert_eq!(doc["threat"]["indicator"]["as"]["number"], 64500);
+        assert_eq!(doc["threat"]["indicator"]["geo"]["country_iso_code"], "NL");
     }
 
     #[test]

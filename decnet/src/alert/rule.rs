@@ -25,6 +25,10 @@ pub struct Detection {
     pub class: String,
     pub classification: String,
     pub actor: Option<String>,
+    /// Where the source is (GeoIP at detection time; null without a database).
+    pub asn: Option<u32>,
+    pub as_org: Option<String>,
+    pub country: Option<String>,
     pub tools: Vec<String>,
     pub campaign_id: Option<i64>,
     pub risk: Risk,

@@ -172,6 +172,19 @@ impl Transport {
         })
     }
 
+    /// A webhook's client and address, for requests sent side by side (None for the
+    /// others: a syslog stream and a file take one message at a time, in order).
+    pub fn webhook(&self) -> Option<(reqwest::Client, reqwest::Url, Format)> {
+        match self {
+            Transport::Webhook {
+                client,
+                url,
+                format,
+            } => Some((client.clone(), url.clone(), *format)),
+            _ => None,
+        }
+    }
+
     /// Delivers `m`; Ok once the receiver has it (HTTP 2xx; written to the socket or file).
     pub async fn send(&mut self, m: &Message) -> Result<(), SendError> {
         match self {
@@ -179,33 +192,7 @@ impl Transport {
                 client,
                 url,
                 format,
-            } => {
-                let body = match format {
-                    Format::Json => m.json(),
-                    Format::Slack => m.slack(),
-                    Format::Ecs => m.ecs(),
-                };
-                let r = client
-                    .post(url.clone())
-                    .header("Idempotency-Key", m.idempotency_key())
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    // reqwest's error names the URL: keep only the cause (the URL may hold a
-                    // secret).
-                    .map_err(|e| SendError::again(without_url(e)))?;
-                let status = r.status();
-                if status.is_success() {
-                    return Ok(());
-                }
-                // Timeouts and throttling pass; other 4xx refuse this message for good.
-                let retry = status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429);
-                Err(SendError {
-                    retry,
-                    msg: format!("HTTP {status}"),
-                })
-            }
+            } => post(client, url, *format, m).await,
             Transport::Syslog {
                 proto,
                 host,
@@ -368,6 +355,39 @@ impl Conn {
 /// Octet-counting framing (RFC 6587 3.4.1, RFC 5425 4.3): `LEN SP MSG`.
 fn framed(line: &str) -> String {
     format!("{} {line}", line.len())
+}
+
+/// One webhook POST of `m`; Ok on a 2xx.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    format: Format,
+    m: &Message,
+) -> Result<(), SendError> {
+    let body = match format {
+        Format::Json => m.json(),
+        Format::Slack => m.slack(),
+        Format::Ecs => m.ecs(),
+    };
+    let r = client
+        .post(url.clone())
+        .header("Idempotency-Key", m.idempotency_key())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        // reqwest's error names the URL: keep only the cause (the URL may hold a secret).
+        .map_err(|e| SendError::again(without_url(e)))?;
+    let status = r.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    // Timeouts and throttling pass; other 4xx refuse this message for good.
+    let retry = status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429);
+    Err(SendError {
+        retry,
+        msg: format!("HTTP {status}"),
+    })
 }
 
 fn hostname() -> String {

@@ -1,4 +1,4 @@
-//! Read routes over the store: logs, attackers, campaigns, detections.
+//! Read routes over the store: logs, attackers, campaigns, detections, top services.
 
 use axum::{
     Json,
@@ -185,15 +185,58 @@ pub async fn campaign(
         .ok_or_else(|| ApiError::NotFound(format!("no campaign {id}")))
 }
 
-/// `GET /api/v1/detections?after_id&limit&attacker_ip`: detections after an id.
+/// Detections one request reads at most while filtering (a filter that matches nothing
+/// still answers quickly; `next_*_id` continues the scan).
+const SCAN_MAX: i64 = 10_000;
+
+/// Filters over a detection's body.
+struct DetectionFilter {
+    class: Option<String>,
+    classification: Option<&'static str>,
+    tool: Option<String>,
+    min_risk: i64,
+}
+
+impl DetectionFilter {
+    fn any(&self) -> bool {
+        self.class.is_some()
+            || self.classification.is_some()
+            || self.tool.is_some()
+            || self.min_risk > 0
+    }
+
+    fn matches(&self, body: &str) -> bool {
+        if !self.any() {
+            return true;
+        }
+        let Ok(d) = serde_json::from_str::<crate::alert::rule::Detection>(body) else {
+            return false;
+        };
+        self.class.as_deref().is_none_or(|c| d.class == c)
+            && self.classification.is_none_or(|c| d.classification == c)
+            && self
+                .tool
+                .as_deref()
+                .is_none_or(|t| d.tools.iter().any(|x| x == t))
+            && d.risk.score >= self.min_risk
+    }
+}
+
+/// `GET /api/v1/detections`: detections after an id (oldest first), or before one (newest
+/// first), optionally filtered.
 #[utoipa::path(get, path = "/api/v1/detections", tag = "data",
     params(
-        ("after_id" = Option<i64>, Query, minimum = 0, description = "Detections with a larger id (default 0)."),
+        ("after_id" = Option<i64>, Query, minimum = 0, description = "Detections with a larger id, oldest first (default 0)."),
+        ("before_id" = Option<i64>, Query, minimum = 1, description = "Instead: detections with a smaller id, newest first (a large number for the newest)."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most (default 100)."),
         ("attacker_ip" = Option<String>, Query, description = "Only this source."),
+        ("class" = Option<String>, Query, description = "Only this behavior class (scanning, brute_force, ...)."),
+        ("classification" = Option<String>, Query, description = "Only benign, malicious, suspicious or unknown."),
+        ("tool" = Option<String>, Query, description = "Only detections naming this tool."),
+        ("min_risk" = Option<u32>, Query, minimum = 0, maximum = 100, description = "Only detections with at least this risk score."),
     ),
     responses(
-        (status = 200, description = "`{detections: [...], next_after_id}`", body = Object),
+        (status = 200, description = "`{detections: [...], next_after_id}` (or `next_before_id`): the last id read, matching or not", body = Object),
         (status = 400, description = "A bad parameter, named in `detail`", body = super::error::ErrorBody),
         (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
     ))]
@@ -201,20 +244,112 @@ pub async fn detections(
     State(st): State<AppState>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref(), &["after_id", "limit", "attacker_ip"])?;
+    let p = Params::parse(
+        q.as_deref(),
+        &[
+            "after_id",
+            "before_id",
+            "limit",
+            "attacker_ip",
+            "class",
+            "classification",
+            "tool",
+            "min_risk",
+        ],
+    )?;
     let after = p.uint("after_id", 0, i64::MAX as u64)? as i64;
+    let before = match p.str("before_id") {
+        None => None,
+        Some(_) => Some(p.uint("before_id", 0, i64::MAX as u64)? as i64),
+    };
+    if before.is_some() && p.str("after_id").is_some() {
+        return Err(ApiError::BadParameter(
+            "before_id",
+            "give after_id or before_id, not both".into(),
+        ));
+    }
     let limit = p.limit(100)? as i64;
     let ip = p.ip("attacker_ip")?;
+    let word = |name: &'static str| -> Result<Option<String>, ApiError> {
+        match p.str(name) {
+            Some(v) if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_graphic()) => {
+                Err(ApiError::BadParameter(
+                    name,
+                    "1-64 printable ASCII characters".into(),
+                ))
+            }
+            v => Ok(v.map(str::to_owned)),
+        }
+    };
+    let filter = DetectionFilter {
+        class: word("class")?,
+        classification: p.one_of("classification", super::stream::CLASSIFICATIONS, None)?,
+        tool: word("tool")?,
+        min_risk: p.uint("min_risk", 0, 100)? as i64,
+    };
+    let store = store(&st)?;
+    // Read pages until `limit` match or SCAN_MAX were read; the cursor is the last id read.
+    let page = if filter.any() { 500 } else { limit };
+    let (mut cursor, mut read, mut out) = (before.unwrap_or(after), 0i64, Vec::new());
+    loop {
+        let rows = match before {
+            Some(_) => store.detections_before(cursor, page, ip.as_deref()).await,
+            None => store.detections_page(cursor, page, ip.as_deref()).await,
+        }
+        .map_err(internal)?;
+        let done = (rows.len() as i64) < page;
+        for d in rows {
+            cursor = d.id;
+            read += 1;
+            if filter.matches(&d.body) {
+                out.push(d.body);
+                if out.len() as i64 >= limit {
+                    break;
+                }
+            }
+        }
+        if done || out.len() as i64 >= limit || read >= SCAN_MAX {
+            break;
+        }
+    }
+    let next = if before.is_some() {
+        "next_before_id"
+    } else {
+        "next_after_id"
+    };
+    Ok(json_text(format!(
+        r#"{{"detections":[{}],"{next}":{cursor}}}"#,
+        out.join(",")
+    )))
+}
+
+/// `GET /api/v1/services?since&limit`: the services probed most.
+#[utoipa::path(get, path = "/api/v1/services", tag = "data",
+    params(
+        ("since" = Option<String>, Query, description = "Probes at or after: RFC 3339, or an age such as 1h or 24h (default 24h)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Services at most (default 20)."),
+    ),
+    responses(
+        (status = 200, description = "`{since, services: [{service, probes, sources}]}`, most probed first", body = Object),
+        (status = 400, description = "A bad parameter, named in `detail`", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
+    ))]
+pub async fn services(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let p = Params::parse(q.as_deref(), &["since", "limit"])?;
+    let since = crate::timefmt::rfc3339_ns(p.since("since", "24h")?);
+    let limit = p.limit(20)? as i64;
     let rows = store(&st)?
-        .detections_page(after, limit, ip.as_deref())
+        .top_services(&since, limit)
         .await
         .map_err(internal)?;
-    let next = rows.last().map_or(after, |d| d.id);
-    let items: Vec<&str> = rows.iter().map(|d| d.body.as_str()).collect();
-    Ok(json_text(format!(
-        r#"{{"detections":[{}],"next_after_id":{next}}}"#,
-        items.join(",")
-    )))
+    let services: Vec<Value> = rows
+        .into_iter()
+        .map(|(service, probes, sources)| json!({ "service": service, "probes": probes, "sources": sources }))
+        .collect();
+    Ok(Json(json!({ "since": since, "services": services })))
 }
 
 #[cfg(test)]

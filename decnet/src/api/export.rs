@@ -18,14 +18,7 @@ const MAX_ENTRIES: u64 = 1_000_000;
 /// The parameters both feeds take, and the filter they make.
 fn filter(p: &Params) -> Result<(Filter, serde_json::Value), ApiError> {
     let min_risk = p.uint("min_risk", 50, 100)? as i64;
-    let since = p.str("since").unwrap_or("30d");
-    let now = crate::timefmt::unix_now_ns();
-    let since_ns = feed::parse_since(since, now).ok_or_else(|| {
-        ApiError::BadParameter(
-            "since",
-            "an RFC 3339 time (2026-12-01T00:00:00Z) or an age: N followed by m, h or d".into(),
-        )
-    })?;
+    let since_ns = p.since("since", "30d")?;
     let ttl_days = p.uint("ttl_days", 7, 365)?;
     if ttl_days == 0 {
         return Err(ApiError::BadParameter("ttl_days", "at least 1".into()));

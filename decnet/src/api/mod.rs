@@ -3,7 +3,8 @@
 //!
 //! - `state`: what handlers share; `error`: what they return when they fail;
 //! - `auth`: bearer token and stream tickets; `params`: query validation;
-//! - `status`: health, stats, metrics; `data`: logs, attackers, campaigns, detections;
+//! - `status`: health, stats, metrics; `data`: logs, attackers, campaigns, detections,
+//!   services;
 //!   `export`: the blocklist and STIX feeds; `stream`: the SSE stream; `openapi`: the document, generated from all of them.
 //!
 //! Public: `/` (the dashboard page, which then asks for the token), `/api/v1/health`,
@@ -47,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/campaigns", get(data::campaigns))
         .route("/api/v1/campaigns/{id}", get(data::campaign))
         .route("/api/v1/detections", get(data::detections))
+        .route("/api/v1/services", get(data::services))
         .route("/api/v1/export/blocklist", get(export::blocklist))
         .route("/api/v1/export/stix", get(export::stix))
         .route("/api/v1/stream/ticket", post(ticket))

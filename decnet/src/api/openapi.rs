@@ -41,6 +41,7 @@ impl Modify for Bearer {
         super::data::campaigns,
         super::data::campaign,
         super::data::detections,
+        super::data::services,
         super::export::blocklist,
         super::export::stix,
         super::stream::stream,
@@ -81,6 +82,9 @@ mod tests {
             "/api/v1/campaigns",
             "/api/v1/campaigns/{id}",
             "/api/v1/detections",
+            "/api/v1/services",
+            "/api/v1/export/blocklist",
+            "/api/v1/export/stix",
             "/api/v1/stream/ticket",
             "/api/v1/stream",
         ] {

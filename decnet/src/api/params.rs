@@ -74,6 +74,18 @@ impl Params {
             .transpose()
     }
 
+    /// A start time in Unix ns: RFC 3339, or an age before now (`90m`, `24h`, `30d`);
+    /// `default` (an age) when absent.
+    pub(crate) fn since(&self, name: &'static str, default: &str) -> Result<i64, ApiError> {
+        let v = self.str(name).unwrap_or(default);
+        crate::feed::since(v).ok_or_else(|| {
+            ApiError::BadParameter(
+                name,
+                "an RFC 3339 time (2026-12-01T00:00:00Z) or an age: N followed by m, h or d".into(),
+            )
+        })
+    }
+
     /// One of `options`, or `default` when absent.
     pub(crate) fn one_of(
         &self,

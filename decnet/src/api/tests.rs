@@ -153,6 +153,7 @@ async fn every_protected_route_needs_the_token() {
         ("GET", "/api/v1/attackers/10.0.0.1"),
         ("GET", "/api/v1/campaigns"),
         ("GET", "/api/v1/detections"),
+        ("GET", "/api/v1/services"),
         ("POST", "/api/v1/stream/ticket"),
     ];
     for (method, uri) in routes {
@@ -189,6 +190,12 @@ async fn bad_parameters_are_json_400s_naming_the_parameter() {
         ("/api/v1/campaigns/abc", "id"),
         ("/api/v1/campaigns/0", "id"),
         ("/api/v1/detections?after_id=x", "after_id"),
+        ("/api/v1/detections?after_id=1&before_id=5", "before_id"),
+        ("/api/v1/detections?tool=a%20b", "tool"),
+        ("/api/v1/detections?classification=evil", "classification"),
+        ("/api/v1/detections?min_risk=101", "min_risk"),
+        ("/api/v1/services?since=yesterday", "since"),
+        ("/api/v1/services?limit=0", "limit"),
         ("/api/v1/stream?last_event_id=nope", "last_event_id"),
         ("/api/v1/stream?min_risk=101", "min_risk"),
     ];
@@ -272,6 +279,82 @@ async fn pages_cover_everything_once() {
     assert_eq!(v["attackers"].as_array().unwrap().len(), 2);
     assert_eq!(v["attackers"][0]["event_count"], 10);
     assert_eq!(v["attackers"][0]["class"], "scanning");
+}
+
+#[tokio::test]
+async fn detections_read_backwards_and_filter() {
+    let (_d, store) = seeded().await;
+    let st = state(Some(store));
+    let get = |uri: String| {
+        let st = st.clone();
+        async move {
+            let (status, body) = call(app(st), "GET", &uri, Some(TOKEN)).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            json(&body)
+        }
+    };
+    let all = get("/api/v1/detections?limit=1000".into()).await;
+    let all = all["detections"].as_array().unwrap().clone();
+    assert!(!all.is_empty(), "the seeded scans raise detections");
+    let back = get("/api/v1/detections?before_id=999999&limit=1000".into()).await;
+    let ids = |v: &serde_json::Value, k: &str| -> Vec<i64> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_i64().unwrap())
+            .collect()
+    };
+    let mut forward = ids(&serde_json::json!({ "d": all }), "d");
+    forward.reverse();
+    assert_eq!(ids(&back, "detections"), forward, "newest first, every one");
+    // A page of one, then the next from its cursor.
+    let first = get("/api/v1/detections?before_id=999999&limit=1".into()).await;
+    let next = first["next_before_id"].as_i64().unwrap();
+    assert_eq!(next, forward[0]);
+    if forward.len() > 1 {
+        let second = get(format!("/api/v1/detections?before_id={next}&limit=1")).await;
+        assert_eq!(ids(&second, "detections"), vec![forward[1]]);
+    }
+    // Filters: a class that some have, a risk none reaches, a tool none names.
+    let class = all[0]["class"].as_str().unwrap().to_owned();
+    let by_class = get(format!("/api/v1/detections?class={class}&limit=1000")).await;
+    let rows = by_class["detections"].as_array().unwrap();
+    assert!(!rows.is_empty() && rows.iter().all(|d| d["class"] == class.as_str()));
+    let none = get("/api/v1/detections?before_id=999999&min_risk=100".into()).await;
+    assert!(none["detections"].as_array().unwrap().is_empty());
+    assert_eq!(
+        none["next_before_id"].as_i64().unwrap(),
+        *forward.last().unwrap(),
+        "the cursor is the last detection read, so a client can go on"
+    );
+    let none = get("/api/v1/detections?tool=no-such-tool".into()).await;
+    assert!(none["detections"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn services_count_the_sources_probes() {
+    let (_d, store) = seeded().await;
+    let st = state(Some(store));
+    let (status, body) = call(
+        app(st.clone()),
+        "GET",
+        "/api/v1/services?since=2026-11-01T00:00:00Z&limit=1000",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v = json(&body);
+    let services = v["services"].as_array().unwrap();
+    assert_eq!(services.len(), 30, "{v}");
+    assert!(
+        services
+            .iter()
+            .all(|s| s["probes"] == 1 && s["sources"] == 1),
+        "{v}"
+    );
+    // The seeded rows are from November: none in the last 24 hours.
+    let (_, body) = call(app(st), "GET", "/api/v1/services", Some(TOKEN)).await;
+    assert!(json(&body)["services"].as_array().unwrap().is_empty());
 }
 
 #[tokio::test]

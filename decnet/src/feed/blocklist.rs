@@ -41,6 +41,9 @@ pub fn csv(sel: &Selection) -> Result<String, csv::Error> {
         "campaign_id",
         "first_seen",
         "last_seen",
+        "country",
+        "asn",
+        "as_org",
     ])?;
     for e in &sel.entries {
         w.write_record(row(e))?;
@@ -49,7 +52,7 @@ pub fn csv(sel: &Selection) -> Result<String, csv::Error> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-fn row(e: &Entry) -> [String; 10] {
+fn row(e: &Entry) -> [String; 13] {
     [
         e.ip.clone(),
         e.expires.clone(),
@@ -61,6 +64,9 @@ fn row(e: &Entry) -> [String; 10] {
         e.campaign_id.map(|c| c.to_string()).unwrap_or_default(),
         e.first_seen.clone(),
         e.last_seen.clone(),
+        e.country.clone().unwrap_or_default(),
+        e.asn.map(|a| a.to_string()).unwrap_or_default(),
+        e.as_org.clone().unwrap_or_default(),
     ]
 }
 
@@ -81,6 +87,9 @@ pub fn json(sel: &Selection, generated: &str, filter: serde_json::Value) -> serd
             "campaign_id": e.campaign_id,
             "first_seen": e.first_seen,
             "last_seen": e.last_seen,
+            "country": e.country,
+            "asn": e.asn,
+            "as_org": e.as_org,
         })).collect::<Vec<_>>(),
     })
 }
@@ -108,6 +117,9 @@ mod tests {
                 tools: vec!["nmap".into(), "masscan".into()],
                 deckies: vec!["web".into()],
                 campaign_id: Some(3),
+                asn: Some(64500),
+                as_org: Some("Example, \"Net\"".into()),
+                country: Some("NL".into()),
                 expires: "2026-12-09T00:00:00Z".into(),
             }],
             excluded: Excluded {
@@ -134,8 +146,13 @@ mod tests {
         let rec = r.records().next().unwrap().unwrap();
         assert_eq!(&rec[0], "203.0.113.7");
         assert_eq!(&rec[6], "nmap;masscan");
+        assert_eq!(
+            (&rec[10], &rec[11], &rec[12]),
+            ("NL", "64500", "Example, \"Net\"")
+        );
         let j = json(&sel(), "now", serde_json::json!({}));
         assert_eq!(j["entries"][0]["ip"], "203.0.113.7");
         assert_eq!(j["excluded"]["allowed"], 3);
+        assert_eq!(j["entries"][0]["asn"], 64500);
     }
 }

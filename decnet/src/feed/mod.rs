@@ -75,6 +75,13 @@ pub struct Entry {
     pub tools: Vec<String>,
     pub deckies: Vec<String>,
     pub campaign_id: Option<i64>,
+    /// From the GeoIP databases in force (`--geoip-db`); null without.
+    #[serde(default)]
+    pub asn: Option<u32>,
+    #[serde(default)]
+    pub as_org: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
     /// `last_seen` plus the feed's time to live.
     #[serde(default)]
     pub expires: String,

@@ -1,9 +1,10 @@
 //! The STIX 2.1 bundle of a feed, built with the `stix2` crate (its builders check each
 //! object and parse each pattern).
 //!
-//! Per source: an `ipv4-addr`/`ipv6-addr`, an `indicator` (`[ipv4-addr:value = '...']`,
+//! Per source: an `ipv4-addr`/`ipv6-addr` (which `belongs_to_refs` its `autonomous-system`
+//! when a GeoIP database knows it), an `indicator` (`[ipv4-addr:value = '...']`,
 //! valid from its first sighting until the feed's expiry, confidence = risk score, labels
-//! from class, classification, tools and campaign), an `observed-data` counting its events
+//! from class, classification, tools, campaign and country), an `observed-data` counting its events
 //! and a `sighting` of the indicator by decnet. Per decnet campaign with a member in the
 //! feed: a `campaign`, an `indicates` relationship from each member's indicator, and, when
 //! its members share a known actor, a `threat-actor` the campaign is `attributed-to` (STIX
@@ -17,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use stix2::{
     core::{bundle::Bundle, id::Identifier, stix_object::StixObject, timestamp::Timestamp},
     objects::{Campaign, Identity, Indicator, ObservedData, ThreatActor},
-    observables::{IPv4Address, IPv6Address},
+    observables::{AutonomousSystem, IPv4Address, IPv6Address},
     relationship::{Relationship, Sighting},
     vocab::IndicatorType,
 };
@@ -111,15 +112,37 @@ pub fn bundle(
     let decnet_id = decnet.id.clone();
     objects.push(decnet.into());
     let mut members: BTreeMap<i64, Vec<(Identifier, Option<String>)>> = BTreeMap::new();
+    let mut seen_as: std::collections::HashSet<Identifier> = Default::default();
     for e in entries {
         let v6 = e.ip.contains(':');
+        // The address belongs to its autonomous system, when a GeoIP database knows it.
+        let asys = e
+            .asn
+            .map(|n| match &e.as_org {
+                Some(org) => AutonomousSystem::with_name(n, org.clone()),
+                None => AutonomousSystem::new(n),
+            })
+            .transpose()?;
         let (addr_id, addr): (Identifier, StixObject) = if v6 {
-            let a = IPv6Address::new(e.ip.clone())?;
+            let mut a = IPv6Address::new(e.ip.clone())?;
+            if let Some(s) = &asys {
+                a.add_belongs_to_ref(s.id.clone())?;
+            }
             (a.id.clone(), a.into())
         } else {
-            let a = IPv4Address::new(e.ip.clone())?;
+            let mut a = IPv4Address::new(e.ip.clone())?;
+            if let Some(s) = &asys {
+                a.add_belongs_to_ref(s.id.clone())?;
+            }
             (a.id.clone(), a.into())
         };
+        let asys_id = asys.as_ref().map(|s| s.id.clone());
+        if let Some(s) = asys {
+            // One object per AS, however many of its addresses are in the feed.
+            if seen_as.insert(s.id.clone()) {
+                objects.push(s.into());
+            }
+        }
         objects.push(addr);
         let (first, last) = (ts(&e.first_seen), ts(&e.last_seen));
         let mut labels = vec![
@@ -129,6 +152,9 @@ pub fn bundle(
         labels.extend(e.tools.iter().map(|t| format!("tool:{t}")));
         if let Some(c) = e.campaign_id {
             labels.push(format!("campaign:{c}"));
+        }
+        if let Some(c) = &e.country {
+            labels.push(format!("country:{c}"));
         }
         let mut b = Indicator::builder()
             .name(format!("decnet: {} ({})", e.ip, e.class))
@@ -172,8 +198,11 @@ pub fn bundle(
             .last_observed(last)
             .number_observed(e.event_count.max(1))
             .object_ref(addr_id)
-            .created_by_ref(decnet_id.clone())
-            .build()?;
+            .created_by_ref(decnet_id.clone());
+        if let Some(a) = asys_id {
+            od = od.object_ref(a);
+        }
+        let mut od = od.build()?;
         od.id = id("observed-data", &e.ip)?;
         od.common.created = first;
         od.common.modified = last;

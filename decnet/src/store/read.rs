@@ -63,7 +63,7 @@ impl Store {
     }
 
     /// The highest detection id stored (0 when none).
-    pub(crate) async fn last_detection_id(&self) -> Result<i64, StoreError> {
+    pub async fn last_detection_id(&self) -> Result<i64, StoreError> {
         on_pool!(self, |pool| {
             #[cfg(test)]
             self.test_delay().await;
@@ -109,6 +109,63 @@ impl Store {
                     ip: r.get(2),
                     body: r.get(3),
                 })
+                .collect())
+        })
+    }
+
+    /// Detections before `before_id`, newest first, at most `limit`, optionally of one
+    /// source (a list read from the present backwards).
+    pub(crate) async fn detections_before(
+        &self,
+        before_id: i64,
+        limit: i64,
+        ip: Option<&str>,
+    ) -> Result<Vec<DetectionRow>, StoreError> {
+        on_pool!(self, |pool| {
+            let sql = if ip.is_some() {
+                "SELECT id, ts, ip, body FROM detections WHERE ip = $3 AND id < $1 ORDER BY id DESC LIMIT $2"
+            } else {
+                "SELECT id, ts, ip, body FROM detections WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            };
+            let mut q = sqlx::query(sql).bind(before_id).bind(limit);
+            if let Some(ip) = ip {
+                q = q.bind(ip);
+            }
+            let rows = q.fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| DetectionRow {
+                    id: r.get(0),
+                    ts: r.get(1),
+                    ip: r.get(2),
+                    body: r.get(3),
+                })
+                .collect())
+        })
+    }
+
+    /// The services probed most since `since` (RFC 3339): (service, probes, distinct
+    /// sources), most probed first. Only the sources' own probes count, not the decoys'
+    /// answers or flow summaries. Reads the `logs_ts` index's range, so keep `since` recent.
+    pub(crate) async fn top_services(
+        &self,
+        since: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT service, COUNT(*) AS n, COUNT(DISTINCT attacker_ip) FROM logs \
+                 WHERE ts >= $1 AND event_type IN \
+                 ('tcp_syn','tcp_probe','tcp_payload','tcp_segment','udp_probe','icmp_probe','ip_probe') \
+                 GROUP BY service ORDER BY n DESC, service LIMIT $2",
+            )
+            .bind(since)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .collect())
         })
     }
