@@ -283,7 +283,7 @@ pub async fn detections(
     };
     let filter = DetectionFilter {
         class: word("class")?,
-        classification: p.one_of("classification", super::stream::CLASSIFICATIONS, None)?,
+        classification: p.one_of("classification", crate::alert::spec::CLASSIFICATIONS, None)?,
         tool: word("tool")?,
         min_risk: p.uint("min_risk", 0, 100)? as i64,
     };
