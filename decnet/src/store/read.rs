@@ -90,27 +90,7 @@ impl Store {
         limit: i64,
         ip: Option<&str>,
     ) -> Result<Vec<DetectionRow>, StoreError> {
-        on_pool!(self, |pool| {
-            let sql = if ip.is_some() {
-                "SELECT id, ts, ip, body FROM detections WHERE ip = $3 AND id > $1 ORDER BY id LIMIT $2"
-            } else {
-                "SELECT id, ts, ip, body FROM detections WHERE id > $1 ORDER BY id LIMIT $2"
-            };
-            let mut q = sqlx::query(sql).bind(after_id).bind(limit);
-            if let Some(ip) = ip {
-                q = q.bind(ip);
-            }
-            let rows = q.fetch_all(pool).await?;
-            Ok(rows
-                .into_iter()
-                .map(|r| DetectionRow {
-                    id: r.get(0),
-                    ts: r.get(1),
-                    ip: r.get(2),
-                    body: r.get(3),
-                })
-                .collect())
-        })
+        self.detections_from(after_id, false, limit, ip).await
     }
 
     /// Detections before `before_id`, newest first, at most `limit`, optionally of one
@@ -121,13 +101,26 @@ impl Store {
         limit: i64,
         ip: Option<&str>,
     ) -> Result<Vec<DetectionRow>, StoreError> {
+        self.detections_from(before_id, true, limit, ip).await
+    }
+
+    /// Detections on one side of `id`: after it oldest first, or (`backwards`) before it
+    /// newest first.
+    async fn detections_from(
+        &self,
+        id: i64,
+        backwards: bool,
+        limit: i64,
+        ip: Option<&str>,
+    ) -> Result<Vec<DetectionRow>, StoreError> {
         on_pool!(self, |pool| {
-            let sql = if ip.is_some() {
-                "SELECT id, ts, ip, body FROM detections WHERE ip = $3 AND id < $1 ORDER BY id DESC LIMIT $2"
-            } else {
-                "SELECT id, ts, ip, body FROM detections WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            let sql = match (ip.is_some(), backwards) {
+                (true, false) => "SELECT id, ts, ip, body FROM detections WHERE ip = $3 AND id > $1 ORDER BY id LIMIT $2",
+                (false, false) => "SELECT id, ts, ip, body FROM detections WHERE id > $1 ORDER BY id LIMIT $2",
+                (true, true) => "SELECT id, ts, ip, body FROM detections WHERE ip = $3 AND id < $1 ORDER BY id DESC LIMIT $2",
+                (false, true) => "SELECT id, ts, ip, body FROM detections WHERE id < $1 ORDER BY id DESC LIMIT $2",
             };
-            let mut q = sqlx::query(sql).bind(before_id).bind(limit);
+            let mut q = sqlx::query(sql).bind(id).bind(limit);
             if let Some(ip) = ip {
                 q = q.bind(ip);
             }
