@@ -26,6 +26,8 @@ pub struct Received {
     pub body: Value,
     /// The status it was answered with.
     pub status: u16,
+    /// Messages in the POST it came in (an NDJSON body is recorded one line each).
+    pub batch: usize,
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 (keep-alive, Content-Length bodies) that records each
@@ -34,6 +36,9 @@ pub struct Webhook {
     pub addr: SocketAddr,
     pub got: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    /// Non-zero: the answer to any POST of more than one message (a receiver that takes
+    /// one event per request, or a body over its size limit: 413).
+    batch_status: Arc<AtomicU16>,
     stop: Arc<AtomicBool>,
 }
 
@@ -44,14 +49,17 @@ impl Webhook {
         let addr = l.local_addr().expect("addr");
         let got = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
+        let batch_status = Arc::new(AtomicU16::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (g, st, sp) = (got.clone(), status.clone(), stop.clone());
+        let bs = batch_status.clone();
         std::thread::spawn(move || {
             while !sp.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((s, _)) => {
                         let (g, st, sp) = (g.clone(), st.clone(), sp.clone());
-                        std::thread::spawn(move || serve(s, &g, &st, &sp));
+                        let bs = bs.clone();
+                        std::thread::spawn(move || serve(s, &g, &st, &bs, &sp));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -61,8 +69,14 @@ impl Webhook {
             addr,
             got,
             status,
+            batch_status,
             stop,
         }
+    }
+
+    /// Answers every later POST of more than one message with `code` (0: as any other).
+    pub fn answer_batches(&self, code: u16) {
+        self.batch_status.store(code, Ordering::SeqCst);
     }
 
     /// Answers every later request with `code`.
@@ -97,7 +111,13 @@ impl Drop for Webhook {
     }
 }
 
-fn serve(s: TcpStream, got: &Mutex<Vec<Received>>, status: &AtomicU16, stop: &AtomicBool) {
+fn serve(
+    s: TcpStream,
+    got: &Mutex<Vec<Received>>,
+    status: &AtomicU16,
+    batch_status: &AtomicU16,
+    stop: &AtomicBool,
+) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let mut w = match s.try_clone() {
         Ok(w) => w,
@@ -110,7 +130,7 @@ fn serve(s: TcpStream, got: &Mutex<Vec<Received>>, status: &AtomicU16, stop: &At
             return;
         }
         let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-        let (mut len, mut key) = (0usize, None);
+        let (mut len, mut key, mut ndjson) = (0usize, None, false);
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -124,6 +144,7 @@ fn serve(s: TcpStream, got: &Mutex<Vec<Received>>, status: &AtomicU16, stop: &At
                 match k.trim().to_ascii_lowercase().as_str() {
                     "content-length" => len = v.trim().parse().unwrap_or(0),
                     "idempotency-key" => key = Some(v.trim().to_owned()),
+                    "content-type" => ndjson = v.trim() == "application/x-ndjson",
                     _ => {}
                 }
             }
@@ -132,15 +153,31 @@ fn serve(s: TcpStream, got: &Mutex<Vec<Received>>, status: &AtomicU16, stop: &At
         if r.read_exact(&mut body).is_err() {
             return;
         }
-        let code = status.load(Ordering::SeqCst);
-        got.lock().unwrap().push(Received {
-            at: Instant::now(),
-            at_unix_ns: unix_ns(),
-            path,
-            idempotency_key: key,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-            status: code,
-        });
+        let mut code = status.load(Ordering::SeqCst);
+        let bodies: Vec<Value> = if ndjson {
+            body.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).unwrap_or(Value::Null))
+                .collect()
+        } else {
+            vec![serde_json::from_slice(&body).unwrap_or(Value::Null)]
+        };
+        let (at, at_unix_ns, batch) = (Instant::now(), unix_ns(), bodies.len());
+        let refuse = batch_status.load(Ordering::SeqCst);
+        if batch > 1 && refuse != 0 {
+            code = refuse;
+        }
+        got.lock()
+            .unwrap()
+            .extend(bodies.into_iter().map(|body| Received {
+                at,
+                at_unix_ns,
+                path: path.clone(),
+                idempotency_key: key.clone(),
+                body,
+                status: code,
+                batch,
+            }));
         // One write: `write!` on the bare stream sends each piece as its own segment, and
         // Nagle's algorithm then holds the rest for the client's delayed ACK (~40 ms a
         // request), which would be the receiver's cost measured as decnet's.

@@ -26,6 +26,10 @@ pub struct SinkFile {
     pub facility: Option<String>,
     /// Detections the sink may fall behind by before the oldest are skipped (and counted).
     pub max_backlog: Option<u64>,
+    /// A webhook's messages per POST: above 1, a backlog goes out as NDJSON bodies of up
+    /// to this many (for HTTP inputs that take several events: Splunk HEC, Vector,
+    /// Fluent Bit, Logstash's `json_lines`).
+    pub batch: Option<u64>,
 }
 
 /// `[[alert]]` as written.
@@ -58,6 +62,8 @@ pub const CLASSIFICATIONS: &[&str] = &["benign", "malicious", "suspicious", "unk
 
 /// The default backlog bound of a sink, in detections.
 pub const DEFAULT_MAX_BACKLOG: u64 = 10_000;
+/// The most messages one webhook POST may carry.
+pub const MAX_BATCH: u64 = 1000;
 /// The default re-arm window of a rule.
 pub const DEFAULT_REARM_MINUTES: i64 = 60;
 
@@ -107,6 +113,8 @@ pub struct Sink {
     pub format: Format,
     pub ca: Option<PathBuf>,
     pub max_backlog: u64,
+    /// Messages per webhook POST (1 for every other sink).
+    pub batch: usize,
 }
 
 impl Sink {
@@ -209,12 +217,17 @@ impl Plan {
         let mut out = String::new();
         for s in &self.sinks {
             out.push_str(&format!(
-                "sink {} = {} {} (format {:?}, max_backlog {})\n",
+                "sink {} = {} {} (format {:?}, max_backlog {}{})\n",
                 s.name,
                 s.kind(),
                 s.display_target(),
                 s.format,
-                s.max_backlog
+                s.max_backlog,
+                if s.batch > 1 {
+                    format!(", batch {}", s.batch)
+                } else {
+                    String::new()
+                }
             ));
             if let Target::Webhook { headers, .. } = &s.target {
                 for (k, _) in headers {
@@ -454,12 +467,26 @@ fn sink(s: &SinkFile) -> Result<Sink, String> {
     if max_backlog == 0 {
         return Err("`max_backlog` must be at least 1".into());
     }
+    let batch = match s.batch {
+        None | Some(1) => 1,
+        Some(_) if s.webhook.is_none() => {
+            return Err(
+                "`batch` is for webhooks (syslog and files take a page per write already)".into(),
+            );
+        }
+        Some(_) if format == Format::Slack => {
+            return Err("`batch` needs format json or ecs: a Slack message is one POST".into());
+        }
+        Some(n) if (2..=MAX_BATCH).contains(&n) => n as usize,
+        Some(n) => return Err(format!("`batch = {n}`: expected 1 to {MAX_BATCH}")),
+    };
     Ok(Sink {
         name: s.name.clone(),
         target,
         format,
         ca: s.ca.clone(),
         max_backlog,
+        batch,
     })
 }
 
@@ -601,6 +628,34 @@ headers = { Authorization = "Splunk 1234" }"#)
         assert_eq!(e.to_string(), "[[sink]] #1: `name` is missing");
         let e = one("name = \"x\"\nfile = \"/a\"\nformat = \"slack\"").unwrap_err();
         assert!(e.why.contains("json, ecs"), "{e}");
+    }
+
+    #[test]
+    fn batch_is_for_json_and_ecs_webhooks() {
+        let p =
+            one("name = \"w\"\nwebhook = \"http://h/\"\nformat = \"ecs\"\nbatch = 200").unwrap();
+        assert_eq!(p.sinks[0].batch, 200);
+        assert!(p.describe().contains("batch 200"), "{}", p.describe());
+        assert_eq!(
+            one("name = \"w\"\nwebhook = \"http://h/\"").unwrap().sinks[0].batch,
+            1
+        );
+        for (bad, want) in [
+            ("webhook = \"http://h/\"\nbatch = 0", "expected 1 to 1000"),
+            (
+                "webhook = \"http://h/\"\nbatch = 1001",
+                "expected 1 to 1000",
+            ),
+            (
+                "webhook = \"http://h/\"\nformat = \"slack\"\nbatch = 5",
+                "Slack",
+            ),
+            ("syslog = \"tcp://h:1\"\nbatch = 5", "for webhooks"),
+            ("file = \"/a\"\nbatch = 5", "for webhooks"),
+        ] {
+            let e = one(&format!("name = \"s\"\n{bad}")).unwrap_err();
+            assert!(e.why.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl Transport {
     }
 
     /// A webhook's client and address, for requests sent side by side (None for the
-    /// others: a syslog stream and a file take one message at a time, in order).
+    /// others: a syslog stream and a file take one write at a time, in order).
     pub fn webhook(&self) -> Option<(reqwest::Client, reqwest::Url, Format)> {
         match self {
             Transport::Webhook {
@@ -185,14 +185,17 @@ impl Transport {
         }
     }
 
-    /// Delivers `m`; Ok once the receiver has it (HTTP 2xx; written to the socket or file).
-    pub async fn send(&mut self, m: &Message) -> Result<(), SendError> {
+    /// Delivers `ms` in order; Ok once the receiver has them all (HTTP 2xx; written to the
+    /// socket or file). A syslog stream or a file takes them in one write; a webhook in
+    /// one POST (NDJSON when more than one: the caller keeps to the sink's `batch`); UDP
+    /// one datagram each. On an error none counts as delivered: at least once.
+    pub async fn send_many(&mut self, ms: &[Message]) -> Result<(), SendError> {
         match self {
             Transport::Webhook {
                 client,
                 url,
                 format,
-            } => post(client, url, *format, m).await,
+            } => post(client, url, *format, ms).await,
             Transport::Syslog {
                 proto,
                 host,
@@ -202,7 +205,11 @@ impl Transport {
                 conn,
                 hostname,
             } => {
-                let line = m.syslog(*facility, hostname, std::process::id());
+                let pid = std::process::id();
+                let lines: Vec<String> = ms
+                    .iter()
+                    .map(|m| m.syslog(*facility, hostname, pid))
+                    .collect();
                 if conn.as_ref().is_some_and(|c| c.peer_closed()) {
                     *conn = None;
                 }
@@ -212,7 +219,7 @@ impl Transport {
                 let Some(c) = conn.as_mut() else {
                     return Err(SendError::again("not connected"));
                 };
-                let r = tokio::time::timeout(TIMEOUT, c.write(*proto, &line)).await;
+                let r = tokio::time::timeout(TIMEOUT, c.write(&lines)).await;
                 match r {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => {
@@ -226,20 +233,23 @@ impl Transport {
                 }
             }
             Transport::File { path, format } => {
-                let doc = match format {
-                    Format::Ecs => m.ecs(),
-                    _ => m.json(),
-                };
-                let mut line = doc.to_string();
-                line.push('\n');
-                // Opened per message: a rotated file (logrotate) is followed at once.
+                let mut text = String::new();
+                for m in ms {
+                    let doc = match format {
+                        Format::Ecs => m.ecs(),
+                        _ => m.json(),
+                    };
+                    text.push_str(&doc.to_string());
+                    text.push('\n');
+                }
+                // Opened per write: a rotated file (logrotate) is followed at once.
                 let mut f = tokio::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&path)
                     .await
                     .map_err(|e| SendError::again(format!("{}: {e}", path.display())))?;
-                f.write_all(line.as_bytes())
+                f.write_all(text.as_bytes())
                     .await
                     .map_err(|e| SendError::again(format!("{}: {e}", path.display())))?;
                 f.flush()
@@ -333,19 +343,23 @@ impl Conn {
         }
     }
 
-    async fn write(&mut self, proto: SyslogProto, line: &str) -> std::io::Result<()> {
+    /// One datagram per line over UDP; one write of every framed line over TCP and TLS.
+    async fn write(&mut self, lines: &[String]) -> std::io::Result<()> {
+        let stream = |lines: &[String]| lines.iter().map(|l| framed(l)).collect::<String>();
         match self {
             Conn::Udp(s) => {
-                let b = line.as_bytes();
-                s.send(&b[..b.len().min(UDP_MAX)]).await.map(|_| ())
+                for line in lines {
+                    let b = line.as_bytes();
+                    s.send(&b[..b.len().min(UDP_MAX)]).await?;
+                }
+                Ok(())
             }
             Conn::Tcp(s) => {
-                debug_assert_eq!(proto, SyslogProto::Tcp);
-                s.write_all(framed(line).as_bytes()).await?;
+                s.write_all(stream(lines).as_bytes()).await?;
                 s.flush().await
             }
             Conn::Tls(s) => {
-                s.write_all(framed(line).as_bytes()).await?;
+                s.write_all(stream(lines).as_bytes()).await?;
                 s.flush().await
             }
         }
@@ -357,23 +371,38 @@ fn framed(line: &str) -> String {
     format!("{} {line}", line.len())
 }
 
-/// One webhook POST of `m`; Ok on a 2xx.
+/// One webhook POST of `ms`; Ok on a 2xx. One message is a JSON body with its
+/// idempotency key; several are NDJSON, one message per line, keyed `FIRST..LAST` (each
+/// line carries its own key too).
 pub async fn post(
     client: &reqwest::Client,
     url: &reqwest::Url,
     format: Format,
-    m: &Message,
+    ms: &[Message],
 ) -> Result<(), SendError> {
-    let body = match format {
+    let doc = |m: &Message| match format {
         Format::Json => m.json(),
         Format::Slack => m.slack(),
         Format::Ecs => m.ecs(),
     };
+    let (body, key, kind) = match ms {
+        [] => return Ok(()),
+        [m] => (doc(m).to_string(), m.idempotency_key(), "application/json"),
+        [first, .., last] => {
+            let mut body = String::new();
+            for m in ms {
+                body.push_str(&doc(m).to_string());
+                body.push('\n');
+            }
+            let key = format!("{}..{}", first.idempotency_key(), last.idempotency_key());
+            (body, key, "application/x-ndjson")
+        }
+    };
     let r = client
         .post(url.clone())
-        .header("Idempotency-Key", m.idempotency_key())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.to_string())
+        .header("Idempotency-Key", key)
+        .header(reqwest::header::CONTENT_TYPE, kind)
+        .body(body)
         .send()
         .await
         // reqwest's error names the URL: keep only the cause (the URL may hold a secret).

@@ -243,7 +243,7 @@ impl Worker {
             let Some(d) = p.digests.get_mut(&rule).and_then(Option::take) else {
                 continue;
             };
-            self.deliver(transport, &Message::Digest(d), stop.as_deref_mut())
+            self.deliver(transport, &[Message::Digest(d)], stop.as_deref_mut())
                 .await?;
             p.digests_dirty.push(rule);
             self.commit(p, p.cursor).await?;
@@ -284,18 +284,31 @@ impl Worker {
         out
     }
 
-    /// Delivers `messages`. A webhook gets up to [`IN_FLIGHT`] requests at once (they may
-    /// arrive out of order; each carries its idempotency key and time); a message whose
-    /// request failed is then retried alone, in order, as [`deliver`](Self::deliver) does.
+    /// Delivers `messages`. A webhook gets them in POSTs of the sink's `batch`, up to
+    /// [`IN_FLIGHT`] at once (they may arrive out of order; each message carries its
+    /// idempotency key and time); a syslog stream or a file gets them in one write. What
+    /// failed is then retried, in order, as [`deliver`](Self::deliver) does; a batch the
+    /// receiver refused is tried one message at a time, so one bad message (or a body too
+    /// large) costs only itself.
     async fn deliver_all(
         &self,
         transport: &mut Transport,
         messages: &[Message],
         mut stop: Option<&mut watch::Receiver<bool>>,
     ) -> Result<(), Halt> {
-        let Some((client, url, format)) = transport.webhook().filter(|_| messages.len() > 1) else {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let Some((client, url, format)) = transport.webhook() else {
+            // One write for the page; a failure falls back to one message at a time (at
+            // least once: some may have been written).
+            if messages.len() > 1 && transport.send_many(messages).await.is_ok() {
+                self.delivered(messages.len());
+                return Ok(());
+            }
             for m in messages {
-                self.deliver(transport, m, stop.as_deref_mut()).await?;
+                self.deliver(transport, std::slice::from_ref(m), stop.as_deref_mut())
+                    .await?;
             }
             return Ok(());
         };
@@ -303,22 +316,29 @@ impl Worker {
         // Futures made up front (a closure building them is not general enough over the
         // borrow for `tokio::spawn`); `buffered` still polls at most IN_FLIGHT at once.
         let requests: Vec<_> = messages
-            .iter()
-            .map(|m| posted(&client, &url, format, m))
+            .chunks(self.sink.batch.max(1))
+            .map(|ms| posted(&client, &url, format, ms))
             .collect();
         let mut results = futures_util::stream::iter(requests).buffered(IN_FLIGHT);
-        while let Some((m, r)) = results.next().await {
+        while let Some((ms, r)) = results.next().await {
             match r {
-                Ok(()) => self.delivered(),
-                Err(e) if !e.retry => self.rejected(m, &e),
-                Err(_) => self.deliver(transport, m, stop.as_deref_mut()).await?,
+                Ok(()) => self.delivered(ms.len()),
+                Err(e) if !e.retry && ms.len() == 1 => self.rejected(&ms[0], &e),
+                Err(e) if !e.retry => {
+                    tracing::warn!(sink = %self.sink.name, messages = ms.len(), error = %e, "alert batch refused; sending its messages one at a time");
+                    for m in ms {
+                        self.deliver(transport, std::slice::from_ref(m), stop.as_deref_mut())
+                            .await?;
+                    }
+                }
+                Err(_) => self.deliver(transport, ms, stop.as_deref_mut()).await?,
             }
         }
         Ok(())
     }
 
-    fn delivered(&self) {
-        self.stats.delivered.fetch_add(1, Relaxed);
+    fn delivered(&self, n: usize) {
+        self.stats.delivered.fetch_add(n as u64, Relaxed);
         self.stats
             .last_delivery_ns
             .store(crate::timefmt::unix_now_ns(), Relaxed);
@@ -335,28 +355,41 @@ impl Worker {
             .unwrap_or_else(|p| p.into_inner()) = Some(e.msg.clone());
     }
 
-    /// Sends `m` until the receiver takes or refuses it. With `stop`, retries back off
-    /// until it; without, one failure ends the pass.
+    /// Sends `ms` (one message, or a webhook batch) until the receiver takes or refuses
+    /// it. With `stop`, retries back off until it; without, one failure ends the pass. A
+    /// refused batch is tried one message at a time.
     async fn deliver(
         &self,
         transport: &mut Transport,
-        m: &Message,
+        ms: &[Message],
         mut stop: Option<&mut watch::Receiver<bool>>,
     ) -> Result<(), Halt> {
         let mut backoff = BACKOFF_MIN;
         loop {
-            match transport.send(m).await {
+            match transport.send_many(ms).await {
                 Ok(()) => {
-                    self.delivered();
+                    self.delivered(ms.len());
                     return Ok(());
                 }
                 Err(e) if !e.retry => {
-                    self.rejected(m, &e);
+                    if let [m] = ms {
+                        self.rejected(m, &e);
+                    } else {
+                        for m in ms {
+                            Box::pin(self.deliver(
+                                transport,
+                                std::slice::from_ref(m),
+                                stop.as_deref_mut(),
+                            ))
+                            .await?;
+                        }
+                    }
                     return Ok(());
                 }
                 Err(e) => {
                     if !self.stats.retrying.load(Relaxed) {
-                        tracing::warn!(sink = %self.sink.name, key = %m.idempotency_key(), error = %e, "alert delivery failed; retrying with backoff");
+                        let key = ms.first().map(Message::idempotency_key).unwrap_or_default();
+                        tracing::warn!(sink = %self.sink.name, key = %key, messages = ms.len(), error = %e, "alert delivery failed; retrying with backoff");
                     }
                     self.stats.fail(&e.msg);
                     let Some(stop) = stop.as_deref_mut() else {
@@ -424,14 +457,14 @@ impl Worker {
     }
 }
 
-/// One webhook POST of `m`, with `m` to tell which it was.
+/// One webhook POST of `ms`, with `ms` to tell which it was.
 async fn posted<'a>(
     client: &reqwest::Client,
     url: &reqwest::Url,
     format: super::spec::Format,
-    m: &'a Message,
-) -> (&'a Message, Result<(), super::transport::SendError>) {
-    (m, super::transport::post(client, url, format, m).await)
+    ms: &'a [Message],
+) -> (&'a [Message], Result<(), super::transport::SendError>) {
+    (ms, super::transport::post(client, url, format, ms).await)
 }
 
 /// Waits for a committed detection on the hub, the poll interval, or `stop`.
