@@ -1,8 +1,8 @@
 //! One sink's worker: it follows the stored detections from its own cursor, lets its rules
 //! decide, delivers each message until the receiver takes it, and only then commits the
-//! cursor with the re-arm windows and open digests. Delivery is at least once: a crash
-//! between a delivery and its commit sends that message again, with the same idempotency
-//! key. A dead sink holds up nothing but itself: capture, ingest and the profiler never
+//! cursor with the re-arm windows and open digests. The commit runs beside the next
+//! page's delivery, one at a time. Delivery is at least once: a crash between a delivery
+//! and its commit sends that message again, with the same idempotency key. A dead sink holds up nothing but itself: capture, ingest and the profiler never
 //! wait for it, it backs off between retries, and when it falls more than `max_backlog`
 //! detections behind, the oldest are skipped and counted.
 
@@ -34,6 +34,9 @@ const POLL: Duration = Duration::from_millis(500);
 /// The first retry's wait; doubled per failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often a pass working through a backlog looks at the newest detection (the backlog
+/// bound, and the lag the API shows).
+const HEAD_EVERY: Duration = Duration::from_secs(1);
 /// How long the last pass at shutdown may take before giving up on a sink.
 pub const FINAL_PASS: Duration = Duration::from_secs(2);
 
@@ -49,11 +52,29 @@ pub struct Worker {
 
 /// The sink's progress since it was loaded.
 struct Progress {
+    /// The cursor committed, or being committed by `pending`: everything up to it was
+    /// delivered.
     cursor: i64,
+    /// The last detection delivered (or skipped); ahead of `cursor` until the next commit.
+    delivered: i64,
+    /// The commit under way. Every commit waits for the database's write lock behind
+    /// ingest's and the profiler's transactions (about 60 ms each under a full-speed
+    /// ingest); awaited between pages, that wait left a burst's last messages seconds
+    /// behind, so it runs beside the next page's delivery.
+    pending: Option<tokio::task::JoinHandle<Result<(), String>>>,
     windows: Windows,
     digests: BTreeMap<String, Option<Digest>>,
     /// Digests changed since the last commit.
     digests_dirty: Vec<String>,
+}
+
+impl Progress {
+    /// Something delivered or decided is not committed (nor being committed) yet.
+    fn dirty(&self) -> bool {
+        self.delivered != self.cursor
+            || !self.windows.dirty.is_empty()
+            || !self.digests_dirty.is_empty()
+    }
 }
 
 /// Why a pass stopped early.
@@ -86,8 +107,15 @@ impl Worker {
             loop {
                 match self.pass(&mut p, &mut transport, Some(&mut stop)).await {
                     Ok(()) => {}
-                    Err(Halt::Stopped) => break 'load,
+                    Err(Halt::Stopped) => {
+                        // What was delivered before the failing message is committed.
+                        let _ = tokio::time::timeout(FINAL_PASS, self.settle(&mut p)).await;
+                        break 'load;
+                    }
                     Err(Halt::Reload(why)) => {
+                        if let Some(h) = p.pending.take() {
+                            let _ = h.await;
+                        }
                         tracing::warn!(sink = %self.sink.name, why, "alert sink: reloading its cursor");
                         if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
                             break 'load;
@@ -171,15 +199,19 @@ impl Worker {
         }
         Ok(Progress {
             cursor,
+            delivered: cursor,
+            pending: None,
             windows,
             digests,
             digests_dirty: Vec::new(),
         })
     }
 
-    /// Reads every detection after the cursor and delivers what the rules raise, then
-    /// closes the digests whose window has passed. `stop`: None in the last pass (a failed
-    /// delivery then ends the pass instead of being retried).
+    /// Reads every detection after the last delivered and delivers what the rules raise,
+    /// then closes the digests whose window has passed. A page's commit starts when the
+    /// previous one has finished, and the pass ends by starting one for what is left.
+    /// `stop`: None in the last pass (a failed delivery then ends the pass instead of
+    /// being retried, and the pass waits for its commit).
     async fn pass(
         &self,
         p: &mut Progress,
@@ -187,35 +219,40 @@ impl Worker {
         mut stop: Option<&mut watch::Receiver<bool>>,
     ) -> Result<(), Halt> {
         let store_err = |e: StoreError| Halt::Reload(e.to_string());
+        let last_pass = stop.is_none();
+        let mut head_at: Option<std::time::Instant> = None;
         loop {
-            let head = self.store.last_detection_id().await.map_err(store_err)?;
-            self.stats.head.store(head, Relaxed);
-            if head - p.cursor > self.sink.max_backlog as i64 {
-                let to = head - self.sink.max_backlog as i64;
-                tracing::warn!(
-                    sink = %self.sink.name,
-                    skipped = to - p.cursor,
-                    max_backlog = self.sink.max_backlog,
-                    "alert sink fell too far behind: skipping its oldest detections"
-                );
-                let skipped = (to - p.cursor) as u64;
-                self.commit(p, to).await?;
-                self.stats.skipped.fetch_add(skipped, Relaxed);
+            if head_at.is_none_or(|t| t.elapsed() >= HEAD_EVERY) {
+                head_at = Some(std::time::Instant::now());
+                let head = self.store.last_detection_id().await.map_err(store_err)?;
+                self.stats.head.store(head, Relaxed);
+                if head - p.delivered > self.sink.max_backlog as i64 {
+                    let to = head - self.sink.max_backlog as i64;
+                    tracing::warn!(
+                        sink = %self.sink.name,
+                        skipped = to - p.delivered,
+                        max_backlog = self.sink.max_backlog,
+                        "alert sink fell too far behind: skipping its oldest detections"
+                    );
+                    let skipped = (to - p.delivered) as u64;
+                    self.advance(p, to);
+                    self.commit(p).await?;
+                    self.stats.skipped.fetch_add(skipped, Relaxed);
+                }
             }
             let rows = self
                 .store
-                .detections_after(p.cursor, PAGE)
+                .detections_after(p.delivered, PAGE)
                 .await
                 .map_err(store_err)?;
             let Some(last) = rows.last().map(|r| r.id) else {
                 break;
             };
             // The page's messages are decided first (windows and digests change in memory
-            // only), then delivered, then the cursor is committed with those windows: one
-            // write per page, not per message, since a write per detection would compete
-            // with ingest and the profiler for the database. A crash re-sends at most one
-            // page, each message with the idempotency key it had; a stop mid-page drops the
-            // page's windows with it, so a restart decides the page again.
+            // only), then delivered; then a commit of the cursor with those windows starts.
+            // A crash re-sends what was delivered since the last finished commit, each
+            // message with the idempotency key it had; a stop mid-page drops the page's
+            // windows with it, so a restart decides the page again.
             let mut messages = Vec::new();
             for row in &rows {
                 match Detection::from_row(row) {
@@ -227,9 +264,14 @@ impl Worker {
             }
             self.deliver_all(transport, &messages, stop.as_deref_mut())
                 .await?;
-            if last > p.cursor {
-                self.commit(p, last).await?;
+            self.advance(p, last);
+            if p.pending.as_ref().is_none_or(|h| h.is_finished()) {
+                self.commit(p).await?;
             }
+        }
+        // Caught up: commit what is left (after the commit under way).
+        if p.dirty() {
+            self.commit(p).await?;
         }
         // Digests close by the clock too: a quiet window must not wait for the next alert.
         let now = crate::timefmt::unix_now_ns();
@@ -246,9 +288,20 @@ impl Worker {
             self.deliver(transport, &[Message::Digest(d)], stop.as_deref_mut())
                 .await?;
             p.digests_dirty.push(rule);
-            self.commit(p, p.cursor).await?;
+            self.commit(p).await?;
+        }
+        if last_pass {
+            self.settle(p).await?;
         }
         Ok(())
+    }
+
+    /// Marks everything up to `to` delivered (or skipped); the API's lag follows it.
+    fn advance(&self, p: &mut Progress, to: i64) {
+        if to > p.delivered {
+            p.delivered = to;
+            self.stats.cursor.store(to, Relaxed);
+        }
     }
 
     /// The messages `d` raises (windows and digests are updated in memory).
@@ -404,8 +457,24 @@ impl Worker {
         }
     }
 
-    /// Commits the cursor at `to` with the changed windows and digests.
-    async fn commit(&self, p: &mut Progress, to: i64) -> Result<(), Halt> {
+    /// Waits for the commit under way; its failure (the store, or another process moved
+    /// the cursor) makes the worker reload.
+    async fn settle(&self, p: &mut Progress) -> Result<(), Halt> {
+        match p.pending.take() {
+            None => Ok(()),
+            Some(h) => match h.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Halt::Reload(e)),
+                Err(e) => Err(Halt::Reload(format!("commit task: {e}"))),
+            },
+        }
+    }
+
+    /// Starts committing the cursor at the last delivered detection with the changed
+    /// windows and digests, once the commit under way has finished.
+    async fn commit(&self, p: &mut Progress) -> Result<(), Halt> {
+        self.settle(p).await?;
+        let to = p.delivered;
         let windows: Vec<SinkWindow> = p
             .windows
             .take_dirty()
@@ -439,20 +508,23 @@ impl Worker {
             windows,
             digests,
         };
-        // A busy or restarting database passes; keep trying (the messages are out).
-        let mut tries = 0;
-        loop {
-            match self.store.commit_sink(&self.sink.name, &c).await {
-                Ok(()) => break,
-                Err(e) if e.is_transient() && tries < 30 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+        let (store, name) = (self.store.clone(), self.sink.name.clone());
+        p.pending = Some(tokio::spawn(async move {
+            // A busy or restarting database passes; keep trying (the messages are out).
+            let mut tries = 0;
+            loop {
+                match store.commit_sink(&name, &c).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.is_transient() && tries < 30 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(e.to_string()),
                 }
-                Err(e) => return Err(Halt::Reload(e.to_string())),
             }
-        }
+        }));
+        // The next commit's expected previous value (a failure reloads from the store).
         p.cursor = to;
-        self.stats.cursor.store(to, Relaxed);
         Ok(())
     }
 }
