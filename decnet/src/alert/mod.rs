@@ -4,6 +4,7 @@
 //! - `spec`: the config tables, checked (names, targets, formats, secrets redacted);
 //! - `rule`: which detections become alerts: conditions, re-arm windows, digests;
 //! - `render`: the messages (decnet JSON, Slack, ECS, RFC 5424 syslog);
+//! - `target`: where a sink delivers, parsed and redacted;
 //! - `transport`: sending one message (HTTP, UDP/TCP/TLS syslog, a file);
 //! - `worker`: one sink following the stored detections from its own cursor;
 //! - `stats`: each sink's health for the API and `/metrics`.
@@ -17,6 +18,7 @@ pub mod render;
 pub mod rule;
 pub mod spec;
 pub mod stats;
+pub mod target;
 pub mod transport;
 pub mod worker;
 

@@ -5,8 +5,10 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use reqwest::Url;
 use serde::Deserialize;
+
+use super::target;
+pub use super::target::{SyslogProto, Target, redact_webhook};
 
 /// `[[sink]]` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -78,33 +80,6 @@ pub enum Format {
     Ecs,
 }
 
-/// A syslog connection's transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyslogProto {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-/// Where a sink delivers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    Webhook {
-        url: Url,
-        headers: Vec<(String, String)>,
-    },
-    /// RFC 5424 messages; over TCP and TLS framed by octet counting (RFC 6587, RFC 5425).
-    Syslog {
-        proto: SyslogProto,
-        host: String,
-        port: u16,
-        facility: u8,
-    },
-    File {
-        path: PathBuf,
-    },
-}
-
 /// A checked sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sink {
@@ -119,6 +94,11 @@ pub struct Sink {
 
 impl Sink {
     /// `webhook`, `syslog` or `file`.
+    /// Where it delivers, with every secret replaced by `***` (logs, check-config, API).
+    pub fn display_target(&self) -> String {
+        self.target.display()
+    }
+
     pub fn kind(&self) -> &'static str {
         match self.target {
             Target::Webhook { .. } => "webhook",
@@ -126,52 +106,6 @@ impl Sink {
             Target::File { .. } => "file",
         }
     }
-
-    /// Where it delivers, with every secret replaced by `***` (logs, check-config, API).
-    pub fn display_target(&self) -> String {
-        match &self.target {
-            Target::Webhook { url, .. } => redact_webhook(url),
-            Target::Syslog {
-                proto, host, port, ..
-            } => {
-                let scheme = match proto {
-                    SyslogProto::Udp => "udp",
-                    SyslogProto::Tcp => "tcp",
-                    SyslogProto::Tls => "tls",
-                };
-                if host.contains(':') {
-                    format!("{scheme}://[{host}]:{port}")
-                } else {
-                    format!("{scheme}://{host}:{port}")
-                }
-            }
-            Target::File { path } => path.display().to_string(),
-        }
-    }
-}
-
-/// A webhook URL without its secrets: a password, and any path or query (Slack and others
-/// put the secret in the path). `https://hooks.slack.com/services/T/B/x` ->
-/// `https://hooks.slack.com/***`.
-pub fn redact_webhook(url: &Url) -> String {
-    let mut out = format!("{}://", url.scheme());
-    if !url.username().is_empty() {
-        out.push_str(url.username());
-        if url.password().is_some() {
-            out.push_str(":***");
-        }
-        out.push('@');
-    }
-    out.push_str(url.host_str().unwrap_or(""));
-    if let Some(p) = url.port() {
-        out.push_str(&format!(":{p}"));
-    }
-    if url.path() != "/" || url.query().is_some() {
-        out.push_str("/***");
-    } else {
-        out.push('/');
-    }
-    out
 }
 
 /// A checked rule.
@@ -383,74 +317,13 @@ fn sink(s: &SinkFile) -> Result<Sink, String> {
     if s.facility.is_some() && s.syslog.is_none() {
         return Err("`facility` is for syslog".into());
     }
-    let target = if let Some(w) = &s.webhook {
-        let url = Url::parse(w).map_err(|e| format!("webhook URL: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(format!(
-                "webhook URL `{}`: expected http://HOST/... or https://HOST/...",
-                redact_webhook(&url)
-            ));
-        }
-        for (k, v) in &s.headers {
-            reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("header name `{k}` is not a valid HTTP header name"))?;
-            reqwest::header::HeaderValue::from_str(v)
-                .map_err(|_| format!("header `{k}`: the value is not a valid HTTP header value"))?;
-        }
-        Target::Webhook {
-            url,
-            headers: s
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        }
-    } else if let Some(u) = &s.syslog {
-        let url = Url::parse(u).map_err(|e| format!("syslog `{u}`: {e}"))?;
-        let proto = match url.scheme() {
-            "udp" => SyslogProto::Udp,
-            "tcp" => SyslogProto::Tcp,
-            "tls" => SyslogProto::Tls,
-            other => {
-                return Err(format!(
-                    "syslog `{u}`: scheme `{other}`; expected udp://, tcp:// or tls://"
-                ));
-            }
-        };
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("syslog `{u}`: no host"))?
-            .trim_matches(['[', ']'])
-            .to_owned();
-        let port = url.port().unwrap_or(match proto {
-            SyslogProto::Tls => 6514,
-            _ => 514,
-        });
-        if url.path() != "" && url.path() != "/" {
-            return Err(format!(
-                "syslog `{u}`: expected SCHEME://HOST[:PORT], no path"
-            ));
-        }
-        let facility = match &s.facility {
-            None => 16,
-            Some(f) => facility(f).ok_or_else(|| {
-                format!("facility `{f}`: expected kern, user, daemon, auth, authpriv, security, local0..local7, ...")
-            })?,
-        };
-        Target::Syslog {
-            proto,
-            host,
-            port,
-            facility,
-        }
-    } else {
-        let path = s.file.clone().unwrap_or_default();
-        if path.as_os_str().is_empty() {
-            return Err("`file` is empty".into());
-        }
-        Target::File { path }
-    };
+    let target = target::parse(
+        s.webhook.as_deref(),
+        &s.headers,
+        s.syslog.as_deref(),
+        s.facility.as_deref(),
+        s.file.as_deref(),
+    )?;
     if s.ca.is_some()
         && !matches!(&target, Target::Webhook { url, .. } if url.scheme() == "https")
         && !matches!(
@@ -488,28 +361,6 @@ fn sink(s: &SinkFile) -> Result<Sink, String> {
         max_backlog,
         batch,
     })
-}
-
-/// RFC 5424's facility numbers by their usual names.
-fn facility(name: &str) -> Option<u8> {
-    let n = match name {
-        "kern" => 0,
-        "user" => 1,
-        "mail" => 2,
-        "daemon" => 3,
-        "auth" | "security" => 4,
-        "syslog" => 5,
-        "authpriv" => 10,
-        "ftp" => 11,
-        "audit" => 13,
-        "alert" => 14,
-        _ => {
-            let d = name.strip_prefix("local")?;
-            let n: u8 = d.parse().ok().filter(|n| *n <= 7)?;
-            16 + n
-        }
-    };
-    Some(n)
 }
 
 fn rule(r: &RuleFile) -> Result<Rule, String> {
