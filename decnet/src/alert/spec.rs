@@ -59,8 +59,7 @@ pub const ON: &[&str] = &[
     "classification",
 ];
 
-/// The classifications a profile can have.
-pub const CLASSIFICATIONS: &[&str] = &["benign", "malicious", "suspicious", "unknown"];
+use crate::profile::classify::CLASSIFICATIONS;
 
 /// The default backlog bound of a sink, in detections.
 pub const DEFAULT_MAX_BACKLOG: u64 = 10_000;

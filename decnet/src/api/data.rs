@@ -283,7 +283,11 @@ pub async fn detections(
     };
     let filter = DetectionFilter {
         class: word("class")?,
-        classification: p.one_of("classification", crate::alert::spec::CLASSIFICATIONS, None)?,
+        classification: p.one_of(
+            "classification",
+            crate::profile::classify::CLASSIFICATIONS,
+            None,
+        )?,
         tool: word("tool")?,
         min_risk: p.uint("min_risk", 0, 100)? as i64,
     };

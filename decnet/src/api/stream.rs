@@ -43,9 +43,6 @@ struct Filter {
     classification: Option<&'static str>,
 }
 
-/// The values of a profile's and a detection's `classification`.
-pub(crate) const CLASSIFICATIONS: &[&str] = &["benign", "malicious", "suspicious", "unknown"];
-
 impl Filter {
     fn log(&self, ip: &str, event_type: &str) -> bool {
         self.ip.as_deref().is_none_or(|f| f == ip)
@@ -354,7 +351,11 @@ pub async fn stream(
             .str("min_risk")
             .map(|_| p.uint("min_risk", 0, 100))
             .transpose()?,
-        classification: p.one_of("classification", CLASSIFICATIONS, None)?,
+        classification: p.one_of(
+            "classification",
+            crate::profile::classify::CLASSIFICATIONS,
+            None,
+        )?,
     };
     let header = headers
         .get("last-event-id")

@@ -42,6 +42,9 @@ pub(crate) fn behavior_class(s: &IpState) -> &'static str {
     }
 }
 
+/// Every value [`classification`] gives (what API filters and alert rules accept).
+pub const CLASSIFICATIONS: &[&str] = &["benign", "malicious", "suspicious", "unknown"];
+
 /// `classification`, what a security team acts on (as GreyNoise's). Rules, first match wins:
 /// 1. on a known-scanner list: `malicious` when the list says so, else `benign`;
 /// 2. `malicious`: it sent exploit-looking payloads, credentials or commands, or an
