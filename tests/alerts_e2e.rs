@@ -58,7 +58,9 @@ fn one_scan_one_alert_per_sink_and_nothing_lost_or_repeated_across_a_kill() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let syslog_dir = dir.path().join("syslog");
     std::fs::create_dir(&syslog_dir).unwrap();
-    let rsyslog = Rsyslog::start(&syslog_dir);
+    // rsyslog also listens for TLS (RFC 5425) with a certificate from a throwaway CA.
+    let pki = decnet_tests::certs::Pki::new(&dir.path().join("pki"));
+    let rsyslog = Rsyslog::start_tls(&syslog_dir, &pki.server("rsyslog"));
     let soc = Webhook::start();
     let flaky = Webhook::start();
     flaky.answer(503);
@@ -82,6 +84,10 @@ syslog = "udp://127.0.0.1:{udp}"
 name = "siem-tcp"
 syslog = "tcp://127.0.0.1:{tcp}"
 [[sink]]
+name = "siem-tls"
+syslog = "tls://127.0.0.1:{tls}"
+ca = "{ca}"
+[[sink]]
 name = "archive"
 file = "{archive}"
 format = "ecs"
@@ -92,7 +98,7 @@ webhook = "http://{flaky}/"
 [[alert]]
 name = "targeted"
 min_risk = 25
-sinks = ["soc", "siem-udp", "siem-tcp", "archive"]
+sinks = ["soc", "siem-udp", "siem-tcp", "siem-tls", "archive"]
 rearm_minutes = 60
 
 [[alert]]
@@ -104,6 +110,8 @@ sinks = ["flaky"]
             flaky = flaky.addr,
             udp = rsyslog.udp,
             tcp = rsyslog.tcp,
+            tls = rsyslog.tls.unwrap(),
+            ca = pki.ca.display(),
             archive = archive.display(),
         ),
     )
@@ -214,15 +222,17 @@ sinks = ["flaky"]
     let latency_ms = (first.at_unix_ns - detected) as f64 / 1e6;
     eprintln!("detection -> webhook POST: {latency_ms:.1} ms");
     assert!(latency_ms < 2000.0, "alert took {latency_ms} ms");
-    // Syslog (UDP and TCP), parsed by rsyslog as RFC 5424; and the ECS file.
+    // Syslog (UDP, TCP and TLS), parsed by rsyslog as RFC 5424; and the ECS file.
+    let inputs = ["imudp", "imtcp", "imtls"];
     let deadline = Instant::now() + Duration::from_secs(5);
-    while (syslog_for(&rsyslog, "imudp", &lab.attacker).is_empty()
-        || syslog_for(&rsyslog, "imtcp", &lab.attacker).is_empty())
+    while inputs
+        .iter()
+        .any(|i| syslog_for(&rsyslog, i, &lab.attacker).is_empty())
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    for input in ["imudp", "imtcp"] {
+    for input in inputs {
         let m = syslog_for(&rsyslog, input, &lab.attacker);
         assert_eq!(m.len(), 1, "{input}: {m:?}");
         let m = &m[0];

@@ -202,13 +202,34 @@ pub struct Rsyslog {
     child: Child,
     pub udp: u16,
     pub tcp: u16,
+    /// The TLS input's port (RFC 5425, GnuTLS), INPUT `imtls`; see [`Rsyslog::start_tls`].
+    pub tls: Option<u16>,
     pub out: PathBuf,
 }
 
 impl Rsyslog {
     pub fn start(dir: &Path) -> Rsyslog {
+        Self::start_with(dir, None)
+    }
+
+    /// [`Rsyslog::start`] with a TLS input too, serving `cert` (needs Debian's
+    /// rsyslog-gnutls).
+    pub fn start_tls(dir: &Path, cert: &crate::certs::ServerCert) -> Rsyslog {
+        Self::start_with(dir, Some(cert))
+    }
+
+    fn start_with(dir: &Path, cert: Option<&crate::certs::ServerCert>) -> Rsyslog {
         let udp = crate::free_udp_port();
         let tcp = crate::free_port();
+        let tls = cert.map(|_| crate::free_port());
+        let tls_input = match (cert, tls) {
+            (Some(c), Some(port)) => format!(
+                r#"input(type="imtcp" name="imtls" address="127.0.0.1" port="{port}" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon" streamDriver.CertFile="{cert}" streamDriver.KeyFile="{key}")"#,
+                cert = c.cert.display(),
+                key = c.key.display()
+            ),
+            _ => String::new(),
+        };
         let out = dir.join("received.log");
         let conf = dir.join("rsyslog.conf");
         std::fs::write(
@@ -219,6 +240,7 @@ module(load="imudp")
 module(load="imtcp")
 input(type="imudp" address="127.0.0.1" port="{udp}")
 input(type="imtcp" address="127.0.0.1" port="{tcp}")
+{tls_input}
 template(name="parsed" type="string" string="%timegenerated:::date-rfc3339%|%inputname%|%protocol-version%|%app-name%|%msgid%|%structured-data%|%msg%\n")
 *.* action(type="omfile" file="{out}" template="parsed")
 "#,
@@ -240,15 +262,18 @@ template(name="parsed" type="string" string="%timegenerated:::date-rfc3339%|%inp
             child,
             udp,
             tcp,
+            tls,
             out,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", tcp)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "rsyslogd did not listen on {tcp}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        for port in [Some(tcp), tls].into_iter().flatten() {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "rsyslogd did not listen on {port}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         r
     }

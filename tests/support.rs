@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod certs;
 pub mod chain;
 pub mod mmdb;
 pub mod otlp;

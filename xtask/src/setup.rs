@@ -147,8 +147,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("chromedriver", "chromium-driver"),
     // The fleet tests start throwaway PostgreSQL clusters (server binaries, not a service).
     ("postgres", "postgresql"),
-    // The alert test's syslog receiver.
+    // The alert test's syslog receiver, its TLS input, and the test PKI.
     ("rsyslogd", "rsyslog"),
+    ("rsyslog:lmnsd_gtls", "rsyslog-gnutls"),
+    ("openssl", "openssl"),
     // The alert test's GeoIP database: MaxMind's writer library, and mmdblookup to read it
     // back independently of decnet.
     (
@@ -158,16 +160,24 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("mmdblookup", "mmdb-bin"),
 ];
 
-/// Whether a [`TEST_TOOLS`] entry is present: a command, or `perl:Module` a Perl module.
+/// Whether a [`TEST_TOOLS`] entry is present: a command, `perl:Module` a Perl module, or
+/// `rsyslog:name` an rsyslog plugin (in Debian's multiarch library directory).
 fn present(check: &str) -> bool {
-    match check.strip_prefix("perl:") {
-        Some(module) => Command::new("perl")
+    if let Some(module) = check.strip_prefix("perl:") {
+        return Command::new("perl")
             .arg(format!("-M{module}"))
             .args(["-e", "1"])
             .output()
-            .is_ok_and(|o| o.status.success()),
-        None => have(check),
+            .is_ok_and(|o| o.status.success());
     }
+    if let Some(plugin) = check.strip_prefix("rsyslog:") {
+        return std::fs::read_dir("/usr/lib")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|d| d.path().join(format!("rsyslog/{plugin}.so")).is_file());
+    }
+    have(check)
 }
 
 fn have(cmd: &str) -> bool {
