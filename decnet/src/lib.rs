@@ -28,6 +28,7 @@ pub mod profile;
 pub mod reattach;
 pub(crate) mod relay;
 pub mod replay;
+pub mod retain;
 pub mod row;
 pub mod sensor;
 pub mod stats;

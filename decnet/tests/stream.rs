@@ -47,6 +47,7 @@ async fn server() -> Server {
         auth: Arc::new(Auth::new(TOKEN)),
         profile: None,
         alerts: None,
+        retain: None,
         http: Default::default(),
         role: Default::default(),
     };

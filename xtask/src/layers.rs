@@ -47,6 +47,7 @@ pub(crate) const STAGES: &[(&str, &[&str])] = &[
     ("profile", &["profile"]),
     ("alert", &["alert"]),
     ("feed", &["feed"]),
+    ("retain", &["retain"]),
     ("config", &["config"]),
     ("serve", &["api", "client"]),
     (

@@ -11,7 +11,7 @@
 //! `/api/v1/openapi.json` (`openapi`, generated from the handlers' annotations), and
 //! `/metrics` from loopback. Everything else needs the token.
 //!
-//! Stage 11 (serve) of the pipeline: docs/architecture.md.
+//! Stage 12 (serve) of the pipeline: docs/architecture.md.
 
 pub mod auth;
 pub mod dashboard;

@@ -31,6 +31,8 @@ pub struct AppState {
     pub profile: Option<Arc<crate::profile::ProfileStats>>,
     /// The alert sinks' health (processes with the analyst role and some sink).
     pub alerts: Option<Arc<crate::alert::AlertStats>>,
+    /// Retention's counters (the analyst, when retention is on).
+    pub retain: Option<Arc<crate::retain::RetainStats>>,
     pub http: Arc<http_metrics::HttpMetrics>,
     /// `--role` of this process.
     pub role: crate::config::Role,

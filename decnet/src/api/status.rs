@@ -56,7 +56,7 @@ pub async fn health(State(st): State<AppState>) -> Json<Health> {
 
 #[utoipa::path(get, path = "/api/v1/stats", tag = "status",
     responses(
-        (status = 200, description = "Every counter: kernel, pipeline, ingest, lost, profile, sinks, stream_clients", body = Object),
+        (status = 200, description = "Every counter: kernel, pipeline, ingest, lost, profile, sinks, retention, stream_clients", body = Object),
         (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
     ))]
 pub async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -84,6 +84,7 @@ pub(crate) fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
         "profile": st.profile.as_ref().map(|p| p.snapshot()),
         "profile_lag_rows": profile_lag(st),
         "sinks": st.alerts.as_ref().map(|a| a.snapshot()),
+        "retention": st.retain.as_ref().map(|r| r.snapshot()),
         "stream_clients": st.hub.subscribers(),
         "pin": st.pin,
         "iface": st.iface_status.as_ref().map(|s| s.snapshot()),
@@ -145,6 +146,9 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiE
     }
     if let Some(a) = &st.alerts {
         a.write_prometheus(&mut out);
+    }
+    if let Some(r) = &st.retain {
+        r.write_prometheus(&mut out);
     }
     if let Some(lag) = profile_lag(&st) {
         write_metric(

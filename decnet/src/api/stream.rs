@@ -11,6 +11,8 @@
 //! - Pull-based: a client that stops reading stops being polled; its hub queue (bounded,
 //!   `hub::CAPACITY` messages) overflows without slowing the ingester or other clients, and
 //!   it then gets a `reset` event telling it where to resume, and the stream ends.
+//! - History pruned by retention: a client resuming at an id at or below the highest one
+//!   pruned gets a `reset` event naming it (`pruned_through`), then the rows still kept.
 //! - Filters: `attacker_ip` (logs and detections), `event_type` (logs), `min_risk`
 //!   (detections: risk score at least this), `classification` (detections: `benign`,
 //!   `malicious`, `suspicious` or `unknown`).
@@ -89,6 +91,8 @@ struct Client {
     emit: tracing::Span,
     logs_replayed: bool,
     dets_replayed: bool,
+    /// A resuming client is told first when retention pruned rows it had not seen.
+    check_pruned: bool,
     /// A new client (no Last-Event-ID) starts from the newest ids, without history; the
     /// lookup happens after the first comment is out.
     starts_live: bool,
@@ -145,6 +149,21 @@ impl Client {
             self.dets_replayed = true;
             return;
         };
+        if self.check_pruned {
+            self.check_pruned = false;
+            match store.pruned_through().await {
+                Ok((l, d)) if l > self.log || d > self.det => {
+                    let e = Event::default().event("reset").id(self.id()).data(format!(
+                        r#"{{"reason":"history pruned by retention","pruned_through":"{l}-{d}","resume_after":"{}"}}"#,
+                        self.id()
+                    ));
+                    self.pending.push_back(e);
+                }
+                Ok(_) => {}
+                Err(e) => self.fail("replay", e),
+            }
+            return;
+        }
         if !self.logs_replayed {
             match store
                 .logs_page(
@@ -386,6 +405,7 @@ pub async fn stream(
         emit: tracing::Span::none(),
         logs_replayed: false,
         dets_replayed: false,
+        check_pruned: resume.is_some(),
         starts_live: resume.is_none(),
         stats,
         ended: false,
@@ -431,6 +451,7 @@ mod tests {
             auth: Arc::new(Auth::new("t")),
             profile: None,
             alerts: None,
+            retain: None,
             http: Default::default(),
             role: Default::default(),
         };

@@ -26,6 +26,7 @@ fn state(store: Option<Store>) -> AppState {
         auth: Arc::new(auth::Auth::new(TOKEN)),
         profile: None,
         alerts: None,
+        retain: None,
         http: Default::default(),
         role: Default::default(),
     }

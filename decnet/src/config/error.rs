@@ -51,6 +51,8 @@ pub enum ConfigError {
         origin: Origin,
         err: crate::alert::SpecError,
     },
+    #[error("{origin}: {msg}")]
+    Retention { origin: Origin, msg: String },
     #[error("[[sink]] `{name}`: {msg}")]
     Sink { name: String, msg: String },
 }

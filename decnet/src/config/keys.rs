@@ -206,6 +206,18 @@ settings! {
     flag "--geoip-db FILE", env "DECNET_GEOIP_DB", default "none",
     arg(long = "geoip-db", value_name = "FILE", value_delimiter = ',');
 
+    /// Days of logs, detections, bounties and dead letters to keep (by each row's own time);
+    /// older ones are deleted in small batches, never before the profiler and every alert
+    /// sink have read them. Profiles and campaigns stay. 0: keep everything.
+    retain_days: Option<i64>, file Option<toml::Spanned<i64>>, toml "retain_days",
+    flag "--retain-days N", env "DECNET_RETAIN_DAYS", default "30",
+    arg(long, allow_negative_numbers = true);
+
+    /// Cap on the SQLite file in MiB (at least 16): past it the oldest rows go first, as
+    /// retention does. 0: no cap. (PostgreSQL bounds its own storage: use --retain-days.)
+    max_db_mb: Option<i64>, file Option<toml::Spanned<i64>>, toml "max_db_mb",
+    flag "--max-db-mb N", env "DECNET_MAX_DB_MB", default "0", arg(long, allow_negative_numbers = true);
+
     /// This sensor's name in a fleet, 1-64 of A-Z a-z 0-9 . _ -: its rows carry it and its
     /// ingest cursor is its own.
     sensor_id: Option<String>, file Option<toml::Spanned<String>>, toml "sensor_id",

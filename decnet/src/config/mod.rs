@@ -5,7 +5,7 @@
 //! - `error`: what does not resolve, and where it came from; `role`: `--role`;
 //! - `sensor_id`: a fleet sensor's name.
 //!
-//! Stage 10 (config) of the pipeline: docs/architecture.md.
+//! Stage 11 (config) of the pipeline: docs/architecture.md.
 
 mod error;
 pub mod keys;
@@ -75,6 +75,8 @@ pub struct RunConfig {
     pub allow: Vec<PathBuf>,
     /// GeoIP databases (`intel::geoip`), read at start and on SIGHUP.
     pub geoip_db: Vec<PathBuf>,
+    /// What retention keeps (`retain`).
+    pub retention: crate::retain::Policy,
     /// The `[[sink]]` and `[[alert]]` tables, checked.
     pub alerts: crate::alert::Plan,
 }
@@ -164,6 +166,65 @@ impl RunConfig {
             });
         }
         let sensor_id = sensor_id.map(|(id, _)| id);
+        let number =
+            |flag: Option<i64>, name: &'static str, file: &Option<toml::Spanned<i64>>| match (
+                flag, file,
+            ) {
+                (Some(v), _) => Some((v, Origin::Flag(name))),
+                (None, Some(v)) => Some((*v.get_ref(), at(v.span()))),
+                (None, None) => None,
+            };
+        let bad = |origin: Origin, msg: String| ConfigError::Retention { origin, msg };
+        let retain_days = match number(
+            args.retain_days,
+            "--retain-days/DECNET_RETAIN_DAYS",
+            &file.retain_days,
+        ) {
+            None => 30,
+            Some((d, o)) if d < 0 => {
+                return Err(bad(
+                    o,
+                    format!("retain_days {d}: a number of days, 0 (keep everything) or more"),
+                ));
+            }
+            Some((d, o)) if d > 36_500 => {
+                return Err(bad(
+                    o,
+                    format!("retain_days {d}: at most 36500 (100 years); 0 keeps everything"),
+                ));
+            }
+            Some((d, _)) => d as u32,
+        };
+        let max_db_mb = match number(
+            args.max_db_mb,
+            "--max-db-mb/DECNET_MAX_DB_MB",
+            &file.max_db_mb,
+        ) {
+            None => 0,
+            Some((0, _)) => 0,
+            Some((m, o)) if m < 0 => {
+                return Err(bad(
+                    o,
+                    format!(
+                        "max_db_mb {m}: MiB, 0 (no cap) or at least {}",
+                        crate::retain::MIN_DB_MB
+                    ),
+                ));
+            }
+            Some((m, o)) if (m as u64) < crate::retain::MIN_DB_MB => {
+                return Err(bad(
+                    o,
+                    format!(
+                        "max_db_mb {m}: smaller than one ingest batch and the profiles need; 0 (no cap) or at least {}",
+                        crate::retain::MIN_DB_MB
+                    ),
+                ));
+            }
+            Some((_, o)) if store.starts_with("postgres") => {
+                return Err(bad(o, "max_db_mb caps the SQLite file; a PostgreSQL server bounds its own storage (use retain_days)".into()));
+            }
+            Some((m, _)) => m as u64,
+        };
         // Only a sensor needs an interface and decoys.
         if decoys.is_empty() && role.sensor() {
             return Err(ConfigError::NoDecoy);
@@ -276,6 +337,10 @@ impl RunConfig {
                 args.geoip_db
             },
             alerts,
+            retention: crate::retain::Policy {
+                retain_days,
+                max_db_bytes: max_db_mb << 20,
+            },
         })
     }
 
@@ -354,6 +419,8 @@ impl RunConfig {
             "known_scanners" => paths(&self.known_scanners),
             "allow" => paths(&self.allow),
             "geoip_db" => paths(&self.geoip_db),
+            "retain_days" => self.retention.retain_days.to_string(),
+            "max_db_mb" => (self.retention.max_db_bytes >> 20).to_string(),
             // A key added to the table but not here: the test of describe() fails.
             _ => UNSHOWN.to_owned(),
         }

@@ -16,7 +16,7 @@
 //! final counters logged. That order is what makes "kernel emitted == journal written +
 //! counted drops" hold at exit.
 //!
-//! Stage 12 (daemon) of the pipeline: docs/architecture.md.
+//! Stage 13 (daemon) of the pipeline: docs/architecture.md.
 
 mod analysis;
 mod capture;
@@ -90,20 +90,18 @@ pub async fn run(
     let profile_stats = Arc::new(ProfileStats::default());
     let committed = capture.as_ref().map(|c| c.committed.clone());
     let alert_stats = Arc::new(AlertStats::new(&cfg.alerts));
-    let analysis = Analysis::spawn(
-        &cfg,
-        &store,
-        &hub,
-        fleet,
-        committed,
-        &profile_stats,
-        &alert_stats,
-    );
+    let retain_stats = Arc::new(crate::retain::RetainStats::default());
+    let beside = analysis::Beside {
+        alerts: &alert_stats,
+        retain: &retain_stats,
+    };
+    let analysis = Analysis::spawn(&cfg, &store, &hub, fleet, committed, &profile_stats, beside);
     let shown = Shown {
         capture: capture.as_ref(),
         pipeline: &pipeline,
         profile_stats: &profile_stats,
         alert_stats: &alert_stats,
+        retain_stats: &retain_stats,
     };
     let serving = Serving::spawn(&cfg, auth, &store, &hub, fleet, shown, &shutdown).await?;
 

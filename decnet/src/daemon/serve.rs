@@ -34,6 +34,7 @@ pub(super) struct Shown<'a> {
     pub(super) pipeline: &'a Arc<PipelineStats>,
     pub(super) profile_stats: &'a Arc<ProfileStats>,
     pub(super) alert_stats: &'a Arc<crate::alert::AlertStats>,
+    pub(super) retain_stats: &'a Arc<crate::retain::RetainStats>,
 }
 
 impl Serving {
@@ -53,6 +54,7 @@ impl Serving {
             pipeline,
             profile_stats,
             alert_stats,
+            retain_stats,
         } = shown;
         let (stop_relay, relay_rx) = watch::channel(false);
         let relay = (fleet && cfg.role.api())
@@ -84,6 +86,8 @@ impl Serving {
                     profile: cfg.role.analyst().then(|| profile_stats.clone()),
                     alerts: (cfg.role.analyst() && !alert_stats.sinks.is_empty())
                         .then(|| alert_stats.clone()),
+                    retain: (cfg.role.analyst() && !cfg.retention.is_off())
+                        .then(|| retain_stats.clone()),
                     http: Default::default(),
                     role: cfg.role,
                 };

@@ -30,6 +30,7 @@ pub mod timing;
 pub mod verdict;
 pub(crate) mod worker;
 
+pub(crate) use worker::PROFILE_CURSOR_KEY;
 pub use worker::{ProfileStats, Profiler};
 
 use crate::store::{Store, StoreError};

@@ -7,7 +7,10 @@ use std::{path::Path, str::FromStr as _, sync::OnceLock, time::Duration};
 use sqlx::{
     PgPool, Row as _, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions,
+        SqliteSynchronous,
+    },
 };
 
 use super::error::StoreError;
@@ -180,6 +183,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
+            // Retention deletes old rows; incremental auto-vacuum lets it give their pages
+            // back (`PRAGMA incremental_vacuum`). It takes effect only in a new file (set
+            // before the first table); an older file reuses its free pages instead.
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             // The profiler rewrites the states of the sources a batch touches, spread over
             // the whole table; with SQLite's default 2 MiB cache every batch re-reads its
             // pages through syscalls. 16 MiB per connection (an upper bound, filled only as

@@ -7,6 +7,7 @@
 //! - `ingest`: the ingester's batch commit; `profile`: the profiler's commit and loads;
 //! - `fleet`: the analyst lock and commit notifications (PostgreSQL);
 //! - `sinks`: the alert sinks' cursors, re-arm windows and open digests;
+//! - `prune`: retention's batched deletes and the database's size;
 //! - `read`: the pages and counts the API, stream and relay read.
 //!
 //! Stage 4 (store) of the pipeline: docs/architecture.md.
@@ -16,6 +17,7 @@ mod error;
 mod fleet;
 mod ingest;
 mod profile;
+mod prune;
 mod read;
 mod rows;
 mod sinks;
@@ -23,6 +25,7 @@ mod sinks;
 pub use engine::{Backend, Store};
 pub use error::StoreError;
 pub use fleet::{AnalystLock, Change, Changes, DETECTIONS_CHANNEL, LOGS_CHANNEL};
+pub use prune::{DbSize, PRUNED_DETECTIONS_KEY, PRUNED_LOGS_KEY, Pruned, Reach};
 pub use rows::{
     AttackerRow, Batch, CursorUpdate, DeadLetter, DetectionRow, NewBounty, ProfileCommit,
     ProfileRow, SinkCommit, SinkSaved, SinkWindow,
