@@ -60,6 +60,17 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "all")]
         what: decnet::feed::export::What,
     },
+    /// Write a consistent copy of a data dir's SQLite database to OUT while the daemon
+    /// runs (SQLite's VACUUM INTO, compacted). To restore: stop the daemon, put the copy at
+    /// DATA_DIR/decnet.db (removing decnet.db-wal and -shm), start it; the journal since the
+    /// copy is ingested again exactly once. PostgreSQL: pg_dump (docs/operations.md).
+    Backup {
+        /// Data dir holding decnet.db.
+        #[arg(long, env = "DECNET_DATA_DIR", default_value = decnet::config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// The file to write; it must not exist yet.
+        out: std::path::PathBuf,
+    },
     /// Remove what `decnet run --pin` left attached on an interface: its pinned links (which
     /// detaches the programs once no daemon holds them), programs and maps.
     Detach {
@@ -390,6 +401,19 @@ fn run_other(cmd: Cmd) -> anyhow::Result<()> {
                 dead_letters = s.dead_letters,
                 batches = s.batches,
                 "ingest done"
+            );
+            Ok(())
+        }),
+        Cmd::Backup { data_dir, out } => rt.block_on(async move {
+            let db = data_dir.join("decnet.db");
+            let t = std::time::Instant::now();
+            let bytes = decnet::store::backup(&db, &out).await?;
+            eprintln!(
+                "backup: {} -> {} ({:.1} MiB, {:.1} s)",
+                db.display(),
+                out.display(),
+                bytes as f64 / (1 << 20) as f64,
+                t.elapsed().as_secs_f64()
             );
             Ok(())
         }),

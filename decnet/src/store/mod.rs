@@ -8,10 +8,12 @@
 //! - `fleet`: the analyst lock and commit notifications (PostgreSQL);
 //! - `sinks`: the alert sinks' cursors, re-arm windows and open digests;
 //! - `prune`: retention's batched deletes and the database's size;
+//! - `backup`: a consistent copy of the SQLite file while it is written;
 //! - `read`: the pages and counts the API, stream and relay read.
 //!
 //! Stage 4 (store) of the pipeline: docs/architecture.md.
 
+mod backup;
 mod engine;
 mod error;
 mod fleet;
@@ -22,6 +24,7 @@ mod read;
 mod rows;
 mod sinks;
 
+pub use backup::{BackupError, backup};
 pub use engine::{Backend, Store};
 pub use error::StoreError;
 pub use fleet::{AnalystLock, Change, Changes, DETECTIONS_CHANNEL, LOGS_CHANNEL};
