@@ -23,6 +23,12 @@ crate::counters! {
                 "Journal lines lost to write errors."
             ),
             journal_bytes("journal_bytes_total", "Bytes written to the journal."),
+            /// Journal lines deleted unread: a rotated file past the limit of files held
+            /// for a stalled ingester (`collector::rotation`).
+            journal_rotated_unread(
+                "journal_rotated_unread_total",
+                "Journal lines deleted by rotation before the ingester read them."
+            ),
             /// Flood-guard summaries written by the userspace sweep (not from the ring).
             summaries_swept(
                 "summaries_swept_total",
@@ -55,7 +61,14 @@ crate::counters! {
                 "Flows not watched for idle/eviction because the watch list was full."
             ),
         }
-        gauges {}
+        gauges {
+            /// Rotated journal files kept beyond `--journal-keep` because the ingester has
+            /// not finished them.
+            journal_held_files(
+                "journal_held_files",
+                "Rotated journal files kept beyond --journal-keep for the ingester."
+            ),
+        }
         state {}
         computed {}
     }

@@ -79,6 +79,7 @@ pub(crate) fn stats_json(st: &AppState) -> Result<serde_json::Value, ApiError> {
             "decode_errors": pipeline.decode_errors,
             "channel_full_dropped": pipeline.channel_full_dropped,
             "journal_write_failed": pipeline.journal_write_failed,
+            "journal_rotated_unread": pipeline.journal_rotated_unread,
             "dead_letters": st.ingest.as_ref().map(|i| i.snapshot().dead_letters),
         },
         "profile": st.profile.as_ref().map(|p| p.snapshot()),

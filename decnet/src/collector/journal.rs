@@ -51,8 +51,12 @@ pub struct JournalConfig {
     pub wake: Option<Arc<tokio::sync::Notify>>,
     /// Rotate when a write would take the file past this size (0: never rotate).
     pub max_bytes: u64,
-    /// Rotated files kept: `events.jsonl.1` (newest) ..= `events.jsonl.<keep>`.
+    /// Rotated files kept: `events.jsonl.1` (newest) ..= `events.jsonl.<keep>`, and up to
+    /// `keep` more while the ingester has not finished them (see `rotation`).
     pub keep: usize,
+    /// Where the ingester has committed to (None: no ingester in this process; a rotated
+    /// file beyond `keep` is then held as unread, up to the limit).
+    pub reader: Option<Arc<super::rotation::ReadPosition>>,
     pub fsync: FsyncPolicy,
 }
 
@@ -78,6 +82,7 @@ impl JournalConfig {
             wake: None,
             max_bytes: 256 << 20,
             keep: 8,
+            reader: None,
             fsync: FsyncPolicy::Interval,
         }
     }
@@ -358,8 +363,9 @@ impl Writer {
         }
     }
 
-    /// Size-based rotation: `events.jsonl` -> `.1` -> `.2` ... up to `keep`; the oldest is
-    /// replaced. The ingester follows rotated files by inode, so it finishes `.1` first.
+    /// Size-based rotation: `events.jsonl` -> `.1` -> `.2` ...; what lands beyond `keep` is
+    /// deleted once the ingester is done with it (`rotation::trim`). The ingester follows
+    /// rotated files by inode, so it finishes `.1` first.
     fn rotate_if_full(&mut self) {
         if self.cfg.max_bytes == 0
             || self.size == 0
@@ -367,15 +373,21 @@ impl Writer {
         {
             return;
         }
-        let name = |i: usize| {
-            let mut p = self.cfg.path.clone().into_os_string();
-            p.push(format!(".{i}"));
-            PathBuf::from(p)
-        };
-        for i in (1..self.cfg.keep.max(1)).rev() {
-            let _ = std::fs::rename(name(i), name(i + 1));
+        let path = &self.cfg.path;
+        let keep = self.cfg.keep.max(1);
+        let top = super::rotation::top(path, keep);
+        for i in (1..=top).rev() {
+            let _ = std::fs::rename(
+                super::rotation::rotated(path, i),
+                super::rotation::rotated(path, i + 1),
+            );
         }
-        if let Err(e) = std::fs::rename(&self.cfg.path, name(1)) {
+        let held =
+            super::rotation::trim(path, keep, top + 1, self.cfg.reader.as_deref(), &self.stats);
+        self.stats
+            .journal_held_files
+            .store(held as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = std::fs::rename(&self.cfg.path, super::rotation::rotated(path, 1)) {
             tracing::error!(error = %e, path = %self.cfg.path.display(), "journal rotation failed; appending to the current file");
             return;
         }

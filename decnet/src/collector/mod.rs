@@ -2,6 +2,7 @@
 //!
 //! - `record`: the journal record format (one JSON object per line, docs/journal.md).
 //! - `journal`: the writer thread that owns the file and does nothing but I/O.
+//! - `rotation`: which rotated files may go (never one the ingester has not committed).
 //!
 //! [`Collector`] runs in the ring-reader task: it formats each probe's line into a chunk and
 //! hands whole chunks to the writer without blocking. Formatting here rather than in the
@@ -12,6 +13,7 @@
 
 pub mod journal;
 pub mod record;
+pub mod rotation;
 
 use std::sync::Arc;
 

@@ -117,7 +117,9 @@ settings! {
     journal_max_mb: Option<u64>, file Option<u64>, toml "journal_max_mb",
     flag "--journal-max-mb N", env "DECNET_JOURNAL_MAX_MB", default "256", arg(long);
 
-    /// Rotated journal files to keep (events.jsonl.1, the newest, ..= .N).
+    /// Rotated journal files to keep (events.jsonl.1, the newest, ..= .N); up to N more are
+    /// held while the ingester has not committed them, then the oldest go, counted as
+    /// journal_rotated_unread.
     journal_keep: Option<usize>, file Option<usize>, toml "journal_keep",
     flag "--journal-keep N", env "DECNET_JOURNAL_KEEP", default "8", arg(long);
 

@@ -81,8 +81,12 @@ impl Capture {
         let journal_path = cfg.journal_path();
         let deckies: Arc<[String]> = cfg.decoys.iter().map(|d| d.name.clone()).collect();
         let wake = Arc::new(Notify::new());
+        // The ingester publishes what it has committed; the journal writer deletes a rotated
+        // file only after that, holding up to `journal_keep` more files for a stalled one.
+        let read_position = Arc::new(crate::collector::rotation::ReadPosition::default());
         let mut ingest_cfg = IngestConfig::new(cfg.data_dir.clone());
-        ingest_cfg.keep = ingest_cfg.keep.max(cfg.journal_keep);
+        ingest_cfg.keep = ingest_cfg.keep.max(2 * cfg.journal_keep + 1);
+        ingest_cfg.published = Some(read_position.clone());
         ingest_cfg.sensor = cfg.sensor_id().map_err(DaemonError::SensorId)?.into();
         tracing::info!(sensor_id = %ingest_cfg.sensor, "ingesting as this sensor");
         let mut ingester = Ingester::new(store.clone(), ingest_cfg, wake.clone());
@@ -102,6 +106,7 @@ impl Capture {
         journal_cfg.wake = Some(wake);
         journal_cfg.max_bytes = cfg.journal_max_bytes;
         journal_cfg.keep = cfg.journal_keep;
+        journal_cfg.reader = Some(read_position);
         journal_cfg.fsync = cfg.journal_fsync;
         let (journal, writer) = JournalWriter::spawn(journal_cfg, pipeline.clone())
             .map_err(|e| DaemonError::Journal(journal_path.clone(), e))?;

@@ -76,6 +76,9 @@ pub struct IngestConfig {
     pub idle_poll: Duration,
     /// The sensor whose journal this is: every row carries it, the cursor is named by it.
     pub sensor: Arc<str>,
+    /// Where each commit's cursor is published for the journal writer, which deletes a
+    /// rotated file only once it is committed (`collector::rotation`).
+    pub published: Option<Arc<crate::collector::rotation::ReadPosition>>,
 }
 
 impl IngestConfig {
@@ -83,12 +86,15 @@ impl IngestConfig {
         Self {
             data_dir,
             base: "events.jsonl".into(),
-            keep: 16,
+            // `decnet run`'s default --journal-keep 8, and as many held for a stalled
+            // ingester, and the one it is reading (`collector::rotation`).
+            keep: 17,
             batch_lines: 10_000,
             batch_wait: Duration::from_millis(50),
             commit_gap: Duration::from_millis(100),
             idle_poll: Duration::from_millis(50),
             sensor: Arc::from(""),
+            published: None,
         }
     }
 }
@@ -210,6 +216,11 @@ impl Ingester {
         let mut last_cursor = saved_text;
         let mut tail = Tail::open(&self.cfg.data_dir, &self.cfg.base, self.cfg.keep, saved)
             .map_err(|e| self.journal_err(e))?;
+        // Where reading resumes is committed already: the writer may delete what is older.
+        if let Some(p) = &self.cfg.published {
+            let c = tail.cursor();
+            p.publish(c.dev, c.ino, c.offset);
+        }
         let mut batch = Pending::default();
         let mut started: Option<Instant> = None;
         let mut lines: Vec<Line> = Vec::with_capacity(self.cfg.batch_lines);
@@ -393,11 +404,12 @@ impl Ingester {
         });
         let sealed = std::mem::take(batch);
         finish(inflight).await?;
-        let (store, stats, committed, hub) = (
+        let (store, stats, committed, hub, published) = (
             self.store.clone(),
             self.stats.clone(),
             self.committed.clone(),
             self.hub.clone(),
+            self.cfg.published.clone(),
         );
         // The batch's own root span, linked to the traces of the records it commits.
         let span = crate::dev_span!(
@@ -416,7 +428,7 @@ impl Ingester {
                 .filter_map(|l| Some((l.trace_id.as_deref()?, l.span_id.as_deref()?))),
         );
         *inflight = Some(tokio::spawn(
-            write_batch(store, stats, committed, hub, sealed).instrument(span),
+            write_batch(store, stats, committed, hub, sealed, published).instrument(span),
         ));
         Ok(())
     }
@@ -456,6 +468,7 @@ async fn write_batch(
     committed: Arc<watch::Sender<u64>>,
     hub: Option<Hub>,
     pending: Pending,
+    published: Option<Arc<crate::collector::rotation::ReadPosition>>,
 ) -> Result<(), IngestError> {
     let Pending { rows: batch, facts } = pending;
     let mut backoff = Duration::from_millis(10);
@@ -471,6 +484,14 @@ async fn write_batch(
             Err(e) => return Err(e.into()),
         }
     };
+    if let Some(p) = &published
+        && let Some(c) = batch
+            .cursor
+            .as_ref()
+            .and_then(|c| serde_json::from_str::<super::tail::Cursor>(&c.value).ok())
+    {
+        p.publish(c.dev, c.ino, c.offset);
+    }
     stats.rows.fetch_add(batch.logs.len() as u64, Relaxed);
     if let Some(first) = first_id {
         stats
