@@ -20,6 +20,7 @@ pub mod mmdb;
 pub mod otlp;
 pub mod pg;
 pub mod receivers;
+pub mod sse;
 pub mod webdriver;
 
 /// True when the test may run; prints `skipping: <why>` otherwise.

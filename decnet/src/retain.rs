@@ -73,6 +73,9 @@ pub struct RetainStats {
     pub db_file_bytes: AtomicU64,
     /// `ts` of the oldest log row kept.
     pub oldest_log_ts: Mutex<Option<String>>,
+    /// The last finished round's cutoff: every row older than it that its readers had
+    /// passed is gone.
+    pub pruned_before: Mutex<Option<String>>,
     /// Unix ns of the last finished round.
     pub last_round_ns: AtomicI64,
     /// The cap cannot be met: everything left is unread by the profiler or a sink.
@@ -99,6 +102,7 @@ impl RetainStats {
                 "dead_letters": self.pruned_dead_letters.load(Relaxed),
             },
             "oldest_log_ts": *self.oldest_log_ts.lock().unwrap_or_else(|p| p.into_inner()),
+            "pruned_before": *self.pruned_before.lock().unwrap_or_else(|p| p.into_inner()),
             "db_used_bytes": self.db_used_bytes.load(Relaxed),
             "db_file_bytes": self.db_file_bytes.load(Relaxed),
             "over_cap": self.over_cap.load(Relaxed),
@@ -207,7 +211,15 @@ impl Retention {
                     .prune_older(&cutoff, self.reach().await?, BATCH)
                     .await?;
                 self.stats.add(p);
-                if p.total() == 0 || self.pause(stop).await {
+                if p.total() == 0 {
+                    *self
+                        .stats
+                        .pruned_before
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(cutoff);
+                    break;
+                }
+                if self.pause(stop).await {
                     break;
                 }
             }
