@@ -1,6 +1,7 @@
 //! The command-line client of a running daemon (`decnet stats`, `decnet attackers`,
-//! `decnet tail`): plain HTTP/1.1 on loopback with the daemon's bearer token, and an SSE
-//! reader that resumes with `Last-Event-ID` after a disconnect or a `reset`.
+//! `decnet tail`): HTTP/1.1 with the daemon's bearer token, over TLS when given a CA
+//! (`--ca`), and an SSE reader that resumes with `Last-Event-ID` after a disconnect or a
+//! `reset`.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
@@ -14,7 +15,16 @@ use tokio::{
 pub struct Client {
     addr: SocketAddr,
     token: String,
+    /// TLS: the connector (trusting the given CA) and the name the certificate must carry.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
 }
+
+/// A connection to the daemon, plain or TLS.
+trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
 
 /// One server-sent event.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -24,7 +34,7 @@ pub struct SseEvent {
     pub data: String,
 }
 
-type Body = BufReader<TcpStream>;
+type Body = BufReader<Box<dyn Conn>>;
 
 impl Client {
     /// The token comes from DECNET_API_TOKEN, else from the daemon's data dir.
@@ -45,7 +55,24 @@ impl Client {
                     .to_owned()
             }
         };
-        Ok(Client { addr, token })
+        Ok(Client {
+            addr,
+            token,
+            tls: None,
+        })
+    }
+
+    /// Speaks TLS, trusting the CA(s) in `ca`; the daemon's certificate must name `name`
+    /// (default: the address connected to).
+    pub fn with_tls(mut self, ca: &Path, name: Option<&str>) -> anyhow::Result<Client> {
+        let config = crate::tls::client_config(Some(ca)).map_err(anyhow::Error::msg)?;
+        let name = match name {
+            Some(n) => rustls_pki_types::ServerName::try_from(n.to_owned())
+                .with_context(|| format!("--tls-name `{n}`: not a DNS name or address"))?,
+            None => rustls_pki_types::ServerName::IpAddress(self.addr.ip().into()),
+        };
+        self.tls = Some((tokio_rustls::TlsConnector::from(config), name));
+        Ok(self)
     }
 
     /// Sends a request and reads the status line and headers; returns (status, chunked,
@@ -55,12 +82,21 @@ impl Client {
         path: &str,
         extra: &str,
     ) -> anyhow::Result<(u16, bool, Option<usize>, Body)> {
-        let mut s = TcpStream::connect(self.addr).await.with_context(|| {
+        let tcp = TcpStream::connect(self.addr).await.with_context(|| {
             format!(
                 "connecting to the decnet daemon at {}; is `decnet run` up?",
                 self.addr
             )
         })?;
+        let mut s: Box<dyn Conn> = match &self.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .with_context(|| format!("TLS with the decnet daemon at {}", self.addr))?,
+            ),
+        };
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n{extra}Connection: close\r\n\r\n",
             self.addr, self.token

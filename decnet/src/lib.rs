@@ -36,3 +36,4 @@ pub mod store;
 pub mod telemetry;
 pub(crate) mod textsafe;
 pub mod timefmt;
+pub mod tls;

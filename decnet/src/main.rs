@@ -170,11 +170,21 @@ struct DaemonArgs {
     /// The daemon's data dir, where it keeps `api-token` (unless DECNET_API_TOKEN is set).
     #[arg(long, env = "DECNET_DATA_DIR", default_value = decnet::config::DEFAULT_DATA_DIR)]
     data_dir: std::path::PathBuf,
+    /// Speak TLS to a daemon run with --tls-cert, trusting the CA(s) in this PEM file.
+    #[arg(long, env = "DECNET_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// The name the daemon's certificate must carry [default: the --listen address].
+    #[arg(long, env = "DECNET_TLS_NAME", requires = "ca")]
+    tls_name: Option<String>,
 }
 
 impl DaemonArgs {
     fn client(&self) -> anyhow::Result<decnet::client::Client> {
-        decnet::client::Client::new(self.listen, &self.data_dir)
+        let c = decnet::client::Client::new(self.listen, &self.data_dir)?;
+        match &self.ca {
+            Some(ca) => c.with_tls(ca, self.tls_name.as_deref()),
+            None => Ok(c),
+        }
     }
 }
 

@@ -36,6 +36,7 @@ pub(crate) const STAGES: &[(&str, &[&str])] = &[
             "stats",
             "telemetry",
             "privilege",
+            "tls",
         ],
     ),
     ("intel", &["intel"]),

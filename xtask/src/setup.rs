@@ -151,6 +151,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("rsyslogd", "rsyslog"),
     ("rsyslog:lmnsd_gtls", "rsyslog-gnutls"),
     ("openssl", "openssl"),
+    // The TLS test's HTTPS client.
+    ("curl", "curl"),
     // The alert test's GeoIP database: MaxMind's writer library, and mmdblookup to read it
     // back independently of decnet.
     (

@@ -1,7 +1,7 @@
 //! Sending one message to one sink: an HTTP POST, a syslog datagram or framed TCP/TLS
 //! message, or a line appended to a file. A failure says whether trying again can help.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tokio::{
     io::AsyncWriteExt,
@@ -67,45 +67,6 @@ pub enum Conn {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// TLS settings for a sink: its `ca` file, else the system's CA store.
-pub fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls_pki_types::{CertificateDer, pem::PemObject as _};
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("CA file {}: {e}", path.display()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("CA file {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("CA file {}: no certificate in it", path.display()));
-            }
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            // Unreadable entries in the system store are skipped, as every TLS client does.
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(
-                    "no CA certificate in the system store: give the sink `ca = FILE`".into(),
-                );
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 impl Transport {
     /// Prepares `sink`'s transport (nothing is connected yet). Fails on a CA file that
     /// does not load, or headers that are not HTTP (both checked by `check-config` too).
@@ -119,7 +80,7 @@ impl Transport {
             Target::File { .. } => false,
         };
         let tls = if needs_tls {
-            Some(tls_config(sink.ca.as_deref())?)
+            Some(crate::tls::client_config(sink.ca.as_deref())?)
         } else {
             None
         };

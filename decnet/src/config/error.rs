@@ -53,6 +53,15 @@ pub enum ConfigError {
     },
     #[error("{origin}: {msg}")]
     Retention { origin: Origin, msg: String },
+    #[error("{0}")]
+    Tls(crate::tls::TlsError),
+    #[error("{0}")]
+    TlsHalf(&'static str),
+    #[error(
+        "--listen {0} is beyond loopback: serve it over TLS (--tls-cert FILE --tls-key FILE), \
+         or give --insecure-http when a TLS-terminating proxy is in front"
+    )]
+    PlainHttpExposed(std::net::SocketAddr),
     #[error("[[sink]] `{name}`: {msg}")]
     Sink { name: String, msg: String },
 }

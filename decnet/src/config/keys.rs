@@ -208,6 +208,21 @@ settings! {
     flag "--geoip-db FILE", env "DECNET_GEOIP_DB", default "none",
     arg(long = "geoip-db", value_name = "FILE", value_delimiter = ',');
 
+    /// PEM certificate chain (leaf first) the API and the stream are served with over TLS;
+    /// with --tls-key. Reloaded on SIGHUP (a file that does not load keeps the one in force).
+    tls_cert: Option<PathBuf>, file Option<PathBuf>, toml "tls_cert",
+    flag "--tls-cert FILE", env "DECNET_TLS_CERT", default "none (plain HTTP)", arg(long);
+
+    /// PEM private key of --tls-cert.
+    tls_key: Option<PathBuf>, file Option<PathBuf>, toml "tls_key",
+    flag "--tls-key FILE", env "DECNET_TLS_KEY", default "none", arg(long);
+
+    /// Serve plain HTTP on an address beyond loopback (behind a TLS-terminating proxy);
+    /// without it such a --listen needs --tls-cert and --tls-key.
+    insecure_http: Option<bool>, file Option<bool>, toml "insecure_http",
+    flag "--insecure-http[=BOOL]", env "DECNET_INSECURE_HTTP", default "false",
+    arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL");
+
     /// Days of logs, detections, bounties and dead letters to keep (by each row's own time);
     /// older ones are deleted in small batches, never before the profiler and every alert
     /// sink have read them. Profiles and campaigns stay. 0: keep everything.

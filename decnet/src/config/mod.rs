@@ -77,6 +77,10 @@ pub struct RunConfig {
     pub geoip_db: Vec<PathBuf>,
     /// What retention keeps (`retain`).
     pub retention: crate::retain::Policy,
+    /// The API's certificate and key (None: plain HTTP).
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Plain HTTP beyond loopback was asked for (a TLS-terminating proxy in front).
+    pub insecure_http: bool,
     /// The `[[sink]]` and `[[alert]]` tables, checked.
     pub alerts: crate::alert::Plan,
 }
@@ -166,6 +170,25 @@ impl RunConfig {
             });
         }
         let sensor_id = sensor_id.map(|(id, _)| id);
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::TlsHalf("--tls-cert needs --tls-key")),
+            (None, Some(_)) => return Err(ConfigError::TlsHalf("--tls-key needs --tls-cert")),
+        };
+        let insecure_http = args.insecure_http.or(file.insecure_http).unwrap_or(false);
+        let listen = args.listen.or(file.listen).unwrap_or_else(default_listen);
+        // Roles that serve HTTP: the API, and a sensor's status.
+        if (role.api() || role.sensor())
+            && !listen.ip().to_canonical().is_loopback()
+            && tls.is_none()
+            && !insecure_http
+        {
+            return Err(ConfigError::PlainHttpExposed(listen));
+        }
         let number =
             |flag: Option<i64>, name: &'static str, file: &Option<toml::Spanned<i64>>| match (
                 flag, file,
@@ -273,7 +296,7 @@ impl RunConfig {
             iface_origin,
             decoys: decoys.into_iter().map(|(d, _)| d).collect(),
             data_dir,
-            listen: args.listen.or(file.listen).unwrap_or_else(default_listen),
+            listen,
             xdp_mode: args.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
             journal_max_bytes: args.journal_max_mb.or(file.journal_max_mb).unwrap_or(256) << 20,
             journal_keep: args.journal_keep.or(file.journal_keep).unwrap_or(8).max(1),
@@ -341,6 +364,8 @@ impl RunConfig {
                 retain_days,
                 max_db_bytes: max_db_mb << 20,
             },
+            tls,
+            insecure_http,
         })
     }
 
@@ -420,6 +445,15 @@ impl RunConfig {
             "allow" => paths(&self.allow),
             "geoip_db" => paths(&self.geoip_db),
             "retain_days" => self.retention.retain_days.to_string(),
+            "tls_cert" => self
+                .tls
+                .as_ref()
+                .map_or("none".into(), |t| t.cert.display().to_string()),
+            "tls_key" => self
+                .tls
+                .as_ref()
+                .map_or("none".into(), |t| t.key.display().to_string()),
+            "insecure_http" => self.insecure_http.to_string(),
             "max_db_mb" => (self.retention.max_db_bytes >> 20).to_string(),
             // A key added to the table but not here: the test of describe() fails.
             _ => UNSHOWN.to_owned(),
@@ -435,6 +469,9 @@ impl RunConfig {
                 iface: self.iface.clone(),
                 origin: self.iface_origin.clone(),
             });
+        }
+        if let Some(t) = &self.tls {
+            crate::tls::server_config(t).map_err(ConfigError::Tls)?;
         }
         self.known_scanner_list()?;
         self.allow_list()?;

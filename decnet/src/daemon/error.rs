@@ -21,6 +21,8 @@ pub enum DaemonError {
          string) to expose the API beyond loopback, or use --listen 127.0.0.1:PORT"
     )]
     ExposedWithoutToken(std::net::SocketAddr),
+    #[error("{0}")]
+    Tls(crate::tls::TlsError),
     #[error(
         "data dir {dir} is not decnet's own: it holds `{entry}`; give decnet a directory of its \
          own (it tightens the directory to 0750 and hands it to the daemon user)"

@@ -55,7 +55,7 @@ pub async fn run(
     prepared: Prepared,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
-    let Prepared { auth, sensor } = prepared;
+    let Prepared { auth, tls, sensor } = prepared;
     lookups::spawn_reload(&cfg, shutdown.clone());
     let store = Store::connect(&cfg.store)
         .await
@@ -103,7 +103,8 @@ pub async fn run(
         alert_stats: &alert_stats,
         retain_stats: &retain_stats,
     };
-    let serving = Serving::spawn(&cfg, auth, &store, &hub, fleet, shown, &shutdown).await?;
+    let front = auth.map(|auth| serve::Front { auth, tls });
+    let serving = Serving::spawn(&cfg, front, &store, &hub, fleet, shown, &shutdown).await?;
 
     let _ = shutdown.wait_for(|v| *v).await;
     let progress = Progress::begin();

@@ -18,6 +18,9 @@ use crate::{
 pub struct Prepared {
     /// The API token (roles with the API).
     pub(super) auth: Option<api::auth::Auth>,
+    /// The API's TLS configuration, read while the key is still readable (it is usually
+    /// root's); None: plain HTTP.
+    pub(super) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// The sensor (roles with the sensor).
     pub(super) sensor: Option<PreparedSensor>,
 }
@@ -77,7 +80,13 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared, DaemonError> {
     } else {
         None
     };
-    Ok(Prepared { auth, sensor })
+    let tls = match &cfg.tls {
+        Some(files) if serves_http(cfg) => {
+            Some(crate::tls::server_config(files).map_err(DaemonError::Tls)?)
+        }
+        _ => None,
+    };
+    Ok(Prepared { auth, tls, sensor })
 }
 
 /// Whether this process listens on `--listen`: the API, and a sensor for its own status

@@ -20,6 +20,12 @@ use crate::{
     store::Store,
 };
 
+/// What the server needs from start-up: the token, and the TLS configuration if any.
+pub(super) struct Front {
+    pub(super) auth: api::auth::Auth,
+    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// The running server and relay (each may be absent, by role).
 pub(super) struct Serving {
     hub: Hub,
@@ -42,7 +48,7 @@ impl Serving {
     /// token: roles that serve HTTP). The server ends with `shutdown` once its streams have.
     pub(super) async fn spawn(
         cfg: &RunConfig,
-        auth: Option<api::auth::Auth>,
+        front: Option<Front>,
         store: &Store,
         hub: &Hub,
         fleet: bool,
@@ -59,15 +65,19 @@ impl Serving {
         let (stop_relay, relay_rx) = watch::channel(false);
         let relay = (fleet && cfg.role.api())
             .then(|| tokio::spawn(relay::run(store.clone(), hub.clone(), relay_rx)));
-        let server = match auth {
-            Some(auth) => {
+        let server = match front {
+            Some(Front { auth, tls }) => {
                 let listener = tokio::net::TcpListener::bind(cfg.listen)
                     .await
                     .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
                 let local = listener
                     .local_addr()
                     .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
-                tracing::info!(addr = %local, "API listening");
+                tracing::info!(addr = %local, tls = tls.is_some(), "API listening");
+                if tls.is_none() && !local.ip().to_canonical().is_loopback() {
+                    tracing::warn!(addr = %local, "API on plain HTTP beyond loopback (--insecure-http): \
+                        the token crosses the network in clear unless a TLS proxy is in front");
+                }
                 let state = AppState {
                     started: Instant::now(),
                     kernel: capture.map(|s| s.kernel.clone()),
@@ -91,21 +101,42 @@ impl Serving {
                     http: Default::default(),
                     role: cfg.role,
                 };
+                let app =
+                    api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
                 let mut api_shutdown = shutdown.clone();
-                Some(tokio::spawn(async move {
-                    let r = axum::serve(
-                        listener,
-                        api::app(state)
-                            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(async move {
-                        let _ = api_shutdown.wait_for(|v| *v).await;
-                    })
-                    .await;
-                    if let Err(e) = r {
-                        tracing::error!(error = %e, "API server failed");
+                Some(match tls {
+                    None => tokio::spawn(async move {
+                        let r = axum::serve(listener, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = api_shutdown.wait_for(|v| *v).await;
+                            })
+                            .await;
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "API server failed");
+                        }
+                    }),
+                    Some(tls) => {
+                        let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+                        spawn_tls_reload(cfg, tls.clone(), shutdown.clone());
+                        let std_listener = listener
+                            .into_std()
+                            .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
+                        let server = axum_server::from_tcp_rustls(std_listener, tls)
+                            .map_err(|e| DaemonError::Listen(cfg.listen, e))?;
+                        let handle = axum_server::Handle::new();
+                        let h = handle.clone();
+                        tokio::spawn(async move {
+                            let _ = api_shutdown.wait_for(|v| *v).await;
+                            // The streams end themselves (their last events); then it returns.
+                            h.graceful_shutdown(None);
+                        });
+                        tokio::spawn(async move {
+                            if let Err(e) = server.handle(handle).serve(app).await {
+                                tracing::error!(error = %e, "API server failed");
+                            }
+                        })
                     }
-                }))
+                })
             }
             None => None,
         };
@@ -130,4 +161,40 @@ impl Serving {
             let _ = server.await;
         }
     }
+}
+
+/// Reads the certificate and key again on every SIGHUP (as the daemon's user) and swaps them
+/// in for new connections; open ones keep theirs. A pair that does not load keeps the one
+/// in force, and says why.
+fn spawn_tls_reload(
+    cfg: &RunConfig,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Some(files) = cfg.tls.clone() else {
+        return;
+    };
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: the TLS certificate loads only at start");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = shutdown.wait_for(|v| *v) => return,
+            }
+            let f = files.clone();
+            match tokio::task::spawn_blocking(move || crate::tls::server_config(&f)).await {
+                Ok(Ok(config)) => {
+                    tls.reload_from_config(config);
+                    tracing::info!(cert = %files.cert.display(), "SIGHUP: TLS certificate reloaded");
+                }
+                Ok(Err(e)) => tracing::error!(error = %e,
+                    "SIGHUP: TLS certificate not reloaded; the one loaded before stays in force"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed"),
+            }
+        }
+    });
 }

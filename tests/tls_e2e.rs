@@ -1,0 +1,254 @@
+//! The API over TLS: curl with the CA works and plain HTTP does not; the CLI speaks TLS with
+//! `--ca`; an address beyond loopback is refused without TLS unless `--insecure-http`; a
+//! certificate that does not load is named; SIGHUP swaps the certificate for new
+//! connections while an open stream goes on.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use decnet_tests::{
+    API_TOKEN, Daemon, Lab, certs::Pki, decnet_bin, free_port, require_root, require_tool,
+};
+
+/// The serial of the certificate the server at `port` presents.
+fn served_serial(port: u16) -> String {
+    let s = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let mut x = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    x.stdin.take().unwrap().write_all(&s.stdout).unwrap();
+    let out = x.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn file_serial(cert: &std::path::Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn curl(args: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "-H",
+            &format!("Authorization: Bearer {API_TOKEN}"),
+        ])
+        .args(args)
+        .output()
+        .expect("curl")
+}
+
+#[test]
+fn the_api_over_tls() {
+    if !require_root() {
+        return;
+    }
+    for t in ["curl", "openssl"] {
+        require_tool(t);
+    }
+    let lab = Lab::new(48);
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let first = pki.server("api1");
+    let second = pki.server("api2");
+    // The daemon reloads on SIGHUP as its own user (nobody): the files it reads must let it.
+    let (cert, key) = (
+        dir.path().join("pki/api.pem"),
+        dir.path().join("pki/api.key"),
+    );
+    std::fs::copy(&first.cert, &cert).unwrap();
+    std::fs::copy(&first.key, &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let data = dir.path().join("data");
+    let decoys = [format!("{}=web", lab.decoy)];
+    let (cert_s, key_s) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+    // check-config: beyond loopback needs TLS or --insecure-http; a bad key is named.
+    let check = |extra: &[&str]| {
+        Command::new(decnet_bin())
+            .args([
+                "check-config",
+                "--iface",
+                &lab.host_if,
+                "--decoy",
+                &decoys[0],
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let exposed = check(&["--listen", "0.0.0.0:8470"]);
+    assert!(!exposed.status.success());
+    let err = String::from_utf8_lossy(&exposed.stderr);
+    assert!(
+        err.contains("beyond loopback") && err.contains("--insecure-http"),
+        "{err}"
+    );
+    assert!(
+        check(&["--listen", "0.0.0.0:8470", "--insecure-http"])
+            .status
+            .success()
+    );
+    assert!(
+        check(&[
+            "--listen",
+            "0.0.0.0:8470",
+            "--tls-cert",
+            cert_s,
+            "--tls-key",
+            key_s
+        ])
+        .status
+        .success()
+    );
+    let bad = check(&["--tls-cert", cert_s, "--tls-key", cert_s]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("TLS key") && err.contains(cert_s),
+        "{err}"
+    );
+    let half = check(&["--tls-cert", cert_s]);
+    assert!(String::from_utf8_lossy(&half.stderr).contains("--tls-cert needs --tls-key"));
+
+    let port = free_port();
+    let api = format!("127.0.0.1:{port}").parse().unwrap();
+    let daemon = Daemon::start_at(
+        &decnet_bin(),
+        &lab.host_if,
+        &decoys,
+        &data,
+        &[("DECNET_TLS_CERT", cert_s), ("DECNET_TLS_KEY", key_s)],
+        api,
+    );
+    let ca = pki.ca.to_str().unwrap();
+    let url = format!("https://127.0.0.1:{port}/api/v1/health");
+    // curl with the CA: the API answers.
+    let ok = curl(&["--cacert", ca, &url]);
+    let body = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success() && body.contains("\"status\":\"ok\""),
+        "{body}"
+    );
+    // Without it, curl refuses the certificate; plain HTTP gets no API.
+    assert!(!curl(&[&url]).status.success());
+    let plain = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://127.0.0.1:{port}/api/v1/health"),
+    ]);
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+    // The CLI speaks TLS with --ca (and only then).
+    let cli = |extra: &[&str]| {
+        Command::new(decnet_bin())
+            .args([
+                "stats",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&data)
+            .args(extra)
+            .env("DECNET_API_TOKEN", API_TOKEN)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["--ca", ca]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"kernel\""));
+    assert!(!cli(&[]).status.success());
+
+    // A stream stays open across a certificate reload; new connections get the new one.
+    assert_eq!(served_serial(port), file_serial(&first.cert));
+    let stream_out = dir.path().join("stream.txt");
+    let mut stream = Command::new("curl")
+        .args([
+            "-sN",
+            "--cacert",
+            ca,
+            "-H",
+            &format!("Authorization: Bearer {API_TOKEN}"),
+        ])
+        .arg(format!("https://127.0.0.1:{port}/api/v1/stream"))
+        .stdout(std::fs::File::create(&stream_out).unwrap())
+        .spawn()
+        .unwrap();
+    let stats_events = || {
+        std::fs::read_to_string(&stream_out)
+            .unwrap_or_default()
+            .matches("event: stats")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats_events() < 2 {
+        assert!(Instant::now() < deadline, "no stream");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::copy(&second.cert, &cert).unwrap();
+    std::fs::copy(&second.key, &key).unwrap();
+    // (copy gives the key the source's 0600 again)
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(daemon.pid(), libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_serial(port) != file_serial(&second.cert) {
+        assert!(
+            Instant::now() < deadline,
+            "certificate not reloaded:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        daemon
+            .log_text()
+            .contains("SIGHUP: TLS certificate reloaded")
+    );
+    let before = stats_events();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        stream.try_wait().unwrap().is_none(),
+        "the stream was dropped by the reload"
+    );
+    assert!(
+        stats_events() > before,
+        "the open stream stopped after the reload"
+    );
+    // A broken replacement keeps the certificate in force.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(daemon.pid(), libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log_text().contains("TLS certificate not reloaded") {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served_serial(port), file_serial(&second.cert));
+    let _ = stream.kill();
+    let _ = stream.wait();
+    drop(daemon);
+}
