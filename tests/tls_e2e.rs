@@ -252,3 +252,118 @@ fn the_api_over_tls() {
     let _ = stream.wait();
     drop(daemon);
 }
+
+#[test]
+fn the_token_rotates_without_a_restart() {
+    if !require_root() {
+        return;
+    }
+    require_tool("curl");
+    let lab = Lab::new(49);
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    let decoys = [format!("{}=web", lab.decoy)];
+    let port = free_port();
+    // No DECNET_API_TOKEN: the daemon keeps its token in DATA_DIR/api-token.
+    let daemon = Daemon::start_at(
+        &decnet_bin(),
+        &lab.host_if,
+        &decoys,
+        &data,
+        &[("DECNET_API_TOKEN", "")],
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    );
+    let token_file = data.join("api-token");
+    let old = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let get = |token: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("http://127.0.0.1:{port}/api/v1/stats"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get(&old), "200");
+    // A stream opened with the old token.
+    let stream_out = dir.path().join("stream.txt");
+    let mut stream = Command::new("curl")
+        .args(["-sN", "-H", &format!("Authorization: Bearer {old}")])
+        .arg(format!("http://127.0.0.1:{port}/api/v1/stream"))
+        .stdout(std::fs::File::create(&stream_out).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&stream_out)
+        .unwrap_or_default()
+        .contains("event: stats")
+    {
+        assert!(Instant::now() < deadline, "no stream");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rotate = Command::new(decnet_bin())
+        .args([
+            "token",
+            "rotate",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("DECNET_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        rotate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotate.stderr)
+    );
+    assert!(String::from_utf8_lossy(&rotate.stderr).contains("token rotated"));
+    let new = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(new, old);
+    assert_eq!(get(&old), "401");
+    assert_eq!(get(&new), "200");
+    // The stream ended with a reset saying why.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the old stream did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&stream_out).unwrap();
+    assert!(
+        text.contains("event: reset") && text.contains("API token rotated"),
+        "{text}"
+    );
+    drop(daemon);
+
+    // A token from DECNET_API_TOKEN is its owner's to change: rotation says so.
+    let port = free_port();
+    let daemon = Daemon::start_at(
+        &decnet_bin(),
+        &lab.host_if,
+        &decoys,
+        &dir.path().join("data2"),
+        &[],
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    );
+    let refused = Command::new(decnet_bin())
+        .args(["token", "rotate", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DECNET_API_TOKEN", API_TOKEN)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("DECNET_API_TOKEN"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    drop(daemon);
+}

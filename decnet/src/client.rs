@@ -79,6 +79,7 @@ impl Client {
     /// content length, the body reader).
     async fn request(
         &self,
+        method: &str,
         path: &str,
         extra: &str,
     ) -> anyhow::Result<(u16, bool, Option<usize>, Body)> {
@@ -98,7 +99,7 @@ impl Client {
             ),
         };
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n{extra}Connection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n{extra}Connection: close\r\n\r\n",
             self.addr, self.token
         );
         s.write_all(req.as_bytes())
@@ -138,7 +139,21 @@ impl Client {
     /// GET `path`; the body when the status is 200, else an error carrying the daemon's
     /// JSON error.
     pub async fn get(&self, path: &str) -> anyhow::Result<String> {
-        let (status, chunked, length, mut r) = self.request(path, "").await?;
+        self.call("GET", path).await
+    }
+
+    /// POST `path` (no body), as [`get`](Self::get).
+    pub async fn post(&self, path: &str) -> anyhow::Result<String> {
+        self.call("POST", path).await
+    }
+
+    async fn call(&self, method: &str, path: &str) -> anyhow::Result<String> {
+        let extra = if method == "POST" {
+            "Content-Length: 0\r\n"
+        } else {
+            ""
+        };
+        let (status, chunked, length, mut r) = self.request(method, path, extra).await?;
         let mut body = Vec::new();
         if chunked {
             while let Some(chunk) = read_chunk(&mut r).await? {
@@ -174,7 +189,7 @@ impl Client {
                 .map(|id| format!("Last-Event-ID: {id}\r\n"))
                 .unwrap_or_default();
             let path = format!("/api/v1/stream?{query}");
-            let outcome = match self.request(&path, &resume).await {
+            let outcome = match self.request("GET", &path, &resume).await {
                 Ok((200, chunked, _, r)) => {
                     backoff = Duration::from_millis(250);
                     read_events(r, chunked, &mut last_id, &mut on_event).await

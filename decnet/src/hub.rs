@@ -104,6 +104,8 @@ pub enum HubMsg {
     Detection(Arc<DetectionRow>),
     /// The daemon is stopping; everything committed has been announced before this.
     Shutdown,
+    /// The API token was rotated: streams opened with the old one end.
+    TokenRotated,
 }
 
 #[derive(Clone)]
@@ -146,6 +148,10 @@ impl Hub {
     /// Tells every subscriber the daemon is stopping (the stream ends with a final event).
     pub fn shutdown(&self) {
         let _ = self.tx.send(HubMsg::Shutdown);
+    }
+
+    pub fn token_rotated(&self) {
+        let _ = self.tx.send(HubMsg::TokenRotated);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<HubMsg> {

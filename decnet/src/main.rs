@@ -119,6 +119,11 @@ enum Cmd {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
     },
+    /// Manage a running daemon's API token.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Print the counters of a running daemon (GET /api/v1/stats).
     Stats {
         #[command(flatten)]
@@ -158,6 +163,17 @@ enum Cmd {
         /// Only detections of this classification (benign, malicious, suspicious, unknown).
         #[arg(long)]
         classification: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Replace the token without a restart: the daemon writes a new one to its token file
+    /// (DATA_DIR/api-token) and uses it from then on; the old one, its stream tickets and
+    /// the streams it opened end (each stream with a `reset` event).
+    Rotate {
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
 }
 
@@ -459,6 +475,18 @@ fn run_other(cmd: Cmd) -> anyhow::Result<()> {
                 .await
                 .context("export")?;
             eprintln!("exported {} logs, {} detections", n.logs, n.detections);
+            Ok(())
+        }),
+        Cmd::Token {
+            action: TokenAction::Rotate { daemon },
+        } => rt.block_on(async move {
+            let body = daemon.client()?.post("/api/v1/token/rotate").await?;
+            let v: serde_json::Value =
+                serde_json::from_str(&body).context("the daemon's answer")?;
+            eprintln!(
+                "token rotated; the new one is in {} (the old one no longer works)",
+                v["token_file"].as_str().unwrap_or("the daemon's data dir")
+            );
             Ok(())
         }),
         Cmd::Stats { daemon } => rt.block_on(async move {

@@ -4,13 +4,16 @@
 //! (32 random bytes, hex, mode 0600). Its path is logged, never its value. Comparison is in
 //! constant time. `EventSource` cannot send headers, so a browser first trades its token for
 //! a ticket (`POST /api/v1/stream/ticket`) that opens one stream within 30 s.
+//! `POST /api/v1/token/rotate` (`decnet token rotate`) replaces a file token without a
+//! restart: the new one is written to the file first, then takes over; the old one, its
+//! tickets and the streams it opened end there.
 
 use std::{
     collections::HashMap,
     io::Write as _,
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
@@ -38,8 +41,20 @@ pub(crate) enum TokenSource {
 }
 
 pub struct Auth {
-    token: String,
+    token: RwLock<String>,
     tickets: Mutex<HashMap<String, Instant>>,
+    /// The token file a rotation writes (None: the token came from DECNET_API_TOKEN, which
+    /// only its owner can change).
+    file: Option<PathBuf>,
+}
+
+/// Why a rotation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("the token comes from DECNET_API_TOKEN: change it there and restart the daemon")]
+    FromEnv,
+    #[error("writing the new token to {0}: {1}")]
+    Write(PathBuf, std::io::Error),
 }
 
 /// 32 random bytes from the kernel, hex.
@@ -73,9 +88,44 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 impl Auth {
     pub fn new(token: impl Into<String>) -> Self {
         Self {
-            token: token.into(),
+            token: RwLock::new(token.into()),
             tickets: Mutex::new(HashMap::new()),
+            file: None,
         }
+    }
+
+    fn with_file(mut self, path: PathBuf) -> Self {
+        self.file = Some(path);
+        self
+    }
+
+    /// A new random token, written to the token file (a new file renamed over the old, mode
+    /// 0600, synced) before it takes over; every ticket of the old one is void. Returns the
+    /// file's path.
+    pub fn rotate(&self) -> Result<PathBuf, RotateError> {
+        let path = self.file.clone().ok_or(RotateError::FromEnv)?;
+        let err = |e| RotateError::Write(path.clone(), e);
+        let token = random_hex().map_err(err)?;
+        let tmp = path.with_file_name(format!(".{TOKEN_FILE}.new"));
+        let write = || -> std::io::Result<()> {
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(token.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(err)?;
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = token;
+        self.tickets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(path)
     }
 
     /// The token from the environment, else the data dir's token file (created if missing).
@@ -88,7 +138,8 @@ impl Auth {
         let path = data_dir.join(TOKEN_FILE);
         match std::fs::read_to_string(&path) {
             Ok(t) if !t.trim().is_empty() => {
-                return Ok((Auth::new(t.trim()), TokenSource::File(path)));
+                let auth = Auth::new(t.trim()).with_file(path.clone());
+                return Ok((auth, TokenSource::File(path)));
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -104,11 +155,15 @@ impl Auth {
         f.write_all(token.as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()?;
-        Ok((Auth::new(token), TokenSource::Generated(path)))
+        Ok((
+            Auth::new(token).with_file(path.clone()),
+            TokenSource::Generated(path),
+        ))
     }
 
     pub(crate) fn token_matches(&self, presented: &str) -> bool {
-        ct_eq(presented.as_bytes(), self.token.as_bytes())
+        let token = self.token.read().unwrap_or_else(|p| p.into_inner());
+        ct_eq(presented.as_bytes(), token.as_bytes())
     }
 
     /// A ticket good for one stream within [`TICKET_TTL`].
@@ -213,12 +268,29 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // Generated once: the second start reads the same token.
         let (b, src) = Auth::load_or_create(dir.path()).unwrap();
-        assert_eq!(src, TokenSource::File(path));
-        assert_eq!(a.token, b.token);
-        assert_eq!(a.token.len(), 64);
+        assert_eq!(src, TokenSource::File(path.clone()));
+        let old = a.token.read().unwrap().clone();
+        assert_eq!(old, *b.token.read().unwrap());
+        assert_eq!(old.len(), 64);
         let t = a.issue_ticket().unwrap();
         assert!(a.redeem(&t));
         assert!(!a.redeem(&t), "a ticket works once");
         assert!(!a.redeem("nope"));
+
+        // Rotation: the file holds the new token (0600) before it takes over; the old one
+        // and its tickets are void.
+        let t = a.issue_ticket().unwrap();
+        assert_eq!(a.rotate().unwrap(), path);
+        let new = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+        assert_ne!(new, old);
+        assert!(a.token_matches(&new) && !a.token_matches(&old));
+        assert!(!a.redeem(&t));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A token from the environment cannot be rotated here.
+        assert!(matches!(
+            Auth::new("from-env").rotate(),
+            Err(RotateError::FromEnv)
+        ));
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 /// Every error body.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// `bad_parameter`, `unauthorized`, `not_found`, `unavailable` or `internal`.
+    /// `bad_parameter`, `unauthorized`, `not_found`, `conflict`, `unavailable` or `internal`.
     pub error: String,
     /// What was wrong; for `bad_parameter` it starts with the parameter's name.
     pub detail: String,
@@ -29,6 +29,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request cannot apply to how the daemon was started (409).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl IntoResponse for ApiError {
@@ -53,6 +56,11 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(why) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({"error": "unavailable", "detail": why})),
+            )
+                .into_response(),
+            ApiError::Conflict(why) => (
+                StatusCode::CONFLICT,
+                Json(json!({"error": "conflict", "detail": why})),
             )
                 .into_response(),
             ApiError::Internal(detail) => {

@@ -52,6 +52,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/export/blocklist", get(export::blocklist))
         .route("/api/v1/export/stix", get(export::stix))
         .route("/api/v1/stream/ticket", post(ticket))
+        .route("/api/v1/token/rotate", post(rotate_token))
         .route("/api/v1/stream", get(stream::stream))
         .route_layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
@@ -89,6 +90,31 @@ pub(crate) async fn ticket(
         "ticket": t,
         "expires_in_s": auth::TICKET_TTL.as_secs(),
     })))
+}
+
+/// `POST /api/v1/token/rotate`: a new API token, written to the data dir's token file
+/// before it takes over; the old one, its tickets and its open streams end.
+#[utoipa::path(post, path = "/api/v1/token/rotate", tag = "status",
+    responses(
+        (status = 200, description = "`{rotated: true, token_file}`: read the new token there", body = Object),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 409, description = "The token comes from DECNET_API_TOKEN: its owner changes it there", body = ErrorBody),
+        (status = 503, description = "The new token could not be written", body = ErrorBody),
+    ))]
+pub(crate) async fn rotate_token(
+    State(st): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let auth = st.auth.clone();
+    let path = tokio::task::spawn_blocking(move || auth.rotate())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| match e {
+            auth::RotateError::FromEnv => ApiError::Conflict(e.to_string()),
+            auth::RotateError::Write(..) => ApiError::Unavailable(e.to_string()),
+        })?;
+    tracing::info!(path = %path.display(), "API token rotated; open streams end");
+    st.hub.token_rotated();
+    Ok(Json(json!({"rotated": true, "token_file": path})))
 }
 
 async fn not_found() -> Response {

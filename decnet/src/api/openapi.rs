@@ -35,6 +35,7 @@ impl Modify for Bearer {
         super::status::stats,
         super::status::metrics,
         super::ticket,
+        super::rotate_token,
         super::data::logs,
         super::data::attackers,
         super::data::attacker,

@@ -13,6 +13,8 @@
 //!   it then gets a `reset` event telling it where to resume, and the stream ends.
 //! - History pruned by retention: a client resuming at an id at or below the highest one
 //!   pruned gets a `reset` event naming it (`pruned_through`), then the rows still kept.
+//! - A rotated API token (`POST /api/v1/token/rotate`) ends every open stream with a
+//!   `reset` event; the client reconnects with the new token and `Last-Event-ID`.
 //! - Filters: `attacker_ip` (logs and detections), `event_type` (logs), `min_risk`
 //!   (detections: risk score at least this), `classification` (detections: `benign`,
 //!   `malicious`, `suspicious` or `unknown`).
@@ -247,6 +249,14 @@ impl Client {
                 if d.id > self.det && self.filter.detection(&d.ip, &d.body) {
                     self.push_detection(d.id, &d.body);
                 }
+            }
+            HubMsg::TokenRotated => {
+                let e = Event::default().event("reset").id(self.id()).data(format!(
+                    r#"{{"reason":"API token rotated: reconnect with the new one","resume_after":"{}"}}"#,
+                    self.id()
+                ));
+                self.pending.push_back(e);
+                self.ended = true;
             }
             HubMsg::Shutdown => {
                 // Last words: where to resume (Last-Event-ID) when the daemon is back.
