@@ -20,6 +20,8 @@ pub struct Postgres {
     /// Root runs the server as the `postgres` user (initdb refuses root).
     as_postgres: bool,
     settings: Vec<String>,
+    /// The server's port: its unix socket's name, and its TCP port when it listens on one.
+    port: u16,
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin`.
@@ -48,6 +50,45 @@ impl Postgres {
     /// Starts a cluster with these `-c` settings on top of PostgreSQL's defaults (a
     /// benchmark passes none: durable commits, as deployed).
     pub fn start_with(settings: &[&str]) -> Postgres {
+        let mut pg = Self::init(settings);
+        pg.launch();
+        pg
+    }
+
+    /// [`start`](Self::start) that also listens on 127.0.0.1:`port` with TLS only
+    /// (`hostnossl` connections are rejected), serving `cert` and `key` (copied into the
+    /// cluster and owned by its user, as PostgreSQL requires of a key).
+    pub fn start_tls(port: u16, cert: &std::path::Path, key: &std::path::Path) -> Postgres {
+        let mut pg = Self::init(&["fsync=off"]);
+        pg.port = port;
+        let data = pg.dir.join("data");
+        for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+            std::fs::copy(from, data.join(name)).expect("copying the server's TLS files");
+            run(Command::new("chmod").arg("0600").arg(data.join(name)));
+            if pg.as_postgres {
+                run(Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(data.join(name)));
+            }
+        }
+        // TLS over TCP only: a plain TCP connection is refused.
+        let hba = data.join("pg_hba.conf");
+        let mut text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        text = format!(
+            "hostnossl all all 127.0.0.1/32 reject\nhostssl all all 127.0.0.1/32 trust\n{text}"
+        );
+        std::fs::write(&hba, text).expect("pg_hba.conf");
+        pg.settings.extend([
+            "listen_addresses=127.0.0.1".to_owned(),
+            format!("port={port}"),
+            "ssl=on".to_owned(),
+        ]);
+        pg.launch();
+        pg
+    }
+
+    /// A new cluster, not yet started.
+    fn init(settings: &[&str]) -> Postgres {
         let bin = server_bin().expect(
             "PostgreSQL server binaries missing under /usr/lib/postgresql: \
              `apt-get install postgresql` (cargo xtask test does it as root)",
@@ -66,12 +107,13 @@ impl Postgres {
         if as_postgres {
             run(Command::new("chown").arg("postgres:postgres").arg(&dir));
         }
-        let mut pg = Postgres {
+        let pg = Postgres {
             dir,
             running: false,
             bin,
             as_postgres,
             settings: settings.iter().map(|s| s.to_string()).collect(),
+            port: 5432,
         };
         let data = pg.dir.join("data");
         run(pg
@@ -80,7 +122,6 @@ impl Postgres {
             .arg(&data)
             .args(["-U", "decnet", "--auth=trust", "-E", "UTF8", "--no-sync"])
             .stdout(Stdio::null()));
-        pg.launch();
         pg
     }
 
@@ -149,13 +190,15 @@ impl Postgres {
             .command("createdb")
             .arg("-h")
             .arg(&self.dir)
+            .args(["-p", &self.port.to_string()])
             .args(["-U", "decnet", name]));
         self.url(name)
     }
 
     pub fn url(&self, db: &str) -> String {
         format!(
-            "postgres://decnet@localhost/{db}?host={}",
+            "postgres://decnet@localhost:{}/{db}?host={}",
+            self.port,
             self.dir.display()
         )
     }
@@ -166,6 +209,7 @@ impl Postgres {
             .command("psql")
             .arg("-h")
             .arg(&self.dir)
+            .args(["-p", &self.port.to_string()])
             .args(["-U", "decnet", "-d", db, "-At", "-c", sql])
             .output()
             .expect("psql");

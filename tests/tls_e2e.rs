@@ -367,3 +367,101 @@ fn the_token_rotates_without_a_restart() {
     );
     drop(daemon);
 }
+
+#[test]
+fn a_fleet_reaches_postgres_over_tls() {
+    if !require_root() {
+        return;
+    }
+    require_tool("openssl");
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let server = pki.server("postgres");
+    let other = Pki::new(&dir.path().join("other-ca"));
+    let port = free_port();
+    // TCP connections must be TLS (pg_hba rejects the rest).
+    let pg = decnet_tests::pg::Postgres::start_tls(port, &server.cert, &server.key);
+    pg.create_db("fleet");
+    let url = |ca: &std::path::Path| {
+        format!(
+            "postgres://decnet:not-a-real-secret@127.0.0.1:{port}/fleet?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        )
+    };
+    // check-config shows the TLS settings and hides the password.
+    let shown = Command::new(decnet_bin())
+        .args([
+            "check-config",
+            "--role",
+            "analyst",
+            "--store",
+            &url(&pki.ca),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(
+        text.contains("decnet:***@127.0.0.1") && text.contains("sslmode=verify-full"),
+        "{text}"
+    );
+    assert!(!text.contains("not-a-real-secret"));
+
+    // An analyst over TLS: its connections are encrypted.
+    let data = dir.path().join("analyst");
+    let args: Vec<String> = [
+        "run",
+        "--role",
+        "analyst",
+        "--store",
+        &url(&pki.ca),
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([data.display().to_string()])
+    .collect();
+    let mut analyst = decnet_tests::Proc::spawn(&args, &[], &data.with_extension("log"));
+    analyst.wait_log("store open", 1, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ssl = loop {
+        let ssl = pg.psql(
+            "fleet",
+            "SELECT string_agg(s.ssl::text, ',') FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'decnet'",
+        );
+        if !ssl.is_empty() || Instant::now() > deadline {
+            break ssl;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !ssl.is_empty() && ssl.split(',').all(|s| s == "true"),
+        "pg_stat_ssl: {ssl:?}"
+    );
+    assert!(!analyst.log_text().contains("not-a-real-secret"));
+    drop(analyst);
+
+    // A server certificate from a CA the URL does not trust is refused, and said so.
+    std::fs::create_dir(dir.path().join("ingest")).unwrap();
+    let refused = Command::new(decnet_bin())
+        .args(["ingest", "--once", "--data-dir"])
+        .arg(dir.path().join("ingest"))
+        .args(["--store", &url(&other.ca)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    eprintln!(
+        "untrusted server certificate: {}",
+        err.lines().next().unwrap_or("")
+    );
+    assert!(!refused.status.success());
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(!err.contains("not-a-real-secret"), "{err}");
+}

@@ -148,6 +148,11 @@ fn roles_stores_and_sensor_ids() {
     assert!(resolve_sensor_id(dir.path(), None).is_err());
     assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
     assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
+    // TLS settings stay readable; a password anywhere does not.
+    assert_eq!(
+        redact_url("postgres://u:pw@h:5432/d?sslmode=verify-full&sslrootcert=/ca.pem&password=x2"),
+        "postgres://u:***@h:5432/d?sslmode=verify-full&sslrootcert=/ca.pem&password=***"
+    );
 }
 
 #[test]
