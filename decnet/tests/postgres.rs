@@ -137,3 +137,71 @@ async fn hostile_text_is_kept_and_cursors_stay_exclusive() {
     }
     assert_eq!(store.count_logs().await.unwrap(), 4002);
 }
+
+#[tokio::test]
+async fn retention_prunes_by_age_behind_the_profiler() {
+    use decnet::retain::{Policy, RetainStats, Retention};
+    let pg = pg::Postgres::start();
+    let store = Store::connect(&pg.create_db("retain")).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    const DAY: i64 = 86_400 * 1_000_000_000;
+    // 300 rows, one every tenth of a day back from now: 30 days.
+    let rows = |salt: usize| -> Vec<NewLog> {
+        (0..300)
+            .map(|i| NewLog {
+                ts: decnet::timefmt::rfc3339_ns(now - (i as i64) * DAY / 10 - salt as i64),
+                attacker_ip: format!("10.5.0.{}", i % 50 + 1),
+                ..log("web", r#"{"dst_port":22,"flags":"S"}"#)
+            })
+            .collect()
+    };
+    let mut b = Batch::default();
+    let span = decnet::telemetry::lite::LiteSpan::continuing("test", None, None);
+    for l in rows(0) {
+        b.add_log(l, &span);
+    }
+    store.commit_batch(&b).await.unwrap();
+    decnet::profile::Profiler::new(store.clone())
+        .catch_up()
+        .await
+        .unwrap();
+    // Just as old, but not yet profiled: they stay.
+    let mut b = Batch::default();
+    for l in rows(1) {
+        b.add_log(l, &span);
+    }
+    store.commit_batch(&b).await.unwrap();
+    let r = Retention {
+        store: store.clone(),
+        policy: Policy {
+            retain_days: 7,
+            max_db_bytes: 0,
+        },
+        sinks: vec![],
+        stats: std::sync::Arc::new(RetainStats::default()),
+    };
+    let (_stop, mut rx) = tokio::sync::watch::channel(false);
+    r.round(&mut rx).await.unwrap();
+    let cutoff = decnet::timefmt::rfc3339_ns(now - 7 * DAY);
+    let count = |sql: &str| pg.psql("retain", sql).parse::<i64>().unwrap();
+    let q = |cond: &str| format!("SELECT count(*) FROM logs WHERE {cond}");
+    // Profiled rows (ids 1..=300): those within 7 days stay; unprofiled ones all stay.
+    assert_eq!(count(&q(&format!("id <= 300 AND ts < '{cutoff}'"))), 0);
+    // Rows 0..=69: row 70 is exactly 7 days before `now`, older than the round's cutoff
+    // (taken a moment later).
+    assert_eq!(count(&q("id <= 300")), 70);
+    assert_eq!(count(&q("id > 300")), 300);
+    assert_eq!(
+        r.stats
+            .pruned_logs
+            .load(std::sync::atomic::Ordering::Relaxed),
+        230
+    );
+    assert!(store.pruned_through().await.unwrap().0 <= 300);
+    assert!(store.pruned_through().await.unwrap().0 > 0);
+    // No size cap on PostgreSQL: its server bounds its storage.
+    assert_eq!(store.db_size().await.unwrap(), None);
+}
