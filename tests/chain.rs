@@ -129,6 +129,11 @@ impl Chain {
         }
     }
 
+    /// The attacker's namespace, for processes that outlive one command (a listener).
+    pub fn attacker_ns(&self) -> &str {
+        self.namespaces.last().expect("attacker namespace")
+    }
+
     /// Runs a command in the attacker's namespace, bounded by `timeout_s`; it must succeed.
     pub fn exec(&self, args: &[&str], timeout_s: u32) -> Output {
         let ns = self.namespaces.last().expect("attacker namespace");

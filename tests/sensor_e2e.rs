@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use decnet_tests::{
-    Bpffs, Daemon, Lab, link_exists, netns_exists, read_journal, require_root, require_tool,
+    Bpffs, ChildGuard, Daemon, Lab, link_exists, netns_exists, read_journal, require_root,
+    require_tool,
 };
 use serde_json::Value;
 
@@ -1103,15 +1104,6 @@ fn nmap_syn_and_connect_scans_get_outcomes_and_are_told_apart() {
 }
 
 /// Kills a child process when dropped (also when the test panics).
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The daemon runs as `nobody` with no capability once attached; SIGTERM in the middle of
 /// traffic: the ring is drained, the journal flushed, the last batch committed and
 /// announced, and every stream ends with a `shutdown` event, within the shutdown bound.

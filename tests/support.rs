@@ -603,6 +603,16 @@ pub fn proc_usage(pid: i32) -> (f64, u64, u64) {
     (ticks / hz, kib("VmRSS:"), kib("VmHWM:"))
 }
 
+/// A helper process (a listener, a client) the test started: killed and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A bpffs instance of a test's own (this machine may have none at /sys/fs/bpf), for
 /// `--pin-dir`; unmounting it releases whatever is still pinned there.
 pub struct Bpffs(pub PathBuf);

@@ -256,7 +256,10 @@ impl IpState {
                 self.ports_overflow += 1;
             }
         }
-        if f.payload_len.unwrap_or(0) > 0 {
+        // An ICMP error's body quotes the packet it answers (headers and the first bytes):
+        // nothing its sender chose to say.
+        let quotes = log.event_type == "icmp_probe" && matches!(f.icmp_type, Some(1..=5 | 11 | 12));
+        if f.payload_len.unwrap_or(0) > 0 && !quotes {
             self.payloads += 1;
         }
         self.scan_kind(log, f);

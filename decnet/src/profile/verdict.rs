@@ -297,7 +297,8 @@ mod tests {
         rows.push(row(
             "icmp_probe",
             21.0,
-            serde_json::json!({"icmp_type": 3, "icmp_code": 3}),
+            // Port unreachable, quoting the UDP datagram it answers (measured live).
+            serde_json::json!({"icmp_type": 3, "icmp_code": 3, "payload_len": 28}),
         ));
         let (s, v) = fold(&rows);
         assert_eq!(v.class, "backscatter");
