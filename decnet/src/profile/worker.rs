@@ -1,24 +1,28 @@
 //! The incremental profiler: reads `logs` after its cursor in batches of 2,000, folds each
-//! row into its IP's streaming state, matches campaigns, and writes only the IPs the batch
-//! changed, with campaigns, detections and the cursor, in one transaction. Woken by the
-//! ingester after each commit (50 ms debounce); there is no timer and no separate
-//! cold-start path: an empty cursor is id 0.
+//! row into its IP's streaming state and matches campaigns. It writes behind: the sources
+//! that changed, with campaigns, detections and the cursor, go in one transaction at the
+//! end of each pass over the backlog, and every second while a long backlog lasts, so a
+//! busy source's rows between two commits cost one write. Woken by the ingester after
+//! each commit (50 ms debounce); there is no timer and no separate cold-start path: an
+//! empty cursor is id 0.
 //!
-//! In memory it keeps only the campaign index (a small summary per source with a tool
-//! fingerprint) and the campaigns; both are rebuilt from the database on start and after
-//! any failed commit, so what survives a restart is exactly what was committed.
+//! In memory it keeps the campaign index (a small summary per source with a campaign key),
+//! the campaigns and the states it profiled lately (bounded). All of it is rebuilt from the
+//! database on start and after any failed commit, so what survives a restart, or a crash
+//! between two commits, is exactly what was committed: the rows after the committed
+//! cursor are folded again, once.
 //!
 //! In one process (SQLite) the rows themselves come from the ingester's commits through
 //! the hub ([`Feed`]), so they are not read back and decoded again; the database is read
 //! only for what the feed does not hold (rows before it, or a gap after it lagged).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::watch;
@@ -28,6 +32,7 @@ use super::{
     campaign::{self, Campaign, Index, Summary},
     detection::detection,
     state::IpState,
+    verdict::Verdict,
 };
 use crate::{
     counters::{Kind, write_metric},
@@ -195,12 +200,60 @@ impl ProfileStats {
     }
 }
 
-/// What the profiler keeps between batches.
+/// What the profiler keeps between batches. While it profiles it is the only writer of
+/// the states (one process, or the analyst holding the lock; the cursor's compare-and-set
+/// refuses a commit otherwise), so what it holds is what the database holds plus the
+/// changes not committed yet.
 struct Memory {
     index: Index,
     campaigns: BTreeMap<i64, Campaign>,
     next_campaign: i64,
     next_detection: i64,
+    /// Streaming states, so a source's next rows need no load and no JSON decode.
+    hot: HashMap<String, Hot>,
+    /// Commits so far; a state touched since the last one is kept when the rest goes.
+    generation: u64,
+    pending: Pending,
+}
+
+/// A source's state as the profiler holds it.
+struct Hot {
+    st: IpState,
+    /// The [`Memory::generation`] that last folded a row into it.
+    used: u64,
+    /// Its verdict after the last batch that changed it, until the commit renders it.
+    verdict: Option<Verdict>,
+}
+
+/// What has changed since the last commit: the next commit writes exactly these, with the
+/// cursor after the last row folded. A source's rows between two commits cost one write.
+#[derive(Default)]
+struct Pending {
+    sources: BTreeSet<String>,
+    campaigns: BTreeSet<i64>,
+    dropped: Vec<i64>,
+    /// Detections of the batches folded, announced once committed.
+    detections: Vec<DetectionRow>,
+    /// The last log id folded.
+    last_id: Option<i64>,
+    /// When the first uncommitted row was folded.
+    since: Option<Instant>,
+}
+
+/// Changes are committed at the end of every catch-up (when the backlog is drained: live
+/// rows reach their profile within one pass) and, while a backlog lasts, every
+/// [`COMMIT_EVERY`] or once [`MAX_PENDING`] sources have changed: a restart replays at
+/// most that much, and memory stays bounded.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+const MAX_PENDING: usize = 10_000;
+/// States held at most after a commit; past this, only those touched since the previous
+/// commit stay (then none), and the others are read back when their source returns.
+const MAX_HOT: usize = MAX_PENDING;
+
+impl Pending {
+    fn due(&self) -> bool {
+        self.sources.len() >= MAX_PENDING || self.since.is_some_and(|t| t.elapsed() >= COMMIT_EVERY)
+    }
 }
 
 impl Memory {
@@ -236,24 +289,71 @@ impl Memory {
             campaigns,
             next_campaign,
             next_detection: store.last_detection_id().await? + 1,
+            hot: HashMap::new(),
+            generation: 0,
+            pending: Pending::default(),
         })
+    }
+
+    /// Reads the states of `ips` that are not held yet (a source never seen starts empty).
+    async fn hold(&mut self, store: &Store, ips: &[&str]) -> Result<(), StoreError> {
+        let missing: Vec<&str> = ips
+            .iter()
+            .filter(|ip| !self.hot.contains_key(**ip))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let saved = store.load_behaviors(&missing).await?;
+        for ip in missing {
+            let st = saved
+                .get(ip)
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default();
+            self.hot.insert(
+                ip.to_owned(),
+                Hot {
+                    st,
+                    used: self.generation,
+                    verdict: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// After a commit: past [`MAX_HOT`] states, keep those touched since the previous
+    /// commit, and if that is still too many, none.
+    fn evict(&mut self) {
+        if self.hot.len() <= MAX_HOT {
+            return;
+        }
+        let recent = self.generation.saturating_sub(1);
+        self.hot.retain(|_, h| h.used >= recent);
+        if self.hot.len() > MAX_HOT {
+            self.hot.clear();
+        }
     }
 }
 
-/// One batch's working set: the states it changes, and where campaign ids must go.
+/// One batch's campaign matching: sources whose campaign it changed, and those of them
+/// whose state is not held yet.
+#[derive(Default)]
 struct Work {
-    states: BTreeMap<String, IpState>,
-    /// Sources outside the batch whose campaign changed (loaded before rendering).
+    touched: BTreeSet<String>,
     moved: BTreeMap<String, i64>,
-    dirty: BTreeSet<i64>,
-    dropped: Vec<i64>,
 }
 
 impl Work {
     fn set_campaign(&mut self, mem: &mut Memory, ip: &str, id: i64) {
         mem.index.set_campaign(ip, id);
-        match self.states.get_mut(ip) {
-            Some(st) => st.campaign_id = Some(id),
+        self.touched.insert(ip.to_owned());
+        match mem.hot.get_mut(ip) {
+            Some(h) => {
+                h.st.campaign_id = Some(id);
+                mem.pending.sources.insert(ip.to_owned());
+            }
             None => {
                 self.moved.insert(ip.to_owned(), id);
             }
@@ -261,14 +361,15 @@ impl Work {
         if let Some(c) = mem.campaigns.get_mut(&id) {
             c.members.insert(ip.to_owned());
         }
-        self.dirty.insert(id);
+        mem.pending.campaigns.insert(id);
     }
 
     /// Campaign matching for one source the batch touched (rules in `campaign`).
     fn match_campaign(&mut self, mem: &mut Memory, ip: &str) {
-        let Some(st) = self.states.get_mut(ip) else {
+        let Some(h) = mem.hot.get_mut(ip) else {
             return;
         };
+        let st = &mut h.st;
         // A template key holds only while the source still looks like a storm's and is in
         // no campaign yet; a tool key, once set, for good.
         let provisional = st.campaign_id.is_none()
@@ -334,8 +435,8 @@ impl Work {
                     if let Some(c) = mem.campaigns.get_mut(&target) {
                         c.evidence.insert(format!("merged campaign {other}"));
                     }
-                    self.dropped.push(*other);
-                    self.dirty.remove(other);
+                    mem.pending.dropped.push(*other);
+                    mem.pending.campaigns.remove(other);
                 }
                 if let Some(c) = mem.campaigns.get_mut(&target) {
                     for e in &found.evidence {
@@ -344,17 +445,14 @@ impl Work {
                 }
             }
         }
-        let Some(st) = self.states.get(ip) else {
-            return;
-        };
-        let Some(me) = Summary::of(ip, st) else {
+        let Some(me) = mem.hot.get(ip).and_then(|h| Summary::of(ip, &h.st)) else {
             return;
         };
         if let Some(id) = me.campaign
             && let Some(c) = mem.campaigns.get_mut(&id)
         {
             c.absorb(&me);
-            self.dirty.insert(id);
+            mem.pending.campaigns.insert(id);
         }
         mem.index.upsert(&key, me);
     }
@@ -428,6 +526,13 @@ impl Profiler {
         let mut prev = self.store.get_state(PROFILE_CURSOR_KEY).await?;
         let mut cursor: i64 = prev.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
         self.stats.cursor.store(cursor.max(0) as u64, Relaxed);
+        // Taken out for the pass and put back only when it succeeds: an error anywhere
+        // drops it with whatever was not committed, and the next pass rebuilds it from the
+        // database and resumes from the committed cursor.
+        let mut mem = match self.mem.take() {
+            Some(m) => m,
+            None => Memory::load(&self.store).await?,
+        };
         let mut absorbed = 0;
         for _ in 0..max_batches {
             let fed = match self.feed.as_mut() {
@@ -455,12 +560,6 @@ impl Profiler {
                 break;
             };
             let (first_id, last_id) = (rows[0].0, *last_id);
-            let next = last_id.to_string();
-            let update = CursorUpdate {
-                key: PROFILE_CURSOR_KEY.into(),
-                prev: prev.clone(),
-                value: next.clone(),
-            };
             crate::telemetry::link_all(
                 span,
                 rows.iter()
@@ -472,34 +571,34 @@ impl Profiler {
                 first_id,
                 last_id,
                 ips = tracing::field::Empty,
-                detections = tracing::field::Empty,
             );
-            self.batch(&rows, update).instrument(batch_span).await?;
+            self.absorb(&mut mem, &rows).instrument(batch_span).await?;
             batches += 1;
-            prev = Some(next);
             absorbed += rows.len() as u64;
-            self.stats.cursor.store(last_id as u64, Relaxed);
             self.stats.rows.fetch_add(rows.len() as u64, Relaxed);
             if fed.is_ok() {
                 self.stats.fed.fetch_add(rows.len() as u64, Relaxed);
             }
             self.stats.batches.fetch_add(1, Relaxed);
             cursor = last_id;
+            if mem.pending.due() {
+                prev = Some(self.commit(&mut mem, prev).await?);
+            }
             // Never stall the runtime, whatever the backlog.
             tokio::task::yield_now().await;
         }
+        if mem.pending.last_id.is_some() {
+            self.commit(&mut mem, prev).await?;
+        }
+        self.mem = Some(mem);
         span.record("rows", absorbed);
         span.record("batches", batches);
         Ok(absorbed)
     }
 
-    async fn batch(&mut self, rows: &[Row<'_>], cursor: CursorUpdate) -> Result<(), StoreError> {
-        // Taken out for the batch and put back only after the commit: an error anywhere
-        // drops it, and the next batch rebuilds it from what the database holds.
-        let mut mem = match self.mem.take() {
-            Some(m) => m,
-            None => Memory::load(&self.store).await?,
-        };
+    /// Folds one batch of rows into the held states and matches campaigns; nothing is
+    /// written until [`commit`](Self::commit).
+    async fn absorb(&mut self, mem: &mut Memory, rows: &[Row<'_>]) -> Result<(), StoreError> {
         let mut ips: Vec<&str> = rows
             .iter()
             .map(|(_, l, _)| l.attacker_ip.as_str())
@@ -507,52 +606,43 @@ impl Profiler {
         ips.sort_unstable();
         ips.dedup();
         tracing::Span::current().record("ips", ips.len());
-        let saved = self.store.load_behaviors(&ips).await?;
-        let mut work = Work {
-            states: ips
-                .iter()
-                .map(|ip| {
-                    let st = saved
-                        .get(*ip)
-                        .and_then(|j| serde_json::from_str(j).ok())
-                        .unwrap_or_default();
-                    ((*ip).to_owned(), st)
-                })
-                .collect(),
-            moved: BTreeMap::new(),
-            dirty: BTreeSet::new(),
-            dropped: Vec::new(),
-        };
+        mem.hold(&self.store, &ips).await?;
+        let generation = mem.generation;
         for (_, log, facts) in rows {
-            if let Some(st) = work.states.get_mut(&log.attacker_ip) {
+            if let Some(h) = mem.hot.get_mut(&log.attacker_ip) {
                 match facts {
-                    Some(f) => st.fold(log, f),
-                    None => st.update(log),
+                    Some(f) => h.st.fold(log, f),
+                    None => h.st.update(log),
                 }
+                h.used = generation;
             }
         }
+        mem.pending
+            .sources
+            .extend(ips.iter().map(|ip| (*ip).to_owned()));
+        let mut work = Work::default();
         for ip in &ips {
-            work.match_campaign(&mut mem, ip);
+            work.match_campaign(mem, ip);
         }
         if !work.moved.is_empty() {
             let moved: Vec<&str> = work.moved.keys().map(String::as_str).collect();
-            let saved = self.store.load_behaviors(&moved).await?;
+            mem.hold(&self.store, &moved).await?;
             for (ip, id) in &work.moved {
-                if let Some(mut st) = saved
-                    .get(ip)
-                    .and_then(|j| serde_json::from_str::<IpState>(j).ok())
-                {
-                    st.campaign_id = Some(*id);
-                    work.states.insert(ip.clone(), st);
+                if let Some(h) = mem.hot.get_mut(ip) {
+                    h.st.campaign_id = Some(*id);
+                    mem.pending.sources.insert(ip.clone());
                 }
             }
         }
+        // Verdicts per batch, as if each batch were committed on its own: which detections
+        // a backlog gives does not depend on when commits fall (a restart's included).
         let now = timefmt::rfc3339_ns(timefmt::unix_now_ns());
-        let mut commit = ProfileCommit {
-            cursor: Some(cursor),
-            ..ProfileCommit::default()
-        };
-        for (ip, st) in &mut work.states {
+        work.touched.extend(ips.iter().map(|ip| (*ip).to_owned()));
+        for ip in &work.touched {
+            let Some(h) = mem.hot.get_mut(ip) else {
+                continue;
+            };
+            let st = &mut h.st;
             let v = st.verdict(ip);
             let _span = crate::dev_span!(
                 "profiler.process_ip",
@@ -567,13 +657,12 @@ impl Profiler {
             .entered();
             let now_reported = v.headline(st.campaign_id);
             if st.reported.as_ref() != Some(&now_reported) {
-                if let Some(body) = detection(ip, st, st.reported.as_ref(), &now_reported, &v) {
+                if let Some(mut body) = detection(ip, st, st.reported.as_ref(), &now_reported, &v) {
                     let id = mem.next_detection;
                     mem.next_detection += 1;
-                    let mut body = body;
                     body["id"] = id.into();
                     body["ts"] = now.clone().into();
-                    commit.detections.push(DetectionRow {
+                    mem.pending.detections.push(DetectionRow {
                         id,
                         ts: now.clone(),
                         ip: ip.clone(),
@@ -582,6 +671,44 @@ impl Profiler {
                 }
                 st.reported = Some(now_reported);
             }
+            h.verdict = Some(v);
+        }
+        mem.pending.last_id = rows.last().map(|(id, _, _)| *id);
+        mem.pending.since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Writes every change since the last commit (profiles and states of the sources that
+    /// changed, campaigns, detections) with the cursor after the last row folded, in one
+    /// transaction; returns the cursor's new value.
+    async fn commit(
+        &mut self,
+        mem: &mut Memory,
+        prev: Option<String>,
+    ) -> Result<String, StoreError> {
+        let pending = std::mem::take(&mut mem.pending);
+        let last_id = pending.last_id.unwrap_or(0);
+        let value = last_id.to_string();
+        let span = crate::dev_span!(
+            "profiler.commit",
+            ips = pending.sources.len(),
+            detections = tracing::field::Empty,
+        );
+        let guard = span.enter();
+        let mut commit = ProfileCommit {
+            cursor: Some(CursorUpdate {
+                key: PROFILE_CURSOR_KEY.into(),
+                prev,
+                value: value.clone(),
+            }),
+            ..ProfileCommit::default()
+        };
+        for ip in &pending.sources {
+            let Some(h) = mem.hot.get_mut(ip) else {
+                continue;
+            };
+            let st = &h.st;
+            let v = h.verdict.take().unwrap_or_else(|| st.verdict(ip));
             commit.rows.push(ProfileRow {
                 ip: ip.clone(),
                 first_seen: st.first_seen.clone(),
@@ -595,25 +722,29 @@ impl Profiler {
                 state: serde_json::to_string(st).unwrap_or_default(),
             });
         }
-        tracing::Span::current().record("detections", commit.detections.len());
-        for id in &work.dirty {
+        commit.detections = pending.detections;
+        span.record("detections", commit.detections.len());
+        for id in &pending.campaigns {
             if let Some(c) = mem.campaigns.get(id) {
                 commit.campaigns.push((*id, c.summary().to_string()));
             }
         }
-        commit.dropped_campaigns = work.dropped;
+        commit.dropped_campaigns = pending.dropped;
         commit
             .state
             .push((CAMPAIGN_ID_KEY.into(), mem.next_campaign.to_string()));
-        self.store.commit_profiles(&commit).await?;
-        self.mem = Some(mem);
+        drop(guard);
+        self.store.commit_profiles(&commit).instrument(span).await?;
+        mem.generation += 1;
+        mem.evict();
+        self.stats.cursor.store(last_id.max(0) as u64, Relaxed);
         self.stats
             .detections
             .fetch_add(commit.detections.len() as u64, Relaxed);
         for d in commit.detections {
             self.hub.detection(d);
         }
-        Ok(())
+        Ok(value)
     }
 
     /// Catches up, then again after every ingester commit, until `shutdown`. A failed
