@@ -1,0 +1,278 @@
+//! What the profiler holds between commits: the campaign index and campaigns, the states
+//! it profiled lately, and the changes not committed yet; and campaign matching over them.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::{Duration, Instant},
+};
+
+use super::{
+    campaign::{self, Campaign, Index, Summary},
+    state::IpState,
+    verdict::Verdict,
+};
+use crate::{
+    intel::tools,
+    store::{DetectionRow, Store, StoreError},
+};
+
+/// The next campaign id; kept in `state` so ids are never reused after a merge.
+pub(crate) const CAMPAIGN_ID_KEY: &str = "campaign_next_id";
+
+/// What the profiler keeps between batches. While it profiles it is the only writer of
+/// the states (one process, or the analyst holding the lock; the cursor's compare-and-set
+/// refuses a commit otherwise), so what it holds is what the database holds plus the
+/// changes not committed yet.
+pub(super) struct Memory {
+    pub(super) index: Index,
+    pub(super) campaigns: BTreeMap<i64, Campaign>,
+    pub(super) next_campaign: i64,
+    pub(super) next_detection: i64,
+    /// Streaming states, so a source's next rows need no load and no JSON decode.
+    pub(super) hot: HashMap<String, Hot>,
+    /// Commits so far; a state touched since the last one is kept when the rest goes.
+    pub(super) generation: u64,
+    pub(super) pending: Pending,
+}
+
+/// A source's state as the profiler holds it.
+pub(super) struct Hot {
+    pub(super) st: IpState,
+    /// The [`Memory::generation`] that last folded a row into it.
+    pub(super) used: u64,
+    /// Its verdict after the last batch that changed it, until the commit renders it.
+    pub(super) verdict: Option<Verdict>,
+}
+
+/// What has changed since the last commit: the next commit writes exactly these, with the
+/// cursor after the last row folded. A source's rows between two commits cost one write.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub(super) sources: BTreeSet<String>,
+    pub(super) campaigns: BTreeSet<i64>,
+    pub(super) dropped: Vec<i64>,
+    /// Detections of the batches folded, announced once committed.
+    pub(super) detections: Vec<DetectionRow>,
+    /// The last log id folded.
+    pub(super) last_id: Option<i64>,
+    /// When the first uncommitted row was folded.
+    pub(super) since: Option<Instant>,
+}
+
+/// Changes are committed at the end of every catch-up (when the backlog is drained: live
+/// rows reach their profile within one pass) and, while a backlog lasts, every
+/// [`COMMIT_EVERY`] or once [`MAX_PENDING`] sources have changed: a restart replays at
+/// most that much, and memory stays bounded.
+pub(super) const COMMIT_EVERY: Duration = Duration::from_secs(1);
+pub(super) const MAX_PENDING: usize = 10_000;
+/// States held at most after a commit; past this, only those touched since the previous
+/// commit stay (then none), and the others are read back when their source returns.
+const MAX_HOT: usize = MAX_PENDING;
+
+impl Pending {
+    pub(super) fn due(&self) -> bool {
+        self.sources.len() >= MAX_PENDING || self.since.is_some_and(|t| t.elapsed() >= COMMIT_EVERY)
+    }
+}
+
+impl Memory {
+    pub(super) async fn load(store: &Store) -> Result<Memory, StoreError> {
+        let mut index = Index::default();
+        let mut members: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+        for (ip, state) in store.keyed_behaviors().await? {
+            let Ok(st) = serde_json::from_str::<IpState>(&state) else {
+                continue;
+            };
+            if let (Some(key), Some(sum)) = (&st.campaign_key, Summary::of(&ip, &st)) {
+                index.upsert(key, sum);
+            }
+            if let Some(id) = st.campaign_id {
+                members.entry(id).or_default().insert(ip);
+            }
+        }
+        let mut campaigns = BTreeMap::new();
+        for (id, summary) in store.campaigns().await? {
+            if let Ok(mut c) = serde_json::from_str::<Campaign>(&summary) {
+                c.members = members.remove(&id).unwrap_or_default();
+                campaigns.insert(id, c);
+            }
+        }
+        let stored_next = store
+            .get_state(CAMPAIGN_ID_KEY)
+            .await?
+            .and_then(|v| v.parse().ok());
+        let next_campaign =
+            stored_next.unwrap_or_else(|| campaigns.keys().next_back().map_or(1, |id| id + 1));
+        Ok(Memory {
+            index,
+            campaigns,
+            next_campaign,
+            next_detection: store.last_detection_id().await? + 1,
+            hot: HashMap::new(),
+            generation: 0,
+            pending: Pending::default(),
+        })
+    }
+
+    /// Reads the states of `ips` that are not held yet (a source never seen starts empty).
+    pub(super) async fn hold(&mut self, store: &Store, ips: &[&str]) -> Result<(), StoreError> {
+        let missing: Vec<&str> = ips
+            .iter()
+            .filter(|ip| !self.hot.contains_key(**ip))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let saved = store.load_behaviors(&missing).await?;
+        for ip in missing {
+            let st = saved
+                .get(ip)
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default();
+            self.hot.insert(
+                ip.to_owned(),
+                Hot {
+                    st,
+                    used: self.generation,
+                    verdict: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// After a commit: past [`MAX_HOT`] states, keep those touched since the previous
+    /// commit, and if that is still too many, none.
+    pub(super) fn evict(&mut self) {
+        if self.hot.len() <= MAX_HOT {
+            return;
+        }
+        let recent = self.generation.saturating_sub(1);
+        self.hot.retain(|_, h| h.used >= recent);
+        if self.hot.len() > MAX_HOT {
+            self.hot.clear();
+        }
+    }
+}
+
+/// One batch's campaign matching: sources whose campaign it changed, and those of them
+/// whose state is not held yet.
+#[derive(Default)]
+pub(super) struct Work {
+    pub(super) touched: BTreeSet<String>,
+    pub(super) moved: BTreeMap<String, i64>,
+}
+
+impl Work {
+    fn set_campaign(&mut self, mem: &mut Memory, ip: &str, id: i64) {
+        mem.index.set_campaign(ip, id);
+        self.touched.insert(ip.to_owned());
+        match mem.hot.get_mut(ip) {
+            Some(h) => {
+                h.st.campaign_id = Some(id);
+                mem.pending.sources.insert(ip.to_owned());
+            }
+            None => {
+                self.moved.insert(ip.to_owned(), id);
+            }
+        }
+        if let Some(c) = mem.campaigns.get_mut(&id) {
+            c.members.insert(ip.to_owned());
+        }
+        mem.pending.campaigns.insert(id);
+    }
+
+    /// Campaign matching for one source the batch touched (rules in `campaign`).
+    pub(super) fn match_campaign(&mut self, mem: &mut Memory, ip: &str) {
+        let Some(h) = mem.hot.get_mut(ip) else {
+            return;
+        };
+        let st = &mut h.st;
+        // A template key holds only while the source still looks like a storm's and is in
+        // no campaign yet; a tool key, once set, for good.
+        let provisional = st.campaign_id.is_none()
+            && st
+                .campaign_key
+                .as_deref()
+                .is_some_and(campaign::is_template_key);
+        if st.campaign_key.is_none() || provisional {
+            st.campaign_key = campaign::key(st, &tools::decide(&st.tool_votes));
+            if st.campaign_key.is_none() {
+                mem.index.remove(ip);
+            }
+        }
+        let Some(key) = st.campaign_key.clone() else {
+            return;
+        };
+        let Some(me) = Summary::of(ip, st) else {
+            return;
+        };
+        if me.campaign.is_none() {
+            let found = mem.index.matches(&key, &me);
+            let ids = &found.campaigns;
+            let storm = campaign::is_template_key(&key);
+            let enough = !storm || found.loose.len() + 1 >= campaign::STORM_MIN_SOURCES;
+            let target = match (ids.first(), &found.newest) {
+                (Some(id), _) => Some(*id),
+                (None, Some(partner)) if enough => {
+                    let id = mem.next_campaign;
+                    mem.next_campaign += 1;
+                    let mut c = Campaign::new(id, &key, partner);
+                    c.absorb(&me);
+                    mem.campaigns.insert(id, c);
+                    self.set_campaign(mem, &partner.ip, id);
+                    // A storm's sources send one or two packets and are not seen again:
+                    // those already waiting join now.
+                    if storm {
+                        for s in &found.loose {
+                            self.set_campaign(mem, &s.ip, id);
+                            if let Some(c) = mem.campaigns.get_mut(&id) {
+                                c.absorb(s);
+                            }
+                        }
+                    }
+                    Some(id)
+                }
+                (None, _) => None,
+            };
+            if let Some(target) = target {
+                self.set_campaign(mem, ip, target);
+                // Related to members of several campaigns: they were one all along.
+                for other in ids.iter().filter(|id| **id != target) {
+                    let Some(gone) = mem.campaigns.remove(other) else {
+                        continue;
+                    };
+                    for m in &gone.members {
+                        self.set_campaign(mem, m, target);
+                        if let Some(s) = mem.index.get(m).cloned()
+                            && let Some(c) = mem.campaigns.get_mut(&target)
+                        {
+                            c.absorb(&s);
+                        }
+                    }
+                    if let Some(c) = mem.campaigns.get_mut(&target) {
+                        c.evidence.insert(format!("merged campaign {other}"));
+                    }
+                    mem.pending.dropped.push(*other);
+                    mem.pending.campaigns.remove(other);
+                }
+                if let Some(c) = mem.campaigns.get_mut(&target) {
+                    for e in &found.evidence {
+                        c.evidence.insert(e.as_str().to_owned());
+                    }
+                }
+            }
+        }
+        let Some(me) = mem.hot.get(ip).and_then(|h| Summary::of(ip, &h.st)) else {
+            return;
+        };
+        if let Some(id) = me.campaign
+            && let Some(c) = mem.campaigns.get_mut(&id)
+        {
+            c.absorb(&me);
+            mem.pending.campaigns.insert(id);
+        }
+        mem.index.upsert(&key, me);
+    }
+}
