@@ -1580,17 +1580,17 @@ fn a_stop_with_a_profile_backlog_still_hands_over() {
     hping_syns(&lab, 80, 20, 2000);
     first.settle();
     assert!(first.stop().success());
-    // While no daemon runs: 20,000 rows from 2,000 sources that nothing has profiled yet,
-    // seconds of work for the profiler (cargo xtask bench profile: ~5,000-7,000 rows/s on a
-    // cold build in release; this is the debug binary), yet little enough for the third
-    // daemon to finish them within settle()'s 15 s.
+    // While no daemon runs: 120,000 rows from 12,000 sources that nothing has profiled yet,
+    // seconds of work for the profiler (the debug binary; the write-behind profiler took
+    // 20,000 rows inside the 1 s stop timeout), yet little enough for the third daemon to
+    // finish them within settle()'s 15 s.
     const INSERT_BACKLOG: &str = r#"
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], timeout=30)
 rows = ((f"2026-01-01T00:00:{i % 60:02d}.000000000Z", "web", "tcp", "tcp_syn",
-         f"198.18.{i % 2000 // 250}.{i % 250 + 1}",
+         f"198.18.{i % 12000 // 250}.{i % 250 + 1}",
          '{"src_port": %d, "dst_port": %d, "ttl": 64}' % (1024 + i % 60000, 1 + i % 1000))
-        for i in range(20000))
+        for i in range(120000))
 c.executemany("INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields) "
               "VALUES (?, ?, ?, ?, ?, ?)", rows)
 c.commit()
