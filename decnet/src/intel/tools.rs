@@ -7,8 +7,6 @@
 //! votes. There is deliberately no share-of-traffic rule: one source often runs several
 //! tools (nmap, then masscan, then hping3), and the small ones must still show.
 
-use std::collections::BTreeMap;
-
 use super::tcp::initial_ttl;
 
 pub(crate) const MIN_VOTES: u64 = 3;
@@ -313,8 +311,11 @@ pub(crate) fn ttl_is_known<'a>(mut tools: impl Iterator<Item = &'a str>) -> bool
 }
 
 /// Tools that pass the vote, most votes first.
-pub fn decide(tally: &BTreeMap<String, u64>) -> Vec<String> {
-    let mut out: Vec<(&String, &u64)> = tally.iter().filter(|(_, n)| **n >= MIN_VOTES).collect();
+pub fn decide<'a>(tally: impl IntoIterator<Item = (&'a String, &'a u64)>) -> Vec<String> {
+    let mut out: Vec<(&String, &u64)> = tally
+        .into_iter()
+        .filter(|(_, n)| **n >= MIN_VOTES)
+        .collect();
     out.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     out.into_iter().map(|(t, _)| t.clone()).collect()
 }
@@ -428,7 +429,7 @@ mod tests {
 
     #[test]
     fn one_ambiguous_packet_does_not_decide() {
-        let mut tally = BTreeMap::new();
+        let mut tally = std::collections::BTreeMap::new();
         tally.insert("hping3".to_owned(), 2);
         assert!(decide(&tally).is_empty());
         tally.insert("hping3".to_owned(), 5);

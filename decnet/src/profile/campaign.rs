@@ -32,7 +32,10 @@
 //! last activity, newest first, stopping at the time window and after [`MAX_COMPARE`]
 //! comparisons, so a batch costs at most that many comparisons per source touched.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -74,10 +77,11 @@ pub fn key(st: &IpState, tools: &[String]) -> Option<String> {
 /// What matching needs to know about one source.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
-    pub ip: String,
+    pub ip: Arc<str>,
     pub first_ns: i64,
     pub last_ns: i64,
-    pub deckies: Vec<String>,
+    /// Shared with every other summary naming the same decoys (see [`Index`]).
+    pub deckies: Arc<[Arc<str>]>,
     pub port_min: u16,
     pub port_max: u16,
     pub campaign: Option<i64>,
@@ -87,10 +91,10 @@ impl Summary {
     /// None when the source has touched no port yet (nothing to compare).
     pub fn of(ip: &str, st: &IpState) -> Option<Summary> {
         Some(Summary {
-            ip: ip.to_owned(),
+            ip: ip.into(),
             first_ns: st.first_ns(),
             last_ns: st.last_ns(),
-            deckies: st.deckies.clone(),
+            deckies: st.deckies.iter().map(|d| Arc::from(d.as_str())).collect(),
             port_min: *st.ports.first()?,
             port_max: *st.ports.last()?,
             campaign: st.campaign_id,
@@ -181,14 +185,14 @@ impl Campaign {
 
     /// Widens the campaign by one member's summary.
     pub(crate) fn absorb(&mut self, s: &Summary) {
-        self.members.insert(s.ip.clone());
+        self.members.insert(s.ip.to_string());
         self.first_ns = self.first_ns.min(s.first_ns);
         self.last_ns = self.last_ns.max(s.last_ns);
         self.port_min = self.port_min.min(s.port_min);
         self.port_max = self.port_max.max(s.port_max);
-        for d in &s.deckies {
+        for d in s.deckies.iter() {
             if self.deckies.len() < MAX_CAMPAIGN_DECKIES {
-                self.deckies.insert(d.clone());
+                self.deckies.insert(d.to_string());
             }
         }
     }
@@ -236,48 +240,78 @@ pub struct Found {
     pub loose: Vec<Summary>,
 }
 
-/// Summaries of every keyed source, per key, ordered by last activity.
+/// One key's summaries by (last activity, address).
+type ByLast = BTreeMap<(i64, Arc<str>), Summary>;
+
+/// Summaries of every keyed source, per key, ordered by last activity. It holds every
+/// keyed source ever profiled (not only the states in memory), so its entries are kept
+/// small: one allocation of each address, shared by its three places, and one of each
+/// key and decoy name, shared by all the sources that carry it.
 #[derive(Default)]
 pub(crate) struct Index {
-    by_key: HashMap<String, BTreeMap<(i64, String), Summary>>,
+    by_key: HashMap<Arc<str>, ByLast>,
     /// ip -> (key, last_ns): where its summary sits.
-    at: HashMap<String, (String, i64)>,
+    at: HashMap<Arc<str>, (Arc<str>, i64)>,
+    /// Keys and decoy names, each held once.
+    names: HashSet<Arc<str>>,
 }
 
 impl Index {
-    pub(crate) fn upsert(&mut self, key: &str, s: Summary) {
-        if let Some((old_key, old_last)) = self.at.remove(&s.ip)
-            && let Some(m) = self.by_key.get_mut(&old_key)
-        {
-            m.remove(&(old_last, s.ip.clone()));
+    fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+        if let Some(n) = names.get(name) {
+            return n.clone();
         }
-        self.at.insert(s.ip.clone(), (key.to_owned(), s.last_ns));
+        let n: Arc<str> = name.into();
+        names.insert(n.clone());
+        n
+    }
+
+    pub(crate) fn upsert(&mut self, key: &str, mut s: Summary) {
+        if let Some((ip, (old_key, old_last))) = self.at.remove_entry(&*s.ip) {
+            if let Some(m) = self.by_key.get_mut(&old_key) {
+                m.remove(&(old_last, ip.clone()));
+            }
+            s.ip = ip;
+        }
+        let shared = s
+            .deckies
+            .iter()
+            .all(|d| self.names.get(&**d).is_some_and(|n| Arc::ptr_eq(n, d)));
+        if !shared {
+            s.deckies = s
+                .deckies
+                .iter()
+                .map(|d| Self::intern(&mut self.names, d))
+                .collect();
+        }
+        let key = Self::intern(&mut self.names, key);
+        self.at.insert(s.ip.clone(), (key.clone(), s.last_ns));
         self.by_key
-            .entry(key.to_owned())
+            .entry(key)
             .or_default()
             .insert((s.last_ns, s.ip.clone()), s);
     }
 
     /// Forgets a source (its key is gone).
     pub(crate) fn remove(&mut self, ip: &str) {
-        if let Some((key, last)) = self.at.remove(ip)
+        if let Some((ip, (key, last))) = self.at.remove_entry(ip)
             && let Some(m) = self.by_key.get_mut(&key)
         {
-            m.remove(&(last, ip.to_owned()));
+            m.remove(&(last, ip));
         }
     }
 
     pub(crate) fn get(&self, ip: &str) -> Option<&Summary> {
-        let (key, last) = self.at.get(ip)?;
-        self.by_key.get(key)?.get(&(*last, ip.to_owned()))
+        let (ip, (key, last)) = self.at.get_key_value(ip)?;
+        self.by_key.get(key)?.get(&(*last, ip.clone()))
     }
 
     pub(crate) fn set_campaign(&mut self, ip: &str, id: i64) {
-        if let Some((key, last)) = self.at.get(ip)
+        if let Some((ip, (key, last))) = self.at.get_key_value(ip)
             && let Some(s) = self
                 .by_key
                 .get_mut(key)
-                .and_then(|m| m.get_mut(&(*last, ip.to_owned())))
+                .and_then(|m| m.get_mut(&(*last, ip.clone())))
         {
             s.campaign = Some(id);
         }
@@ -323,7 +357,7 @@ mod tests {
             ip: ip.into(),
             first_ns: t,
             last_ns: t + 5 * MIN,
-            deckies: deckies.iter().map(|d| d.to_string()).collect(),
+            deckies: deckies.iter().map(|d| Arc::from(*d)).collect(),
             port_min: ports.0,
             port_max: ports.1,
             campaign: None,
@@ -378,7 +412,7 @@ mod tests {
         ix.upsert("other", s("x", 60 * MIN, &["web"], (1, 100)));
         let me = s("me", 61 * MIN, &["web"], (50, 60));
         let m = ix.matches("k", &me);
-        assert_eq!(m.newest.unwrap().ip, "new");
+        assert_eq!(&*m.newest.unwrap().ip, "new");
         assert_eq!(m.evidence.len(), 1);
         // Moving a summary keeps one entry per IP.
         let mut old = s("old", 62 * MIN, &["web"], (1, 100));
@@ -386,7 +420,7 @@ mod tests {
         ix.upsert("k", old);
         assert_eq!(ix.at.len(), 3);
         let m = ix.matches("k", &me);
-        assert_eq!(m.newest.unwrap().ip, "old");
+        assert_eq!(&*m.newest.unwrap().ip, "old");
         assert_eq!(m.campaigns.into_iter().collect::<Vec<_>>(), [3]);
         ix.set_campaign("old", 7);
         assert_eq!(ix.get("old").unwrap().campaign, Some(7));

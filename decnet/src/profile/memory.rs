@@ -29,7 +29,7 @@ pub(super) struct Memory {
     pub(super) next_campaign: i64,
     pub(super) next_detection: i64,
     /// Streaming states, so a source's next rows need no load and no JSON decode.
-    pub(super) hot: HashMap<String, Hot>,
+    pub(super) hot: HashMap<String, Box<Hot>>,
     /// Commits so far; a state touched since the last one is kept when the rest goes.
     pub(super) generation: u64,
     pub(super) pending: Pending,
@@ -41,7 +41,7 @@ pub(super) struct Hot {
     /// The [`Memory::generation`] that last folded a row into it.
     pub(super) used: u64,
     /// Its verdict after the last batch that changed it, until the commit renders it.
-    pub(super) verdict: Option<Verdict>,
+    pub(super) verdict: Option<Box<Verdict>>,
 }
 
 /// What has changed since the last commit: the next commit writes exactly these, with the
@@ -132,11 +132,11 @@ impl Memory {
                 .unwrap_or_default();
             self.hot.insert(
                 ip.to_owned(),
-                Hot {
+                Box::new(Hot {
                     st,
                     used: self.generation,
                     verdict: None,
-                },
+                }),
             );
         }
         Ok(())
@@ -197,7 +197,7 @@ impl Work {
                 .as_deref()
                 .is_some_and(campaign::is_template_key);
         if st.campaign_key.is_none() || provisional {
-            st.campaign_key = campaign::key(st, &tools::decide(&st.tool_votes));
+            st.campaign_key = campaign::key(st, &tools::decide(st.tool_votes.iter()));
             if st.campaign_key.is_none() {
                 mem.index.remove(ip);
             }

@@ -2,6 +2,7 @@
 //!
 //! - `timing`: streaming timing statistics (Welford, reservoir median).
 //! - `state`: per-IP state and the profile built from it.
+//! - `sorted`: the vector-backed sets and maps a state is made of.
 //! - `classify`: behavior class and scan pattern rules.
 //! - `risk`: the 0-100 score and its reasons.
 //! - `verdict`: what a state concludes, and the profile and list row shown from it.
@@ -27,6 +28,7 @@ pub mod commands;
 pub(crate) mod detection;
 mod memory;
 pub mod risk;
+pub mod sorted;
 pub mod state;
 pub mod timing;
 pub mod verdict;

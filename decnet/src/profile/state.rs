@@ -4,12 +4,11 @@
 //! moments, capped sets and a few flags. It is updated one row at a time, persisted as JSON
 //! in `attacker_behavior`, and never holds a list of events, so memory is O(IPs).
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde::{Deserialize, Serialize};
 
 use super::{
     commands::{self, Command},
+    sorted::{SortedMap, SortedSet},
     timing::Welford,
 };
 use crate::{
@@ -54,19 +53,19 @@ pub struct IpState {
     last_ns: i64,
     pub events: u64,
     pub iat: Welford,
-    pub ports: BTreeSet<u16>,
+    pub ports: SortedSet<u16>,
     pub ports_overflow: u64,
-    pub services: BTreeSet<String>,
+    pub services: SortedSet<String>,
     /// Decoys in first-contact order.
     pub deckies: Vec<String>,
-    pub kinds: BTreeSet<String>,
+    pub kinds: SortedSet<String>,
     pub os_probes: u16,
     /// Decoys that received an ICMP echo from this source.
-    echo_deckies: BTreeSet<String>,
+    echo_deckies: SortedSet<String>,
     pub tcp_fingerprint: Option<String>,
     /// Fingerprints of SYNs that match no scanner signature, i.e. built by the source's own
     /// TCP stack, with counts (the OS guess reads these). Capped at [`MAX_HOST_FPS`].
-    pub host_fps: BTreeMap<String, u64>,
+    pub host_fps: SortedMap<String, u64>,
     /// Hops from the last SYN whose TTL the sender did not randomise (nmap draws it).
     pub hops: Option<u8>,
     pub payloads: u64,
@@ -78,24 +77,24 @@ pub struct IpState {
     pub commands: Vec<Command>,
     pub command_count: u64,
     /// Exploitation patterns seen in commands, and how many commands carried one.
-    pub exploit_marks: BTreeSet<String>,
+    pub exploit_marks: SortedSet<String>,
     pub exploit_payloads: u64,
     /// Gaps of at least [`RETURN_GAP_S`] between consecutive events.
     pub returns: u64,
-    pub event_types: BTreeMap<String, u64>,
+    pub event_types: SortedMap<String, u64>,
     /// Votes per tool (see `tools`).
-    pub tool_votes: BTreeMap<String, u64>,
+    pub tool_votes: SortedMap<String, u64>,
     /// The tool fingerprint campaigns group on, fixed when first known (see `campaign`).
     pub campaign_key: Option<String>,
     pub campaign_id: Option<i64>,
     /// What the last detection said, so a change (and only a change) emits a new one.
-    pub reported: Option<Headline>,
+    pub reported: Option<Box<Headline>>,
     /// What the kernel's flood guard withheld from this source (its `source_suppressed`
     /// summaries), None when it never went over budget.
-    pub flood: Option<Flood>,
+    pub flood: Option<Box<Flood>>,
     /// What the decoys answered (`probe_outcome`) and the TCP flows this source held
     /// (`tcp_flow`); None before the first of either.
-    pub answers: Option<Answers>,
+    pub answers: Option<Box<Answers>>,
     /// Segments that answer something no decoy sent: SYN-ACKs, RSTs, ICMP errors and echo
     /// replies. A source that sends only these is backscatter: the victim of someone
     /// else's spoofed attack, replying to the addresses it was told were the senders.
@@ -103,8 +102,8 @@ pub struct IpState {
     /// ACK and FIN+ACK segments without payload to a flow whose start no decoy saw (an
     /// ordinary client's segments, or an ACK/Maimon scan); the ports and kinds they came as.
     pub strays: u64,
-    stray_ports: BTreeSet<u16>,
-    stray_kinds: BTreeSet<String>,
+    stray_ports: SortedSet<u16>,
+    stray_kinds: SortedSet<String>,
     /// TCP handshakes it completed with a decoy (flow summaries that saw one).
     pub handshakes: u64,
     /// Its first SYN as a packet template (`intel::tcp::syn_template`): what sources of a
@@ -134,7 +133,7 @@ pub(crate) const MAX_OPEN_PORTS: usize = 256;
 #[serde(default)]
 pub struct Answers {
     /// TCP ports a decoy answered with SYN-ACK (capped at [`MAX_OPEN_PORTS`]).
-    pub open_ports: BTreeSet<u16>,
+    pub open_ports: SortedSet<u16>,
     /// Probes answered closed (RST, ICMP port unreachable), unfiltered (RST to an ACK
     /// probe), filtered (ICMP administratively prohibited) or unreachable (other ICMP).
     pub closed: u64,
@@ -219,12 +218,12 @@ impl IpState {
             }
         }
         self.events += 1;
-        *self.event_types.entry(log.event_type.clone()).or_default() += 1;
+        *self.event_types.or_default(log.event_type.as_str()) += 1;
         if !self.deckies.contains(&log.decky) && self.deckies.len() < MAX_DECKIES {
             self.deckies.push(log.decky.clone());
         }
         if log.event_type == "source_suppressed" {
-            let fl = self.flood.get_or_insert_with(Flood::default);
+            let fl = self.flood.get_or_insert_with(Box::default);
             fl.suppressed += f.suppressed.unwrap_or(0);
             // The kernel's counters are running totals: the latest summary is the widest.
             fl.distinct_ports_est = fl.distinct_ports_est.max(f.distinct_ports_est.unwrap_or(0));
@@ -279,7 +278,7 @@ impl IpState {
 
     /// Folds in a decoy's answer or a flow summary.
     fn answer(&mut self, log: &NewLog, f: &Fields) {
-        let a = self.answers.get_or_insert_with(Answers::default);
+        let a = self.answers.get_or_insert_with(Box::default);
         if log.event_type == "tcp_flow" {
             if f.handshake == Some(true) {
                 self.handshakes += 1;
@@ -321,7 +320,7 @@ impl IpState {
             "credential" => self.credentials += 1,
             "http_user_agent" => {
                 if let Some(tool) = tools::user_agent_tool(value) {
-                    *self.tool_votes.entry(tool.to_owned()).or_default() += tools::STRONG;
+                    *self.tool_votes.or_default(tool) += tools::STRONG;
                 }
             }
             k if commands::is_command(k, value) => {
@@ -524,7 +523,7 @@ impl IpState {
                 }
             }
             for (tool, w) in votes {
-                *self.tool_votes.entry(tool.to_owned()).or_default() += w;
+                *self.tool_votes.or_default(tool) += w;
             }
         }
     }
@@ -552,7 +551,7 @@ impl IpState {
     /// a vote for nmap.
     fn os_probe(&mut self, bit: u16) {
         self.os_probes |= bit;
-        *self.tool_votes.entry("nmap".to_owned()).or_default() += 1;
+        *self.tool_votes.or_default("nmap") += 1;
     }
 
     pub fn duration_s(&self) -> f64 {

@@ -54,7 +54,7 @@ impl IpState {
     /// Class, pattern, tools, OS guess, risk and classification of the source `ip` (its
     /// address is looked up in the known-scanner lists in force).
     pub fn verdict(&self, ip: &str) -> Verdict {
-        let tools = tools::decide(&self.tool_votes);
+        let tools = tools::decide(self.tool_votes.iter());
         let actor = scanners::lookup(ip);
         let class = classify::behavior_class(self);
         let risk = risk::assess(self, &tools, actor.as_deref());
@@ -142,7 +142,7 @@ impl IpState {
             "risk": v.risk,
             "event_types": self.event_types,
             "flood": self.flood,
-            "answers": self.answers.as_ref().map(answers_json),
+            "answers": self.answers.as_deref().map(answers_json),
         })
     }
 }

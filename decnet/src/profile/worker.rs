@@ -392,8 +392,9 @@ impl Profiler {
             )
             .entered();
             let now_reported = v.headline(st.campaign_id);
-            if st.reported.as_ref() != Some(&now_reported) {
-                if let Some(mut body) = detection(ip, st, st.reported.as_ref(), &now_reported, &v) {
+            if st.reported.as_deref() != Some(&now_reported) {
+                if let Some(mut body) = detection(ip, st, st.reported.as_deref(), &now_reported, &v)
+                {
                     let id = mem.next_detection;
                     mem.next_detection += 1;
                     body["id"] = id.into();
@@ -405,9 +406,9 @@ impl Profiler {
                         body: body.to_string(),
                     });
                 }
-                st.reported = Some(now_reported);
+                st.reported = Some(Box::new(now_reported));
             }
-            h.verdict = Some(v);
+            h.verdict = Some(Box::new(v));
         }
         mem.pending.last_id = rows.last().map(|(id, _, _)| *id);
         mem.pending.since.get_or_insert_with(Instant::now);
@@ -439,13 +440,13 @@ impl Profiler {
             }),
             ..ProfileCommit::default()
         };
-        for ip in &pending.sources {
-            let Some(h) = mem.hot.get_mut(ip) else {
-                continue;
-            };
+        // Rendered as the store writes them, one statement's rows at a time.
+        let hot = &mut mem.hot;
+        let mut rows = pending.sources.iter().filter_map(|ip| {
+            let h = hot.get_mut(ip)?;
             let st = &h.st;
-            let v = h.verdict.take().unwrap_or_else(|| st.verdict(ip));
-            commit.rows.push(ProfileRow {
+            let v = h.verdict.take().map_or_else(|| st.verdict(ip), |v| *v);
+            Some(ProfileRow {
                 ip: ip.clone(),
                 first_seen: st.first_seen.clone(),
                 last_seen: st.last_seen.clone(),
@@ -456,8 +457,8 @@ impl Profiler {
                 campaign_key: st.campaign_key.clone(),
                 summary: st.summary(ip, &v).to_string(),
                 state: serde_json::to_string(st).unwrap_or_default(),
-            });
-        }
+            })
+        });
         commit.detections = pending.detections;
         span.record("detections", commit.detections.len());
         for id in &pending.campaigns {
@@ -470,7 +471,11 @@ impl Profiler {
             .state
             .push((CAMPAIGN_ID_KEY.into(), mem.next_campaign.to_string()));
         drop(guard);
-        self.store.commit_profiles(&commit).instrument(span).await?;
+        self.store
+            .commit_profiles(&commit, &mut rows)
+            .instrument(span)
+            .await?;
+        drop(rows);
         mem.generation += 1;
         mem.evict();
         self.stats.cursor.store(last_id.max(0) as u64, Relaxed);

@@ -92,10 +92,11 @@ pub struct DetectionRow {
     pub body: String,
 }
 
-/// Everything one profiler batch writes, in one transaction.
+/// Everything one profiler commit writes, in one transaction, beside its profile rows
+/// (which [`Store::commit_profiles`](super::Store::commit_profiles) takes as they are
+/// rendered).
 #[derive(Debug, Default)]
 pub struct ProfileCommit {
-    pub rows: Vec<ProfileRow>,
     /// Campaigns created or changed: (id, summary JSON).
     pub campaigns: Vec<(i64, String)>,
     /// Campaigns merged into others.
