@@ -191,7 +191,7 @@ impl Store {
             // the whole table; with SQLite's default 2 MiB cache every batch re-reads its
             // pages through syscalls. 16 MiB per connection (an upper bound, filled only as
             // used) holds the states of 10,000 sources.
-            .pragma("cache_size", "-16384")
+            .pragma("cache_size", "-8192")
             // Checkpoints (WAL -> database, with fsyncs) belong in the background
             // (`checkpoint_loop`), not in whichever commit crosses the default 1,000 pages:
             // on a real disk that commit took 30-50 ms instead of 5. The bound stays as a
