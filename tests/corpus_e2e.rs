@@ -179,9 +179,9 @@ fn share(
 #[test]
 fn public_captures_get_the_verdicts_their_headers_call_for() {
     let Some(dir) = std::env::var_os("DECNET_CORPUS").map(PathBuf::from) else {
-        eprintln!(
-            "skipping: DECNET_CORPUS is not set (public captures that may not be \
-             redistributed; docs/testing.md, \"Public captures\")"
+        decnet_tests::skip(
+            "DECNET_CORPUS is not set (public captures that may not be \
+             redistributed; docs/testing.md, \"Public captures\")",
         );
         return;
     };

@@ -64,9 +64,9 @@ fn thirty_days_in_minutes() {
     // The binary users run: a debug build prunes (and ingests, and profiles) several times
     // slower, which is not what the latency goal is about.
     let Some(bin) = std::env::var_os("DECNET_SOAK_BIN").map(std::path::PathBuf::from) else {
-        eprintln!(
-            "skipping: retention runs on the release binary; set DECNET_SOAK_BIN \
-             (cargo xtask test does)"
+        decnet_tests::skip(
+            "retention runs on the release binary; set DECNET_SOAK_BIN \
+             (cargo xtask test does)",
         );
         return;
     };

@@ -165,9 +165,9 @@ fn soak() {
         return;
     }
     let Some(bin) = std::env::var_os("DECNET_SOAK_BIN").map(std::path::PathBuf::from) else {
-        println!(
-            "skipping: the soak runs the release binary; set DECNET_SOAK_BIN \
-             (cargo xtask test and cargo xtask soak do)"
+        decnet_tests::skip(
+            "the soak runs the release binary; set DECNET_SOAK_BIN \
+             (cargo xtask test and cargo xtask soak do)",
         );
         return;
     };

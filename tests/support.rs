@@ -23,11 +23,18 @@ pub mod receivers;
 pub mod sse;
 pub mod webdriver;
 
-/// True when the test may run; prints `skipping: <why>` otherwise.
+/// Says `skipping: <why>` where it is seen: straight to the process's stderr. The test
+/// harness captures `eprintln!` of a passing test, so a skip said that way passed silently.
+pub fn skip(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "skipping: {why}");
+}
+
+/// True when the test may run; says `skipping: <why>` otherwise.
 pub fn require_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root for network namespaces and XDP");
+        skip("needs root for network namespaces and XDP");
         return false;
     }
     true
