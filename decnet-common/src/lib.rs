@@ -10,6 +10,25 @@
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the decoy map: [`DecoyKey`] -> decky id (`u32`).
 pub const DECOYS_MAP: &str = "DECOYS";
+/// Name of the decoy prefilter: [`DECOY_FILTER_WORDS`] u64 words, one bit per value of an
+/// address's last 16 bits (see [`decoy_filter_slot`]).
+pub const DECOY_FILTER_MAP: &str = "DECOY_FILTER";
+/// Words of [`DECOY_FILTER_MAP`]: 65,536 bits, 8 KiB.
+pub const DECOY_FILTER_WORDS: u32 = 1024;
+
+/// Where an address's bit sits in [`DECOY_FILTER_MAP`]: (word, mask), from the address's
+/// last two bytes (an IPv4 address's too, as it sits IPv4-mapped in 16 bytes).
+///
+/// Why: most packets on a decoy's interface go to other hosts, and for them the 16-byte
+/// hash lookup in [`DECOYS_MAP`] was most of the program's cost. An array read is inlined
+/// by the verifier; a clear bit proves the address is no decoy. A set bit only says "look
+/// in the hash" (another address may share the bit), so the prefilter never changes a
+/// verdict, only how fast a miss is found.
+#[inline(always)]
+pub const fn decoy_filter_slot(tail: u16) -> (u32, u64) {
+    ((tail >> 6) as u32, 1u64 << (tail & 63))
+}
+
 /// Name of the per-CPU stats array, indexed by [`Stat`].
 pub const STATS_MAP: &str = "STATS";
 /// Name of the LRU flow map used for "first of flow" decisions.

@@ -12,13 +12,22 @@ use crate::{
     emit::submit,
     flows::{end_flow, flow_end_of, flow_key, live_flow},
     frame::{Frame, Stop, bytes_at, coarse_ns, now_ns},
-    maps::{DECOYS, HOT_ANSWER_NS, SOURCES, WITHHELD_HOT, addr_words, bump},
-    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed, parse_ip},
+    maps::{DECOYS, HOT_ANSWER_NS, SOURCES, WITHHELD_HOT, addr_words, bump, may_be_decoy},
+    parse::{
+        End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed, addr_tail, parse_ip,
+    },
 };
 
 #[inline(always)]
 pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Stop> {
+    // The other hosts' packets leave without the parse and the hash lookup (see ingress).
+    if addr_tail(ctx, End::Src).is_some_and(|t| !may_be_decoy(t)) {
+        return Err(Stop::Pass);
+    }
     let p = parse_ip(ctx)?;
+    if p.vlan_depth != 0 && !may_be_decoy(u16::from_be_bytes([p.src[14], p.src[15]])) {
+        return Err(Stop::Pass);
+    }
     // SAFETY: plain u32 value, read once.
     let decky_id = match unsafe { DECOYS.get(&DecoyKey { addr: p.src }) } {
         Some(id) => *id,

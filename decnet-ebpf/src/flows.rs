@@ -9,7 +9,7 @@ use decnet_common::{
 use crate::{
     emit::{Emitted, emit},
     frame::{Frame, now_ns},
-    maps::{FLOW_SCRATCH, FLOWS, bump},
+    maps::{FLOW_SCRATCH, FLOWS, bump, zero_words},
     parse::Parsed,
 };
 
@@ -40,7 +40,7 @@ pub(crate) fn new_flow(
     };
     // SAFETY: per-CPU scratch slot, ours for this run.
     unsafe {
-        core::ptr::write_bytes(st, 0, 1);
+        zero_words(st);
         (*st).first_ns = now;
         (*st).last_ns = now;
         (*st).probe_ns = now;

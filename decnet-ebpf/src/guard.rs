@@ -8,7 +8,7 @@ use decnet_common::{
 
 use crate::{
     frame::{Frame, now_ns, ring_flags},
-    maps::{EVENTS, GUARD, SOURCE_SCRATCH, SOURCES, WITHHELD_HOT, addr_words, bump},
+    maps::{EVENTS, GUARD, SOURCE_SCRATCH, SOURCES, WITHHELD_HOT, addr_words, bump, zero_words},
     parse::{Parsed, fill_common},
 };
 
@@ -30,7 +30,7 @@ pub(crate) fn guard<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, port: u16, now
         if let Some(fresh) = SOURCE_SCRATCH.get_ptr_mut(0) {
             // SAFETY: per-CPU scratch slot, ours for this run.
             unsafe {
-                core::ptr::write_bytes(fresh, 0, 1);
+                zero_words(fresh);
                 (*fresh).tat_ns = now + interval;
                 let _ = SOURCES.insert(&p.src, &*fresh, 0);
             }

@@ -13,8 +13,10 @@ use crate::{
     flows::{end_flow, first_of_flow, flow_end_of, flow_key, live_flow, new_flow},
     frame::{Frame, Stop, bytes_at, coarse_ns, now_ns},
     guard::guard,
-    maps::{DECOYS, FLOWS, WITHHELD_HOT, addr_words, bump},
-    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed, parse_ip},
+    maps::{DECOYS, FLOWS, WITHHELD_HOT, addr_words, bump, may_be_decoy},
+    parse::{
+        End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed, addr_tail, parse_ip,
+    },
 };
 
 /// Bytes of an skb the parsers read directly (headers; payload and options go through
@@ -39,7 +41,15 @@ pub(crate) fn linear_headers(ctx: &TcContext) {
 /// A packet arriving on the decoy interface (XDP or TC ingress).
 #[inline(always)]
 pub(crate) fn ingress<F: Frame>(ctx: &F) -> Result<(), Stop> {
+    // Most packets here go to other hosts: the prefilter turns them away before the parse
+    // and the hash lookup (a tagged frame is checked after the parse instead).
+    if addr_tail(ctx, End::Dst).is_some_and(|t| !may_be_decoy(t)) {
+        return Err(Stop::Pass);
+    }
     let p = parse_ip(ctx)?;
+    if p.vlan_depth != 0 && !may_be_decoy(u16::from_be_bytes([p.dst[14], p.dst[15]])) {
+        return Err(Stop::Pass);
+    }
     let key = DecoyKey { addr: p.dst };
     // SAFETY: plain u32 value, read once.
     let decky_id = match unsafe { DECOYS.get(&key) } {

@@ -67,6 +67,32 @@ pub(crate) fn parse_ip<F: Frame>(ctx: &F) -> Result<Parsed, Stop> {
     }
 }
 
+/// Which address [`addr_tail`] reads.
+#[derive(Clone, Copy)]
+pub(crate) enum End {
+    Src,
+    Dst,
+}
+
+/// The last two bytes (big-endian) of an untagged IPv4 or IPv6 frame's source or
+/// destination address, read without parsing the rest: the fast path's key for the decoy
+/// prefilter (`maps::may_be_decoy`). None for a tagged, non-IP or short frame, which then
+/// takes the full parse (and is counted malformed there if it is cut short).
+#[inline(always)]
+pub(crate) fn addr_tail<F: Frame>(ctx: &F, end: End) -> Option<u16> {
+    let ethertype = bytes_at(ctx, 12, 2).ok()?.be16(0);
+    // Offsets in the frame: Ethernet header + the address's last two bytes in the IP
+    // header (IPv4 src 12..16, dst 16..20; IPv6 src 8..24, dst 24..40).
+    let off = match (ethertype, end) {
+        (ETH_P_IP, End::Src) => ETH_HLEN + 14,
+        (ETH_P_IP, End::Dst) => ETH_HLEN + 18,
+        (ETH_P_IPV6, End::Src) => ETH_HLEN + 22,
+        (ETH_P_IPV6, End::Dst) => ETH_HLEN + 38,
+        _ => return None,
+    };
+    Some(bytes_at(ctx, off, 2).ok()?.be16(0))
+}
+
 #[inline(always)]
 pub(crate) fn parse_v4<F: Frame>(
     ctx: &F,

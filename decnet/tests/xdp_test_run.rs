@@ -422,6 +422,53 @@ fn non_decoy_traffic_costs_a_lookup_and_passes() {
     );
 }
 
+/// The prefilter (one bit per address's last 16 bits) only says where to look: an address
+/// sharing a decoy's bit is still decided by the decoy table, tagged frames take the same
+/// test after the parse, and the egress side filters on the source.
+#[test]
+fn the_decoy_prefilter_never_changes_a_verdict() {
+    let Some(mut r) = rig() else { return };
+    // 10.77.0.1 and fd00:77::1 end like the decoys 10.9.0.1 and fd00:9::1: same bit.
+    for dst in ["10.77.0.1", "fd00:77::1"] {
+        let src = if dst.contains(':') {
+            ATTACKER6
+        } else {
+            ATTACKER
+        };
+        assert!(
+            r.run(&Frame::new(src, dst, L4::syn(5, 22)).build())
+                .is_empty()
+        );
+        let mut tagged = Frame::new(src, dst, L4::syn(6, 22));
+        tagged.vlans = vec![(0x8100, 9)];
+        assert!(r.run(&tagged.build()).is_empty());
+    }
+    // A tagged frame to an address whose bit is clear passes; to the decoy, it is an event.
+    let mut f = Frame::new(ATTACKER, "10.9.0.78", L4::syn(7, 22));
+    f.vlans = vec![(0x88A8, 1), (0x8100, 2)];
+    assert!(r.run(&f.build()).is_empty());
+    let mut f = v4(L4::syn(8, 22));
+    f.vlans = vec![(0x88A8, 1), (0x8100, 2)];
+    assert_eq!(r.one(&f.build()).kind, EventKind::TcpSyn);
+    let c = r.counters();
+    assert_eq!(
+        (
+            c.packets_seen,
+            c.packets_to_decoy,
+            c.events_emitted,
+            c.malformed
+        ),
+        (6, 1, 1, 0)
+    );
+    // Egress: only a decoy's own packets count, whatever shares its bit.
+    let before = r.counters().egress_from_decoy;
+    r.egress(&Frame::new("10.77.0.1", ATTACKER, L4::tcp(22, 5, SYN | ACK, &[])).build());
+    r.egress(&Frame::new("10.9.0.78", ATTACKER, L4::tcp(22, 5, SYN | ACK, &[])).build());
+    assert_eq!(r.counters().egress_from_decoy, before);
+    r.egress(&Frame::new(DECOY, ATTACKER, L4::tcp(22, 8, SYN | ACK, &[])).build());
+    assert_eq!(r.counters().egress_from_decoy, before + 1);
+}
+
 #[test]
 fn frames_cut_short_anywhere_are_malformed_and_pass() {
     let Some(mut r) = rig() else { return };

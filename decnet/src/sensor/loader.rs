@@ -16,8 +16,8 @@ use aya::{
     },
 };
 use decnet_common::{
-    CLOCK_MAP, DECOYS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, FLOWS_MAP, GUARD_MAP, GuardConfig,
-    MAX_DECOYS, REPLAY_CLOCK_GLOBAL, SOURCES_MAP, STATS_MAP,
+    CLOCK_MAP, DECOY_FILTER_MAP, DECOY_FILTER_WORDS, DECOYS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP,
+    FLOWS_MAP, GUARD_MAP, GuardConfig, MAX_DECOYS, REPLAY_CLOCK_GLOBAL, SOURCES_MAP, STATS_MAP,
 };
 
 use super::{
@@ -118,6 +118,9 @@ impl Sensor {
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         {
+            // The prefilter must never hide a decoy: new decoys' bits go in before their
+            // entries, and bits only go (rewritten exactly) after stale entries have.
+            write_decoy_filter(&mut ebpf, decoys, true)?;
             let map = ebpf
                 .map_mut(DECOYS_MAP)
                 .ok_or(SensorError::MissingMap(DECOYS_MAP))?;
@@ -140,6 +143,7 @@ impl Sensor {
                 map.remove(&k)
                     .map_err(|e| SensorError::Map(DECOYS_MAP, e))?;
             }
+            write_decoy_filter(&mut ebpf, decoys, false)?;
         }
         {
             let map = ebpf
@@ -559,6 +563,34 @@ impl Sensor {
         .map_err(|e| SensorError::Program(program, e))?;
         Ok((r.return_value, r.duration))
     }
+}
+
+/// Writes the decoy prefilter (`DECOY_FILTER`) for `decoys`. `keep`: OR into what is there
+/// (a pinned map still serving the running program), else set it exactly.
+fn write_decoy_filter(ebpf: &mut Ebpf, decoys: &[Decoy], keep: bool) -> Result<(), SensorError> {
+    let map = ebpf
+        .map_mut(DECOY_FILTER_MAP)
+        .ok_or(SensorError::MissingMap(DECOY_FILTER_MAP))?;
+    let mut map: Array<_, u64> =
+        Array::try_from(map).map_err(|e| SensorError::Map(DECOY_FILTER_MAP, e))?;
+    let mut words = vec![0u64; DECOY_FILTER_WORDS as usize];
+    for d in decoys {
+        let a = decoy_key(d.addr).addr;
+        let (w, mask) = decnet_common::decoy_filter_slot(u16::from_be_bytes([a[14], a[15]]));
+        words[w as usize] |= mask;
+    }
+    for (i, want) in words.into_iter().enumerate() {
+        let i = i as u32;
+        let old = map
+            .get(&i, 0)
+            .map_err(|e| SensorError::Map(DECOY_FILTER_MAP, e))?;
+        let new = if keep { old | want } else { want };
+        if new != old {
+            map.set(i, new, 0)
+                .map_err(|e| SensorError::Map(DECOY_FILTER_MAP, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Pins a link just taken from its program at `path`. The returned fd may be closed: the

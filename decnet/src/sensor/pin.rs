@@ -23,8 +23,9 @@ use std::{
 };
 
 use decnet_common::{
-    DECOYS_MAP, EVENTS_MAP, FLOW_STATE_SIZE, FLOWS_MAP, GUARD_MAP, MAX_DECOYS, MAX_FLOWS,
-    MAX_SOURCES, RAW_EVENT_SIZE, SOURCES_MAP, STAT_COUNT, STATS_MAP,
+    DECOY_FILTER_MAP, DECOY_FILTER_WORDS, DECOYS_MAP, EVENTS_MAP, FLOW_STATE_SIZE, FLOWS_MAP,
+    GUARD_MAP, MAX_DECOYS, MAX_FLOWS, MAX_SOURCES, RAW_EVENT_SIZE, SOURCES_MAP, STAT_COUNT,
+    STATS_MAP,
 };
 
 use serde::Serialize;
@@ -32,10 +33,11 @@ use serde::Serialize;
 use super::{attach::AttachMode, error::SensorError};
 
 /// The maps that are pinned (the kernel log ring is not: its records are diagnostics).
-pub(crate) const PINNED_MAPS: [&str; 6] = [
+pub(crate) const PINNED_MAPS: [&str; 7] = [
     EVENTS_MAP,
     STATS_MAP,
     DECOYS_MAP,
+    DECOY_FILTER_MAP,
     GUARD_MAP,
     SOURCES_MAP,
     FLOWS_MAP,
@@ -69,6 +71,7 @@ fn layout(ring_bytes: u32) -> String {
         size_of::<GuardConfig>() as u64,
         STAT_COUNT as u64,
         MAX_DECOYS as u64,
+        DECOY_FILTER_WORDS as u64,
         MAX_FLOWS as u64,
         MAX_SOURCES as u64,
         ring_bytes as u64,
