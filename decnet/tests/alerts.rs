@@ -167,3 +167,152 @@ async fn batched_and_refused_batches_deliver_every_detection_once() {
     assert_eq!(lines, want);
     store.close().await;
 }
+
+/// Digests through the real worker: a rule with `digest_minutes = 1` sends one summary per
+/// minute window of the detections' times, as decnet's JSON to one webhook and as Slack's
+/// `{"text": ...}` to another. The workers stop between two batches while a window is
+/// open: the open digest is kept, and the restarted workers fold the second batch into
+/// it (or, when a minute boundary fell between them, send both windows), each window once.
+/// A window closes by the clock, so this waits up to a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_one_per_window_in_json_and_slack_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("decnet.db")).await.unwrap();
+    let (hook, chat) = (Webhook::start(), Webhook::start());
+    let sink = |name: &str, addr: &std::net::SocketAddr, format: &str| SinkFile {
+        name: name.into(),
+        webhook: Some(format!("http://{addr}/")),
+        format: Some(format.into()),
+        ..SinkFile::default()
+    };
+    let sinks = [
+        (sink("hook", &hook.addr, "json"), 1),
+        (sink("chat", &chat.addr, "slack"), 2),
+    ];
+    let rules = [(
+        RuleFile {
+            name: "summary".into(),
+            min_risk: Some(0),
+            sinks: vec!["hook".into(), "chat".into()],
+            rearm_minutes: Some(0),
+            digest_minutes: Some(1),
+            ..RuleFile::default()
+        },
+        3,
+    )];
+    let plan = alert::spec::plan(&sinks, &rules).expect("plan");
+    let stats = Arc::new(AlertStats::new(&plan));
+
+    // Two batches from different sources (each new source is a detection).
+    let first = syns(300, 30);
+    let mut second = syns(300, 30);
+    for l in second.iter_mut() {
+        l.attacker_ip = l.attacker_ip.replacen("10.9.", "10.19.", 1);
+    }
+    let mut after = 0;
+    // Detections per minute window (Unix ns of its start): what the digests must count.
+    let mut windows = BTreeMap::<i64, u64>::new();
+    let mut running = None;
+    for (round, logs) in [first, second].into_iter().enumerate() {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let workers = alert::spawn(&plan, &store, None, &stats, stop_rx);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for name in ["hook", "chat"] {
+            while store.load_sink(name).await.unwrap().cursor.is_none() {
+                assert!(Instant::now() < deadline, "sink {name} did not start");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        store
+            .commit_batch(&Batch {
+                logs,
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        Profiler::new(store.clone()).catch_up().await.unwrap();
+        let detections = store.detections_after(after, i64::MAX).await.unwrap();
+        assert!(
+            detections.len() >= 30,
+            "round {round}: one per source at least"
+        );
+        for d in &detections {
+            let ns = decnet::timefmt::parse_rfc3339_ns(&d.ts).unwrap();
+            *windows
+                .entry(ns - ns.rem_euclid(60_000_000_000))
+                .or_default() += 1;
+        }
+        after = detections.last().unwrap().id;
+        // Decided (into the open digest) before the stop.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while stats.sinks.iter().any(|s| s.cursor.load(Relaxed) < after) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the sinks did not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if round == 0 {
+            let _ = stop.send(true);
+            for w in workers {
+                w.await.unwrap();
+            }
+        } else {
+            running = Some((stop, workers));
+        }
+    }
+    // Every window has closed a minute after it began, plus the worker's poll.
+    let deadline = Instant::now() + Duration::from_secs(75);
+    while [&hook, &chat]
+        .iter()
+        .any(|w| w.requests().iter().filter(|r| r.status == 200).count() < windows.len())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{} windows; hook got {}, chat {}",
+            windows.len(),
+            hook.requests().len(),
+            chat.requests().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (stop, workers) = running.unwrap();
+    let _ = stop.send(true);
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    // decnet's JSON: one digest per window, keyed by its start, counting every alert in it.
+    let mut seen = BTreeMap::new();
+    for r in &hook.requests() {
+        assert_eq!(r.body["type"], "digest", "{}", r.body);
+        let key = r.body["idempotency_key"].as_str().unwrap().to_owned();
+        assert_eq!(r.idempotency_key.as_deref(), Some(key.as_str()));
+        let start = key.strip_prefix("decnet:summary:digest:").unwrap();
+        let count = r.body["count"].as_u64().unwrap();
+        let listed = r.body["sources"].as_array().unwrap().len() as u64;
+        assert!(listed >= 1 && listed <= count, "{}", r.body);
+        assert!(
+            seen.insert(start.parse::<i64>().unwrap(), count).is_none(),
+            "{key} twice"
+        );
+    }
+    assert_eq!(seen, windows, "one digest per window, with its alert count");
+    // Slack: the same digests as `{"text": ...}` and nothing else.
+    let got = chat.requests();
+    assert_eq!(got.len(), windows.len());
+    for r in &got {
+        let obj = r.body.as_object().unwrap();
+        assert_eq!(obj.len(), 1, "{}", r.body);
+        let text = obj["text"].as_str().unwrap();
+        assert!(text.starts_with("decnet digest `summary`: "), "{text}");
+        assert!(text.contains(" alert(s) from "), "{text}");
+    }
+    eprintln!(
+        "{} detections in {} window(s): {:?}",
+        windows.values().sum::<u64>(),
+        windows.len(),
+        windows.values().collect::<Vec<_>>()
+    );
+    store.close().await;
+}
