@@ -42,9 +42,26 @@ macro_rules! on_pool {
 }
 pub(super) use on_pool;
 
+/// [`on_pool`] for a query that only reads: on SQLite it runs on the reader pool, so it
+/// never waits for a connection behind writers queued on the database's one write lock.
+macro_rules! on_reader {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match (&$store.pool, &$store.readers) {
+            (_, Some($pool)) => $body,
+            (Pool::Sqlite($pool), None) => $body,
+            (Pool::Postgres($pool), None) => $body,
+        }
+    };
+}
+pub(super) use on_reader;
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(super) pool: Pool,
+    /// SQLite's read-only connections (WAL lets them read beside a writer). Without them a
+    /// read waited for a pool connection while the writers' connections waited for the
+    /// write lock: under a full-speed ingest, alert sinks' page reads lagged by seconds.
+    pub(super) readers: Option<SqlitePool>,
     /// Unit tests slow the queries the stream starts with, to prove it answers first.
     #[cfg(test)]
     pub(crate) delay: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -205,7 +222,24 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self::with_pool(Pool::Sqlite(pool)))
+        // Opened after the migrations, so the WAL and its index exist for them. SQLite's
+        // default 2 MiB cache: these read pages of recent rows, not the profiler's states.
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .read_only(true)
+                    .busy_timeout(Duration::from_secs(10))
+                    // The file is in WAL mode already; setting it (as sqlx does by default)
+                    // is a write a read-only connection may not make.
+                    .pragma("journal_mode", "WAL")
+                    .pragma("cache_size", "-2000"),
+            )
+            .await?;
+        let mut store = Self::with_pool(Pool::Sqlite(pool));
+        store.readers = Some(readers);
+        Ok(store)
     }
 
     /// Connects to PostgreSQL and applies its migrations (once, whichever instance of the
@@ -226,6 +260,7 @@ impl Store {
     fn with_pool(pool: Pool) -> Self {
         Store {
             pool,
+            readers: None,
             #[cfg(test)]
             delay: Default::default(),
         }
@@ -274,6 +309,9 @@ impl Store {
 
     /// Closes every connection (waits for those in use).
     pub async fn close(&self) {
+        if let Some(r) = &self.readers {
+            r.close().await;
+        }
         on_pool!(self, |p| p.close().await)
     }
 

@@ -4,7 +4,7 @@
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{
-    engine::{Pool, Store, on_pool, repository},
+    engine::{Pool, Store, on_reader, repository},
     error::StoreError,
     rows::{AttackerRow, DeadLetter, DetectionRow},
 };
@@ -43,7 +43,7 @@ repository! {
 impl Store {
     /// Every campaign: (id, summary JSON), by id.
     pub async fn campaigns(&self) -> Result<Vec<(i64, String)>, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             let rows = sqlx::query("SELECT id, summary FROM campaigns ORDER BY id")
                 .fetch_all(pool)
                 .await?;
@@ -53,7 +53,7 @@ impl Store {
 
     /// One campaign's summary JSON.
     pub async fn campaign(&self, id: i64) -> Result<Option<String>, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             let row = sqlx::query("SELECT summary FROM campaigns WHERE id = $1")
                 .bind(id)
                 .fetch_optional(pool)
@@ -64,7 +64,7 @@ impl Store {
 
     /// The highest detection id stored (0 when none).
     pub async fn last_detection_id(&self) -> Result<i64, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             #[cfg(test)]
             self.test_delay().await;
             Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM detections")
@@ -113,7 +113,7 @@ impl Store {
         limit: i64,
         ip: Option<&str>,
     ) -> Result<Vec<DetectionRow>, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             let sql = match (ip.is_some(), backwards) {
                 (true, false) => "SELECT id, ts, ip, body FROM detections WHERE ip = $3 AND id > $1 ORDER BY id LIMIT $2",
                 (false, false) => "SELECT id, ts, ip, body FROM detections WHERE id > $1 ORDER BY id LIMIT $2",
@@ -145,7 +145,7 @@ impl Store {
         since: &str,
         limit: i64,
     ) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT service, COUNT(*) AS n, COUNT(DISTINCT attacker_ip) FROM logs \
                  WHERE ts >= $1 AND event_type IN \
@@ -165,7 +165,7 @@ impl Store {
 
     /// The stored streaming state of one attacker (its profile is rendered from it).
     pub(crate) async fn attacker_state(&self, ip: &str) -> Result<Option<String>, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             let row = sqlx::query("SELECT state FROM attacker_behavior WHERE ip = $1")
                 .bind(ip)
                 .fetch_optional(pool)
@@ -175,7 +175,7 @@ impl Store {
     }
 
     pub async fn count_attackers(&self) -> Result<i64, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             Ok(sqlx::query("SELECT COUNT(*) FROM attackers")
                 .fetch_one(pool)
                 .await?
@@ -184,7 +184,7 @@ impl Store {
     }
 
     pub async fn count_logs(&self) -> Result<i64, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             Ok(sqlx::query("SELECT COUNT(*) FROM logs")
                 .fetch_one(pool)
                 .await?
@@ -193,7 +193,7 @@ impl Store {
     }
 
     pub async fn count_dead_letters(&self) -> Result<i64, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             Ok(sqlx::query("SELECT COUNT(*) FROM dead_letters")
                 .fetch_one(pool)
                 .await?
@@ -203,7 +203,7 @@ impl Store {
 
     /// All dead letters, oldest first (tests, and the API later).
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             let rows =
                 sqlx::query("SELECT file, byte_offset, reason, raw FROM dead_letters ORDER BY id")
                     .fetch_all(pool)
@@ -229,7 +229,7 @@ impl Store {
         attacker_ip: Option<&str>,
         event_type: Option<&str>,
     ) -> Result<Vec<(i64, NewLog)>, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             #[cfg(test)]
             self.test_delay().await;
             // Four fixed statements: `(? IS NULL OR ...)` would keep SQLite off the
@@ -261,7 +261,7 @@ impl Store {
 
     /// The highest log id (0 when empty).
     pub(crate) async fn last_log_id(&self) -> Result<i64, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             #[cfg(test)]
             self.test_delay().await;
             Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM logs")
@@ -279,7 +279,7 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<AttackerRow>, i64), StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             let order = match sort {
                 "last_seen" => "a.last_seen DESC, a.ip",
                 "first_seen" => "a.first_seen DESC, a.ip",
@@ -317,7 +317,7 @@ impl Store {
         since: &str,
         limit: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT a.ip, b.state FROM attackers a JOIN attacker_behavior b ON b.ip = a.ip \
                  WHERE a.risk_score >= $1 AND a.last_seen >= $2 \
@@ -338,7 +338,7 @@ impl Store {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<(i64, NewLog)>, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id, sensor \
                  FROM logs WHERE id > $1 ORDER BY id LIMIT $2",
@@ -352,7 +352,7 @@ impl Store {
     }
 
     pub async fn bounties_for(&self, ip: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
-        on_pool!(self, |pool| {
+        on_reader!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT kind, value, count FROM bounties WHERE attacker_ip = $1 ORDER BY id",
             )
