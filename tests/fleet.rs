@@ -7,6 +7,9 @@
 //!   in id order, without a gap.
 //! - Failover: the analyst holding the lock is SIGKILLed mid-stream; the standby takes over
 //!   (time measured) and the final profiles equal an uninterrupted analyst's over the same rows.
+//!   Both analysts have the same webhook sink: only the lock holder delivers, the standby
+//!   resumes from the cursor the holder committed, and every detection arrives (at least
+//!   once, each repeat carrying the key it had).
 
 use std::{
     io::{Read as _, Write as _},
@@ -157,6 +160,10 @@ fn sensor(url: &str, id: &str, iface: &str, decoy: &str, data: &Path) -> Proc {
 }
 
 fn analyst(url: &str, data: &Path) -> Proc {
+    analyst_with(url, data, &[])
+}
+
+fn analyst_with(url: &str, data: &Path, env: &[(&str, &str)]) -> Proc {
     let args = vec![
         s("run"),
         s("--role"),
@@ -166,7 +173,7 @@ fn analyst(url: &str, data: &Path) -> Proc {
         s("--data-dir"),
         data.display().to_string(),
     ];
-    Proc::spawn(&args, &[], &data.with_extension("log"))
+    Proc::spawn(&args, env, &data.with_extension("log"))
 }
 
 fn api(url: &str, data: &Path, listen: std::net::SocketAddr) -> Proc {
@@ -495,6 +502,7 @@ fn killing_the_analyst_hands_over_and_profiles_match_an_uninterrupted_run() {
         return;
     }
     require_tool("hping3");
+    require_tool("nmap");
     let pg = Postgres::start();
     let url = pg.create_db("failover");
     let lab = Lab::new(40);
@@ -506,9 +514,22 @@ fn killing_the_analyst_hands_over_and_profiles_match_an_uninterrupted_run() {
         &format!("{}=web", lab.decoy),
         &dirs[0],
     );
-    let mut holder = analyst(&url, &dirs[1]);
+    // One webhook sink with a rule sending every detection, in both analysts' configuration.
+    let hook = decnet_tests::receivers::Webhook::start();
+    let config = dir("fleet-alerts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sink]]\nname = \"soc\"\nwebhook = \"http://{}/\"\n\
+             [[alert]]\nname = \"all\"\nmin_risk = 0\nrearm_minutes = 0\nsinks = [\"soc\"]\n",
+            hook.addr
+        ),
+    )
+    .unwrap();
+    let env = [("DECNET_CONFIG", config.to_str().unwrap())];
+    let mut holder = analyst_with(&url, &dirs[1], &env);
     holder.wait_log("analyst lock taken", 1, Duration::from_secs(20));
-    let mut standby = analyst(&url, &dirs[2]);
+    let mut standby = analyst_with(&url, &dirs[2], &env);
     standby.wait_log("standing by", 1, Duration::from_secs(20));
 
     // 1,500 SYNs over about 3 s; the holder dies after the first second of them.
@@ -525,9 +546,55 @@ fn killing_the_analyst_hands_over_and_profiles_match_an_uninterrupted_run() {
     standby.wait_log("analyst lock taken", 1, Duration::from_secs(10));
     let takeover = killed.elapsed();
     probes.join().expect("hping3");
+    // A scan after the takeover changes the source's headline (tools, class): detections
+    // the standby must deliver, after whatever the holder had sent.
+    let out = lab.exec(
+        &["nmap", "-sS", "-n", "-Pn", "-p", "1-300", &lab.decoy],
+        120,
+    );
+    assert!(out.status.success(), "nmap failed");
     let top = wait_profiled(&pg, "failover", Duration::from_secs(30));
+    // Every detection reaches the webhook, from whichever analyst held the lock.
+    let detections: std::collections::BTreeSet<String> = pg
+        .psql("failover", "SELECT id FROM detections ORDER BY id")
+        .lines()
+        .map(|id| format!("decnet:all:{}", id.trim()))
+        .collect();
+    assert!(!detections.is_empty(), "no detection");
+    let keys = |h: &decnet_tests::receivers::Webhook| -> Vec<String> {
+        h.requests()
+            .iter()
+            .filter_map(|r| r.idempotency_key.clone())
+            .collect()
+    };
+    hook.wait(Duration::from_secs(15), "every detection", |got| {
+        let got: std::collections::BTreeSet<String> = got
+            .iter()
+            .filter_map(|r| r.idempotency_key.clone())
+            .collect();
+        detections.is_subset(&got)
+    });
     assert!(sensor_proc.stop_with(libc::SIGTERM).success());
     assert!(standby.stop_with(libc::SIGTERM).success());
+    let got = keys(&hook);
+    let distinct: std::collections::BTreeSet<&String> = got.iter().collect();
+    assert!(
+        distinct.iter().all(|k| detections.contains(*k)),
+        "a key that names no detection: {got:?}"
+    );
+    // At least once: what the killed holder sent after its last cursor commit is sent again
+    // by the standby (at most a commit interval's worth; never the whole history).
+    let repeats = got.len() - distinct.len();
+    assert!(
+        repeats < detections.len().max(2) / 2 + 1,
+        "{repeats} repeats of {} detections",
+        detections.len()
+    );
+    assert_eq!(
+        standby.log_text().matches("alert sink: new").count(),
+        0,
+        "the standby started a new cursor instead of resuming the holder's"
+    );
     let rows: i64 = pg
         .psql("failover", "SELECT COUNT(*) FROM logs")
         .parse()
@@ -562,8 +629,10 @@ fn killing_the_analyst_hands_over_and_profiles_match_an_uninterrupted_run() {
     );
     eprintln!(
         "failover: takeover {} ms after SIGKILL (cursor then at {profiled_before}); {rows} rows; \
-         profiles equal to an uninterrupted analyst's",
-        takeover.as_millis()
+         profiles equal to an uninterrupted analyst's; {} detections alerted, {repeats} sent \
+         twice across the takeover",
+        takeover.as_millis(),
+        detections.len()
     );
 }
 
