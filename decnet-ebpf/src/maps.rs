@@ -88,7 +88,7 @@ pub(crate) fn addr_words(a: &[u8; 16]) -> [u64; 2] {
 /// `p` is valid for writes of `T` and 8-byte aligned (a map value is).
 #[inline(always)]
 pub(crate) unsafe fn zero_words<T>(p: *mut T) {
-    const { assert!(core::mem::size_of::<T>() % 8 == 0) };
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8)) };
     let w = p.cast::<u64>();
     for i in 0..core::mem::size_of::<T>() / 8 {
         // SAFETY: i < size_of::<T>() / 8 words, inside *p.
