@@ -231,8 +231,9 @@ impl Store {
                     .filename(path)
                     .read_only(true)
                     .busy_timeout(Duration::from_secs(10))
-                    // The file is in WAL mode already; setting it (as sqlx does by default)
-                    // is a write a read-only connection may not make.
+                    // What the file already is (a no-op, so allowed read-only). The write
+                    // pool's other pragmas (auto-vacuum, checkpoint bounds) are writes a
+                    // read-only connection refuses, so these options are built afresh.
                     .pragma("journal_mode", "WAL")
                     .pragma("cache_size", "-2000"),
             )
