@@ -1774,7 +1774,9 @@ fn a_recreated_interface_is_attached_again() {
     hping_syns(&lab, 21, 10, 2000);
     daemon.settle();
     lab.recreate_link();
-    assert!(!lab.ingress_attached(), "a new interface starts bare");
+    // The new interface starts bare, but the daemon's once-a-second look may already have
+    // attached it again by now (CI saw that race): the health counters below say it was
+    // lost and attached again, which only the daemon can have done.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let state = loop {
         let h = daemon.health();
