@@ -24,9 +24,9 @@ pub(crate) const IPV6_MAX_EXT: usize = 6;
 
 /// Header facts gathered before the decision to emit.
 ///
-/// 8-byte aligned so copies of the addresses into an event or a key are two 8-byte moves:
-/// through a reference of unknown alignment each became a call of the BPF target's
-/// byte-at-a-time `memmove`.
+/// 8-byte aligned, tried against the byte-at-a-time `memmove` calls in address copies. It
+/// did not remove them (LLVM splits the struct and loses the alignment); `copy_addr` does.
+/// It is kept only because the verified object was built with it.
 #[repr(C, align(8))]
 pub(crate) struct Parsed {
     pub(crate) src: [u8; 16],
