@@ -146,11 +146,14 @@ pub enum Stat {
     FlowSummaries = 13,
     /// Egress frames from a decoy cut short or with impossible header values.
     EgressMalformed = 14,
+    /// Packets to a decoy that belong to a conversation the decoy opened itself (answers
+    /// to its own connections and datagrams): not probes, so never events.
+    DecoyOwnTraffic = 15,
 }
 
 /// Number of slots in the stats array (leave room to append without resizing).
 pub const STAT_COUNT: u32 = 16;
-pub const STAT_NAMES: [(Stat, &str); 15] = [
+pub const STAT_NAMES: [(Stat, &str); 16] = [
     (Stat::PacketsSeen, "packets_seen"),
     (Stat::PacketsToDecoy, "packets_to_decoy"),
     (Stat::EventsEmitted, "events_emitted"),
@@ -166,6 +169,7 @@ pub const STAT_NAMES: [(Stat, &str); 15] = [
     (Stat::OutcomesWithheld, "outcomes_withheld"),
     (Stat::FlowSummaries, "flow_summaries"),
     (Stat::EgressMalformed, "egress_malformed"),
+    (Stat::DecoyOwnTraffic, "decoy_own_traffic"),
 ];
 
 /// The flood guard's budget, set by userspace: a GCRA token bucket per source address.
@@ -331,6 +335,10 @@ pub const FLOW_ENDED: u32 = 1024;
 pub const FLOW_SEQ: u32 = 2048;
 /// The decoy sent payload.
 pub const FLOW_REV_PAYLOAD: u32 = 4096;
+/// The decoy itself opened this conversation (a TCP SYN or a UDP datagram it sent first):
+/// what comes back answers the decoy's own traffic (its DNS lookups, updates) and is no
+/// probe.
+pub const FLOW_DECOY_OPENED: u32 = 8192;
 
 /// Why a flow ended ([`FlowState::end`]). Stable ids.
 pub mod flow_end {

@@ -3,16 +3,18 @@
 
 use aya_ebpf::programs::TcContext;
 use decnet_common::{
-    DecoyKey, EventKind, FAMILY_V4, FAMILY_V6, FLOW_FIN_REV, FLOW_OUTCOME, FLOW_REPORTED,
-    FLOW_REV_PAYLOAD, FLOW_SYNACK, FlowKey, FlowState, OUTCOME_OPT_LEN, OutcomeInfo,
+    DecoyKey, EventKind, FAMILY_V4, FAMILY_V6, FLOW_DECOY_OPENED, FLOW_FIN_REV, FLOW_OUTCOME,
+    FLOW_REPORTED, FLOW_REV_PAYLOAD, FLOW_SYNACK, FlowKey, FlowState, OUTCOME_OPT_LEN, OutcomeInfo,
     SUMMARY_EVERY_NS, Stat, flow_end, tcp_flags,
 };
 
 use crate::{
     emit::submit,
-    flows::{end_flow, flow_end_of, flow_key, live_flow},
+    flows::{end_flow, flow_end_of, flow_key, live_flow, new_flow},
     frame::{Frame, Stop, bytes_at, coarse_ns, now_ns},
-    maps::{DECOYS, HOT_ANSWER_NS, SOURCES, WITHHELD_HOT, addr_words, bump, may_be_decoy},
+    maps::{
+        DECOYS, FLOWS, HOT_ANSWER_NS, SOURCES, WITHHELD_HOT, addr_words, bump, may_be_decoy,
+    },
     parse::{
         End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed, addr_tail, parse_ip,
     },
@@ -36,6 +38,7 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Stop> {
     bump(Stat::EgressFromDecoy);
     match p.proto {
         IPPROTO_TCP if p.l4_off != 0 => egress_tcp(ctx, &p, decky_id),
+        IPPROTO_UDP if p.l4_off != 0 => egress_udp(ctx, &p),
         IPPROTO_ICMP if p.l4_off != 0 && p.family == FAMILY_V4 => egress_icmp(ctx, &p, decky_id),
         IPPROTO_ICMPV6 if p.l4_off != 0 && p.family == FAMILY_V6 => egress_icmp(ctx, &p, decky_id),
         _ => Ok(()),
@@ -83,12 +86,21 @@ pub(crate) fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(
         bump(Stat::OutcomesWithheld);
         return Ok(());
     }
-    let Some(st) = live_flow(&key).0 else {
+    let (live, seen) = live_flow(&key);
+    let Some(st) = live else {
         if answer {
             no_flow_answer(&key.src, coarse);
+        } else if flags & (SYN | ACK | FIN | RST) == SYN {
+            // The decoy connects out (a lookup, an update): nothing that comes back on this
+            // four-tuple is a probe.
+            new_flow(&key, coarse, FLOW_DECOY_OPENED, 0, 0, false);
         }
         return Ok(());
     };
+    if seen & FLOW_DECOY_OPENED != 0 {
+        // The decoy's own connection: no outcome, no summary.
+        return Ok(());
+    }
     let now = now_ns();
     // SAFETY: st is the flow's live LRU value.
     let end = unsafe {
@@ -119,6 +131,21 @@ pub(crate) fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(
     }
     if end != flow_end::OPEN {
         end_flow(ctx, &fwd, decky_id, &key, st, end, now);
+    }
+    Ok(())
+}
+
+/// A datagram the decoy sends: when it answers nothing (no flow on its four-tuple, and the
+/// other end has not been probing: the flood guard keeps no state for it), the decoy is the
+/// one asking (a DNS lookup, NTP), and what comes back is no probe. The guard check keeps
+/// an answer to a withheld probe from hiding that source's next datagrams; with the guard
+/// off, an answer to a probe whose flow was already evicted can still do so.
+#[inline(always)]
+pub(crate) fn egress_udp(ctx: &TcContext, p: &Parsed) -> Result<(), Stop> {
+    let uh = bytes_at(ctx, p.l4_off & 0xffff, 8)?;
+    let key = flow_key(&forward(p, IPPROTO_UDP), uh.raw16(2), uh.raw16(0));
+    if FLOWS.get_ptr_mut(&key).is_none() && SOURCES.get_ptr_mut(&key.src).is_none() {
+        new_flow(&key, coarse_ns(), FLOW_DECOY_OPENED, 0, 0, false);
     }
     Ok(())
 }

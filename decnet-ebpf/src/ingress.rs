@@ -3,7 +3,7 @@
 
 use aya_ebpf::programs::TcContext;
 use decnet_common::{
-    DecoyKey, EventKind, FLOW_CLIENT_CLOSED, FLOW_FIN_FWD, FLOW_FIN_REV, FLOW_HANDSHAKE,
+    DecoyKey, EventKind, FLOW_CLIENT_CLOSED, FLOW_DECOY_OPENED, FLOW_FIN_FWD, FLOW_FIN_REV, FLOW_HANDSHAKE,
     FLOW_OUTCOME, FLOW_REPORTED, FLOW_SEEN_OTHER, FLOW_SEEN_PAYLOAD, FLOW_SEEN_SYN, FLOW_SEQ,
     FLOW_SYNACK, Stat, flow_end, tcp_flags,
 };
@@ -116,6 +116,11 @@ pub(crate) fn tcp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), St
     let now = now_ns();
     let key = flow_key(p, sport, dport);
     let (live, seen_before) = live_flow(&key);
+    if seen_before & FLOW_DECOY_OPENED != 0 {
+        // An answer on a connection the decoy opened itself.
+        bump(Stat::DecoyOwnTraffic);
+        return Ok(());
+    }
     // Only a SYN opens a connection that later ACK segments can belong to; a flow a stealth
     // probe opened is just the place its answer is matched.
     let connection = seen_before & FLOW_SEEN_SYN != 0;
@@ -261,6 +266,16 @@ pub(crate) fn udp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), St
     let payload_off = (off + 8) as u32;
     let sport = uh.raw16(0);
     let dport = uh.raw16(2);
+    let key = flow_key(p, sport, dport);
+    let flow = FLOWS.get_ptr_mut(&key);
+    if let Some(st) = flow {
+        // SAFETY: LRU value pointer, valid for this run.
+        if unsafe { (*st).seen } & FLOW_DECOY_OPENED != 0 {
+            // An answer to a datagram the decoy sent first (its own lookup).
+            bump(Stat::DecoyOwnTraffic);
+            return Ok(());
+        }
+    }
     let now = now_ns();
     let status = emit(
         ctx,
@@ -279,9 +294,8 @@ pub(crate) fn udp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), St
     // Every datagram is a probe the decoy may answer (ICMP port unreachable): the flow
     // remembers the latest, so the answer links to it. Withheld ones open none.
     let emitted = status == Emitted::Sent;
-    let key = flow_key(p, sport, dport);
     let segs = ctx.segs();
-    match FLOWS.get_ptr_mut(&key) {
+    match flow {
         // SAFETY: LRU value pointer, valid for this run.
         Some(st) => unsafe {
             (*st).pkts_fwd += segs;

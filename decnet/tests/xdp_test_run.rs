@@ -880,6 +880,55 @@ fn syn_ack_and_rst_answers_are_outcomes_matched_to_their_probes() {
     assert_eq!(c.egress_malformed, 0);
 }
 
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> L4 {
+    L4::Udp {
+        sport,
+        dport,
+        payload: payload.to_vec(),
+    }
+}
+
+#[test]
+fn what_answers_the_decoys_own_connections_and_lookups_is_not_a_probe() {
+    let Some(mut r) = rig() else { return };
+    // The decoy connects out (an update), and the server's side of it comes back.
+    assert!(r.egress(&reply(L4::syn(45000, 443)).build()).is_empty());
+    for seg in [
+        L4::tcp(443, 45000, SYN | ACK, &[]),
+        L4::tcp(443, 45000, ACK | PSH, b"HTTP/1.1 200 OK\r\n"),
+        L4::tcp(443, 45000, FIN | ACK, &[]),
+    ] {
+        assert!(r.run(&v4(seg).build()).is_empty());
+    }
+    // The decoy's own segments on it are no outcomes.
+    assert!(
+        r.egress(&reply(L4::tcp(45000, 443, RST | ACK, &[])).build())
+            .is_empty()
+    );
+    // A DNS lookup by the decoy, and its answer.
+    assert!(r.egress(&reply(udp(53000, 53, b"q")).build()).is_empty());
+    assert!(r.run(&v4(udp(53, 53000, b"a")).build()).is_empty());
+    let c = r.counters();
+    assert_eq!(c.decoy_own_traffic, 4, "{c:?}");
+    assert_eq!((c.events_emitted, c.probe_outcomes), (0, 0), "{c:?}");
+
+    // The same server probing the decoy on any other four-tuple is still seen.
+    assert_eq!(r.one(&v4(L4::syn(443, 22)).build()).kind, EventKind::TcpSyn);
+    assert_eq!(
+        r.one(&v4(udp(53, 53001, b"a")).build()).kind,
+        EventKind::UdpProbe
+    );
+    // A decoy's answer to a UDP probe does not hide the prober's next datagrams.
+    r.one(&v4(udp(7000, 161, b"get")).build());
+    assert!(r.egress(&reply(udp(161, 7000, b"resp")).build()).is_empty());
+    r.one(&v4(udp(7000, 161, b"get")).build());
+    // Nor does one from a four-tuple the flow map does not hold (its probe's flow was
+    // evicted, or withheld): the flood guard knows the other end as a prober.
+    assert!(r.egress(&reply(udp(162, 7001, b"trap")).build()).is_empty());
+    r.one(&v4(udp(7001, 162, b"x")).build());
+    assert_eq!(r.counters().decoy_own_traffic, 4);
+}
+
 #[test]
 fn icmp_unreachable_answers_udp_and_ipv6_probes() {
     let Some(mut r) = rig() else { return };

@@ -79,6 +79,9 @@ kernel_counters! {
     /// Decoy frames on egress that could not be parsed.
     egress_malformed: EgressMalformed, "kernel_egress_malformed_total",
         "Decoy egress frames that could not be parsed.";
+    /// Packets answering a conversation the decoy itself opened (not probes).
+    decoy_own_traffic: DecoyOwnTraffic, "kernel_decoy_own_traffic_total",
+        "Packets to a decoy answering a conversation it opened itself (not probes).";
 }
 
 /// Shared handle to the STATS map; cheap to clone into API state.
