@@ -12,9 +12,7 @@ use crate::{
     emit::submit,
     flows::{end_flow, flow_end_of, flow_key, live_flow, new_flow},
     frame::{Frame, Stop, bytes_at, coarse_ns, now_ns},
-    maps::{
-        DECOYS, FLOWS, HOT_ANSWER_NS, SOURCES, WITHHELD_HOT, addr_words, bump, may_be_decoy,
-    },
+    maps::{DECOYS, FLOWS, HOT_ANSWER_NS, SOURCES, WITHHELD_HOT, addr_words, bump, may_be_decoy},
     parse::{
         End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed, addr_tail, parse_ip,
     },

@@ -204,14 +204,21 @@ pub fn capture(opts: &ReplayOptions) -> Result<Replayed, ReplayError> {
                     continue;
                 }
             };
-            let program = match routes.route(route::seen(eth).as_ref()) {
+            let programs: &[&str] = match routes.route(route::seen(eth).as_ref()) {
                 Route::Ingress => {
                     r.ingress += 1;
-                    XDP_PROGRAM
+                    &[XDP_PROGRAM]
                 }
                 Route::Egress => {
                     r.egress += 1;
-                    TC_EGRESS_PROGRAM
+                    &[TC_EGRESS_PROGRAM]
+                }
+                // Leaves one decoy, then reaches the other (as on a decoy network that a
+                // sensor sees both sides of).
+                Route::Both => {
+                    r.egress += 1;
+                    r.ingress += 1;
+                    &[TC_EGRESS_PROGRAM, XDP_PROGRAM]
                 }
                 Route::Neither => {
                     r.neither += 1;
@@ -228,8 +235,10 @@ pub fn capture(opts: &ReplayOptions) -> Result<Replayed, ReplayError> {
                 next_sweep = f.ts_ns.saturating_add(SWEEP_EVERY_NS);
                 swept_at_frame = r.frames;
             }
-            sensor.test_run(program, eth, 1)?;
-            while !ring::take(&mut ring, &mut out, sweepers.flows.as_mut(), &stats, 4096).2 {}
+            for program in programs {
+                sensor.test_run(program, eth, 1)?;
+                while !ring::take(&mut ring, &mut out, sweepers.flows.as_mut(), &stats, 4096).2 {}
+            }
             if r.frames.is_multiple_of(SHIP_EVERY) {
                 out.ship();
             }

@@ -3,8 +3,9 @@
 //!
 //! Live, the XDP program sees what arrives at the decoy interface and the TC egress
 //! program what leaves it. A capture holds both directions in one stream, so each frame is
-//! routed by its addresses: to a decoy -> ingress; from a decoy -> egress; neither -> not
-//! replayed (a live sensor would pass it after one lookup), only counted.
+//! routed by its addresses: to a decoy -> ingress; from a decoy -> egress; from one decoy
+//! to another -> both, egress first; neither -> not replayed (a live sensor would pass it
+//! after one lookup), only counted.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -19,6 +20,9 @@ pub struct Seen {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub kind: Kind,
+    /// Sent to one host: not to a multicast or broadcast Ethernet or IP address (LAN
+    /// chatter such as NetBIOS, SSDP or DHCP, which probes no decoy).
+    pub unicast: bool,
 }
 
 /// What a frame's transport header says about who started the conversation.
@@ -63,10 +67,19 @@ pub fn seen(eth: &[u8]) -> Option<Seen> {
         }
         _ => Kind::Other,
     };
+    // The group bit of the destination MAC: broadcast and multicast frames (a subnet's
+    // broadcast address is only known as such by its MAC).
+    let group_mac = eth.first().is_some_and(|b| b & 1 != 0);
+    let dst = dst.to_canonical();
+    let group_ip = match dst {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_multicast(),
+    };
     Some(Seen {
         src: src.to_canonical(),
-        dst: dst.to_canonical(),
+        dst,
         kind,
+        unicast: !group_mac && !group_ip,
     })
 }
 
@@ -75,6 +88,9 @@ pub fn seen(eth: &[u8]) -> Option<Seen> {
 pub enum Route {
     Ingress,
     Egress,
+    /// From one decoy to another: the egress program for the sender, then the ingress
+    /// program for the receiver (so an answer to a decoy's own lookup is known as one).
+    Both,
     /// Neither end is a decoy.
     Neither,
 }
@@ -92,11 +108,14 @@ impl Decoys {
     }
 
     pub fn route(&self, seen: Option<&Seen>) -> Route {
-        match seen {
-            None => Route::Ingress,
-            Some(s) if self.set.contains(&s.dst) => Route::Ingress,
-            Some(s) if self.set.contains(&s.src) => Route::Egress,
-            Some(_) => Route::Neither,
+        let Some(s) = seen else {
+            return Route::Ingress;
+        };
+        match (self.set.contains(&s.src), self.set.contains(&s.dst)) {
+            (true, true) => Route::Both,
+            (false, true) => Route::Ingress,
+            (true, false) => Route::Egress,
+            (false, false) => Route::Neither,
         }
     }
 }
@@ -110,8 +129,8 @@ const MAX_UDP_PAIRS: usize = 4 << 20;
 /// many places from a host that only decoys reached out to.
 const PROBERS_KEPT: usize = 16;
 
-/// Finds the decoys of a capture in a first pass: every destination of an inbound probe
-/// (a SYN without ACK, an ICMP echo request, a UDP datagram that answers nothing) that
+/// Finds the decoys of a capture in a first pass: every unicast destination of an inbound
+/// probe (a SYN without ACK, an ICMP echo request, a UDP datagram that answers nothing) that
 /// received more such probes than it sent, unless all of them came from decoys. A scanner
 /// that is itself scanned stays a source; a decoy that makes a few connections of its own
 /// stays a decoy, and the hosts it reached are not made decoys by it.
@@ -127,6 +146,9 @@ pub struct Finder {
 
 impl Finder {
     pub fn note(&mut self, s: &Seen) {
+        if !s.unicast {
+            return;
+        }
         let probe = match s.kind {
             Kind::Opens => true,
             Kind::Udp { sport, dport } => {
@@ -177,6 +199,7 @@ mod tests {
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
             kind,
+            unicast: true,
         }
     }
 
@@ -216,5 +239,39 @@ mod tests {
             Route::Neither
         );
         assert_eq!(d.route(None), Route::Ingress);
+        assert_eq!(d.route(Some(&s("10.0.0.1", "10.0.0.3", q))), Route::Both);
+    }
+
+    #[test]
+    fn broadcast_and_multicast_destinations_are_no_decoys() {
+        // A frame from a to dst, Ethernet destination `mac`, UDP to port 137.
+        let frame = |mac: [u8; 6], dst: [u8; 4]| {
+            let mut f = mac.to_vec();
+            f.extend([2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+            let mut ip = vec![0x45, 0, 0, 36, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 9];
+            ip.extend(dst);
+            f.extend(ip);
+            f.extend([0x00, 0x89, 0x00, 0x89, 0, 16, 0, 0]);
+            f.extend([0u8; 8]);
+            f
+        };
+        let unicast_mac = [2, 0, 0, 0, 0, 2];
+        let cases = [
+            (unicast_mac, [10, 0, 0, 1], true),
+            // A subnet broadcast: only its MAC says so.
+            ([0xff; 6], [10, 0, 0, 255], false),
+            ([1, 0, 0x5e, 0x7f, 0xff, 0xfa], [239, 255, 255, 250], false),
+            (unicast_mac, [239, 255, 255, 250], false),
+            (unicast_mac, [255, 255, 255, 255], false),
+        ];
+        let mut f = Finder::default();
+        for (mac, dst, unicast) in cases {
+            let seen = seen(&frame(mac, dst)).expect("an IPv4 frame");
+            assert_eq!(seen.unicast, unicast, "{dst:?}");
+            for _ in 0..3 {
+                f.note(&seen);
+            }
+        }
+        assert_eq!(f.decoys(), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
     }
 }
