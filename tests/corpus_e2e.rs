@@ -1,10 +1,13 @@
-//! Public captures of real internet traffic through `decnet replay`, with the expected
-//! labels computed here from header relations, not by decnet's rules.
+//! Public captures of real traffic through `decnet replay`, with the expected labels
+//! computed here from header relations, not by decnet's rules.
 //!
-//! The captures may not be redistributed (their licences are in docs/testing.md, "Public
-//! captures"), so they are not in the repository: set `DECNET_CORPUS` to a directory that
-//! holds them (by name; each is checked against its SHA-256 before use). Without it the
-//! test says `skipping:`; a file of the list that is missing or differs is an error.
+//! - Captures of real attacks that may not be redistributed (their licences are in
+//!   docs/testing.md, "Public captures") are not in the repository: set `DECNET_CORPUS` to a
+//!   directory that holds them (by name; each is checked against its SHA-256 before use).
+//!   Without it that test says `skipping:`; a file of the list that is missing or differs is
+//!   an error.
+//! - A real LAN capture that Debian ships (GPL-2+) is fetched by `cargo xtask test` into
+//!   `.tools/captures`, so CI replays it every run.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -74,23 +77,23 @@ struct Seg {
 
 /// Every TCP segment of an Ethernet capture (pcap or pcapng).
 fn segments(path: &Path) -> Vec<Seg> {
+    frames(path).iter().filter_map(|f| segment(f)).collect()
+}
+
+/// Every frame of an Ethernet capture (pcap or pcapng).
+fn frames(path: &Path) -> Vec<Vec<u8>> {
     let file = std::fs::File::open(path).expect("capture");
     let mut r = create_reader(1 << 20, file).expect("pcap reader");
     let mut out = Vec::new();
     loop {
         match r.next() {
             Ok((n, block)) => {
-                let data = match block {
-                    PcapBlockOwned::Legacy(b) => Some(b.data.to_vec()),
+                match block {
+                    PcapBlockOwned::Legacy(b) => out.push(b.data.to_vec()),
                     PcapBlockOwned::NG(Block::EnhancedPacket(p)) => {
-                        Some(p.data[..p.caplen as usize].to_vec())
+                        out.push(p.data[..p.caplen as usize].to_vec())
                     }
-                    _ => None,
-                };
-                if let Some(d) = data
-                    && let Some(s) = segment(&d)
-                {
-                    out.push(s);
+                    _ => {}
                 }
                 r.consume(n);
             }
@@ -143,6 +146,11 @@ fn sha256(path: &Path) -> String {
 
 /// `decnet replay --json` of one file: the profiles by address.
 fn replay(path: &Path) -> BTreeMap<String, Value> {
+    replay_with(path).0
+}
+
+/// `decnet replay --json` of one file: the profiles by address, and what it said on stderr.
+fn replay_with(path: &Path) -> (BTreeMap<String, Value>, String) {
     let out = Command::new("timeout")
         .arg("600")
         .arg(decnet_bin())
@@ -150,17 +158,15 @@ fn replay(path: &Path) -> BTreeMap<String, Value> {
         .arg(path)
         .output()
         .expect("decnet replay");
-    eprintln!(
-        "{}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("{}: {stderr}", path.display());
     assert!(out.status.success(), "replay of {} failed", path.display());
-    String::from_utf8_lossy(&out.stdout)
+    let profiles = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("a profile per line"))
         .map(|p| (p["ip"].as_str().unwrap_or_default().to_owned(), p))
-        .collect()
+        .collect();
+    (profiles, stderr)
 }
 
 /// The share of `labelled` sources whose profile satisfies `ok`.
@@ -340,4 +346,231 @@ fn check_backscatter(
         ok >= 0.99,
         "{file}: {ok} of answering sources are low-risk backscatter"
     );
+}
+
+/// The LAN capture Debian ships in `pathspider` (see docs/testing.md, "Public captures").
+const LAN_CAPTURE: &str = "pathspider-real.pcap";
+const LAN_CAPTURE_SHA256: &str = "ed2946c38ad35e2cf6ecd970314c92d0893328d78de09f36d5b398019524e3cf";
+
+/// One TCP or UDP packet of the LAN capture, or another IP packet (`proto` says which).
+struct Pkt {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    /// TCP SYN without ACK, SYN+ACK, bare ACK-carrying segment.
+    syn: bool,
+    ack: bool,
+    payload: bool,
+    /// To a broadcast or multicast Ethernet or IP address.
+    group: bool,
+}
+
+fn packet(frame: &[u8]) -> Option<Pkt> {
+    let p = LaxSlicedPacket::from_ethernet(frame).ok()?;
+    let (src, dst, proto) = match p.net.as_ref()? {
+        LaxNetSlice::Ipv4(s) => (
+            IpAddr::V4(s.header().source_addr()),
+            IpAddr::V4(s.header().destination_addr()),
+            s.header().protocol().0,
+        ),
+        LaxNetSlice::Ipv6(s) => (
+            IpAddr::V6(s.header().source_addr()),
+            IpAddr::V6(s.header().destination_addr()),
+            s.header().next_header().0,
+        ),
+        _ => return None,
+    };
+    let group_ip = match dst {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_multicast(),
+    };
+    let mut k = Pkt {
+        src,
+        dst,
+        proto,
+        sport: 0,
+        dport: 0,
+        syn: false,
+        ack: false,
+        payload: false,
+        group: frame[0] & 1 != 0 || group_ip,
+    };
+    match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            (k.sport, k.dport) = (t.source_port(), t.destination_port());
+            (k.syn, k.ack) = (t.syn(), t.ack());
+            k.payload = !t.payload().is_empty();
+        }
+        Some(TransportSlice::Udp(u)) => {
+            (k.sport, k.dport) = (u.source_port(), u.destination_port());
+            k.payload = !u.payload().is_empty();
+        }
+        _ => {}
+    }
+    Some(k)
+}
+
+/// A real LAN capture (an hour of a monitoring server polling its agents, with DNS, DHCP,
+/// NetBIOS and SSDP chatter) replayed with the decoys inferred. From its headers:
+/// - no broadcast or multicast address is a decoy;
+/// - a decoy port a host reached only with answers to conversations that decoy opened (its
+///   TCP SYN, or its first UDP datagram) is not among the host's probed ports;
+/// - a host that completed a TCP handshake with a decoy is not spoofable;
+/// - a host whose every TCP segment to a decoy belongs to a connection it opened with a SYN
+///   in the capture, each carrying payload, has no stealth scan kind and no scanner tool.
+#[test]
+fn a_real_lan_capture_gets_the_verdicts_its_headers_call_for() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.tools/captures")
+        .join(LAN_CAPTURE);
+    if !path.is_file() {
+        decnet_tests::skip(&format!(
+            "{} is missing (`cargo xtask test` fetches it from Debian's pathspider package)",
+            path.display()
+        ));
+        return;
+    }
+    if !require_root() {
+        return;
+    }
+    assert_eq!(
+        sha256(&path),
+        LAN_CAPTURE_SHA256,
+        "{LAN_CAPTURE} is not the file this test knows"
+    );
+    let pkts: Vec<Pkt> = frames(&path).iter().filter_map(|f| packet(f)).collect();
+    let (got, stderr) = replay_with(&path);
+    let decoys: BTreeSet<IpAddr> = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("decoys: "))
+        .expect("replay names the decoys it found")
+        .split_whitespace()
+        .map(|a| a.parse().expect("a decoy address"))
+        .collect();
+
+    // Decoys are hosts: each received a unicast frame.
+    for d in &decoys {
+        assert!(
+            pkts.iter().any(|p| p.dst == *d && !p.group),
+            "{d} only ever received broadcast or multicast frames, yet it is a decoy"
+        );
+    }
+
+    // Who sent the first packet of each TCP (a SYN without ACK) and UDP conversation.
+    type Conv = (u8, (IpAddr, u16), (IpAddr, u16));
+    let conv = |p: &Pkt| -> Conv {
+        let (a, b) = ((p.src, p.sport), (p.dst, p.dport));
+        (p.proto, a.min(b), a.max(b))
+    };
+    let mut opener: BTreeMap<Conv, Option<IpAddr>> = BTreeMap::new();
+    for p in pkts.iter().filter(|p| p.proto == 6 || p.proto == 17) {
+        opener
+            .entry(conv(p))
+            .or_insert_with(|| (p.proto == 17 || (p.syn && !p.ack)).then_some(p.src));
+    }
+    let mut to_decoys: BTreeMap<IpAddr, Vec<&Pkt>> = BTreeMap::new();
+    for p in &pkts {
+        if decoys.contains(&p.dst) && !decoys.contains(&p.src) {
+            to_decoys.entry(p.src).or_default().push(p);
+        }
+    }
+    // Per host: the decoy ports it reached only in conversations a decoy opened (a decoy's
+    // ephemeral ports, where its own connections and lookups get their answers).
+    let decoy_opened = |p: &Pkt| opener[&conv(p)] == Some(p.dst);
+    let answer_ports: BTreeMap<IpAddr, BTreeSet<u16>> = to_decoys
+        .iter()
+        .map(|(ip, ps)| {
+            let mine = |p: &&&Pkt| p.proto == 6 || p.proto == 17;
+            let answers: BTreeSet<u16> = ps
+                .iter()
+                .filter(mine)
+                .filter(|p| decoy_opened(p))
+                .map(|p| p.dport)
+                .collect();
+            let probed: BTreeSet<u16> = ps
+                .iter()
+                .filter(mine)
+                .filter(|p| !decoy_opened(p))
+                .map(|p| p.dport)
+                .collect();
+            (*ip, answers.difference(&probed).copied().collect())
+        })
+        .collect();
+    let answer_count: usize = answer_ports.values().map(BTreeSet::len).sum();
+    // Conversations where a decoy answered with SYN-ACK, and those where a host sent payload.
+    let synack: BTreeSet<(Conv, IpAddr)> = pkts
+        .iter()
+        .filter(|q| q.proto == 6 && q.syn && q.ack)
+        .map(|q| (conv(q), q.src))
+        .collect();
+    let talked: BTreeSet<(Conv, IpAddr)> = pkts
+        .iter()
+        .filter(|q| q.payload)
+        .map(|q| (conv(q), q.src))
+        .collect();
+    let shook_hands: BTreeSet<IpAddr> = to_decoys
+        .iter()
+        .filter(|(ip, ps)| {
+            ps.iter().any(|p| {
+                p.proto == 6
+                    && p.ack
+                    && !p.syn
+                    && opener[&conv(p)] == Some(**ip)
+                    && synack.contains(&(conv(p), p.dst))
+            })
+        })
+        .map(|(ip, _)| *ip)
+        .collect();
+    let clients: BTreeSet<IpAddr> = to_decoys
+        .iter()
+        .filter(|(ip, ps)| {
+            let tcp: Vec<&&Pkt> = ps
+                .iter()
+                .filter(|p| p.proto == 6 && !decoy_opened(p))
+                .collect();
+            !tcp.is_empty()
+                && tcp.iter().all(|p| opener[&conv(p)] == Some(**ip))
+                && tcp.iter().all(|p| talked.contains(&(conv(p), **ip)))
+        })
+        .map(|(ip, _)| *ip)
+        .collect();
+    eprintln!(
+        "{LAN_CAPTURE}: decoys {decoys:?}; {answer_count} decoy ports reached only by answers \
+         to the decoys' own traffic, {} hosts completed handshakes, {} only made connections \
+         that carried payload",
+        shook_hands.len(),
+        clients.len()
+    );
+    assert!(answer_count > 0 && !shook_hands.is_empty() && !clients.is_empty());
+
+    for (ip, answers) in &answer_ports {
+        let Some(p) = got.get(&ip.to_string()) else {
+            continue;
+        };
+        let ports = p["ports"].as_array().expect("ports");
+        let wrong: Vec<&Value> = ports
+            .iter()
+            .filter(|port| port.as_u64().is_some_and(|n| answers.contains(&(n as u16))))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{ip}: ports {wrong:?} only carried answers to the decoys' own traffic: {p}"
+        );
+    }
+    for ip in &shook_hands {
+        let p = &got[&ip.to_string()];
+        assert_eq!(p["spoofable"], false, "{ip} completed a handshake: {p}");
+    }
+    let stealth = ["ack", "fin", "null", "xmas", "maimon", "window"];
+    for ip in &clients {
+        let p = &got[&ip.to_string()];
+        let kinds = p["scan"]["kinds"].as_array().expect("scan kinds");
+        assert!(
+            kinds.iter().all(|k| !stealth.iter().any(|s| k == s)),
+            "{ip} only made connections: {p}"
+        );
+        assert_eq!(p["tools"], serde_json::json!([]), "{ip}: {p}");
+    }
 }

@@ -172,6 +172,7 @@ fn main() -> anyhow::Result<()> {
             run(cargo().args(["fmt", "--all", "--check"]))?;
             setup::setup()?;
             setup::test_tools()?;
+            setup::packaged_captures()?;
             // Lints of the default members, warnings as errors: every crate but the kernel's
             // (built for BPF only, by decnet/build.rs) and the fuzz targets (cargo-fuzz).
             run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;

@@ -299,6 +299,82 @@ pub(crate) fn test_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Real captures Debian ships, which may be redistributed under their packages' licences
+/// (the package's copyright file is kept beside each): (package, path in the package, name
+/// in `.tools/captures`). docs/testing.md says what each one is.
+const PACKAGED_CAPTURES: &[(&str, &str, &str)] = &[(
+    "pathspider",
+    "usr/lib/python3/dist-packages/pathspider/tests/data/real.pcap",
+    "pathspider-real.pcap",
+)];
+
+/// Fetches the packaged captures into `.tools/captures` with `apt-get download` (the
+/// package is unpacked there, not installed). As root a failure is an error, so CI never
+/// skips them; without apt the replay tests print `skipping:`.
+pub(crate) fn packaged_captures() -> anyhow::Result<()> {
+    let dir = tools().join("captures");
+    for (package, path, name) in PACKAGED_CAPTURES {
+        if dir.join(name).is_file() {
+            continue;
+        }
+        if !have("apt-get") || !have("dpkg-deb") {
+            eprintln!(
+                "setup: {name} is missing and apt is not here: the test that replays it says skipping"
+            );
+            continue;
+        }
+        eprintln!(
+            "setup: fetching {name} from Debian's {package} package into {}",
+            dir.display()
+        );
+        let got = fetch_packaged(&dir, package, path, name);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            got?;
+        } else if let Err(e) = got {
+            eprintln!("setup: {name} not fetched ({e:#}): the test that replays it says skipping");
+        }
+    }
+    Ok(())
+}
+
+fn fetch_packaged(
+    dir: &std::path::Path,
+    package: &str,
+    path: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let work = dir.join(format!(".{package}"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let download = || {
+        run(Command::new("apt-get")
+            .args(["download", "-qq", package])
+            .current_dir(&work))
+    };
+    if download().is_err() {
+        // A fresh machine's package lists may not be there yet.
+        let _ = run(Command::new("apt-get").arg("update").arg("-qq"));
+        download().with_context(|| format!("apt-get download {package}"))?;
+    }
+    let deb = std::fs::read_dir(&work)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .with_context(|| format!("apt-get download {package} left no .deb"))?;
+    let tree = work.join("tree");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    std::fs::copy(tree.join(path), dir.join(name))
+        .with_context(|| format!("{path} is not in {}", deb.display()))?;
+    let copyright = format!("usr/share/doc/{package}/copyright");
+    std::fs::copy(
+        tree.join(copyright),
+        dir.join(format!("{package}.copyright")),
+    )?;
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
 /// cargo-fuzz, pinned, built from crates.io into `.tools` (about two minutes, once).
 const CARGO_FUZZ: &str = "0.13.2";
 
