@@ -359,7 +359,7 @@ struct Pkt {
     proto: u8,
     sport: u16,
     dport: u16,
-    /// TCP SYN without ACK, SYN+ACK, bare ACK-carrying segment.
+    /// The TCP SYN and ACK flags (both false for UDP and others).
     syn: bool,
     ack: bool,
     payload: bool,

@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn broadcast_and_multicast_destinations_are_no_decoys() {
-        // A frame from a to dst, Ethernet destination `mac`, UDP to port 137.
+        // A frame from 10.0.0.9 to `dst`, Ethernet destination `mac`, UDP to port 137.
         let frame = |mac: [u8; 6], dst: [u8; 4]| {
             let mut f = mac.to_vec();
             f.extend([2, 0, 0, 0, 0, 1, 0x08, 0x00]);
