@@ -305,7 +305,20 @@ fn text(v: &serde_json::Value) -> String {
 pub fn attackers_table(body: &str) -> anyhow::Result<String> {
     let v: serde_json::Value = serde_json::from_str(body).context("attackers JSON")?;
     let rows = v["attackers"].as_array().context("no `attackers` array")?;
-    let mut out = format!(
+    let mut out = attackers_header();
+    for a in rows {
+        out.push_str(&attackers_line(a));
+    }
+    out.push_str(&attackers_footer(
+        rows.len(),
+        v["total"].as_u64().unwrap_or(0),
+    ));
+    Ok(out)
+}
+
+/// The attackers table's header line.
+pub fn attackers_header() -> String {
+    format!(
         "{:<39} {:>5} {:<8} {:<10} {:<16} {:<12} {:>8} {:<18} {:<22} {:<16} {:<8} {}\n",
         "IP",
         "RISK",
@@ -319,30 +332,32 @@ pub fn attackers_table(body: &str) -> anyhow::Result<String> {
         "OS",
         "CAMPAIGN",
         "DECOYS"
-    );
-    for a in rows {
-        out.push_str(&format!(
-            "{:<39} {:>5} {:<8} {:<10} {:<16} {:<12} {:>8} {:<18} {:<22} {:<16} {:<8} {}\n",
-            text(&a["ip"]),
-            text(&a["risk"]["score"]),
-            text(&a["risk"]["band"]),
-            text(&a["classification"]),
-            text(&a["actor"]),
-            text(&a["class"]),
-            text(&a["event_count"]),
-            text(&a["tools"]),
-            text(&a["scan_kinds"]),
-            text(&a["os_guess"]),
-            text(&a["campaign_id"]),
-            text(&a["deckies"]),
-        ));
-    }
-    out.push_str(&format!(
-        "{} of {} attackers\n",
-        rows.len(),
-        v["total"].as_u64().unwrap_or(0)
-    ));
-    Ok(out)
+    )
+}
+
+/// One attackers-list row (as `GET /api/v1/attackers` gives it) as a table line. Kept apart
+/// from [`attackers_table`] so a long list is written row by row, never held whole.
+pub fn attackers_line(a: &serde_json::Value) -> String {
+    format!(
+        "{:<39} {:>5} {:<8} {:<10} {:<16} {:<12} {:>8} {:<18} {:<22} {:<16} {:<8} {}\n",
+        text(&a["ip"]),
+        text(&a["risk"]["score"]),
+        text(&a["risk"]["band"]),
+        text(&a["classification"]),
+        text(&a["actor"]),
+        text(&a["class"]),
+        text(&a["event_count"]),
+        text(&a["tools"]),
+        text(&a["scan_kinds"]),
+        text(&a["os_guess"]),
+        text(&a["campaign_id"]),
+        text(&a["deckies"]),
+    )
+}
+
+/// The table's last line: how many rows it showed of how many attackers.
+pub fn attackers_footer(shown: usize, total: u64) -> String {
+    format!("{shown} of {total} attackers\n")
 }
 
 /// One stream event as a line for people (None for events not worth a line).

@@ -349,9 +349,11 @@ fn replay(
         flow_idle: std::time::Duration::from_secs(60),
     };
     let result = (|| {
-        let replayed = decnet::replay::capture(&opts).context("decnet replay")?;
+        let mut replayed = decnet::replay::capture(&opts).context("decnet replay")?;
+        let started = std::time::Instant::now();
         let report = runtime()?.block_on(async {
             let store = decnet::replay::analyse(&dir).await?;
+            replayed.analysed = Some(started.elapsed());
             let report = decnet::replay::report(&store, json).await;
             store.close().await;
             report

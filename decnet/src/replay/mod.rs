@@ -89,6 +89,8 @@ pub enum ReplayError {
     Store(#[from] StoreError),
     #[error("ingest: {0}")]
     Ingest(#[from] crate::ingest::ingester::IngestError),
+    #[error("profiles: {0}")]
+    Profile(String),
     #[error("sensor id: {0}")]
     SensorId(std::io::Error),
 }
@@ -110,6 +112,8 @@ pub struct Replayed {
     /// Journal records written.
     pub records: u64,
     pub elapsed: Duration,
+    /// How long ingest and profiles took after the capture pass, once they ran.
+    pub analysed: Option<Duration>,
     /// Where the reading stopped early; everything before it was replayed and kept.
     pub error: Option<CaptureError>,
 }
@@ -293,7 +297,8 @@ fn decoy_of(addr: IpAddr) -> Decoy {
 }
 
 /// Ingests the data dir's journal and profiles it: what `decnet run` does as the events
-/// arrive, done once to the end.
+/// arrive, done once to the end. As in `decnet run`, the profiler folds each ingest commit
+/// as the ingester announces it, so the two overlap and the rows are not read back.
 pub async fn analyse(data_dir: &Path) -> Result<Store, ReplayError> {
     let url = format!("sqlite://{}", data_dir.join("decnet.db").display());
     let store = Store::connect(&url).await?;
@@ -301,34 +306,63 @@ pub async fn analyse(data_dir: &Path) -> Result<Store, ReplayError> {
     cfg.sensor = crate::config::resolve_sensor_id(data_dir, None)
         .map_err(ReplayError::SensorId)?
         .into();
+    let hub = crate::hub::Hub::default();
     let ingester =
-        crate::ingest::Ingester::new(store.clone(), cfg, Arc::new(tokio::sync::Notify::new()));
+        crate::ingest::Ingester::new(store.clone(), cfg, Arc::new(tokio::sync::Notify::new()))
+            .with_hub(hub.clone());
+    let committed = ingester.subscribe();
+    let profiler = crate::profile::Profiler::new(store.clone()).with_feed(&hub);
+    let (stop_profiles, profiles_rx) = tokio::sync::watch::channel(false);
+    let profiling = tokio::spawn(profiler.run(committed, profiles_rx));
     let (_stop, rx) = tokio::sync::watch::channel(false);
-    ingester.run(rx, true).await?;
-    crate::profile::Profiler::new(store.clone())
-        .catch_up()
-        .await?;
+    let ingested = ingester.run(rx, true).await;
+    // Told to stop, the profiler takes in everything committed, then returns.
+    let _ = stop_profiles.send(true);
+    let profiled = profiling.await;
+    ingested?;
+    profiled.map_err(|e| ReplayError::Profile(e.to_string()))??;
     Ok(store)
 }
+
+/// Attackers read per page by [`report`]: a capture of a spoofed storm profiles hundreds of
+/// thousands of sources, and the report never holds more than a page of them.
+const REPORT_PAGE: i64 = 10_000;
 
 /// Every profiled attacker, riskiest first: the attackers table, or with `json` one full
 /// profile per line.
 pub async fn report(store: &Store, json: bool) -> Result<String, ReplayError> {
     let total = store.count_attackers().await?;
-    let (rows, _) = store.attackers_page("risk", total.max(1), 0).await?;
-    let mut out = String::new();
-    if json {
+    let mut out = if json {
+        String::new()
+    } else {
+        crate::client::attackers_header()
+    };
+    let mut shown = 0;
+    let mut offset = 0;
+    while offset < total {
+        let (rows, _) = store.attackers_page("risk", REPORT_PAGE, offset).await?;
+        if rows.is_empty() {
+            break;
+        }
+        offset += rows.len() as i64;
         for r in &rows {
-            if let Some(p) = crate::profile::load(store, &r.ip).await? {
-                out.push_str(&p.to_string());
-                out.push('\n');
+            if json {
+                if let Some(p) = crate::profile::load(store, &r.ip).await? {
+                    out.push_str(&p.to_string());
+                    out.push('\n');
+                }
+            } else if let Some(row) = crate::profile::list_row(r)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&row)
+            {
+                out.push_str(&crate::client::attackers_line(&v));
+                shown += 1;
             }
         }
-        return Ok(out);
     }
-    let items: Vec<String> = rows.iter().filter_map(crate::profile::list_row).collect();
-    let body = format!(r#"{{"attackers":[{}],"total":{total}}}"#, items.join(","));
-    Ok(crate::client::attackers_table(&body).unwrap_or_default())
+    if !json {
+        out.push_str(&crate::client::attackers_footer(shown, total as u64));
+    }
+    Ok(out)
 }
 
 impl Replayed {
@@ -355,6 +389,12 @@ impl Replayed {
                 .collect::<Vec<_>>()
                 .join(" ")
         ));
+        if let Some(t) = self.analysed {
+            out.push_str(&format!(
+                "ingested and profiled in {:.2} s\n",
+                t.as_secs_f64()
+            ));
+        }
         if self.cut_short > 0 {
             out.push_str(&format!(
                 "{} frames were cut short by the capture's snaplen: only their captured bytes \
