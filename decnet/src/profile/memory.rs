@@ -142,16 +142,19 @@ impl Memory {
         Ok(())
     }
 
-    /// After a commit: past [`MAX_HOT`] states, keep those touched since the previous
-    /// commit, and if that is still too many, none.
+    /// After a commit lands: past [`MAX_HOT`] states, keep those touched since the commit
+    /// before it, and if that is still too many, only those with changes the next commit
+    /// has yet to write (it renders them from here; the database has the rest).
     pub(super) fn evict(&mut self) {
         if self.hot.len() <= MAX_HOT {
             return;
         }
         let recent = self.generation.saturating_sub(1);
-        self.hot.retain(|_, h| h.used >= recent);
+        let pending = &self.pending.sources;
+        self.hot
+            .retain(|ip, h| h.used >= recent || pending.contains(ip));
         if self.hot.len() > MAX_HOT {
-            self.hot.clear();
+            self.hot.retain(|ip, _| pending.contains(ip));
         }
     }
 }
@@ -274,5 +277,62 @@ impl Work {
             mem.pending.campaigns.insert(id);
         }
         mem.index.upsert(&key, me);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(generation: u64) -> Memory {
+        Memory {
+            index: Index::default(),
+            campaigns: BTreeMap::new(),
+            next_campaign: 1,
+            next_detection: 1,
+            hot: HashMap::new(),
+            generation,
+            pending: Pending::default(),
+        }
+    }
+
+    fn hot(used: u64) -> Box<Hot> {
+        Box::new(Hot {
+            st: IpState::default(),
+            used,
+            verdict: None,
+        })
+    }
+
+    /// A commit lands while the next one's changes wait in memory (the profiler writes one
+    /// commit while it folds the next batches): eviction must not drop a state whose change
+    /// only memory holds, such as a storm member that a campaign took in without a new row.
+    #[test]
+    fn eviction_keeps_every_state_the_next_commit_must_write() {
+        let mut m = memory(10);
+        for i in 0..MAX_HOT + 500 {
+            m.hot.insert(format!("10.0.{}.{}", i / 256, i % 256), hot(9));
+        }
+        // Long untouched, yet changed since the last commit (its campaign was set).
+        m.hot.insert("192.0.2.1".into(), hot(1));
+        m.pending.sources.insert("192.0.2.1".into());
+        m.evict();
+        assert!(
+            m.hot.contains_key("192.0.2.1"),
+            "a state with an unwritten change was evicted"
+        );
+        assert!(m.hot.len() <= MAX_HOT + 1, "nothing was evicted: {}", m.hot.len());
+        // Too many touched lately: only what the next commit writes stays.
+        let mut m = memory(10);
+        for i in 0..MAX_HOT + 500 {
+            m.hot.insert(format!("10.0.{}.{}", i / 256, i % 256), hot(10));
+        }
+        m.hot.insert("192.0.2.1".into(), hot(1));
+        m.pending.sources.insert("192.0.2.1".into());
+        m.pending.sources.insert("10.0.0.7".into());
+        m.evict();
+        let mut left: Vec<&String> = m.hot.keys().collect();
+        left.sort();
+        assert_eq!(left, ["10.0.0.7", "192.0.2.1"]);
     }
 }

@@ -2,9 +2,10 @@
 //! row into its IP's streaming state and matches campaigns. It writes behind: the sources
 //! that changed, with campaigns, detections and the cursor, go in one transaction at the
 //! end of each pass over the backlog, and every second while a long backlog lasts, so a
-//! busy source's rows between two commits cost one write. Woken by the ingester after
-//! each commit (50 ms debounce); there is no timer and no separate cold-start path: an
-//! empty cursor is id 0.
+//! busy source's rows between two commits cost one write. A commit is written in the
+//! background while the next batches fold; the next commit waits for it. Woken by the
+//! ingester after each commit (50 ms debounce); there is no timer and no separate
+//! cold-start path: an empty cursor is id 0.
 //!
 //! In memory it keeps the campaign index (a small summary per source with a campaign key),
 //! the campaigns and the states it profiled lately (bounded). All of it is rebuilt from the
@@ -52,6 +53,17 @@ pub struct Profiler {
     mem: Option<Memory>,
     stats: Arc<ProfileStats>,
     feed: Option<Feed>,
+    /// A commit still being written when its pass failed: the next pass waits for it to
+    /// end before it reads the cursor, so it resumes from what is really committed.
+    writing: Option<Writing>,
+}
+
+/// A commit handed to the store: it is written while the next batches fold, and the
+/// profiler waits for it before the next commit (whose cursor update expects its value).
+struct Writing {
+    task: tokio::task::JoinHandle<Result<ProfileCommit, StoreError>>,
+    /// The last log id it commits.
+    last_id: i64,
 }
 
 /// Committed log batches as the ingester announced them, in id order, kept until profiled.
@@ -207,6 +219,7 @@ impl Profiler {
             mem: None,
             stats: Arc::default(),
             feed: None,
+            writing: None,
         }
     }
 
@@ -258,6 +271,10 @@ impl Profiler {
         max_batches: usize,
         span: &tracing::Span,
     ) -> Result<u64, StoreError> {
+        if let Some(w) = self.writing.take() {
+            // Left by a failed pass: whatever it did, the cursor read next says so.
+            let _ = w.task.await;
+        }
         let mut batches = 0u64;
         let mut prev = self.store.get_state(PROFILE_CURSOR_KEY).await?;
         let mut cursor: i64 = prev.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -318,13 +335,17 @@ impl Profiler {
             self.stats.batches.fetch_add(1, Relaxed);
             cursor = last_id;
             if mem.pending.due() {
-                prev = Some(self.commit(&mut mem, prev).await?);
+                // The previous commit has had this batch's folding to finish in.
+                self.landed(&mut mem).await?;
+                prev = Some(self.send(&mut mem, prev));
             }
             // Never stall the runtime, whatever the backlog.
             tokio::task::yield_now().await;
         }
+        self.landed(&mut mem).await?;
         if mem.pending.last_id.is_some() {
-            self.commit(&mut mem, prev).await?;
+            self.send(&mut mem, prev);
+            self.landed(&mut mem).await?;
         }
         self.mem = Some(mem);
         span.record("rows", absorbed);
@@ -415,21 +436,18 @@ impl Profiler {
         Ok(())
     }
 
-    /// Writes every change since the last commit (profiles and states of the sources that
-    /// changed, campaigns, detections) with the cursor after the last row folded, in one
-    /// transaction; returns the cursor's new value.
-    async fn commit(
-        &mut self,
-        mem: &mut Memory,
-        prev: Option<String>,
-    ) -> Result<String, StoreError> {
+    /// Hands every change since the last commit (profiles and states of the sources that
+    /// changed, campaigns, detections) with the cursor after the last row folded to the
+    /// store, as one transaction written in the background ([`landed`](Self::landed) waits
+    /// for it); returns the cursor's new value. At most one commit is in flight.
+    fn send(&mut self, mem: &mut Memory, prev: Option<String>) -> String {
         let pending = std::mem::take(&mut mem.pending);
         let last_id = pending.last_id.unwrap_or(0);
         let value = last_id.to_string();
         let span = crate::dev_span!(
             "profiler.commit",
             ips = pending.sources.len(),
-            detections = tracing::field::Empty,
+            detections = pending.detections.len(),
         );
         let guard = span.enter();
         let mut commit = ProfileCommit {
@@ -440,27 +458,31 @@ impl Profiler {
             }),
             ..ProfileCommit::default()
         };
-        // Rendered as the store writes them, one statement's rows at a time.
+        // Rendered now, while the states are at this commit's point: the batches folded
+        // while it is written change them again.
         let hot = &mut mem.hot;
-        let mut rows = pending.sources.iter().filter_map(|ip| {
-            let h = hot.get_mut(ip)?;
-            let st = &h.st;
-            let v = h.verdict.take().map_or_else(|| st.verdict(ip), |v| *v);
-            Some(ProfileRow {
-                ip: ip.clone(),
-                first_seen: st.first_seen.clone(),
-                last_seen: st.last_seen.clone(),
-                event_count: st.events as i64,
-                class: v.class.to_owned(),
-                risk_score: v.risk.score as i64,
-                campaign_id: st.campaign_id,
-                campaign_key: st.campaign_key.clone(),
-                summary: st.summary(ip, &v).to_string(),
-                state: serde_json::to_string(st).unwrap_or_default(),
+        let rows: Vec<ProfileRow> = pending
+            .sources
+            .iter()
+            .filter_map(|ip| {
+                let h = hot.get_mut(ip)?;
+                let st = &h.st;
+                let v = h.verdict.take().map_or_else(|| st.verdict(ip), |v| *v);
+                Some(ProfileRow {
+                    ip: ip.clone(),
+                    first_seen: st.first_seen.clone(),
+                    last_seen: st.last_seen.clone(),
+                    event_count: st.events as i64,
+                    class: v.class.to_owned(),
+                    risk_score: v.risk.score as i64,
+                    campaign_id: st.campaign_id,
+                    campaign_key: st.campaign_key.clone(),
+                    summary: st.summary(ip, &v).to_string(),
+                    state: serde_json::to_string(st).unwrap_or_default(),
+                })
             })
-        });
+            .collect();
         commit.detections = pending.detections;
-        span.record("detections", commit.detections.len());
         for id in &pending.campaigns {
             if let Some(c) = mem.campaigns.get(id) {
                 commit.campaigns.push((*id, c.summary().to_string()));
@@ -471,21 +493,42 @@ impl Profiler {
             .state
             .push((CAMPAIGN_ID_KEY.into(), mem.next_campaign.to_string()));
         drop(guard);
-        self.store
-            .commit_profiles(&commit, &mut rows)
-            .instrument(span)
-            .await?;
-        drop(rows);
+        // States folded from here on belong to the next commit: eviction after this one
+        // lands keeps them (`Memory::evict`).
         mem.generation += 1;
+        let store = self.store.clone();
+        let task = tokio::spawn(
+            async move {
+                store
+                    .commit_profiles(&commit, &mut rows.into_iter())
+                    .await
+                    .map(|()| commit)
+            }
+            .instrument(span),
+        );
+        self.writing = Some(Writing { task, last_id });
+        value
+    }
+
+    /// Waits for the commit in flight, if any; once it is in, announces its detections
+    /// and lets go of the states it made durable.
+    async fn landed(&mut self, mem: &mut Memory) -> Result<(), StoreError> {
+        let Some(w) = self.writing.take() else {
+            return Ok(());
+        };
+        let commit = w
+            .task
+            .await
+            .map_err(|e| StoreError::Task(format!("profile commit: {e}")))??;
         mem.evict();
-        self.stats.cursor.store(last_id.max(0) as u64, Relaxed);
+        self.stats.cursor.store(w.last_id.max(0) as u64, Relaxed);
         self.stats
             .detections
             .fetch_add(commit.detections.len() as u64, Relaxed);
         for d in commit.detections {
             self.hub.detection(d);
         }
-        Ok(value)
+        Ok(())
     }
 
     /// Catches up, then again after every ingester commit, until `shutdown`. A failed

@@ -16,6 +16,9 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// A write handed to a background task that panicked or was cancelled.
+    #[error("{0}")]
+    Task(String),
 }
 
 impl StoreError {
