@@ -1295,6 +1295,82 @@ fn sweep_summarises_idle_and_open_flows_once() {
     assert_eq!(pstats.snapshot().flows_swept, 2);
 }
 
+/// Past `COPY_FROM` watched flows a sweep copies the whole flow map in batches instead of
+/// looking each flow up: every flow must still be found, summarised once, and marked ended
+/// in the kernel, and a flow the kernel ended must not come back.
+#[test]
+fn a_sweep_of_many_flows_copies_the_map_and_misses_none() {
+    // The guard off: one source opens every flow here, far past its burst.
+    let Some(mut r) = rig_with(LoadOptions {
+        flood: FloodBudget { rate: 0, burst: 0 },
+        ..LoadOptions::default()
+    }) else {
+        return;
+    };
+    let mut flows = r
+        .flows
+        .take()
+        .unwrap()
+        .with_idle(std::time::Duration::from_secs(5));
+    let stats = decnet::stats::PipelineStats::default();
+    let many = decnet::sensor::flows::COPY_FROM as u16 + 176;
+    let ended = 100u16;
+    for i in 0..many {
+        let sport = 20000 + i;
+        let mut evs = r.run(&v4(L4::syn(sport, 80)).build());
+        evs.extend(r.egress(&reply(L4::tcp(80, sport, SYN | ACK, &[])).build()));
+        evs.extend(r.run(&v4(L4::tcp(sport, 80, ACK | PSH, b"hello")).build()));
+        if i < ended {
+            evs.extend(r.run(&v4(L4::tcp(sport, 80, RST, &[])).build()));
+        }
+        for p in &evs {
+            flows.note(p, &stats);
+        }
+    }
+    assert_eq!(flows.watched(), usize::from(many - ended));
+    assert!(flows.watched() >= decnet::sensor::flows::COPY_FROM);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let pstats = std::sync::Arc::new(decnet::stats::PipelineStats::default());
+    let (handle, writer) = decnet::collector::JournalWriter::spawn(
+        decnet::collector::JournalConfig::new(path.clone()),
+        pstats.clone(),
+    )
+    .expect("journal");
+    let mut c = decnet::sensor::Output::new(
+        decnet::collector::Collector::new(handle, vec!["web".to_owned()].into()),
+        pstats.clone(),
+    );
+    let now = decnet::sensor::guard::mono_now_ns();
+    assert_eq!(flows.sweep(now, false, &mut c), 0, "nothing is idle yet");
+    assert_eq!(flows.watched(), usize::from(many - ended));
+    assert_eq!(
+        flows.sweep(now + 6_000_000_000, false, &mut c),
+        usize::from(many - ended)
+    );
+    assert_eq!(flows.watched(), 0);
+    // Marked ended in the kernel: a late packet of any of them is no new flow.
+    for sport in [20000 + ended, 20000 + many - 1] {
+        assert!(r.run(&v4(L4::tcp(sport, 80, ACK, &[])).build()).is_empty());
+    }
+    drop(c);
+    writer.join();
+    let mut ports: Vec<u64> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .inspect(|v| {
+            assert_eq!(v["fields"]["end"], "idle", "{v}");
+            assert_eq!(v["fields"]["attacker_payload_bytes"], 5, "{v}");
+        })
+        .map(|v| v["fields"]["src_port"].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    let want: Vec<u64> = (u64::from(20000 + ended)..u64::from(20000 + many)).collect();
+    assert_eq!(ports, want, "each open flow summarised once");
+}
+
 /// Seeds for mutation: one frame of every shape the parsers know, both directions.
 fn seed_frames() -> Vec<Vec<u8>> {
     let mut seeds = vec![];

@@ -311,7 +311,8 @@ mod tests {
     fn eviction_keeps_every_state_the_next_commit_must_write() {
         let mut m = memory(10);
         for i in 0..MAX_HOT + 500 {
-            m.hot.insert(format!("10.0.{}.{}", i / 256, i % 256), hot(9));
+            m.hot
+                .insert(format!("10.0.{}.{}", i / 256, i % 256), hot(9));
         }
         // Long untouched, yet changed since the last commit (its campaign was set).
         m.hot.insert("192.0.2.1".into(), hot(1));
@@ -321,11 +322,16 @@ mod tests {
             m.hot.contains_key("192.0.2.1"),
             "a state with an unwritten change was evicted"
         );
-        assert!(m.hot.len() <= MAX_HOT + 1, "nothing was evicted: {}", m.hot.len());
+        assert!(
+            m.hot.len() <= MAX_HOT + 1,
+            "nothing was evicted: {}",
+            m.hot.len()
+        );
         // Too many touched lately: only what the next commit writes stays.
         let mut m = memory(10);
         for i in 0..MAX_HOT + 500 {
-            m.hot.insert(format!("10.0.{}.{}", i / 256, i % 256), hot(10));
+            m.hot
+                .insert(format!("10.0.{}.{}", i / 256, i % 256), hot(10));
         }
         m.hot.insert("192.0.2.1".into(), hot(1));
         m.pending.sources.insert("192.0.2.1".into());

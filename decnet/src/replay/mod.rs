@@ -48,8 +48,9 @@ use self::{
 
 /// How often, in capture time, the flood guard and the flow table are swept (as live)...
 const SWEEP_EVERY_NS: u64 = 1_000_000_000;
-/// ...but no more often than once per this many frames: a sweep walks both maps with a
-/// syscall per entry, and a replay covers a capture second in milliseconds. (A live sensor
+/// ...but no more often than once per this many frames: a sweep copies the flood guard's
+/// map (up to 65,536 entries) and looks up the watched flows, and a replay covers a capture
+/// second in milliseconds. (A live sensor
 /// sweeps once per real second whatever the rate.) Summaries of what went quiet then carry
 /// the time of the sweep that found it, up to this many frames later in the capture.
 const SWEEP_MIN_FRAMES: u64 = 16_384;

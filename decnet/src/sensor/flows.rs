@@ -10,8 +10,8 @@
 //! - gone from the map: evicted; summarised from the last state read;
 //! - at shutdown, still open: summarised as `shutdown`, so nothing is left unsaid.
 //!
-//! One lookup per watched flow per second; the watch list is capped and what does not fit
-//! is counted. Scan probes (SYN / RST) never enter it.
+//! One lookup per watched flow per second (or, for many, one copy of the map); the watch
+//! list is capped and what does not fit is counted. Scan probes (SYN / RST) never enter it.
 
 use std::collections::HashMap as StdMap;
 
@@ -27,6 +27,9 @@ use crate::stats::PipelineStats;
 
 /// Flows watched at most (the kernel map's own size).
 pub(crate) const MAX_WATCHED: usize = decnet_common::MAX_FLOWS as usize;
+
+/// Watched flows from which a sweep copies the whole map instead of looking each one up.
+pub const COPY_FROM: usize = 1024;
 
 /// What userspace remembers of a watched flow.
 struct Watched {
@@ -144,9 +147,19 @@ impl Flows {
         let _span = crate::dev_span!(parent: None, "flows.sweep", force).entered();
         let mut written = 0;
         let idle_ns = self.idle_ns;
+        // Many watched flows: the whole map in a few syscalls beats one lookup each (a
+        // copy of up to 65,536 entries against a syscall per flow).
+        let copy: Option<StdMap<FlowKey, FlowState>> = (self.watched.len() >= COPY_FROM)
+            .then(|| super::batch::entries(&self.map).ok())
+            .flatten()
+            .map(|all| all.into_iter().collect());
         let map = &mut self.map;
         self.watched.retain(|key, w| {
-            let end = match map.get(key, 0) {
+            let now = match &copy {
+                Some(c) => c.get(key).copied().ok_or(MapError::KeyNotFound),
+                None => map.get(key, 0),
+            };
+            let end = match now {
                 Ok(st) if st.seen & FLOW_ENDED != 0 => return false,
                 Ok(st) => {
                     w.last = st;

@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, MapData, MapError};
 use decnet_common::{EventKind, SUMMARY_EVERY_NS, SourceState, SuppressedSummary};
 
 use super::{
@@ -75,7 +75,13 @@ impl Sources {
         let mut written = 0;
         let mut live = Vec::new();
         let mut complete = true;
-        for item in self.map.iter() {
+        // In a few syscalls; entry by entry (two each) where the kernel cannot batch.
+        let all: Vec<Result<([u8; 16], SourceState), MapError>> =
+            match super::batch::entries(&self.map) {
+                Ok(all) => all.into_iter().map(Ok).collect(),
+                Err(_) => self.map.iter().collect(),
+            };
+        for item in all {
             let Ok((key, st)) = item else {
                 complete = false;
                 continue;

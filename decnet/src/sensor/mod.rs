@@ -11,6 +11,7 @@
 //! - `guard`: the flood guard's userspace half (its budget, sweeping quiet sources).
 //! - `ledger`: what was written of each flooding source, so no withheld event counts twice.
 //! - `flows`: the flow table's userspace half (idle and evicted flows).
+//! - `batch`: reading a whole map in a few syscalls, for the sweeps.
 //! - `kernel_stats`: the per-CPU counters, summed.
 //! - `iface`: whether the decoy interface is there and the programs on it.
 //! - `pin`: the bpffs pins that let a restarted daemon take over the same programs and ring,
@@ -20,6 +21,7 @@
 //! Stage 2 (sensor) of the pipeline: docs/architecture.md.
 
 pub(crate) mod attach;
+pub(crate) mod batch;
 pub mod decode;
 pub mod decoy;
 pub mod error;
