@@ -1329,37 +1329,20 @@ fn a_sweep_of_many_flows_copies_the_map_and_misses_none() {
     }
     assert_eq!(flows.watched(), usize::from(many - ended));
     assert!(flows.watched() >= decnet::sensor::flows::COPY_FROM);
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("events.jsonl");
-    let pstats = std::sync::Arc::new(decnet::stats::PipelineStats::default());
-    let (handle, writer) = decnet::collector::JournalWriter::spawn(
-        decnet::collector::JournalConfig::new(path.clone()),
-        pstats.clone(),
-    )
-    .expect("journal");
-    let mut c = decnet::sensor::Output::new(
-        decnet::collector::Collector::new(handle, vec!["web".to_owned()].into()),
-        pstats.clone(),
-    );
-    let now = decnet::sensor::guard::mono_now_ns();
-    assert_eq!(flows.sweep(now, false, &mut c), 0, "nothing is idle yet");
-    assert_eq!(flows.watched(), usize::from(many - ended));
-    assert_eq!(
-        flows.sweep(now + 6_000_000_000, false, &mut c),
-        usize::from(many - ended)
-    );
-    assert_eq!(flows.watched(), 0);
+    let open = usize::from(many - ended);
+    let journal = journal_by(FloodBudget::default(), &[], |c| {
+        let now = decnet::sensor::guard::mono_now_ns();
+        assert_eq!(flows.sweep(now, false, c), 0, "nothing is idle yet");
+        assert_eq!(flows.watched(), open);
+        assert_eq!(flows.sweep(now + 6_000_000_000, false, c), open);
+        assert_eq!(flows.watched(), 0);
+    });
     // Marked ended in the kernel: a late packet of any of them is no new flow.
     for sport in [20000 + ended, 20000 + many - 1] {
         assert!(r.run(&v4(L4::tcp(sport, 80, ACK, &[])).build()).is_empty());
     }
-    drop(c);
-    writer.join();
-    let mut ports: Vec<u64> = std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let mut ports: Vec<u64> = journal
+        .iter()
         .inspect(|v| {
             assert_eq!(v["fields"]["end"], "idle", "{v}");
             assert_eq!(v["fields"]["attacker_payload_bytes"], 5, "{v}");
