@@ -334,6 +334,11 @@ impl Profiler {
             }
             self.stats.batches.fetch_add(1, Relaxed);
             cursor = last_id;
+            // A commit written already: its detections go out now, not when the next
+            // commit is due (up to a second later under a long backlog).
+            if self.writing.as_ref().is_some_and(|w| w.task.is_finished()) {
+                self.landed(&mut mem).await?;
+            }
             if mem.pending.due() {
                 // The previous commit has had this batch's folding to finish in.
                 self.landed(&mut mem).await?;
