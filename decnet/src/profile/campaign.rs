@@ -185,13 +185,16 @@ impl Campaign {
 
     /// Widens the campaign by one member's summary.
     pub(crate) fn absorb(&mut self, s: &Summary) {
-        self.members.insert(s.ip.to_string());
+        // Looked up before made owned: a member is absorbed again with each of its batches.
+        if !self.members.contains(&*s.ip) {
+            self.members.insert(s.ip.to_string());
+        }
         self.first_ns = self.first_ns.min(s.first_ns);
         self.last_ns = self.last_ns.max(s.last_ns);
         self.port_min = self.port_min.min(s.port_min);
         self.port_max = self.port_max.max(s.port_max);
         for d in s.deckies.iter() {
-            if self.deckies.len() < MAX_CAMPAIGN_DECKIES {
+            if self.deckies.len() < MAX_CAMPAIGN_DECKIES && !self.deckies.contains(&**d) {
                 self.deckies.insert(d.to_string());
             }
         }
@@ -264,6 +267,33 @@ impl Index {
         let n: Arc<str> = name.into();
         names.insert(n.clone());
         n
+    }
+
+    /// [`Summary::of`] with the address and decoy names this index holds already, so that
+    /// [`upsert`](Self::upsert) allocates nothing for a source it knows.
+    pub(crate) fn summary(&self, ip: &str, st: &IpState) -> Option<Summary> {
+        let deckies = st
+            .deckies
+            .iter()
+            .map(|d| {
+                self.names
+                    .get(d.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| d.as_str().into())
+            })
+            .collect();
+        Some(Summary {
+            ip: self
+                .at
+                .get_key_value(ip)
+                .map_or_else(|| ip.into(), |(ip, _)| ip.clone()),
+            first_ns: st.first_ns(),
+            last_ns: st.last_ns(),
+            deckies,
+            port_min: *st.ports.first()?,
+            port_max: *st.ports.last()?,
+            campaign: st.campaign_id,
+        })
     }
 
     pub(crate) fn upsert(&mut self, key: &str, mut s: Summary) {

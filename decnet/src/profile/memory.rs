@@ -70,6 +70,14 @@ pub(super) const MAX_PENDING: usize = 10_000;
 const MAX_HOT: usize = MAX_PENDING;
 
 impl Pending {
+    /// Marks `ip` changed (looked up before made owned: a busy source changes with every
+    /// batch between two commits).
+    pub(super) fn source(&mut self, ip: &str) {
+        if !self.sources.contains(ip) {
+            self.sources.insert(ip.to_owned());
+        }
+    }
+
     pub(super) fn due(&self) -> bool {
         self.sources.len() >= MAX_PENDING || self.since.is_some_and(|t| t.elapsed() >= COMMIT_EVERY)
     }
@@ -174,7 +182,7 @@ impl Work {
         match mem.hot.get_mut(ip) {
             Some(h) => {
                 h.st.campaign_id = Some(id);
-                mem.pending.sources.insert(ip.to_owned());
+                mem.pending.source(ip);
             }
             None => {
                 self.moved.insert(ip.to_owned(), id);
@@ -208,7 +216,7 @@ impl Work {
         let Some(key) = st.campaign_key.clone() else {
             return;
         };
-        let Some(me) = Summary::of(ip, st) else {
+        let Some(mut me) = mem.index.summary(ip, st) else {
             return;
         };
         if me.campaign.is_none() {
@@ -267,9 +275,8 @@ impl Work {
                 }
             }
         }
-        let Some(me) = mem.hot.get(ip).and_then(|h| Summary::of(ip, &h.st)) else {
-            return;
-        };
+        // Matching may have put it in a campaign; nothing else of its summary changed.
+        me.campaign = mem.hot.get(ip).and_then(|h| h.st.campaign_id);
         if let Some(id) = me.campaign
             && let Some(c) = mem.campaigns.get_mut(&id)
         {

@@ -31,6 +31,22 @@ impl<T: Ord> SortedSet<T> {
         }
     }
 
+    /// [`insert`](Self::insert) from a borrowed value, made owned only when it is new: a
+    /// source's rows mostly repeat what its sets hold already.
+    pub fn insert_ref<Q>(&mut self, v: &Q) -> bool
+    where
+        T: Borrow<Q>,
+        Q: Ord + ToOwned<Owned = T> + ?Sized,
+    {
+        match self.0.binary_search_by(|x| x.borrow().cmp(v)) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, v.to_owned());
+                true
+            }
+        }
+    }
+
     pub fn contains<Q>(&self, v: &Q) -> bool
     where
         T: Borrow<Q>,

@@ -51,64 +51,108 @@ pub struct IpState {
     pub last_seen: String,
     first_ns: i64,
     last_ns: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub events: u64,
+    #[serde(skip_serializing_if = "Welford::is_empty")]
     pub iat: Welford,
+    #[serde(skip_serializing_if = "SortedSet::is_empty")]
     pub ports: SortedSet<u16>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub ports_overflow: u64,
+    #[serde(skip_serializing_if = "SortedSet::is_empty")]
     pub services: SortedSet<String>,
     /// Decoys in first-contact order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deckies: Vec<String>,
+    #[serde(skip_serializing_if = "SortedSet::is_empty")]
     pub kinds: SortedSet<String>,
+    #[serde(skip_serializing_if = "is_zero16")]
     pub os_probes: u16,
     /// Decoys that received an ICMP echo from this source.
+    #[serde(skip_serializing_if = "SortedSet::is_empty")]
     echo_deckies: SortedSet<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_fingerprint: Option<String>,
     /// Fingerprints of SYNs that match no scanner signature, i.e. built by the source's own
     /// TCP stack, with counts (the OS guess reads these). Capped at [`MAX_HOST_FPS`].
+    #[serde(skip_serializing_if = "SortedMap::is_empty")]
     pub host_fps: SortedMap<String, u64>,
     /// Hops from the last SYN whose TTL the sender did not randomise (nmap draws it).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hops: Option<u8>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub payloads: u64,
     /// Payload artifacts extracted (bounties), credentials among them.
+    #[serde(skip_serializing_if = "is_zero")]
     pub bounties: u64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub credentials: u64,
     /// Distinct (service, command) pairs in first-seen order, capped; `command_count`
     /// counts every one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<Command>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub command_count: u64,
     /// Exploitation patterns seen in commands, and how many commands carried one.
+    #[serde(skip_serializing_if = "SortedSet::is_empty")]
     pub exploit_marks: SortedSet<String>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub exploit_payloads: u64,
     /// Gaps of at least [`RETURN_GAP_S`] between consecutive events.
+    #[serde(skip_serializing_if = "is_zero")]
     pub returns: u64,
+    #[serde(skip_serializing_if = "SortedMap::is_empty")]
     pub event_types: SortedMap<String, u64>,
     /// Votes per tool (see `tools`).
+    #[serde(skip_serializing_if = "SortedMap::is_empty")]
     pub tool_votes: SortedMap<String, u64>,
     /// The tool fingerprint campaigns group on, fixed when first known (see `campaign`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub campaign_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<i64>,
     /// What the last detection said, so a change (and only a change) emits a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reported: Option<Box<Headline>>,
     /// What the kernel's flood guard withheld from this source (its `source_suppressed`
     /// summaries), None when it never went over budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub flood: Option<Box<Flood>>,
     /// What the decoys answered (`probe_outcome`) and the TCP flows this source held
     /// (`tcp_flow`); None before the first of either.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub answers: Option<Box<Answers>>,
     /// Segments that answer something no decoy sent: SYN-ACKs, RSTs, ICMP errors and echo
     /// replies. A source that sends only these is backscatter: the victim of someone
     /// else's spoofed attack, replying to the addresses it was told were the senders.
+    #[serde(skip_serializing_if = "is_zero")]
     pub replies: u64,
     /// ACK and FIN+ACK segments without payload to a flow whose start no decoy saw (an
     /// ordinary client's segments, or an ACK/Maimon scan); the ports and kinds they came as.
+    #[serde(skip_serializing_if = "is_zero")]
     pub strays: u64,
+    #[serde(skip_serializing_if = "SortedSet::is_empty")]
     stray_ports: SortedSet<u16>,
+    #[serde(skip_serializing_if = "SortedSet::is_empty")]
     stray_kinds: SortedSet<String>,
     /// TCP handshakes it completed with a decoy (flow summaries that saw one).
+    #[serde(skip_serializing_if = "is_zero")]
     pub handshakes: u64,
     /// Its first SYN as a packet template (`intel::tcp::syn_template`): what sources of a
     /// spoofed storm share.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+}
+
+// Fields at their default are left out of the stored JSON (and read back as defaults):
+// most of a state is empty for most sources, and every commit writes the states it
+// changed.
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero16(v: &u16) -> bool {
+    *v == 0
 }
 
 /// The prefix of a campaign key that is a packet template (a spoofed storm's; the rest of
@@ -210,7 +254,8 @@ impl IpState {
             }
             if t >= self.last_ns {
                 self.last_ns = t;
-                self.last_seen = log.ts.clone();
+                // Into the string's own buffer: no allocation per row.
+                self.last_seen.clone_from(&log.ts);
             }
             if t < self.first_ns {
                 self.first_ns = t;
@@ -243,7 +288,7 @@ impl IpState {
             return;
         }
         if self.services.len() < MAX_SERVICES {
-            self.services.insert(log.service.clone());
+            self.services.insert_ref(log.service.as_str());
         }
         if let Some(p) = f.dst_port
             && log.event_type != "icmp_probe"
@@ -268,7 +313,9 @@ impl IpState {
             .find(|(k, _)| *k == "tcp_fingerprint")
             .map(|(_, v)| v.as_str());
         self.vote_tools(log, f, fp);
-        if let Some(fp) = fp {
+        if let Some(fp) = fp
+            && self.tcp_fingerprint.as_deref() != Some(fp)
+        {
             self.tcp_fingerprint = Some(fp.to_owned());
         }
         for (kind, value) in artifacts {
@@ -289,7 +336,7 @@ impl IpState {
             a.retransmits += f.retransmits.unwrap_or(0);
             if f.connect_scan == Some(true) {
                 a.connect_flows += 1;
-                self.kinds.insert("connect".into());
+                self.kinds.insert_ref("connect");
             }
             return;
         }
@@ -327,7 +374,7 @@ impl IpState {
                 self.command_count += 1;
                 if let Some(mark) = commands::exploit_mark(value) {
                     self.exploit_payloads += 1;
-                    self.exploit_marks.insert(mark.to_owned());
+                    self.exploit_marks.insert_ref(mark);
                 }
                 let known = self
                     .commands
@@ -372,7 +419,7 @@ impl IpState {
                 let crafted = f.traits.as_ref().is_none_or(|t| !t.is_empty())
                     || !stack_options(f.options.as_deref().unwrap_or(""));
                 if crafted {
-                    self.kinds.insert("syn".into());
+                    self.kinds.insert_ref("syn");
                 }
                 if flags.contains('E')
                     && flags.contains('C')
@@ -399,7 +446,7 @@ impl IpState {
                     // An OS-detection probe, not a NULL/ACK/Xmas port scan.
                     self.os_probe(os_bit);
                 } else if let kind @ ("null" | "fin" | "xmas") = probe {
-                    self.kinds.insert(kind.into());
+                    self.kinds.insert_ref(kind);
                 } else if let kind @ ("ack" | "maimon") = probe {
                     self.stray(kind, f);
                 } else if matches!(probe, "syn_ack" | "rst" | "rst_ack") {
@@ -407,15 +454,15 @@ impl IpState {
                 }
             }
             "udp_probe" => {
-                self.kinds.insert("udp".into());
+                self.kinds.insert_ref("udp");
                 if f.ip_id == Some(0x1042) && f.payload_len == Some(300) {
                     self.os_probe(U1);
                 }
             }
             "icmp_probe" if matches!(f.icmp_type, Some(8 | 128)) => {
-                self.echo_deckies.insert(log.decky.clone());
+                self.echo_deckies.insert_ref(log.decky.as_str());
                 if self.echo_deckies.len() >= 2 {
-                    self.kinds.insert("icmp_sweep".into());
+                    self.kinds.insert_ref("icmp_sweep");
                 }
             }
             // Echo replies, unreachables, time exceeded, parameter problems (ICMPv4 0, 3,
@@ -426,7 +473,7 @@ impl IpState {
             _ => {}
         }
         if self.os_probes.count_ones() >= 4 {
-            self.kinds.insert("os_detection".into());
+            self.kinds.insert_ref("os_detection");
         }
     }
 
@@ -443,7 +490,7 @@ impl IpState {
         {
             self.stray_ports.insert(p);
         }
-        self.stray_kinds.insert(kind.to_owned());
+        self.stray_kinds.insert_ref(kind);
         if self.stray_ports.len() >= STRAY_SWEEP_PORTS && self.replies == 0 {
             self.kinds.extend(self.stray_kinds.iter().cloned());
         }

@@ -26,6 +26,11 @@ fn mix(mut x: u64) -> u64 {
 }
 
 impl Welford {
+    /// No sample yet (every field at its default).
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
     /// Adds a sample. Negative or non-finite gaps (clock skew, out-of-order writers) are
     /// ignored rather than allowed to bend the statistics.
     pub fn push(&mut self, x: f64) {

@@ -35,6 +35,7 @@ use super::{
 use crate::{
     counters::{Kind, write_metric},
     hub::{Hub, HubMsg, LogBatch},
+    ingest::bounty,
     row::{Facts, NewLog},
     store::{CursorUpdate, DetectionRow, ProfileCommit, ProfileRow, Store, StoreError},
     timefmt,
@@ -137,6 +138,50 @@ impl Feed {
             left -= n;
         }
         Ok(segments)
+    }
+}
+
+/// Rows read from the database, each with its parsed fields.
+type Parsed = Vec<(i64, NewLog, Facts)>;
+
+/// Rows after `after`, read from the database and parsed by a task of their own.
+struct ReadAhead {
+    after: i64,
+    limit: i64,
+    task: tokio::task::JoinHandle<Result<Parsed, StoreError>>,
+}
+
+impl ReadAhead {
+    fn start(store: &Store, after: i64, limit: i64) -> ReadAhead {
+        let store = store.clone();
+        let task = tokio::spawn(async move {
+            let rows = store.logs_after(after, limit).await?;
+            // Parsing 2,000 rows' fields takes milliseconds: off the runtime's workers.
+            tokio::task::spawn_blocking(move || {
+                rows.into_iter()
+                    .map(|(id, l)| {
+                        let f = bounty::facts(&l);
+                        (id, l, f)
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|e| StoreError::Task(format!("profile read: {e}")))
+        });
+        ReadAhead { after, limit, task }
+    }
+
+    async fn rows(mut self) -> Result<Parsed, StoreError> {
+        (&mut self.task)
+            .await
+            .map_err(|e| StoreError::Task(format!("profile read: {e}")))?
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        // A read nobody will take (the pass ended or failed): stop it.
+        self.task.abort();
     }
 }
 
@@ -287,12 +332,14 @@ impl Profiler {
             None => Memory::load(&self.store).await?,
         };
         let mut absorbed = 0;
+        // The next batch, read while this one folds (dropped unread if the pass ends).
+        let mut ahead: Option<ReadAhead> = None;
         for _ in 0..max_batches {
             let fed = match self.feed.as_mut() {
                 Some(f) => f.after(cursor, BATCH as usize),
                 None => Err(None),
             };
-            let read;
+            let read: Parsed;
             let rows: Vec<Row<'_>> = match &fed {
                 Ok(segments) => segments
                     .iter()
@@ -305,8 +352,22 @@ impl Profiler {
                     .collect(),
                 Err(hole) => {
                     let limit = hole.map_or(BATCH, |h| h.min(BATCH));
-                    read = self.store.logs_after(cursor, limit).await?;
-                    read.iter().map(|(id, l)| (*id, l, None)).collect()
+                    read = match ahead.take() {
+                        Some(a) if a.after == cursor && a.limit == limit => a.rows().await?,
+                        _ => ReadAhead::start(&self.store, cursor, limit).rows().await?,
+                    };
+                    // A full batch: more probably follow. Read and parse them while this
+                    // one folds (on the runtime's other threads), so folding never waits
+                    // for the database. Only without a feed: with one, the next rows are
+                    // probably in memory.
+                    if self.feed.is_none()
+                        && hole.is_none()
+                        && read.len() == limit as usize
+                        && let Some((last, _, _)) = read.last()
+                    {
+                        ahead = Some(ReadAhead::start(&self.store, *last, BATCH));
+                    }
+                    read.iter().map(|(id, l, f)| (*id, l, Some(f))).collect()
                 }
             };
             let Some((last_id, _, _)) = rows.last() else {
@@ -379,9 +440,9 @@ impl Profiler {
                 h.used = generation;
             }
         }
-        mem.pending
-            .sources
-            .extend(ips.iter().map(|ip| (*ip).to_owned()));
+        for ip in &ips {
+            mem.pending.source(ip);
+        }
         let mut work = Work::default();
         for ip in &ips {
             work.match_campaign(mem, ip);
@@ -392,15 +453,23 @@ impl Profiler {
             for (ip, id) in &work.moved {
                 if let Some(h) = mem.hot.get_mut(ip) {
                     h.st.campaign_id = Some(*id);
-                    mem.pending.sources.insert(ip.clone());
+                    mem.pending.source(ip);
                 }
             }
         }
         // Verdicts per batch, as if each batch were committed on its own: which detections
         // a backlog gives does not depend on when commits fall (a restart's included).
         let now = timefmt::rfc3339_ns(timefmt::unix_now_ns());
-        work.touched.extend(ips.iter().map(|ip| (*ip).to_owned()));
-        for ip in &work.touched {
+        // The batch's sources and those campaign matching touched, in address order.
+        let mut touched = ips.clone();
+        touched.extend(
+            work.touched
+                .iter()
+                .map(String::as_str)
+                .filter(|t| ips.binary_search(t).is_err()),
+        );
+        touched.sort_unstable();
+        for ip in touched {
             let Some(h) = mem.hot.get_mut(ip) else {
                 continue;
             };
@@ -408,7 +477,7 @@ impl Profiler {
             let v = st.verdict(ip);
             let _span = crate::dev_span!(
                 "profiler.process_ip",
-                attacker_ip = ip.as_str(),
+                attacker_ip = ip,
                 event_count = st.events,
                 is_traversal = st.is_traversal(),
                 bounty_count = st.bounties,
@@ -428,7 +497,7 @@ impl Profiler {
                     mem.pending.detections.push(DetectionRow {
                         id,
                         ts: now.clone(),
-                        ip: ip.clone(),
+                        ip: ip.to_owned(),
                         body: body.to_string(),
                     });
                 }
