@@ -43,152 +43,208 @@ pub fn band(score: u32) -> &'static str {
     }
 }
 
-/// The score of `s`, whose tools passed the vote, and which a known-scanner list may name.
-pub(crate) fn assess(s: &IpState, tools: &[String], actor: Option<&Actor>) -> Risk {
+/// The reasons of a score as they are found, written out only when `explain`: a profile
+/// shows them, while the profiler, which judges every source it folds after every batch,
+/// needs only the score.
+struct Reasons {
+    explain: bool,
+    list: Vec<String>,
+}
+
+impl Reasons {
+    fn push(&mut self, reason: impl FnOnce() -> String) {
+        if self.explain {
+            self.list.push(reason());
+        }
+    }
+
+    /// This reason alone.
+    fn only(&mut self, reason: impl FnOnce() -> String) {
+        self.list.clear();
+        self.push(reason);
+    }
+
+    /// This reason before the others.
+    fn lead(&mut self, reason: impl FnOnce() -> String) {
+        if self.explain {
+            self.list.insert(0, reason());
+        }
+    }
+}
+
+/// The score of `s`, whose tools passed the vote, and which a known-scanner list may name;
+/// its reasons are left empty unless `explain`.
+pub(crate) fn assess(s: &IpState, tools: &[String], actor: Option<&Actor>, explain: bool) -> Risk {
     let mut score = 0u32;
-    let mut reasons = Vec::new();
+    let mut reasons = Reasons {
+        explain,
+        list: Vec::new(),
+    };
     let ports = s.ports.len() as u64 + s.ports_overflow;
     if ports >= 2 {
         let p = (4 * (64 - ports.leading_zeros() - 1)).min(24);
         score += p;
-        reasons.push(format!(
-            "Probed {ports} distinct ports: it is mapping what the decoy exposes."
-        ));
+        reasons.push(|| {
+            format!("Probed {ports} distinct ports: it is mapping what the decoy exposes.")
+        });
     }
     if s.is_traversal() {
         score += (8 * (s.deckies.len() as u32 - 1)).min(16);
         score += 15;
-        reasons.push(format!(
-            "Moved across {} decoys ({}): it is exploring the network, not one host.",
-            s.deckies.len(),
-            s.deckies.join(" -> ")
-        ));
+        reasons.push(|| {
+            format!(
+                "Moved across {} decoys ({}): it is exploring the network, not one host.",
+                s.deckies.len(),
+                s.deckies.join(" -> ")
+            )
+        });
     }
     if let Some(a) = &s.answers
         && !a.open_ports.is_empty()
     {
         score += 10;
-        let list: Vec<String> = a.open_ports.iter().take(8).map(|p| p.to_string()).collect();
-        let more = if a.open_ports.len() > 8 { ", ..." } else { "" };
-        reasons.push(format!(
-            "Found {} open port{} ({}{more}): it now knows what to attack.",
-            a.open_ports.len(),
-            if a.open_ports.len() == 1 { "" } else { "s" },
-            list.join(", ")
-        ));
+        reasons.push(|| {
+            let list: Vec<String> = a.open_ports.iter().take(8).map(|p| p.to_string()).collect();
+            let more = if a.open_ports.len() > 8 { ", ..." } else { "" };
+            format!(
+                "Found {} open port{} ({}{more}): it now knows what to attack.",
+                a.open_ports.len(),
+                if a.open_ports.len() == 1 { "" } else { "s" },
+                list.join(", ")
+            )
+        });
     }
     if s.payloads > 0 {
         score += 10;
-        reasons.push(format!(
-            "Sent payloads {} times: it talks to services, check what it sent.",
-            s.payloads
-        ));
+        reasons.push(|| {
+            format!(
+                "Sent payloads {} times: it talks to services, check what it sent.",
+                s.payloads
+            )
+        });
     }
     if s.credentials > 0 {
         score += 15;
-        reasons.push(format!(
+        reasons.push(|| format!(
             "Tried {} credentials: it is trying to log in; make sure no real system accepts them.",
             s.credentials
         ));
     }
     if s.command_count > 0 {
         score += 10;
-        reasons.push(format!(
-            "Sent {} commands: read them in the profile to see what it wanted.",
-            s.command_count
-        ));
+        reasons.push(|| {
+            format!(
+                "Sent {} commands: read them in the profile to see what it wanted.",
+                s.command_count
+            )
+        });
     }
     if s.exploit_payloads > 0 {
         score += 20;
-        let marks: Vec<&str> = s.exploit_marks.iter().map(String::as_str).collect();
-        reasons.push(format!(
-            "Sent {} exploit-looking payloads ({}): check real hosts for the same requests.",
-            s.exploit_payloads,
-            marks.join(", ")
-        ));
+        reasons.push(|| {
+            let marks: Vec<&str> = s.exploit_marks.iter().map(String::as_str).collect();
+            format!(
+                "Sent {} exploit-looking payloads ({}): check real hosts for the same requests.",
+                s.exploit_payloads,
+                marks.join(", ")
+            )
+        });
     }
     if s.kinds.contains("os_detection") {
         score += 15;
-        reasons.push(
+        reasons.push(|| {
             "Ran OS detection (nmap -O probe set): it is fingerprinting targets for follow-up."
-                .into(),
-        );
+                .into()
+        });
     }
-    let stealth: Vec<&str> = ["fin", "null", "xmas", "maimon", "ack"]
-        .into_iter()
-        .filter(|k| s.kinds.contains(*k))
-        .collect();
-    if !stealth.is_empty() {
+    let stealth = || {
+        ["fin", "null", "xmas", "maimon", "ack"]
+            .into_iter()
+            .filter(|k| s.kinds.contains(*k))
+    };
+    if stealth().next().is_some() {
         score += 10;
-        reasons.push(format!(
-            "Used stealth scans ({}): it tries to evade logging and firewalls.",
-            stealth.join(", ")
-        ));
+        reasons.push(|| {
+            format!(
+                "Used stealth scans ({}): it tries to evade logging and firewalls.",
+                stealth().collect::<Vec<_>>().join(", ")
+            )
+        });
     }
     if !tools.is_empty() {
         score += (5 * tools.len() as u32).min(10);
-        reasons.push(format!("Uses offensive tooling: {}.", tools.join(", ")));
+        reasons.push(|| format!("Uses offensive tooling: {}.", tools.join(", ")));
     }
     if s.duration_s() > 3600.0 {
         score += 10;
-        reasons.push(format!(
-            "Active for {:.1} hours: a persistent source.",
-            s.duration_s() / 3600.0
-        ));
+        reasons.push(|| {
+            format!(
+                "Active for {:.1} hours: a persistent source.",
+                s.duration_s() / 3600.0
+            )
+        });
     }
     if s.returns > 0 {
         score += 10;
-        reasons.push(format!(
-            "Came back {} times after an hour or more of silence: it keeps returning.",
-            s.returns
-        ));
+        reasons.push(|| {
+            format!(
+                "Came back {} times after an hour or more of silence: it keeps returning.",
+                s.returns
+            )
+        });
     }
     if let Some(id) = s.campaign_id {
         score += 10;
         if s.in_storm() {
-            reasons.push(format!(
-                "One of campaign {id}'s addresses: a storm of sources sending one packet \
+            reasons.push(|| {
+                format!(
+                    "One of campaign {id}'s addresses: a storm of sources sending one packet \
                  template, most likely spoofed; the campaign is the actor, not this address."
-            ));
+                )
+            });
         } else {
-            reasons.push(format!(
-                "Part of campaign {id}, sources sharing one tool fingerprint and splitting or \
+            reasons.push(|| {
+                format!(
+                    "Part of campaign {id}, sources sharing one tool fingerprint and splitting or \
                  sharing targets: block the group, not one address."
-            ));
+                )
+            });
         }
     }
     if s.is_backscatter() {
         // Its ports and decoys are the addresses someone else forged, not its choice.
         score = score.min(BACKSCATTER_CAP);
-        reasons = vec![format!(
-            "Sent only answers to packets no decoy sent ({} SYN-ACKs, RSTs or ICMP errors): \
-             backscatter, the victim of someone else's spoofed attack, not a scanner.",
-            s.replies
-        )];
+        reasons.only(|| {
+            format!(
+                "Sent only answers to packets no decoy sent ({} SYN-ACKs, RSTs or ICMP \
+                 errors): backscatter, the victim of someone else's spoofed attack, not a \
+                 scanner.",
+                s.replies
+            )
+        });
     }
     if let Some(a) = actor
         && !a.is_malicious()
     {
         score = score.min(BENIGN_CAP);
-        let who = match (&a.name, &a.category) {
-            (Some(n), Some(c)) => format!("{n} ({c})"),
-            (Some(n), None) => n.clone(),
-            (None, Some(c)) => format!("an unnamed {c} scanner"),
-            (None, None) => "an unnamed entry".to_owned(),
-        };
-        reasons.insert(
-            0,
+        reasons.lead(|| {
+            let who = match (&a.name, &a.category) {
+                (Some(n), Some(c)) => format!("{n} ({c})"),
+                (Some(n), None) => n.clone(),
+                (None, Some(c)) => format!("an unnamed {c} scanner"),
+                (None, None) => "an unnamed entry".to_owned(),
+            };
             format!(
                 "Listed as a known scanner: {who}; its risk is capped at {BENIGN_CAP} (a known \
                  scanner's probes are not an attack on you, though what they find is public)."
-            ),
-        );
+            )
+        });
     }
     let score = score.min(100);
     Risk {
         score,
         band: band(score),
-        reasons,
+        reasons: reasons.list,
     }
 }
 
@@ -199,7 +255,7 @@ mod tests {
     #[test]
     fn quiet_source_is_low_and_says_nothing_alarming() {
         let s = IpState::default();
-        let r = assess(&s, &[], None);
+        let r = assess(&s, &[], None, true);
         assert_eq!((r.score, r.band), (0, "low"));
         assert!(r.reasons.is_empty());
     }
@@ -213,11 +269,15 @@ mod tests {
             .iter()
             .map(|k| k.to_string())
             .collect();
-        let r = assess(&s, &["nmap".into()], None);
+        let r = assess(&s, &["nmap".into()], None, true);
         // ports 200 -> 4*7=24 (cap), decoys 8 + traversal 15, OS 15, stealth 10, tool 5.
         assert_eq!(r.score, 24 + 8 + 15 + 15 + 10 + 5);
         assert_eq!(r.band, "critical");
         assert_eq!(r.reasons.len(), 5);
         assert!(r.reasons[1].contains("web -> db"));
+        // Unexplained (as the profiler judges): the same score, no text.
+        let quiet = assess(&s, &["nmap".into()], None, false);
+        assert_eq!((quiet.score, quiet.band), (r.score, r.band));
+        assert!(quiet.reasons.is_empty());
     }
 }

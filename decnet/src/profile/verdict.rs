@@ -44,6 +44,16 @@ impl Verdict {
         }
     }
 
+    /// Whether `h` is this verdict's headline already (compared without making one: the
+    /// profiler asks after every batch, and the answer is mostly yes).
+    pub(crate) fn is_headline(&self, h: &Headline, campaign_id: Option<i64>) -> bool {
+        h.class == self.class
+            && h.tools == self.tools
+            && h.campaign_id == campaign_id
+            && h.band == self.risk.band
+            && h.classification == self.classification
+    }
+
     /// The actor's name, as profiles show it (null when unlisted or unnamed).
     pub fn actor_name(&self) -> Option<&str> {
         self.actor.as_ref().and_then(|a| a.name.as_deref())
@@ -54,10 +64,20 @@ impl IpState {
     /// Class, pattern, tools, OS guess, risk and classification of the source `ip` (its
     /// address is looked up in the known-scanner lists in force).
     pub fn verdict(&self, ip: &str) -> Verdict {
+        self.judge(ip, true)
+    }
+
+    /// [`verdict`](Self::verdict) without the risk's reasons (text, written out only for
+    /// the profile that shows them): what the profiler needs after every batch.
+    pub(crate) fn verdict_unexplained(&self, ip: &str) -> Verdict {
+        self.judge(ip, false)
+    }
+
+    fn judge(&self, ip: &str, explain: bool) -> Verdict {
         let tools = tools::decide(self.tool_votes.iter());
         let actor = scanners::lookup(ip);
         let class = classify::behavior_class(self);
-        let risk = risk::assess(self, &tools, actor.as_deref());
+        let risk = risk::assess(self, &tools, actor.as_deref(), explain);
         let classification = classify::classification(self, class, &tools, &risk, actor.as_deref());
         Verdict {
             class,
