@@ -17,6 +17,39 @@ use crate::intel::{
     tools,
 };
 
+/// An attackers-list row. Its fields are in name order, as a JSON object's keys come out of
+/// `serde_json::Value`, so the text is the same whichever way a row is written.
+#[derive(serde::Serialize)]
+struct SummaryRow<'a> {
+    actor: Option<&'a str>,
+    as_org: Option<&'a str>,
+    asn: Option<u32>,
+    campaign_id: Option<i64>,
+    class: &'a str,
+    classification: &'a str,
+    command_count: u64,
+    country: Option<&'a str>,
+    credential_count: u64,
+    deckies: &'a [String],
+    event_count: u64,
+    first_seen: &'a str,
+    ip: &'a str,
+    is_traversal: bool,
+    last_seen: &'a str,
+    os_guess: Option<&'a str>,
+    risk: RiskBrief,
+    scan_kinds: &'a super::sorted::SortedSet<String>,
+    scan_pattern: &'a str,
+    spoofable: bool,
+    tools: &'a [String],
+}
+
+#[derive(serde::Serialize)]
+struct RiskBrief {
+    band: &'static str,
+    score: u32,
+}
+
 /// What a profile concludes, computed once per render.
 #[derive(Clone, Debug)]
 pub struct Verdict {
@@ -93,29 +126,42 @@ impl IpState {
 
     /// The row of an attackers list: what a person scans a table for.
     pub fn summary(&self, ip: &str, v: &Verdict) -> serde_json::Value {
-        serde_json::json!({
-            "ip": ip,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "event_count": self.events,
-            "class": v.class,
-            "classification": v.classification,
-            "actor": v.actor_name(),
-            "spoofable": self.spoofable(),
-            "asn": v.geo.asn,
-            "as_org": v.geo.as_org,
-            "country": v.geo.country,
-            "risk": { "score": v.risk.score, "band": v.risk.band },
-            "tools": v.tools,
-            "scan_kinds": self.kinds,
-            "scan_pattern": v.pattern,
-            "os_guess": v.os_guess,
-            "deckies": self.deckies,
-            "is_traversal": self.is_traversal(),
-            "campaign_id": self.campaign_id,
-            "command_count": self.command_count,
-            "credential_count": self.credentials,
-        })
+        serde_json::to_value(self.summary_row(ip, v)).unwrap_or_default()
+    }
+
+    /// [`summary`](Self::summary) as JSON text, written straight from the state (the
+    /// profiler writes one per changed source per commit).
+    pub(crate) fn summary_text(&self, ip: &str, v: &Verdict) -> String {
+        serde_json::to_string(&self.summary_row(ip, v)).unwrap_or_default()
+    }
+
+    fn summary_row<'a>(&'a self, ip: &'a str, v: &'a Verdict) -> SummaryRow<'a> {
+        SummaryRow {
+            actor: v.actor_name(),
+            as_org: v.geo.as_org.as_deref(),
+            asn: v.geo.asn,
+            campaign_id: self.campaign_id,
+            class: v.class,
+            classification: v.classification,
+            command_count: self.command_count,
+            country: v.geo.country.as_deref(),
+            credential_count: self.credentials,
+            deckies: &self.deckies,
+            event_count: self.events,
+            first_seen: &self.first_seen,
+            ip,
+            is_traversal: self.is_traversal(),
+            last_seen: &self.last_seen,
+            os_guess: v.os_guess,
+            risk: RiskBrief {
+                band: v.risk.band,
+                score: v.risk.score,
+            },
+            scan_kinds: &self.kinds,
+            scan_pattern: v.pattern,
+            spoofable: self.spoofable(),
+            tools: &v.tools,
+        }
     }
 
     /// The public profile (docs/api.md, "Attacker profile").
@@ -223,6 +269,37 @@ mod tests {
         }
         let v = s.verdict("198.51.100.7");
         (s, v)
+    }
+
+    /// The profiler writes list rows as text straight from the state; the API renders
+    /// them as JSON values for rows stored before the summary column. Both must be one row.
+    #[test]
+    fn a_list_row_is_the_same_text_either_way() {
+        let rows: Vec<_> = (0..30)
+            .map(|i| {
+                let mut r = row(
+                    "tcp_syn",
+                    i as f64 * 0.01,
+                    serde_json::json!({
+                        "dst_port": 20 + i, "flags": "S", "window": 1024, "ttl": 48,
+                        "options": "M1460", "df": false, "traits": ["nmap"],
+                    }),
+                );
+                if i % 2 == 1 {
+                    r.decky = "db".into();
+                }
+                r
+            })
+            .collect();
+        let (mut s, v) = fold(&rows);
+        s.campaign_id = Some(4);
+        let ip = "198.51.100.7";
+        assert_eq!(s.summary_text(ip, &v), s.summary(ip, &v).to_string());
+        let row: serde_json::Value = serde_json::from_str(&s.summary_text(ip, &v)).unwrap();
+        assert_eq!(row["tools"], serde_json::json!(["nmap"]));
+        assert_eq!(row["deckies"], serde_json::json!(["web", "db"]));
+        assert_eq!(row["risk"]["band"], v.risk.band);
+        assert_eq!(row["campaign_id"], 4);
     }
 
     #[test]
