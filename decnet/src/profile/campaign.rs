@@ -183,12 +183,16 @@ impl Campaign {
         c
     }
 
-    /// Widens the campaign by one member's summary.
+    /// Takes in one member's summary.
     pub(crate) fn absorb(&mut self, s: &Summary) {
-        // Looked up before made owned: a member is absorbed again with each of its batches.
         if !self.members.contains(&*s.ip) {
             self.members.insert(s.ip.to_string());
         }
+        self.widen(s);
+    }
+
+    /// Widens the campaign by the summary of one of its members.
+    pub(crate) fn widen(&mut self, s: &Summary) {
         self.first_ns = self.first_ns.min(s.first_ns);
         self.last_ns = self.last_ns.max(s.last_ns);
         self.port_min = self.port_min.min(s.port_min);
@@ -272,21 +276,30 @@ impl Index {
     /// [`Summary::of`] with the address and decoy names this index holds already, so that
     /// [`upsert`](Self::upsert) allocates nothing for a source it knows.
     pub(crate) fn summary(&self, ip: &str, st: &IpState) -> Option<Summary> {
-        let deckies = st
-            .deckies
-            .iter()
-            .map(|d| {
-                self.names
-                    .get(d.as_str())
-                    .cloned()
-                    .unwrap_or_else(|| d.as_str().into())
-            })
-            .collect();
+        let held = self.get(ip);
+        let deckies = match held {
+            // Mostly the decoys it had: their list is shared as it is.
+            Some(h)
+                if h.deckies
+                    .iter()
+                    .map(|d| &**d)
+                    .eq(st.deckies.iter().map(String::as_str)) =>
+            {
+                h.deckies.clone()
+            }
+            _ => st
+                .deckies
+                .iter()
+                .map(|d| {
+                    self.names
+                        .get(d.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| d.as_str().into())
+                })
+                .collect(),
+        };
         Some(Summary {
-            ip: self
-                .at
-                .get_key_value(ip)
-                .map_or_else(|| ip.into(), |(ip, _)| ip.clone()),
+            ip: held.map_or_else(|| ip.into(), |h| h.ip.clone()),
             first_ns: st.first_ns(),
             last_ns: st.last_ns(),
             deckies,
@@ -297,11 +310,16 @@ impl Index {
     }
 
     pub(crate) fn upsert(&mut self, key: &str, mut s: Summary) {
+        let mut same_key = None;
         if let Some((ip, (old_key, old_last))) = self.at.remove_entry(&*s.ip) {
             if let Some(m) = self.by_key.get_mut(&old_key) {
                 m.remove(&(old_last, ip.clone()));
             }
             s.ip = ip;
+            // A source keeps its key: no need to look the name up again.
+            if *old_key == *key {
+                same_key = Some(old_key);
+            }
         }
         let shared = s
             .deckies
@@ -314,7 +332,7 @@ impl Index {
                 .map(|d| Self::intern(&mut self.names, d))
                 .collect();
         }
-        let key = Self::intern(&mut self.names, key);
+        let key = same_key.unwrap_or_else(|| Self::intern(&mut self.names, key));
         self.at.insert(s.ip.clone(), (key.clone(), s.last_ns));
         self.by_key
             .entry(key)

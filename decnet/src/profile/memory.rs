@@ -280,7 +280,8 @@ impl Work {
         if let Some(id) = me.campaign
             && let Some(c) = mem.campaigns.get_mut(&id)
         {
-            c.absorb(&me);
+            // A member already (`set_campaign` put it there).
+            c.widen(&me);
             mem.pending.campaigns.insert(id);
         }
         mem.index.upsert(&key, me);

@@ -564,7 +564,7 @@ impl Profiler {
                     risk_score: v.risk.score as i64,
                     campaign_id: st.campaign_id,
                     campaign_key: st.campaign_key.clone(),
-                    summary: st.summary(ip, &v).to_string(),
+                    summary: st.summary_text(ip, &v),
                     state: serde_json::to_string(st).unwrap_or_default(),
                 })
             })
