@@ -154,20 +154,24 @@ struct ReadAhead {
 impl ReadAhead {
     fn start(store: &Store, after: i64, limit: i64) -> ReadAhead {
         let store = store.clone();
-        let task = tokio::spawn(async move {
-            let rows = store.logs_after(after, limit).await?;
-            // Parsing 2,000 rows' fields takes milliseconds: off the runtime's workers.
-            tokio::task::spawn_blocking(move || {
-                rows.into_iter()
-                    .map(|(id, l)| {
-                        let f = bounty::facts(&l);
-                        (id, l, f)
-                    })
-                    .collect()
-            })
-            .await
-            .map_err(|e| StoreError::Task(format!("profile read: {e}")))
-        });
+        let task = tokio::spawn(
+            async move {
+                let rows = store.logs_after(after, limit).await?;
+                // Parsing 2,000 rows' fields takes milliseconds: off the runtime's workers.
+                tokio::task::spawn_blocking(move || {
+                    rows.into_iter()
+                        .map(|(id, l)| {
+                            let f = bounty::facts(&l);
+                            (id, l, f)
+                        })
+                        .collect()
+                })
+                .await
+                .map_err(|e| StoreError::Task(format!("profile read: {e}")))
+            }
+            // Its `db.logs_after` belongs to the profiler's run, as when it was read in line.
+            .instrument(tracing::Span::current()),
+        );
         ReadAhead { after, limit, task }
     }
 

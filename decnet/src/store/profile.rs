@@ -75,29 +75,30 @@ impl Store {
                     if chunk.is_empty() {
                         break;
                     }
-                    let mut q = sqlx::query(AssertSqlSafe(UPSERT_ATTACKERS.sql(self.backend(), chunk.len())));
-                    for r in &chunk {
-                        q = q
-                            .bind(&r.ip)
-                            .bind(&r.first_seen)
-                            .bind(&r.last_seen)
+                    // The rows are moved into the statements: a bound String is taken as
+                    // it is, a borrowed one copied (a rendered state is kilobytes).
+                    let n = chunk.len();
+                    let mut attackers = sqlx::query(AssertSqlSafe(UPSERT_ATTACKERS.sql(self.backend(), n)));
+                    let mut behavior = sqlx::query(AssertSqlSafe(UPSERT_BEHAVIOR.sql(self.backend(), n)));
+                    for r in chunk.drain(..) {
+                        attackers = attackers
+                            .bind(r.ip.clone())
+                            .bind(r.first_seen)
+                            .bind(r.last_seen)
                             .bind(r.event_count)
-                            .bind(&r.class)
+                            .bind(r.class)
                             .bind(r.risk_score)
                             .bind(r.campaign_id)
-                            .bind(&r.summary)
+                            .bind(r.summary)
+                            .bind(&now);
+                        behavior = behavior
+                            .bind(r.ip)
+                            .bind(r.state)
+                            .bind(r.campaign_key)
                             .bind(&now);
                     }
-                    q.execute(&mut *tx).await?;
-                    let mut q = sqlx::query(AssertSqlSafe(UPSERT_BEHAVIOR.sql(self.backend(), chunk.len())));
-                    for r in &chunk {
-                        q = q
-                            .bind(&r.ip)
-                            .bind(&r.state)
-                            .bind(&r.campaign_key)
-                            .bind(&now);
-                    }
-                    q.execute(&mut *tx).await?;
+                    attackers.execute(&mut *tx).await?;
+                    behavior.execute(&mut *tx).await?;
                 }
                 for (id, summary) in &c.campaigns {
                     sqlx::query(
