@@ -88,19 +88,6 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// None when the source has touched no port yet (nothing to compare).
-    pub fn of(ip: &str, st: &IpState) -> Option<Summary> {
-        Some(Summary {
-            ip: ip.into(),
-            first_ns: st.first_ns(),
-            last_ns: st.last_ns(),
-            deckies: st.deckies.iter().map(|d| Arc::from(d.as_str())).collect(),
-            port_min: *st.ports.first()?,
-            port_max: *st.ports.last()?,
-            campaign: st.campaign_id,
-        })
-    }
-
     fn span(&self) -> u32 {
         (self.port_max - self.port_min) as u32 + 1
     }
@@ -273,7 +260,8 @@ impl Index {
         n
     }
 
-    /// [`Summary::of`] with the address and decoy names this index holds already, so that
+    /// What matching needs to know of `ip` (None when it has touched no port yet: nothing to
+    /// compare), with the address and decoy names this index holds already, so that
     /// [`upsert`](Self::upsert) allocates nothing for a source it knows.
     pub(crate) fn summary(&self, ip: &str, st: &IpState) -> Option<Summary> {
         let held = self.get(ip);

@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    campaign::{self, Campaign, Index, Summary},
+    campaign::{self, Campaign, Index},
     state::IpState,
     verdict::Verdict,
 };
@@ -91,7 +91,7 @@ impl Memory {
             let Ok(st) = serde_json::from_str::<IpState>(&state) else {
                 continue;
             };
-            if let (Some(key), Some(sum)) = (&st.campaign_key, Summary::of(&ip, &st)) {
+            if let (Some(key), Some(sum)) = (&st.campaign_key, index.summary(&ip, &st)) {
                 index.upsert(key, sum);
             }
             if let Some(id) = st.campaign_id {
