@@ -209,6 +209,62 @@ async fn bounties_are_one_row_per_artifact_per_attacker_with_counts() {
     assert_eq!(store.bounties_for("10.0.0.8").await.unwrap().len(), 1);
 }
 
+/// Under a backlog, bounty counts wait for a tally (`ingest::tally`). An ingester stopped
+/// dead between two tallies leaves counts behind; the next one counts the logs after the
+/// last tally again, so each line is counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_a_crash_left_between_tallies_are_counted_once_at_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let syn = |i: usize| {
+        format!(
+            r#"{{"ts":"2026-11-26T20:00:00.{i:09}Z","decky":"web","service":"ssh","event_type":"tcp_syn","attacker_ip":"10.0.0.{}","fields":{{"ttl":50,"window":1024,"n":{i}}}}}"#,
+            i % 4 + 1
+        )
+    };
+    const LINES: usize = 5_000;
+    let text: String = (0..LINES).map(|i| syn(i) + "\n").collect();
+    append(d.path(), "events.jsonl", &text);
+    let store = Store::open(&d.path().join("decnet.db")).await.unwrap();
+    let total = |store: Store| async move {
+        let mut n = 0;
+        for a in 1..=4 {
+            for (_, _, c) in store.bounties_for(&format!("10.0.0.{a}")).await.unwrap() {
+                n += c;
+            }
+        }
+        n
+    };
+    // Small batches at a busy rate, and no tally due for an hour: only the first batch's
+    // counts are added, then the task is dropped with every row committed, as a SIGKILL.
+    let mut cfg = IngestConfig::new(d.path().to_owned());
+    cfg.batch_lines = 100;
+    cfg.tally_every = std::time::Duration::from_secs(3600);
+    let ing = Ingester::new(store.clone(), cfg, Arc::new(Notify::new()));
+    let stats = ing.stats();
+    let (_tx, rx) = watch::channel(false);
+    let task = tokio::spawn(ing.run(rx, false));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stats.snapshot().rows < LINES as u64 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    assert_eq!(store.count_logs().await.unwrap(), LINES as i64);
+    let left = total(store.clone()).await;
+    assert!(
+        left < LINES as i64,
+        "the dropped ingester had counted {left} of {LINES}: no count was left for the restart"
+    );
+    // The restart counts the rest: each line once, in the attackers' one row each.
+    ingest_once(d.path(), &store).await;
+    assert_eq!(total(store.clone()).await, LINES as i64);
+    for a in 1..=4 {
+        let b = store.bounties_for(&format!("10.0.0.{a}")).await.unwrap();
+        assert_eq!(b.len(), 1, "one fingerprint row for 10.0.0.{a}");
+        assert_eq!(b[0].2, (LINES / 4) as i64);
+    }
+}
+
 /// The real writer rotating every few KiB while the ingester follows live: every line
 /// lands exactly once, and rotated files hold whole lines only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

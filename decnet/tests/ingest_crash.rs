@@ -22,10 +22,20 @@ const TOTAL: usize = 200_000;
 
 fn line(i: usize) -> String {
     format!(
-        r#"{{"ts":"2026-11-26T20:00:00.{i:09}Z","decky":"web","service":"ssh","event_type":"tcp_syn","attacker_ip":"10.{}.{}.{}","fields":{{"dst_port":{},"n":{i}}}}}"#,
-        i % 200,
-        (i / 200) % 250,
-        i % 250 + 1,
+        r#"{{"ts":"2026-11-26T20:00:00.{i:09}Z","decky":"web","service":"ssh","event_type":"tcp_syn","attacker_ip":"{}","fields":{}}}"#,
+        ip(i),
+        fields(i)
+    )
+}
+
+/// Few attackers, each sending many lines: one TCP fingerprint each, counted once per line.
+fn ip(i: usize) -> String {
+    format!("10.0.{}.{}", i % 7, i % 50 + 1)
+}
+
+fn fields(i: usize) -> String {
+    format!(
+        r#"{{"dst_port":{},"n":{i},"ttl":50,"window":1024}}"#,
         i % 65535
     )
 }
@@ -168,7 +178,7 @@ fn crash_test(store: Option<&str>) {
         let mut want: HashMap<u64, u32> = HashMap::new();
         for i in 0..TOTAL {
             let v: serde_json::Value = serde_json::from_str(&line(i)).unwrap();
-            let fields = format!(r#"{{"dst_port":{},"n":{i}}}"#, i % 65535);
+            let fields = fields(i);
             *want
                 .entry(key(
                     v["ts"].as_str().unwrap(),
@@ -179,6 +189,15 @@ fn crash_test(store: Option<&str>) {
         }
         assert_eq!(got.len(), want.len(), "distinct records");
         assert!(got == want, "the multiset of record hashes differs");
+        // Bounty counts are added in tallies, not with every batch: after all the kills,
+        // each attacker's fingerprint still counts each of its lines once.
+        let mut lines_of: HashMap<String, i64> = HashMap::new();
+        for i in 0..TOTAL {
+            *lines_of.entry(ip(i)).or_default() += 1;
+        }
+        let counted: HashMap<String, i64> =
+            store.bounty_totals().await.unwrap().into_iter().collect();
+        assert_eq!(counted, lines_of, "bounty counts per attacker");
     });
 }
 

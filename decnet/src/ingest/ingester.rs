@@ -18,6 +18,7 @@ use super::{
     bounty::{self, bounty},
     parse::{dead_raw, parse_line},
     tail::{Cursor, EndOfFile, Line, Tail},
+    tally::{Noted, Tally},
 };
 use crate::{
     hub::Hub,
@@ -74,6 +75,9 @@ pub struct IngestConfig {
     pub commit_gap: Duration,
     /// Without a wake-up from the writer (another process appending), look this often.
     pub idle_poll: Duration,
+    /// While busy, bounty counts are added to the store at most this often (`ingest::tally`);
+    /// otherwise with each commit.
+    pub tally_every: Duration,
     /// The sensor whose journal this is: every row carries it, the cursor is named by it.
     pub sensor: Arc<str>,
     /// Where each commit's cursor is published for the journal writer, which deletes a
@@ -93,6 +97,7 @@ impl IngestConfig {
             batch_wait: Duration::from_millis(50),
             commit_gap: Duration::from_millis(100),
             idle_poll: Duration::from_millis(50),
+            tally_every: Duration::from_secs(1),
             sensor: Arc::from(""),
             published: None,
         }
@@ -221,6 +226,8 @@ impl Ingester {
             let c = tail.cursor();
             p.publish(c.dev, c.ino, c.offset);
         }
+        let mut tally = Tally::new(&self.cfg.sensor, self.cfg.tally_every);
+        tally.recount(&self.store, &self.cfg.sensor).await?;
         let mut batch = Pending::default();
         let mut started: Option<Instant> = None;
         let mut lines: Vec<Line> = Vec::with_capacity(self.cfg.batch_lines);
@@ -236,7 +243,7 @@ impl Ingester {
                 .read_lines(room, &mut lines)
                 .map_err(|e| self.journal_err(e))?;
             for line in lines.drain(..) {
-                self.add_line(&mut batch, tail.file_name(), line);
+                self.add_line(&mut batch, &mut tally, tail.file_name(), line);
             }
             self.stats.lag_bytes.store(tail.unread_bytes(), Relaxed);
             if n > 0 && started.is_none() {
@@ -254,8 +261,17 @@ impl Ingester {
             if size >= self.cfg.batch_lines
                 || (size > 0 && (due || free || stopping || until_idle) && n == 0)
             {
-                self.commit(&mut batch, &tail, &mut inflight, &mut last_cursor)
-                    .await?;
+                // Caught up and not busy: the counts go with this batch.
+                let counts_now = n == 0 && !busy;
+                self.commit(
+                    &mut batch,
+                    &mut tally,
+                    counts_now,
+                    &tail,
+                    &mut inflight,
+                    &mut last_cursor,
+                )
+                .await?;
                 last_commit = Some(Instant::now());
                 busy = pace.note(size as u64);
                 started = None;
@@ -274,8 +290,15 @@ impl Ingester {
                     }
                     // Commit the new file's cursor even with no rows, so a restart does not
                     // walk the finished file again.
-                    self.commit(&mut batch, &tail, &mut inflight, &mut last_cursor)
-                        .await?;
+                    self.commit(
+                        &mut batch,
+                        &mut tally,
+                        false,
+                        &tail,
+                        &mut inflight,
+                        &mut last_cursor,
+                    )
+                    .await?;
                     started = None;
                     continue;
                 }
@@ -284,9 +307,16 @@ impl Ingester {
             }
             self.sync_tail_events(&tail);
             if stopping || until_idle {
-                if size > 0 {
-                    self.commit(&mut batch, &tail, &mut inflight, &mut last_cursor)
-                        .await?;
+                if size > 0 || !tally.is_empty() {
+                    self.commit(
+                        &mut batch,
+                        &mut tally,
+                        true,
+                        &tail,
+                        &mut inflight,
+                        &mut last_cursor,
+                    )
+                    .await?;
                 }
                 return finish(&mut inflight).await;
             }
@@ -294,6 +324,20 @@ impl Ingester {
                 // Idle: let the last commit land (and surface its error), then look again
                 // before sleeping: lines kept arriving while it was written.
                 finish(&mut inflight).await?;
+                continue;
+            }
+            if started.is_none() && tally.due(!busy) {
+                // Idle with counts not yet added (the last batches were full, or busy): a
+                // batch of no rows takes them.
+                self.commit(
+                    &mut batch,
+                    &mut tally,
+                    !busy,
+                    &tail,
+                    &mut inflight,
+                    &mut last_cursor,
+                )
+                .await?;
                 continue;
             }
             let wait = match started {
@@ -323,7 +367,7 @@ impl Ingester {
         }
     }
 
-    fn add_line(&self, pending: &mut Pending, file: &str, line: Line) {
+    fn add_line(&self, pending: &mut Pending, tally: &mut Tally, file: &str, line: Line) {
         let batch = &mut pending.rows;
         match parse_line(&line.bytes) {
             Ok(mut log) => {
@@ -355,8 +399,19 @@ impl Ingester {
                 };
                 extract.attr("bounties", || artifacts.len() as i64);
                 for (kind, value) in artifacts {
-                    let b = bounty(&batch.logs[idx], kind, value.clone());
-                    batch.add_bounty(idx, b, &extract);
+                    let log = &batch.logs[idx];
+                    let noted = telemetry::db_step(&extract, "db.add_bounty", || {
+                        tally.note(&log.attacker_ip, kind, value, &log.ts)
+                    });
+                    match noted {
+                        Noted::Counted => {}
+                        Noted::New => batch
+                            .new_bounties
+                            .push((idx, bounty(log, kind, value.clone()))),
+                        Noted::Collided => {
+                            batch.bounties.push((idx, bounty(log, kind, value.clone())))
+                        }
+                    }
                 }
                 if let Some(f) = facts {
                     pending.facts.push(f);
@@ -389,9 +444,12 @@ impl Ingester {
     /// the previous commit has finished: parsing the next batch (this task) overlaps with
     /// SQLite writing the last one (sqlx's connection thread), using both cores, while commits
     /// stay strictly in journal order.
+    #[allow(clippy::too_many_arguments)]
     async fn commit(
         &self,
         batch: &mut Pending,
+        tally: &mut Tally,
+        counts_now: bool,
         tail: &Tail,
         inflight: &mut Inflight,
         last_cursor: &mut Option<String>,
@@ -402,8 +460,15 @@ impl Ingester {
             prev: last_cursor.replace(cursor.clone()),
             value: cursor,
         });
-        let sealed = std::mem::take(batch);
+        batch.rows.tally = tally.take(counts_now);
+        let mut sealed = std::mem::take(batch);
         finish(inflight).await?;
+        if let Some(t) = &mut sealed.rows.tally
+            && sealed.rows.logs.is_empty()
+        {
+            // No log of its own: the tally counts through the last batch, committed now.
+            t.through = Some(tally.through(self.stats.last_id.load(Relaxed) as i64));
+        }
         let (store, stats, committed, hub, published) = (
             self.store.clone(),
             self.stats.clone(),
@@ -471,9 +536,11 @@ async fn write_batch(
     published: Option<Arc<crate::collector::rotation::ReadPosition>>,
 ) -> Result<(), IngestError> {
     let Pending { rows: batch, facts } = pending;
+    // Shared with the SQLite writer's thread for the commit, then the rows go on.
+    let batch = Arc::new(batch);
     let mut backoff = Duration::from_millis(10);
     let first_id = loop {
-        match store.commit_batch(&batch).await {
+        match store.commit_shared(batch.clone()).await {
             Ok(first_id) => break first_id,
             Err(e) if e.is_transient() => {
                 stats.commit_retries.fetch_add(1, Relaxed);
@@ -516,7 +583,8 @@ async fn write_batch(
     }
     // Announced before the wake-up: the profiler, woken, finds the rows on the hub.
     if let (Some(hub), Some(first_id)) = (hub, first_id) {
-        hub.logs_parsed(first_id, move || (batch.logs, facts));
+        let logs = Arc::try_unwrap(batch).map_or_else(|b| b.logs.clone(), |b| b.logs);
+        hub.logs_parsed(first_id, move || (logs, facts));
     }
     committed.send_modify(|n| *n += 1);
     Ok(())

@@ -4,6 +4,7 @@
 //! - `parse`: one line -> one row, or a dead letter with the reason.
 //! - `ingester`: batching (count or time, whichever first) and the commit that writes the
 //!   rows and the new cursor in one transaction.
+//! - `tally`: bounty counts between tallies, committed with their own cursor.
 //!
 //! Stage 6 (ingest) of the pipeline: docs/architecture.md.
 
@@ -12,5 +13,6 @@ pub mod ingester;
 pub mod parse;
 
 pub mod tail;
+mod tally;
 
 pub use ingester::{IngestConfig, IngestStats, Ingester};

@@ -4,6 +4,9 @@
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// From the ingester's SQLite writer (`store::ingest_sqlite`).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(
@@ -26,6 +29,10 @@ impl StoreError {
     /// (SQLite), or unreachable, restarting, out of room or in a lock conflict
     /// (PostgreSQL). Anything else is a bug or a broken schema and ends the run.
     pub(crate) fn is_transient(&self) -> bool {
+        if let StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) = self {
+            use rusqlite::ErrorCode::*;
+            return matches!(e.code, DatabaseBusy | DatabaseLocked | DiskFull);
+        }
         let StoreError::Db(e) = self else {
             return false;
         };

@@ -1,95 +1,62 @@
 //! The ingester's write path: a batch of rows, bounties, dead letters and the cursor in one
-//! transaction, with the fastest insert each engine has.
+//! transaction, with the fastest insert each engine has: on SQLite its own writer
+//! (`ingest_sqlite`), on PostgreSQL COPY through sqlx.
+
+use std::sync::Arc;
 
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{
-    engine::{Backend, MultiRow, Pool, ROWS_PER_STMT, Store, on_pool, repository, set_cursor},
+    engine::{MultiRow, Pool, ROWS_PER_STMT, Store, repository, set_cursor},
     error::StoreError,
     fleet::{INGEST_LOCK, LOGS_CHANNEL},
-    rows::Batch,
+    rows::{Batch, aggregate_bounties},
 };
 use crate::row::NewLog;
 
-static INSERT_LOGS: MultiRow = MultiRow::new(
-    "INSERT INTO logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id, sensor)",
-    9,
-    "",
-);
-
-/// Inserting a batch's log rows, the fastest way each engine has; returns the last id
-/// given out (the batch's ids are consecutive, see `commit_batch`).
-trait InsertLogs {
-    async fn insert_logs(&mut self, logs: &[NewLog]) -> Result<i64, StoreError>;
-}
-
-impl InsertLogs for sqlx::Transaction<'_, sqlx::Sqlite> {
-    /// Multi-row INSERTs of 64 rows; the last id comes with the result (asking with
-    /// `RETURNING id` instead halved the ingest rate).
-    async fn insert_logs(&mut self, logs: &[NewLog]) -> Result<i64, StoreError> {
-        let mut last = 0;
-        for chunk in logs.chunks(ROWS_PER_STMT) {
-            let mut q = sqlx::query(AssertSqlSafe(INSERT_LOGS.sql(Backend::Sqlite, chunk.len())));
-            for l in chunk {
-                q = q
-                    .bind(&l.ts)
-                    .bind(&l.decky)
-                    .bind(&l.service)
-                    .bind(&l.event_type)
-                    .bind(&l.attacker_ip)
-                    .bind(&l.fields)
-                    .bind(&l.trace_id)
-                    .bind(&l.span_id)
-                    .bind(&*l.sensor);
-            }
-            last = q.execute(&mut **self).await?.last_insert_rowid();
-        }
-        Ok(last)
-    }
-}
-
-impl InsertLogs for sqlx::Transaction<'_, sqlx::Postgres> {
-    /// COPY (text format): one stream for the whole batch instead of a statement per 64
-    /// rows; the ids are drawn in row order under the ingest lock, so the sequence's
-    /// `currval` is the last.
-    async fn insert_logs(&mut self, logs: &[NewLog]) -> Result<i64, StoreError> {
-        let mut copy = self
-            .copy_in_raw(
-                "COPY logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, \
+/// A batch's log rows by COPY (text format): one stream for the whole batch instead of a
+/// statement per 64 rows; the ids are drawn in row order under the ingest lock, so the
+/// sequence's `currval` is the last id given out.
+async fn copy_logs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    logs: &[NewLog],
+) -> Result<i64, StoreError> {
+    let mut copy = tx
+        .copy_in_raw(
+            "COPY logs (ts, decky, service, event_type, attacker_ip, fields, trace_id, \
                  span_id, sensor) FROM STDIN",
-            )
-            .await?;
-        let mut buf = Vec::with_capacity(1 << 20);
-        for l in logs {
-            copy_row(
-                &mut buf,
-                &[
-                    Some(&l.ts),
-                    Some(&l.decky),
-                    Some(&l.service),
-                    Some(&l.event_type),
-                    Some(&l.attacker_ip),
-                    Some(&l.fields),
-                    l.trace_id.as_deref(),
-                    l.span_id.as_deref(),
-                    Some(&l.sensor),
-                ],
-            );
-            if buf.len() >= 1 << 20 {
-                copy.send(std::mem::take(&mut buf)).await?;
-            }
-        }
-        if !buf.is_empty() {
-            copy.send(buf).await?;
-        }
-        copy.finish().await?;
-        Ok(
-            sqlx::query("SELECT currval(pg_get_serial_sequence('logs', 'id'))")
-                .fetch_one(&mut **self)
-                .await?
-                .get(0),
         )
+        .await?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    for l in logs {
+        copy_row(
+            &mut buf,
+            &[
+                Some(&l.ts),
+                Some(&l.decky),
+                Some(&l.service),
+                Some(&l.event_type),
+                Some(&l.attacker_ip),
+                Some(&l.fields),
+                l.trace_id.as_deref(),
+                l.span_id.as_deref(),
+                Some(&l.sensor),
+            ],
+        );
+        if buf.len() >= 1 << 20 {
+            copy.send(std::mem::take(&mut buf)).await?;
+        }
     }
+    if !buf.is_empty() {
+        copy.send(buf).await?;
+    }
+    copy.finish().await?;
+    Ok(
+        sqlx::query("SELECT currval(pg_get_serial_sequence('logs', 'id'))")
+            .fetch_one(&mut **tx)
+            .await?
+            .get(0),
+    )
 }
 
 /// One row of COPY's text format: tab-separated, `\N` for NULL, and backslash, tab,
@@ -124,6 +91,12 @@ static UPSERT_BOUNTIES: MultiRow = MultiRow::new(
      last_seen = excluded.last_seen, count = bounties.count + excluded.count",
 );
 
+static INSERT_NEW_BOUNTIES: MultiRow = MultiRow::new(
+    "INSERT INTO bounties (attacker_ip, kind, value, first_seen, last_seen, count, first_log_id)",
+    7,
+    "ON CONFLICT (attacker_ip, kind, value) DO NOTHING",
+);
+
 /// Whether any text of the batch holds U+0000, which PostgreSQL text cannot store (a
 /// hostile journal line can carry one as `\u0000` in a decoded string, a payload artifact
 /// as a raw byte).
@@ -147,6 +120,14 @@ fn has_nul(b: &Batch) -> bool {
         .bounties
         .iter()
         .any(|(_, x)| nul(&x.attacker_ip) || nul(&x.value) || nul(&x.ts))
+        || b.new_bounties
+            .iter()
+            .any(|(_, x)| nul(&x.attacker_ip) || nul(&x.value) || nul(&x.ts))
+        || b.tally.as_ref().is_some_and(|t| {
+            t.counts
+                .iter()
+                .any(|((ip, _, v), c)| nul(ip) || nul(v) || nul(&c.first_seen) || nul(&c.last_seen))
+        })
         || b.dead
             .iter()
             .any(|d| nul(&d.file) || nul(&d.reason) || nul(&d.raw))
@@ -179,10 +160,18 @@ fn without_nul(b: &Batch) -> Batch {
             fix(s);
         }
     }
-    for (_, x) in &mut b.bounties {
+    for (_, x) in b.bounties.iter_mut().chain(b.new_bounties.iter_mut()) {
         fix(&mut x.attacker_ip);
         fix(&mut x.value);
         fix(&mut x.ts);
+    }
+    if let Some(t) = &mut b.tally {
+        for ((ip, _, v), c) in &mut t.counts {
+            fix(ip);
+            fix(v);
+            fix(&mut c.first_seen);
+            fix(&mut c.last_seen);
+        }
     }
     for d in &mut b.dead {
         fix(&mut d.file);
@@ -205,20 +194,43 @@ impl Store {
     /// connection, write lock included, and every writer and checkpoint then waits on a
     /// connection sitting idle in the pool (seen in the disk-full test: "database table is
     /// locked" for as long as the test ran).
+    ///
+    /// On SQLite the batch is copied for the writer's thread; the ingester hands its
+    /// batches over with [`Store::commit_shared`] instead.
     pub async fn commit_batch(&self, batch: &Batch) -> Result<Option<i64>, StoreError> {
+        match &self.ingest {
+            Some(w) => w.commit(Arc::new(batch.clone())).await,
+            None => self.commit_postgres(batch).await,
+        }
+    }
+
+    /// [`Store::commit_batch`] of a batch the caller shares with the SQLite writer's thread.
+    pub async fn commit_shared(&self, batch: Arc<Batch>) -> Result<Option<i64>, StoreError> {
+        match &self.ingest {
+            Some(w) => w.commit(batch).await,
+            None => self.commit_postgres(&batch).await,
+        }
+    }
+}
+}
+
+impl Store {
+    async fn commit_postgres(&self, batch: &Batch) -> Result<Option<i64>, StoreError> {
         let fixed;
-        let batch = match self.backend() {
-            Backend::Postgres if has_nul(batch) => {
-                fixed = without_nul(batch);
-                &fixed
-            }
-            _ => batch,
+        let batch = if has_nul(batch) {
+            fixed = without_nul(batch);
+            &fixed
+        } else {
+            batch
         };
-        on_pool!(self, |pool| {
+        let Pool::Postgres(pool) = &self.pool else {
+            unreachable!("a SQLite store commits through its ingest writer");
+        };
+        {
             let mut conn = pool.acquire().await?;
             let r: Result<Option<i64>, StoreError> = async {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                if self.backend() == Backend::Postgres {
+                {
                     // Many sensors ingest at once; log ids must still become visible in id
                     // order, or the analyst's cursor and a resuming stream (both "after id
                     // N") would step over a row committed late with a smaller id. Holding
@@ -232,42 +244,58 @@ impl Store {
                 let last_id = if batch.logs.is_empty() {
                     None
                 } else {
-                    Some(InsertLogs::insert_logs(&mut tx, &batch.logs).await?)
+                    Some(copy_logs(&mut tx, &batch.logs).await?)
                 };
-                // Ids in one transaction are consecutive (AUTOINCREMENT with one writer; the
-                // ingest lock on PostgreSQL, drawn in row order), so the first follows from
-                // the last.
+                // Ids in one transaction are consecutive (the ingest lock, drawn in row
+                // order), so the first follows from the last.
                 let first_id = last_id.map(|l| l - batch.logs.len() as i64 + 1);
-                // One upsert per distinct artifact per batch: a scan repeats the same fingerprint
-                // thousands of times, and the count is what matters.
-                // Value: (first position in the batch, index of its log, first ts, last ts, count).
-                type Agg<'a> = (usize, usize, &'a str, &'a str, i64);
-                let mut agg: std::collections::HashMap<(&str, &str, &str), Agg<'_>> =
-                    std::collections::HashMap::new();
-                for (seq, (idx, b)) in batch.bounties.iter().enumerate() {
-                    agg.entry((b.attacker_ip.as_str(), b.kind, b.value.as_str()))
-                        .and_modify(|e| {
-                            e.3 = b.ts.as_str();
-                            e.4 += 1;
-                        })
-                        .or_insert((seq, *idx, b.ts.as_str(), b.ts.as_str(), 1));
-                }
-                let mut agg: Vec<_> = agg.into_iter().collect();
-                // Deterministic order (first occurrence) so ids follow the journal.
-                agg.sort_by_key(|(_, v)| v.0);
-                for chunk in agg.chunks(ROWS_PER_STMT) {
-                    let mut q = sqlx::query(AssertSqlSafe(UPSERT_BOUNTIES.sql(self.backend(), chunk.len())));
-                    for ((ip, kind, value), (_, idx, first, last, n)) in chunk {
-                        q = q
-                            .bind(*ip)
-                            .bind(*kind)
-                            .bind(*value)
-                            .bind(*first)
-                            .bind(*last)
-                            .bind(*n)
-                            .bind(first_id.map(|f| f + *idx as i64));
+                // One statement row per distinct artifact per batch: a scan repeats the same
+                // fingerprint thousands of times, and the count is what matters. Counted
+                // bounties add theirs; the others only make sure the row exists (count 0),
+                // and their counts come with a tally.
+                for (bounties, stmt, counted) in [
+                    (&batch.bounties, &UPSERT_BOUNTIES, true),
+                    (&batch.new_bounties, &INSERT_NEW_BOUNTIES, false),
+                ] {
+                    for chunk in aggregate_bounties(bounties).chunks(ROWS_PER_STMT) {
+                        let mut q = sqlx::query(AssertSqlSafe(stmt.sql(self.backend(), chunk.len())));
+                        for ((ip, kind, value), (_, idx, first, last, n)) in chunk {
+                            q = q
+                                .bind(*ip)
+                                .bind(*kind)
+                                .bind(*value)
+                                .bind(*first)
+                                .bind(*last)
+                                .bind(if counted { *n } else { 0 })
+                                .bind(first_id.map(|f| f + *idx as i64));
+                        }
+                        q.execute(&mut *tx).await?;
                     }
-                    q.execute(&mut *tx).await?;
+                }
+                if let Some(t) = &batch.tally {
+                    for chunk in t.counts.chunks(ROWS_PER_STMT) {
+                        let mut q = sqlx::query(AssertSqlSafe(UPSERT_BOUNTIES.sql(self.backend(), chunk.len())));
+                        for ((ip, kind, value), c) in chunk {
+                            q = q
+                                .bind(ip.as_str())
+                                .bind(*kind)
+                                .bind(value.as_str())
+                                .bind(c.first_seen.as_str())
+                                .bind(c.last_seen.as_str())
+                                .bind(c.count)
+                                .bind(None::<i64>);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                    let through = t.through.or(last_id).unwrap_or(0);
+                    sqlx::query(
+                        "INSERT INTO state (key, value) VALUES ($1, $2) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(&t.key)
+                    .bind(through.to_string())
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 let now = crate::timefmt::rfc3339_ns(crate::timefmt::unix_now_ns());
                 for d in &batch.dead {
@@ -286,7 +314,7 @@ impl Store {
                     // A second ingester on the same database fails here instead of duplicating rows.
                     set_cursor!(tx, c);
                 }
-                if self.backend() == Backend::Postgres && !batch.logs.is_empty() {
+                if !batch.logs.is_empty() {
                     // Delivered at commit, to every API instance listening (their streams).
                     sqlx::query("SELECT pg_notify($1, '')")
                         .bind(LOGS_CHANNEL)
@@ -301,7 +329,6 @@ impl Store {
                 conn.close_on_drop();
             }
             r
-        })
+        }
     }
-}
 }

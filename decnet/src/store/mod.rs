@@ -18,6 +18,7 @@ mod engine;
 mod error;
 mod fleet;
 mod ingest;
+mod ingest_sqlite;
 mod profile;
 mod prune;
 mod read;
@@ -30,7 +31,7 @@ pub use error::StoreError;
 pub use fleet::{AnalystLock, Change, Changes, DETECTIONS_CHANNEL, LOGS_CHANNEL};
 pub use prune::{DbSize, PRUNED_DETECTIONS_KEY, PRUNED_LOGS_KEY, Pruned, Reach};
 pub use rows::{
-    AttackerRow, Batch, CursorUpdate, DeadLetter, DetectionRow, NewBounty, ProfileCommit,
-    ProfileRow, SinkCommit, SinkSaved, SinkWindow,
+    AttackerRow, Batch, BountyCount, CursorUpdate, DeadLetter, DetectionRow, NewBounty,
+    ProfileCommit, ProfileRow, SinkCommit, SinkSaved, SinkWindow, Tally,
 };
 pub use sinks::{sink_cursor_key, sink_digest_key};

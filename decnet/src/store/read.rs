@@ -351,6 +351,40 @@ impl Store {
         })
     }
 
+    /// Logs of `sensor` after `after_id`, oldest first, at most `limit`.
+    pub async fn sensor_logs_after(
+        &self,
+        sensor: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, NewLog)>, StoreError> {
+        on_reader!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, ts, decky, service, event_type, attacker_ip, fields, trace_id, span_id, sensor \
+                 FROM logs WHERE id > $1 AND sensor = $2 ORDER BY id LIMIT $3",
+            )
+            .bind(after_id)
+            .bind(sensor)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(log_row).collect())
+        })
+    }
+
+    /// Each attacker's bounty count, summed over its artifacts.
+    #[cfg(feature = "testing")]
+    pub async fn bounty_totals(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        on_reader!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT attacker_ip, CAST(SUM(count) AS BIGINT) FROM bounties GROUP BY attacker_ip",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
     pub async fn bounties_for(&self, ip: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
         on_reader!(self, |pool| {
             let rows = sqlx::query(

@@ -24,11 +24,36 @@ pub struct NewBounty {
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
     pub logs: Vec<NewLog>,
-    /// Bounties as (index into `logs` that produced it, bounty).
+    /// Bounties counted in this transaction, as (index into `logs` that produced it,
+    /// bounty).
     pub bounties: Vec<(usize, NewBounty)>,
+    /// Bounties the ingester counts later (in a [`Tally`]): rows not stored yet are created
+    /// with a count of 0, and existing ones are left alone.
+    pub new_bounties: Vec<(usize, NewBounty)>,
+    /// Counts gathered since the last tally, written with their own cursor.
+    pub tally: Option<Tally>,
     pub dead: Vec<DeadLetter>,
     /// The cursor written in the same transaction.
     pub cursor: Option<CursorUpdate>,
+}
+
+/// One artifact's count since the last tally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BountyCount {
+    pub first_seen: String,
+    pub last_seen: String,
+    pub count: i64,
+}
+
+/// Bounty counts of every log of one sensor after the last tally, through `through` (None:
+/// this batch's last log), added to the stored counts with the tally's cursor (`key`
+/// becomes that id), so that a restart recounts exactly the logs after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub key: String,
+    pub through: Option<i64>,
+    /// (attacker, kind, value) -> count, in the order first seen.
+    pub counts: Vec<((String, &'static str, String), BountyCount)>,
 }
 
 impl Batch {
@@ -47,6 +72,28 @@ impl Batch {
             self.bounties.push((log_idx, bounty))
         })
     }
+}
+
+/// A batch's bounties, one per distinct (attacker, kind, value), in the order first seen
+/// (so ids follow the journal): (first position, index of its log, first ts, last ts,
+/// count).
+#[allow(clippy::type_complexity)]
+pub(super) fn aggregate_bounties(
+    bounties: &[(usize, NewBounty)],
+) -> Vec<((&str, &str, &str), (usize, usize, &str, &str, i64))> {
+    let mut agg: std::collections::HashMap<(&str, &str, &str), (usize, usize, &str, &str, i64)> =
+        std::collections::HashMap::new();
+    for (seq, (idx, b)) in bounties.iter().enumerate() {
+        agg.entry((b.attacker_ip.as_str(), b.kind, b.value.as_str()))
+            .and_modify(|e| {
+                e.3 = b.ts.as_str();
+                e.4 += 1;
+            })
+            .or_insert((seq, *idx, b.ts.as_str(), b.ts.as_str(), 1));
+    }
+    let mut agg: Vec<_> = agg.into_iter().collect();
+    agg.sort_by_key(|(_, v)| v.0);
+    agg
 }
 
 /// A state cursor moving from `prev` (None: not stored yet) to `value`.
