@@ -100,7 +100,7 @@ async fn commit(store: &Store, logs: &mut Vec<NewLog>) {
         return;
     }
     store
-        .commit_batch(&Batch {
+        .commit_batch_copy(&Batch {
             logs: std::mem::take(logs),
             ..Batch::default()
         })

@@ -96,7 +96,7 @@ async fn batched_and_refused_batches_deliver_every_detection_once() {
     }
 
     store
-        .commit_batch(&Batch {
+        .commit_batch_copy(&Batch {
             logs: syns(3000, 300),
             ..Batch::default()
         })
@@ -224,7 +224,7 @@ async fn digests_one_per_window_in_json_and_slack_across_a_restart() {
             }
         }
         store
-            .commit_batch(&Batch {
+            .commit_batch_copy(&Batch {
                 logs,
                 ..Batch::default()
             })

@@ -335,7 +335,7 @@ async fn a_second_ingester_on_the_same_database_fails_instead_of_duplicating() {
         ..Batch::default()
     };
     assert!(matches!(
-        store.commit_batch(&stale).await,
+        store.commit_batch_copy(&stale).await,
         Err(StoreError::CursorMoved(_))
     ));
     let stale = Batch {
@@ -347,7 +347,7 @@ async fn a_second_ingester_on_the_same_database_fails_instead_of_duplicating() {
         ..Batch::default()
     };
     assert!(matches!(
-        store.commit_batch(&stale).await,
+        store.commit_batch_copy(&stale).await,
         Err(StoreError::CursorMoved(_))
     ));
     // The real cursor is untouched and a normal run continues.
@@ -408,7 +408,7 @@ async fn a_full_disk_leaves_no_transaction_open() {
     let mut n = 0;
     let mut failed = None;
     for _ in 0..100 {
-        match store.commit_batch(&batch(n)).await {
+        match store.commit_batch_copy(&batch(n)).await {
             Ok(_) => n += 200,
             Err(e) => {
                 failed = Some(e.to_string());
@@ -425,7 +425,7 @@ async fn a_full_disk_leaves_no_transaction_open() {
     let commits: Vec<_> = (0..4)
         .map(|k| {
             let (store, b) = (store.clone(), batch(100_000 + k * 200));
-            tokio::spawn(async move { store.commit_batch(&b).await })
+            tokio::spawn(async move { store.commit_batch_copy(&b).await })
         })
         .collect();
     for c in commits {

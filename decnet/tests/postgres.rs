@@ -56,7 +56,7 @@ async fn hostile_text_is_kept_and_cursors_stay_exclusive() {
         prev: None,
         value: "{}".into(),
     });
-    let first = store.commit_batch(&b).await.unwrap();
+    let first = store.commit_batch_copy(&b).await.unwrap();
     assert!(first.is_some());
     let rows = store.logs_after(0, 10).await.unwrap();
     assert_eq!(rows.len(), 1);
@@ -82,7 +82,7 @@ async fn hostile_text_is_kept_and_cursors_stay_exclusive() {
         }],
         ..Batch::default()
     };
-    let at = store.commit_batch(&b).await.unwrap().unwrap();
+    let at = store.commit_batch_copy(&b).await.unwrap().unwrap();
     let (id, back) = store.logs_after(at - 1, 1).await.unwrap().remove(0);
     assert_eq!(id, at);
     assert_eq!(back.decky, awkward);
@@ -102,7 +102,7 @@ async fn hostile_text_is_kept_and_cursors_stay_exclusive() {
             ..Batch::default()
         };
         assert!(matches!(
-            store.commit_batch(&stale).await,
+            store.commit_batch_copy(&stale).await,
             Err(StoreError::CursorMoved(_))
         ));
     }
@@ -119,7 +119,7 @@ async fn hostile_text_is_kept_and_cursors_stay_exclusive() {
                     logs: (0..100).map(|_| log(&format!("d{s}"), "{}")).collect(),
                     ..Batch::default()
                 };
-                firsts.push(store.commit_batch(&b).await.unwrap().unwrap());
+                firsts.push(store.commit_batch_copy(&b).await.unwrap().unwrap());
             }
             (s, firsts)
         }));
@@ -163,7 +163,7 @@ async fn retention_prunes_by_age_behind_the_profiler() {
     for l in rows(0) {
         b.add_log(l, &span);
     }
-    store.commit_batch(&b).await.unwrap();
+    store.commit_batch_copy(&b).await.unwrap();
     decnet::profile::Profiler::new(store.clone())
         .catch_up()
         .await
@@ -173,7 +173,7 @@ async fn retention_prunes_by_age_behind_the_profiler() {
     for l in rows(1) {
         b.add_log(l, &span);
     }
-    store.commit_batch(&b).await.unwrap();
+    store.commit_batch_copy(&b).await.unwrap();
     let r = Retention {
         store: store.clone(),
         policy: Policy {

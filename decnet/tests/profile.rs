@@ -88,7 +88,7 @@ async fn store_with(dir: &std::path::Path, logs: &[NewLog]) -> Store {
     let store = Store::open(&dir.join("decnet.db")).await.unwrap();
     for chunk in logs.chunks(5000) {
         store
-            .commit_batch(&Batch {
+            .commit_batch_copy(&Batch {
                 logs: chunk.to_vec(),
                 ..Batch::default()
             })
@@ -151,7 +151,7 @@ async fn restarts_after_random_batches_give_the_same_profiles() {
     // New rows are absorbed incrementally on top.
     let more = rows(600);
     for s in [&one, &many] {
-        s.commit_batch(&Batch {
+        s.commit_batch_copy(&Batch {
             logs: more.clone(),
             ..Batch::default()
         })
@@ -185,7 +185,7 @@ async fn rows_from_the_hub_give_the_same_profiles_as_rows_read_back() {
         let (fed, hub) = (fed.clone(), hub.clone());
         async move {
             let first = fed
-                .commit_batch(&Batch {
+                .commit_batch_copy(&Batch {
                     logs: chunk.clone(),
                     ..Batch::default()
                 })

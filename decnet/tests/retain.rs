@@ -52,7 +52,7 @@ fn rows(n: usize, days: i64, salt: usize) -> Vec<NewLog> {
 async fn ingest(store: &Store, logs: &[NewLog]) {
     for chunk in logs.chunks(5000) {
         store
-            .commit_batch(&Batch {
+            .commit_batch_copy(&Batch {
                 logs: chunk.to_vec(),
                 ..Batch::default()
             })

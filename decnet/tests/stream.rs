@@ -89,7 +89,7 @@ fn log(i: usize, pad: usize) -> NewLog {
 /// Commits rows as the ingester does, and announces them on the hub after the commit.
 async fn publish(store: &Store, hub: &Hub, logs: Vec<NewLog>) {
     let first = store
-        .commit_batch(&Batch {
+        .commit_batch_copy(&Batch {
             logs: logs.clone(),
             ..Batch::default()
         })

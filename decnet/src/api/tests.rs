@@ -53,7 +53,7 @@ async fn seeded() -> (tempfile::TempDir, Store) {
         })
         .collect();
     store
-        .commit_batch(&crate::store::Batch {
+        .commit_batch_copy(&crate::store::Batch {
             logs,
             ..Default::default()
         })

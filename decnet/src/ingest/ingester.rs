@@ -540,7 +540,7 @@ async fn write_batch(
     let batch = Arc::new(batch);
     let mut backoff = Duration::from_millis(10);
     let first_id = loop {
-        match store.commit_shared(batch.clone()).await {
+        match store.commit_batch(batch.clone()).await {
             Ok(first_id) => break first_id,
             Err(e) if e.is_transient() => {
                 stats.commit_retries.fetch_add(1, Relaxed);

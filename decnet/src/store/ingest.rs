@@ -195,20 +195,20 @@ impl Store {
     /// connection sitting idle in the pool (seen in the disk-full test: "database table is
     /// locked" for as long as the test ran).
     ///
-    /// On SQLite the batch is copied for the writer's thread; the ingester hands its
-    /// batches over with [`Store::commit_shared`] instead.
-    pub async fn commit_batch(&self, batch: &Batch) -> Result<Option<i64>, StoreError> {
-        match &self.ingest {
-            Some(w) => w.commit(Arc::new(batch.clone())).await,
-            None => self.commit_postgres(batch).await,
-        }
-    }
-
-    /// [`Store::commit_batch`] of a batch the caller shares with the SQLite writer's thread.
-    pub async fn commit_shared(&self, batch: Arc<Batch>) -> Result<Option<i64>, StoreError> {
+    /// The batch is shared with the SQLite writer's thread rather than copied; callers
+    /// holding only a reference use [`Store::commit_batch_copy`].
+    pub async fn commit_batch(&self, batch: Arc<Batch>) -> Result<Option<i64>, StoreError> {
         match &self.ingest {
             Some(w) => w.commit(batch).await,
             None => self.commit_postgres(&batch).await,
+        }
+    }
+
+    /// [`Store::commit_batch`] of a borrowed batch, copied for the writer's thread.
+    pub async fn commit_batch_copy(&self, batch: &Batch) -> Result<Option<i64>, StoreError> {
+        match &self.ingest {
+            Some(w) => w.commit(Arc::new(batch.clone())).await,
+            None => self.commit_postgres(batch).await,
         }
     }
 }
