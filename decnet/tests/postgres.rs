@@ -205,3 +205,50 @@ async fn retention_prunes_by_age_behind_the_profiler() {
     // No size cap on PostgreSQL: its server bounds its storage.
     assert_eq!(store.db_size().await.unwrap(), None);
 }
+
+/// Re-arm windows go in multi-row statements (64 rows each): a commit of more than one
+/// statement's worth, then one updating some of them, reads back exactly, on both engines.
+#[tokio::test]
+async fn sink_windows_round_trip_across_statement_chunks() {
+    use decnet::store::{SinkCommit, SinkWindow};
+    let window = |i: usize, folded: i64| SinkWindow {
+        rule: format!("r{}", i % 3),
+        ip: format!("10.1.{}.{}", i / 250, i % 250),
+        last_alert_ns: 1_000 + i as i64,
+        folded,
+        folded_changes: if folded > 0 {
+            r#"["tools"]"#.into()
+        } else {
+            "[]".into()
+        },
+    };
+    let pg = pg::Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    for store in [
+        Store::connect(&pg.create_db("windows")).await.unwrap(),
+        Store::open(&dir.path().join("decnet.db")).await.unwrap(),
+    ] {
+        let first: Vec<SinkWindow> = (0..150).map(|i| window(i, 0)).collect();
+        let c = SinkCommit {
+            windows: first.clone(),
+            ..SinkCommit::default()
+        };
+        store.commit_sink("soc", &c).await.unwrap();
+        // 70 of them again, folded now: one full statement and a partial one.
+        let again: Vec<SinkWindow> = (40..110).map(|i| window(i, 2)).collect();
+        let c = SinkCommit {
+            windows: again,
+            ..SinkCommit::default()
+        };
+        store.commit_sink("soc", &c).await.unwrap();
+        let mut want: Vec<SinkWindow> = (0..150)
+            .map(|i| window(i, if (40..110).contains(&i) { 2 } else { 0 }))
+            .collect();
+        let mut got = store.load_sink("soc").await.unwrap().windows;
+        let key = |w: &SinkWindow| (w.rule.clone(), w.ip.clone());
+        want.sort_by_key(key);
+        got.sort_by_key(key);
+        assert_eq!(got, want);
+        assert!(store.load_sink("other").await.unwrap().windows.is_empty());
+    }
+}

@@ -129,6 +129,17 @@ impl Windows {
         }
         let key = (r.name.clone(), d.ip.clone());
         let ts = d.ts_ns();
+        // Without a re-arm window every match alerts, so there is nothing to remember (nor
+        // to write with each commit: one row per alert, for every sink). A window left from
+        // an earlier setting still hands over what it folded.
+        if r.rearm_ns == 0 && !self.map.contains_key(&key) {
+            return Some(Alert {
+                idempotency_key: format!("decnet:{}:{}", r.name, d.id),
+                rule: r.name.clone(),
+                detection: d.clone(),
+                folded: None,
+            });
+        }
         let w = self.map.entry(key.clone()).or_default();
         self.dirty.insert(key);
         let open = w.last_alert_ns != 0 && r.rearm_ns > 0 && ts < w.last_alert_ns + r.rearm_ns;
@@ -321,6 +332,19 @@ mod tests {
         let mut w = Windows::default();
         assert!(w.decide(&every, &det(1, "a", 1, 0, &["class"])).is_some());
         assert!(w.decide(&every, &det(2, "a", 1, 0, &["tools"])).is_some());
+        assert!(w.take_dirty().is_empty(), "no window to write");
+        // A window folded under an earlier re-arm setting is handed over once.
+        w.map.insert(
+            ("r".into(), "b".into()),
+            Rearm {
+                last_alert_ns: 1,
+                folded: 2,
+                folded_changes: BTreeSet::from(["tools".to_string()]),
+            },
+        );
+        let a = w.decide(&every, &det(3, "b", 5, 0, &["class"])).unwrap();
+        assert_eq!(a.folded.map(|f| f.count), Some(2));
+        assert_eq!(w.take_dirty().len(), 1);
     }
 
     #[test]

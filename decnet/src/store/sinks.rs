@@ -1,10 +1,10 @@
 //! The alert sinks' cursors, re-arm windows and open digests: loaded when a sink starts,
 //! committed together after each delivery.
 
-use sqlx::Row as _;
+use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{
-    engine::{Pool, Store, on_pool, repository, set_cursor},
+    engine::{MultiRow, Pool, ROWS_PER_STMT, Store, on_pool, repository, set_cursor},
     error::StoreError,
     rows::{SinkCommit, SinkSaved, SinkWindow},
 };
@@ -18,6 +18,13 @@ pub fn sink_cursor_key(sink: &str) -> String {
 pub fn sink_digest_key(sink: &str, rule: &str) -> String {
     format!("sink:{sink}:digest:{rule}")
 }
+
+static UPSERT_WINDOWS: MultiRow = MultiRow::new(
+    "INSERT INTO sink_windows (sink, rule, ip, last_alert_ns, folded, folded_changes)",
+    6,
+    "ON CONFLICT (sink, rule, ip) DO UPDATE SET last_alert_ns = excluded.last_alert_ns, \
+     folded = excluded.folded, folded_changes = excluded.folded_changes",
+);
 
 // Every call runs inside a `db.<method>` span when developer tracing is on (see
 // `telemetry::db_call`); the queries themselves know nothing about tracing.
@@ -73,21 +80,22 @@ impl Store {
             let mut conn = pool.acquire().await?;
             let r: Result<(), StoreError> = async {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                for w in &c.windows {
-                    sqlx::query(
-                        "INSERT INTO sink_windows (sink, rule, ip, last_alert_ns, folded, folded_changes) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sink, rule, ip) DO UPDATE SET \
-                         last_alert_ns = excluded.last_alert_ns, folded = excluded.folded, \
-                         folded_changes = excluded.folded_changes",
-                    )
-                    .bind(sink)
-                    .bind(&w.rule)
-                    .bind(&w.ip)
-                    .bind(w.last_alert_ns)
-                    .bind(w.folded)
-                    .bind(&w.folded_changes)
-                    .execute(&mut *tx)
-                    .await?;
+                // One statement per 64 windows: a busy sink changes one window per alert,
+                // and one statement each held the write lock the ingester waits for.
+                for chunk in c.windows.chunks(ROWS_PER_STMT) {
+                    let mut q = sqlx::query(AssertSqlSafe(
+                        UPSERT_WINDOWS.sql(self.backend(), chunk.len()),
+                    ));
+                    for w in chunk {
+                        q = q
+                            .bind(sink)
+                            .bind(&w.rule)
+                            .bind(&w.ip)
+                            .bind(w.last_alert_ns)
+                            .bind(w.folded)
+                            .bind(&w.folded_changes);
+                    }
+                    q.execute(&mut *tx).await?;
                 }
                 for (rule, digest) in &c.digests {
                     let key = sink_digest_key(sink, rule);
