@@ -112,6 +112,17 @@ pub struct Alert {
     pub folded: Option<Folded>,
 }
 
+impl Alert {
+    fn new(r: &Rule, d: &Detection, folded: Option<Folded>) -> Self {
+        Alert {
+            idempotency_key: format!("decnet:{}:{}", r.name, d.id),
+            rule: r.name.clone(),
+            detection: d.clone(),
+            folded,
+        }
+    }
+}
+
 /// Re-arm windows of every (rule, source) of one sink; `dirty` lists those changed since
 /// the last commit.
 #[derive(Debug, Default)]
@@ -133,12 +144,7 @@ impl Windows {
         // to write with each commit: one row per alert, for every sink). A window left from
         // an earlier setting still hands over what it folded.
         if r.rearm_ns == 0 && !self.map.contains_key(&key) {
-            return Some(Alert {
-                idempotency_key: format!("decnet:{}:{}", r.name, d.id),
-                rule: r.name.clone(),
-                detection: d.clone(),
-                folded: None,
-            });
+            return Some(Alert::new(r, d, None));
         }
         let w = self.map.entry(key.clone()).or_default();
         self.dirty.insert(key);
@@ -157,12 +163,7 @@ impl Windows {
             folded: 0,
             folded_changes: BTreeSet::new(),
         };
-        Some(Alert {
-            idempotency_key: format!("decnet:{}:{}", r.name, d.id),
-            rule: r.name.clone(),
-            detection: d.clone(),
-            folded,
-        })
+        Some(Alert::new(r, d, folded))
     }
 
     /// The changed windows, to commit with the cursor.
