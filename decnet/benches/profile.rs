@@ -3,7 +3,8 @@
 //! 1. baseline: reading the same 1,000,000 rows back in 500-row pages and parsing their
 //!    `fields` JSON, with nothing else (the floor for any profiler reading SQLite);
 //! 2. cold build: the profiler absorbing those 1,000,000 stored rows (~10,000 sources)
-//!    from cursor 0, in rows/s, with its peak RSS per 10,000 IPs;
+//!    from cursor 0, in rows/s, with its peak RSS per 10,000 IPs, and the same rows from
+//!    four times the sources beside it: how much of the memory grows with the sources;
 //! 3. runtime stall while (2) runs: lateness of a task ticking every 1 ms on the same
 //!    runtime, p50/p99/max, beside the same ticker on an idle runtime;
 //! 4. incremental: 1,000 new rows over 100 sources absorbed on top of 100,000 and of
@@ -76,6 +77,8 @@ fn rows() -> usize {
 }
 const SMALL: usize = 100_000;
 const SOURCES: u64 = 10_000;
+/// The sources of the memory comparison's second build, over the same number of rows.
+const WIDE_SOURCES: u64 = 40_000;
 /// 10 ms between records: the 1,000,000 rows span 2.8 hours, so time windows matter.
 const STEP_NS: i64 = 10_000_000;
 
@@ -190,13 +193,17 @@ fn main() {
         let small = open(&dir, "small.db").await;
         tokio::spawn(small.clone().checkpoint_loop(Duration::from_millis(500)));
         fill(&small, 1, 0, SMALL, SOURCES).await;
+        let wide = open(&dir, "wide.db").await;
+        tokio::spawn(wide.clone().checkpoint_loop(Duration::from_millis(500)));
+        fill(&wide, 1, 0, rows, WIDE_SOURCES).await;
         println!(
-            "stored {rows} + {SMALL} generated sensor rows in {:.1} s",
+            "stored {rows} + {SMALL} + {rows} generated sensor rows in {:.1} s",
             t.elapsed().as_secs_f64()
         );
         // Start the measured part with fresh connections and empty caches.
         big.close().await;
         small.close().await;
+        wide.close().await;
         let big = open(&dir, "big.db").await;
         let small = open(&dir, "small.db").await;
         tokio::spawn(big.clone().checkpoint_loop(Duration::from_millis(500)));
@@ -253,6 +260,40 @@ fn main() {
             "peak heap {:.1} MiB above the {:.1} MiB before: {heap_10k:.1} MiB per 10,000 IPs",
             heap_peak.saturating_sub(heap_before) as f64 / 1048576.0,
             heap_before as f64 / 1048576.0
+        );
+
+        // The same rows from four times the sources: what memory grows by per source once
+        // the sources outnumber the states the profiler holds (10,000); SQLite's page
+        // caches, a batch of rows and the held states are then the same in both builds.
+        let wide = open(&dir, "wide.db").await;
+        tokio::spawn(wide.clone().checkpoint_loop(Duration::from_millis(500)));
+        let heap_before_wide = LIVE.load(Ordering::Relaxed);
+        PEAK.store(heap_before_wide, Ordering::Relaxed);
+        let mut p_wide = Profiler::new(wide.clone());
+        p_wide.catch_up().await.expect("cold build, wide");
+        let heap_wide = PEAK
+            .load(Ordering::Relaxed)
+            .saturating_sub(heap_before_wide);
+        let ips_wide = wide.count_attackers().await.expect("count");
+        drop(p_wide);
+        wide.close().await;
+        let heap_narrow = heap_peak.saturating_sub(heap_before);
+        let slope = (heap_wide as f64 - heap_narrow as f64) / 1048576.0 * 10_000.0
+            / (ips_wide as f64 - ips as f64).max(1.0);
+        println!("\n== memory against sources: the same {rows} rows from more sources ==");
+        println!(
+            "{:<40} peak heap {:>7.1} MiB",
+            format!("{ips} sources"),
+            heap_narrow as f64 / 1048576.0
+        );
+        println!(
+            "{:<40} peak heap {:>7.1} MiB",
+            format!("{ips_wide} sources"),
+            heap_wide as f64 / 1048576.0
+        );
+        println!(
+            "growth: {slope:.1} MiB per 10,000 more sources, from {ips} to {ips_wide} (past the \
+             10,000 states held, only the per-source campaign index grows)"
         );
 
         println!("\n== runtime stall: a task ticking every 1 ms (lateness) ==");
