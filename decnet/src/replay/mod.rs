@@ -330,8 +330,13 @@ pub async fn analyse(data_dir: &Path) -> Result<Store, ReplayError> {
 const REPORT_PAGE: i64 = 10_000;
 
 /// Every profiled attacker, riskiest first: the attackers table, or with `json` one full
-/// profile per line.
+/// profile per line. Pages follow on from the last row of the one before, and carry the
+/// states the profiles are rendered from: no row is read twice, none on its own.
 pub async fn report(store: &Store, json: bool) -> Result<String, ReplayError> {
+    report_paged(store, json, REPORT_PAGE).await
+}
+
+async fn report_paged(store: &Store, json: bool, page: i64) -> Result<String, ReplayError> {
     let total = store.count_attackers().await?;
     let mut out = if json {
         String::new()
@@ -339,16 +344,26 @@ pub async fn report(store: &Store, json: bool) -> Result<String, ReplayError> {
         crate::client::attackers_header()
     };
     let mut shown = 0;
-    let mut offset = 0;
-    while offset < total {
-        let (rows, _) = store.attackers_page("risk", REPORT_PAGE, offset).await?;
-        if rows.is_empty() {
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        let rows = store
+            .attackers_by_risk(
+                after.as_ref().map(|(risk, ip)| (*risk, ip.as_str())),
+                page,
+                json,
+            )
+            .await?;
+        let Some((risk, last)) = rows.last() else {
             break;
-        }
-        offset += rows.len() as i64;
-        for r in &rows {
+        };
+        after = Some((*risk, last.ip.clone()));
+        for (_, r) in &rows {
             if json {
-                if let Some(p) = crate::profile::load(store, &r.ip).await? {
+                if let Some(p) = r
+                    .state
+                    .as_deref()
+                    .and_then(|s| crate::profile::render(&r.ip, s))
+                {
                     out.push_str(&p.to_string());
                     out.push('\n');
                 }
@@ -407,5 +422,67 @@ impl Replayed {
             out.push_str(&format!("skipped {n} frames: {why}\n"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ProfileCommit, ProfileRow};
+
+    /// Pages that follow on from the last row give the whole table, in risk order with
+    /// ties by address, whatever the page size, in both output forms.
+    #[tokio::test]
+    async fn the_report_reads_every_attacker_once_in_risk_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("decnet.db")).await.unwrap();
+        let risks = [10, 50, 0, 30, 50, 10, 30, 50, 10, 10, 70];
+        let rows: Vec<ProfileRow> = risks
+            .iter()
+            .enumerate()
+            .map(|(i, risk)| {
+                let ip = format!("10.0.0.{}", 20 - i);
+                ProfileRow {
+                    summary: serde_json::json!({"ip": ip, "risk": {"score": risk}}).to_string(),
+                    state: r#"{"events":1}"#.to_owned(),
+                    first_seen: "2026-12-01T00:00:00Z".into(),
+                    last_seen: "2026-12-01T00:00:00Z".into(),
+                    event_count: 1,
+                    class: "unknown".into(),
+                    risk_score: *risk,
+                    campaign_id: None,
+                    campaign_key: None,
+                    ip,
+                }
+            })
+            .collect();
+        store
+            .commit_profiles(&ProfileCommit::default(), &mut rows.into_iter())
+            .await
+            .unwrap();
+        let table = report_paged(&store, false, 3).await.unwrap();
+        assert_eq!(table, report_paged(&store, false, 1000).await.unwrap());
+        let order: Vec<(i64, &str)> = table
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let ip = f.next()?;
+                Some((f.next()?.parse().ok()?, ip))
+            })
+            .collect();
+        let mut want = order.clone();
+        want.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        assert_eq!(order.len(), risks.len(), "every attacker once: {table}");
+        assert_eq!(order, want);
+        assert!(table.ends_with("11 of 11 attackers\n"), "{table}");
+        let json = report_paged(&store, true, 3).await.unwrap();
+        assert_eq!(json, report_paged(&store, true, 1000).await.unwrap());
+        let ips: Vec<String> = json
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["ip"].to_string())
+            .collect();
+        let table_ips: Vec<String> = order.iter().map(|(_, ip)| format!("\"{ip}\"")).collect();
+        assert_eq!(ips, table_ips, "the same attackers in the same order");
     }
 }

@@ -309,6 +309,47 @@ impl Store {
         })
     }
 
+    /// Up to `limit` attackers riskiest first (risk, then address), after `after` (the
+    /// previous page's last risk and address), each with its risk: a whole table read page
+    /// by page without re-reading the pages before. With `states`, every row carries its
+    /// behavior state (else only a row with no stored summary does).
+    pub(crate) async fn attackers_by_risk(
+        &self,
+        after: Option<(i64, &str)>,
+        limit: i64,
+        states: bool,
+    ) -> Result<Vec<(i64, AttackerRow)>, StoreError> {
+        let (risk, ip) = after.unwrap_or((i64::MAX, ""));
+        on_reader!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT a.ip, a.summary, CASE WHEN $1 OR a.summary IS NULL THEN b.state END, \
+                 a.risk_score \
+                 FROM attackers a JOIN attacker_behavior b ON b.ip = a.ip \
+                 WHERE a.risk_score < $2 OR (a.risk_score = $2 AND a.ip > $3) \
+                 ORDER BY a.risk_score DESC, a.ip LIMIT $4",
+            )
+            .bind(states)
+            .bind(risk)
+            .bind(ip)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.get(3),
+                        AttackerRow {
+                            ip: r.get(0),
+                            summary: r.get(1),
+                            state: r.get(2),
+                        },
+                    )
+                })
+                .collect())
+        })
+    }
+
     /// Sources with a stored risk of at least `min_risk` seen at or after `since` (RFC 3339),
     /// riskiest first, at most `limit`: (ip, state) for the feeds to render.
     pub(crate) async fn feed_candidates(
