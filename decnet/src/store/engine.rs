@@ -67,6 +67,9 @@ pub struct Store {
     /// last transaction; taking turns over the pool's four, each batch re-read the logs'
     /// index pages through syscalls (`bench ingest`: peak RSS 99 MiB against 56 on one).
     pub(super) ingest: Option<std::sync::Arc<super::ingest_sqlite::IngestWriter>>,
+    /// SQLite's one write lock, taken in turn by this process's writers (see
+    /// [`Store::write_turn`]); None on PostgreSQL, whose writers do not exclude each other.
+    pub(super) write_turn: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// Unit tests slow the queries the stream starts with, to prove it answers first.
     #[cfg(test)]
     pub(crate) delay: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -252,6 +255,7 @@ impl Store {
         let mut store = Self::with_pool(Pool::Sqlite(pool));
         store.readers = Some(readers);
         store.ingest = Some(std::sync::Arc::new(ingest));
+        store.write_turn = Some(Default::default());
         Ok(store)
     }
 
@@ -275,8 +279,24 @@ impl Store {
             pool,
             readers: None,
             ingest: None,
+            write_turn: None,
             #[cfg(test)]
             delay: Default::default(),
+        }
+    }
+
+    /// Waits for this process's turn at SQLite's write lock; the turn lasts while the guard
+    /// lives (None on PostgreSQL). Writers that met on the lock itself waited in SQLite's
+    /// busy handler, which sleeps 1, 2, 5, ... up to 100 ms and retries rather than being
+    /// woken: under a full-speed ingest with the profiler and three alert sinks committing,
+    /// the writers slept there for seconds per second (strace of `bench alerts`). Queued
+    /// here, each starts the moment the previous commits. Taken before a pool connection,
+    /// and never while holding one, so a writer waiting here holds nothing another needs.
+    /// Another process on the same file still meets this one in the busy handler.
+    pub(super) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write_turn {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
         }
     }
 
@@ -364,6 +384,7 @@ impl Store {
 
     /// Renames state `from` to `to` unless `to` exists already; true when it did.
     pub(crate) async fn rename_state(&self, from: &str, to: &str) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         on_pool!(self, |pool| {
             Ok(sqlx::query(
                 "UPDATE state SET key = $2 WHERE key = $1 \

@@ -199,7 +199,7 @@ impl Store {
     /// holding only a reference use [`Store::commit_batch_copy`].
     pub async fn commit_batch(&self, batch: Arc<Batch>) -> Result<Option<i64>, StoreError> {
         match &self.ingest {
-            Some(w) => w.commit(batch).await,
+            Some(w) => w.commit(batch, self.write_turn().await).await,
             None => self.commit_postgres(&batch).await,
         }
     }
@@ -207,7 +207,10 @@ impl Store {
     /// [`Store::commit_batch`] of a borrowed batch, copied for the writer's thread.
     pub async fn commit_batch_copy(&self, batch: &Batch) -> Result<Option<i64>, StoreError> {
         match &self.ingest {
-            Some(w) => w.commit(Arc::new(batch.clone())).await,
+            Some(w) => {
+                w.commit(Arc::new(batch.clone()), self.write_turn().await)
+                    .await
+            }
             None => self.commit_postgres(batch).await,
         }
     }

@@ -59,12 +59,16 @@ impl IngestWriter {
     }
 
     /// Writes `batch` in one transaction on a blocking thread; the id of its first log.
+    /// `turn`: the process's turn at the write lock ([`super::Store::write_turn`]), held
+    /// until the transaction has ended.
     pub(super) async fn commit(
         self: &Arc<Self>,
         batch: Arc<Batch>,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> Result<Option<i64>, StoreError> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let mut guard = me.conn.lock().unwrap_or_else(|e| e.into_inner());
             if guard.is_none() {
                 *guard = Some(me.open()?);

@@ -63,6 +63,7 @@ impl Store {
         c: &ProfileCommit,
         rows: &mut (dyn Iterator<Item = ProfileRow> + Send),
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         on_pool!(self, |pool| {
             let mut conn = pool.acquire().await?;
             let r: Result<(), StoreError> = async {

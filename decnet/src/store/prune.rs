@@ -88,6 +88,7 @@ impl Store {
     /// One batch by age: up to `limit` rows of each table older than `cutoff` (RFC 3339,
     /// compared with the rows' own times as written), within `reach`, in one transaction.
     pub async fn prune_older(&self, cutoff: &str, reach: Reach, limit: i64) -> Result<Pruned, StoreError> {
+        let _turn = self.write_turn().await;
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let logs = delete_ids!(tx, "logs", "ts < $1 AND id <= $2 ORDER BY ts LIMIT $3",
@@ -118,6 +119,7 @@ impl Store {
     /// that has any within `reach`: logs (by far the most), then detections, dead letters
     /// and bounties.
     pub async fn prune_oldest(&self, reach: Reach, limit: i64) -> Result<Pruned, StoreError> {
+        let _turn = self.write_turn().await;
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let mut out = Pruned::default();
@@ -181,6 +183,7 @@ impl Store {
     /// otherwise nothing).
     pub async fn reclaim(&self) -> Result<(), StoreError> {
         if let Pool::Sqlite(pool) = &self.pool {
+            let _turn = self.write_turn().await;
             sqlx::query("PRAGMA incremental_vacuum(2048)")
                 .execute(pool)
                 .await?;

@@ -76,6 +76,7 @@ impl Store {
     /// of two processes delivering for one sink only one moves it
     /// ([`StoreError::CursorMoved`] for the other).
     pub async fn commit_sink(&self, sink: &str, c: &SinkCommit) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         on_pool!(self, |pool| {
             let mut conn = pool.acquire().await?;
             let r: Result<(), StoreError> = async {
