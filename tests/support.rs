@@ -16,6 +16,7 @@ use serde_json::Value;
 
 pub mod certs;
 pub mod chain;
+pub mod cpu;
 pub mod mmdb;
 pub mod otlp;
 pub mod pg;

@@ -7,7 +7,10 @@
 //! (`batch = 256`), and Debian's rsyslog over TCP. It prints ingest rows/s of both and
 //! their ratio, detections/s delivered, and the delivery latency (from the detection's time
 //! and from its commit, to the webhook's arrival and to rsyslog's receive time) at p50 and
-//! p99. Medians of the rounds; goal: at most 5 % ingest slowdown, p99 under 1 s.
+//! p99. It also prints the whole machine's busy cores while ingest ran, and the CPU the
+//! sinks added to the round (workers, receivers, rsyslog, loopback) per detection: on a
+//! machine that ingest already keeps busy, that is what the sinks take from it.
+//! Medians of the rounds; goal: at most 5 % ingest slowdown, p99 under 1 s.
 
 use std::{
     path::Path,
@@ -22,7 +25,10 @@ use decnet::{
     profile::Profiler,
     store::Store,
 };
-use decnet_tests::receivers::{Rsyslog, Webhook};
+use decnet_tests::{
+    cpu::busy_s,
+    receivers::{Rsyslog, Webhook},
+};
 
 mod common;
 use common::{percentile, write_journal};
@@ -42,6 +48,11 @@ struct Run {
     /// from its commit (its announcement on the hub).
     since_ts_ms: [Vec<f64>; 3],
     since_commit_ms: [Vec<f64>; 3],
+    /// The whole machine's busy CPU seconds (every process: rsyslog, the receivers and the
+    /// kernel's loopback included) while ingest ran, and from ingest's start until the
+    /// profiler (no sinks) or the last sink (sinks) was done.
+    ingest_cpu_s: f64,
+    round_cpu_s: f64,
 }
 
 /// The receivers of one round.
@@ -142,10 +153,12 @@ async fn round(dir: &Path, sinks: Option<&Receivers<'_>>) -> Run {
         })
     };
     let workers = alert::spawn(&plan, &store, Some(&hub), &stats, stop_rx.clone());
+    let cpu0 = busy_s();
     let t = Instant::now();
     let (_never, idle) = tokio::sync::watch::channel(false);
     ingester.run(idle, true).await.expect("ingest");
     let ingest_s = t.elapsed().as_secs_f64();
+    let ingest_cpu_s = busy_s() - cpu0;
     // Let the profiler and the sinks finish what ingest gave them.
     let last_row = ingest_stats.last_id.load(Relaxed);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -170,6 +183,7 @@ async fn round(dir: &Path, sinks: Option<&Receivers<'_>>) -> Run {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivered_after_s = ingested.elapsed().as_secs_f64();
+    let round_cpu_s = busy_s() - cpu0;
     let _ = stop.send(true);
     for w in workers {
         let _ = w.await;
@@ -191,6 +205,8 @@ async fn round(dir: &Path, sinks: Option<&Receivers<'_>>) -> Run {
         delivered_s: 0.0,
         since_ts_ms: Default::default(),
         since_commit_ms: Default::default(),
+        ingest_cpu_s,
+        round_cpu_s,
     };
     if let Some(rx) = sinks {
         // rsyslog writes its file on its own schedule.
@@ -262,6 +278,8 @@ fn main() {
     const SINKS: [&str; 3] = ["webhook, 1 per POST", "webhook, batch 256", "syslog (TCP)"];
     let mut lat: [[[Vec<f64>; 2]; 2]; 3] = Default::default();
     let mut detections = 0;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mut busy_off, mut busy_on, mut extra_us) = (vec![], vec![], vec![]);
     for r in 0..ROUNDS {
         let a = rt.block_on(round(&base.path().join(format!("off{r}")), None));
         let syslog_dir = base.path().join(format!("syslog{r}"));
@@ -301,6 +319,23 @@ fn main() {
                 }
             }
         }
+        // Cores busy while ingest ran (of all the machine has), and what the sinks added
+        // to the whole round: their workers, the receivers and rsyslog, the loopback.
+        let busy = |r: &Run| r.ingest_cpu_s / (LINES as f64 / r.ingest_rows_s);
+        let extra = (b.round_cpu_s - a.round_cpu_s) / b.detections.max(1) as f64 * 1e6;
+        println!(
+            "  machine: {:.2} of {cores} cores busy during ingest without sinks, {:.2} with; \
+             round CPU {:.1} s without, {:.1} s with: {:.0} us more per detection delivered \
+             to the 3 sinks",
+            busy(&a),
+            busy(&b),
+            a.round_cpu_s,
+            b.round_cpu_s,
+            extra
+        );
+        busy_off.push(busy(&a));
+        busy_on.push(busy(&b));
+        extra_us.push(extra);
         detections = b.detections;
         off.push(a.ingest_rows_s);
         on.push(b.ingest_rows_s);
@@ -318,6 +353,14 @@ fn main() {
     println!(
         "  delivered             {:>10.0} detections/s to the webhook taking 1 per POST",
         median(rate)
+    );
+    println!(
+        "  machine CPU           {:.2} of {cores} cores busy during ingest without sinks, {:.2} \
+         with; the sinks' whole cost (workers, receivers, rsyslog, loopback) {:.0} us per \
+         detection",
+        median(busy_off),
+        median(busy_on),
+        median(extra_us)
     );
     println!(
         "  latency, from the detection's time (includes the profiler's batch and commit) / from its commit (the sink's own part); goal p99 < 1000 ms:"

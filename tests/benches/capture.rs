@@ -24,31 +24,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use decnet_tests::{Daemon, Lab, require_root, require_tool};
+use decnet_tests::{
+    Daemon, Lab,
+    cpu::{hz, jiffies as cpu_jiffies},
+    require_root, require_tool,
+};
 
 const PACKETS: u64 = 1_000_000;
-
-/// (busy, total) jiffies over all CPUs from /proc/stat's first line.
-fn cpu_jiffies() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
-    let v: Vec<u64> = s
-        .lines()
-        .next()
-        .expect("cpu line")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let idle = v[3] + v[4];
-    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v.get(7).copied().unwrap_or(0);
-    (busy, busy + idle)
-}
-
-fn hz() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
-}
 
 fn csum(data: &[u8], mut sum: u32) -> u16 {
     for c in data.chunks(2) {
