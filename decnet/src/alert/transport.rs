@@ -196,11 +196,10 @@ impl Transport {
             Transport::File { path, format } => {
                 let mut text = String::new();
                 for m in ms {
-                    let doc = match format {
-                        Format::Ecs => m.ecs(),
-                        _ => m.json(),
-                    };
-                    text.push_str(&doc.to_string());
+                    match format {
+                        Format::Ecs => text.push_str(&m.ecs().to_string()),
+                        _ => text.push_str(&m.json_string()),
+                    }
                     text.push('\n');
                 }
                 // Opened per write: a rotated file (logrotate) is followed at once.
@@ -342,17 +341,17 @@ pub async fn post(
     ms: &[Message],
 ) -> Result<(), SendError> {
     let doc = |m: &Message| match format {
-        Format::Json => m.json(),
-        Format::Slack => m.slack(),
-        Format::Ecs => m.ecs(),
+        Format::Json => m.json_string(),
+        Format::Slack => m.slack().to_string(),
+        Format::Ecs => m.ecs().to_string(),
     };
     let (body, key, kind) = match ms {
         [] => return Ok(()),
-        [m] => (doc(m).to_string(), m.idempotency_key(), "application/json"),
+        [m] => (doc(m), m.idempotency_key(), "application/json"),
         [first, .., last] => {
             let mut body = String::new();
             for m in ms {
-                body.push_str(&doc(m).to_string());
+                body.push_str(&doc(m));
                 body.push('\n');
             }
             let key = format!("{}..{}", first.idempotency_key(), last.idempotency_key());

@@ -318,18 +318,16 @@ impl Worker {
     fn decide(&self, p: &mut Progress, d: &Detection) -> Vec<Message> {
         let mut out = Vec::new();
         for r in &self.rules {
-            let before = p
-                .windows
-                .map
-                .get(&(r.name.clone(), d.ip.clone()))
-                .map(|w| w.folded);
+            // Only a re-arm window folds (and its key costs two copies per look).
+            let folded = |p: &Progress| {
+                (r.rearm_ns > 0)
+                    .then(|| p.windows.map.get(&(r.name.clone(), d.ip.clone())))
+                    .flatten()
+                    .map(|w| w.folded)
+            };
+            let before = folded(p);
             let Some(alert) = p.windows.decide(r, d) else {
-                let after = p
-                    .windows
-                    .map
-                    .get(&(r.name.clone(), d.ip.clone()))
-                    .map(|w| w.folded);
-                if after > before {
+                if folded(p) > before {
                     self.stats.folded.fetch_add(1, Relaxed);
                 }
                 continue;
