@@ -9,7 +9,10 @@
 //! and from its commit, to the webhook's arrival and to rsyslog's receive time) at p50 and
 //! p99. It also prints the whole machine's busy cores while ingest ran, and the CPU the
 //! sinks added to the round (workers, receivers, rsyslog, loopback) per detection: on a
-//! machine that ingest already keeps busy, that is what the sinks take from it.
+//! machine that ingest already keeps busy, that is what the sinks take from it. Beside it,
+//! a floor from the same round: the same messages, rendered beforehand, sent to fresh
+//! receivers of the same three kinds with nothing of decnet in between; and the idle CPU
+//! ingest without sinks left, against what that floor needs for the round's detections.
 //! Medians of the rounds; goal: at most 5 % ingest slowdown, p99 under 1 s.
 
 use std::{
@@ -53,6 +56,9 @@ struct Run {
     /// profiler (no sinks) or the last sink (sinks) was done.
     ingest_cpu_s: f64,
     round_cpu_s: f64,
+    /// The stored detections as the sinks render them (JSON, and an RFC 5424 line), for the
+    /// delivery floor.
+    rendered: Vec<(String, String)>,
 }
 
 /// The receivers of one round.
@@ -197,6 +203,11 @@ async fn round(dir: &Path, sinks: Option<&Receivers<'_>>) -> Run {
             .and_then(|id| committed.get(&id))
             .map(|c| (at - c) as f64 / 1e6)
     };
+    let rendered = if sinks.is_some() {
+        rendered(&store).await
+    } else {
+        Vec::new()
+    };
     let mut run = Run {
         ingest_rows_s: LINES as f64 / ingest_s,
         profiled_s,
@@ -207,6 +218,7 @@ async fn round(dir: &Path, sinks: Option<&Receivers<'_>>) -> Run {
         since_commit_ms: Default::default(),
         ingest_cpu_s,
         round_cpu_s,
+        rendered,
     };
     if let Some(rx) = sinks {
         // rsyslog writes its file on its own schedule.
@@ -245,6 +257,137 @@ async fn round(dir: &Path, sinks: Option<&Receivers<'_>>) -> Run {
     run
 }
 
+/// Every stored detection as a rule without conditions alerts it: its JSON and its syslog
+/// line, framed as the TCP sink frames it.
+async fn rendered(store: &Store) -> Vec<(String, String)> {
+    use decnet::alert::{
+        render::Message,
+        rule::{Alert, Detection},
+    };
+    let rows = store
+        .detections_after(0, i64::MAX)
+        .await
+        .expect("detections");
+    rows.iter()
+        .map(|row| {
+            let detection = Detection::from_row(row).expect("a stored detection");
+            let m = Message::Alert(Box::new(Alert {
+                idempotency_key: format!("decnet:all:{}", row.id),
+                rule: "all".into(),
+                detection,
+                folded: None,
+            }));
+            let line = m.syslog(16, "bench", std::process::id());
+            (m.json_string(), format!("{} {line}", line.len()))
+        })
+        .collect()
+}
+
+/// The floor under the three sinks: the same messages, rendered beforehand, sent to fresh
+/// receivers of the same kinds with nothing of decnet in between (no database, no rules,
+/// no cursor): one POST each with 8 in flight, NDJSON POSTs of 256, and one write of 256
+/// framed lines at a time to rsyslog over TCP. Returns the machine's busy CPU seconds
+/// above its idle rate, from the first send until every receiver had every message.
+async fn floor(dir: &Path, msgs: &[(String, String)]) -> f64 {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let (web, bulk) = (Webhook::start(), Webhook::start());
+    let syslog_dir = dir.join("floor-syslog");
+    std::fs::create_dir_all(&syslog_dir).unwrap();
+    let syslog = Rsyslog::start(&syslog_dir);
+    let client = reqwest::Client::new();
+    // The machine's idle rate (this process waits), to take off the window.
+    let idle0 = busy_s();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rate = busy_s() - idle0;
+    let cpu0 = busy_s();
+    let t = Instant::now();
+    let post = |url: String, kind: &'static str, body: String| {
+        let client = &client;
+        async move {
+            let r = client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, kind)
+                .body(body)
+                .send()
+                .await
+                .expect("POST to the floor's receiver");
+            assert!(r.status().is_success());
+        }
+    };
+    let one = futures_util::stream::iter(msgs.iter().map(|(j, _)| {
+        post(
+            format!("http://{}/", web.addr),
+            "application/json",
+            j.clone(),
+        )
+    }))
+    .buffer_unordered(8)
+    .count();
+    let batched = futures_util::stream::iter(msgs.chunks(256).map(|c| {
+        let mut body = String::new();
+        for (j, _) in c {
+            body.push_str(j);
+            body.push('\n');
+        }
+        post(
+            format!("http://{}/", bulk.addr),
+            "application/x-ndjson",
+            body,
+        )
+    }))
+    .buffer_unordered(8)
+    .count();
+    let syslog_tcp = syslog.tcp;
+    let lines = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", syslog_tcp))
+            .await
+            .expect("connect to rsyslog");
+        for c in msgs.chunks(256) {
+            let page: String = c.iter().map(|(_, l)| l.as_str()).collect();
+            s.write_all(page.as_bytes())
+                .await
+                .expect("write to rsyslog");
+        }
+        s.flush().await.expect("flush");
+        s
+    };
+    let (_, _, _conn) = tokio::join!(one, batched, lines);
+    let n = msgs.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let len = |w: &Webhook| w.got.lock().unwrap().len();
+    while (len(&web) < n || len(&bulk) < n) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // rsyslog writes its file on its own schedule: done once it stops growing.
+    let size = || std::fs::metadata(&syslog.out).map_or(0, |m| m.len());
+    let mut last = (size(), Instant::now());
+    while last.1.elapsed() < Duration::from_millis(300) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = size();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let cpu = busy_s() - cpu0 - idle_rate * t.elapsed().as_secs_f64();
+    assert_eq!(
+        len(&web),
+        n,
+        "the floor's one-per-POST receiver got every message"
+    );
+    assert_eq!(
+        len(&bulk),
+        n,
+        "the floor's batch receiver got every message"
+    );
+    assert_eq!(
+        syslog.received().len(),
+        n,
+        "rsyslog got every floor message"
+    );
+    cpu
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -280,6 +423,7 @@ fn main() {
     let mut detections = 0;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (mut busy_off, mut busy_on, mut extra_us) = (vec![], vec![], vec![]);
+    let (mut floor_per, mut idle_left, mut floor_need) = (vec![], vec![], vec![]);
     for r in 0..ROUNDS {
         let a = rt.block_on(round(&base.path().join(format!("off{r}")), None));
         let syslog_dir = base.path().join(format!("syslog{r}"));
@@ -333,6 +477,20 @@ fn main() {
             b.round_cpu_s,
             extra
         );
+        let floor_cpu = rt.block_on(floor(&base.path().join(format!("floor{r}")), &b.rendered));
+        let floor_us = floor_cpu / b.rendered.len().max(1) as f64 * 1e6;
+        // What ingest without sinks left idle, against what the floor needs for this
+        // round's detections: below it, no delivery fits beside ingest on this machine.
+        let idle_core_s = (cores as f64 - busy(&a)) * LINES as f64 / a.ingest_rows_s;
+        println!(
+            "  delivery floor (same messages pre-rendered, no decnet in between): {floor_us:.0} us \
+             per detection; decnet's sinks {:.2}x of it; the floor needs {floor_cpu:.1} core-s \
+             for the round's detections, ingest without sinks left {idle_core_s:.1} idle",
+            extra / floor_us
+        );
+        floor_per.push(floor_us);
+        idle_left.push(idle_core_s);
+        floor_need.push(floor_cpu);
         busy_off.push(busy(&a));
         busy_on.push(busy(&b));
         extra_us.push(extra);
@@ -360,7 +518,19 @@ fn main() {
          detection",
         median(busy_off),
         median(busy_on),
-        median(extra_us)
+        median(extra_us.clone())
+    );
+    println!(
+        "  delivery floor        {:.0} us per detection (the same messages, pre-rendered, sent \
+         with nothing of decnet in between); decnet's sinks {:.2}x of it",
+        median(floor_per.clone()),
+        median(extra_us.clone()) / median(floor_per)
+    );
+    println!(
+        "  CPU budget            the floor needs {:.1} core-s for the {detections} detections; \
+         ingest without sinks left {:.1} core-s idle",
+        median(floor_need),
+        median(idle_left)
     );
     println!(
         "  latency, from the detection's time (includes the profiler's batch and commit) / from its commit (the sink's own part); goal p99 < 1000 ms:"
