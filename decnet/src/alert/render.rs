@@ -449,7 +449,8 @@ mod tests {
     }
 
     /// The text written straight from the structs is byte for byte the `Value`'s, every
-    /// optional field set or not (a field added out of name order breaks this).
+    /// optional field set or not (a key added to one of the two and not the other, or in
+    /// another place, breaks this).
     #[test]
     fn json_string_is_the_values_text() {
         let mut full = alert();
