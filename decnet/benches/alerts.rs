@@ -149,8 +149,12 @@ async fn round(dir: &Path, sinks: Option<&Receivers<'_>>) -> Run {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 match rx.recv().await {
-                    Ok(decnet::hub::HubMsg::Detection(d)) => {
-                        committed.lock().unwrap().insert(d.id, unix_ns());
+                    Ok(decnet::hub::HubMsg::Detections(ds)) => {
+                        let at = unix_ns();
+                        let mut c = committed.lock().unwrap();
+                        for d in ds.iter() {
+                            c.insert(d.id, at);
+                        }
                     }
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,

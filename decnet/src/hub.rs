@@ -101,7 +101,11 @@ pub(crate) fn log_json(id: i64, l: &NewLog) -> String {
 #[derive(Clone)]
 pub enum HubMsg {
     Logs(Arc<LogBatch>),
-    Detection(Arc<DetectionRow>),
+    /// One profiler commit's detections (or one page a relay read), in id order: one
+    /// message, not one per detection. A commit in a burst holds thousands, and one message
+    /// each overran the channel's 1,024 slots at once: every live stream was reset ("client
+    /// too slow") and every alert sink fell back to reading the database.
+    Detections(Arc<[DetectionRow]>),
     /// The daemon is stopping; everything committed has been announced before this.
     Shutdown,
     /// The API token was rotated: streams opened with the old one end.
@@ -122,10 +126,10 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// Announces a committed detection.
-    pub fn detection(&self, d: DetectionRow) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(HubMsg::Detection(Arc::new(d)));
+    /// Announces committed detections (in id order), as one message.
+    pub fn detections(&self, ds: Vec<DetectionRow>) {
+        if !ds.is_empty() && self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(HubMsg::Detections(ds.into()));
         }
     }
 

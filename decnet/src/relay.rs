@@ -119,10 +119,10 @@ async fn step(
     loop {
         let rows = store.detections_after(after, PAGE).await?;
         let full = rows.len() as i64 == PAGE;
-        for d in rows {
+        if let Some(d) = rows.last() {
             after = d.id;
-            hub.detection(d);
         }
+        hub.detections(rows);
         if !full {
             break;
         }

@@ -402,10 +402,14 @@ async fn three_sources_splitting_a_port_range_form_one_campaign() {
     }
     // Each member was announced joining it, live and in the database.
     let mut joined = std::collections::BTreeSet::new();
-    while let Ok(msg) = live.try_recv() {
-        let decnet::hub::HubMsg::Detection(d) = msg else {
-            continue;
-        };
+    let announced: Vec<decnet::store::DetectionRow> = std::iter::from_fn(|| live.try_recv().ok())
+        .filter_map(|msg| match msg {
+            decnet::hub::HubMsg::Detections(ds) => Some(ds.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for d in announced {
         let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
         if body["changes"]
             .as_array()

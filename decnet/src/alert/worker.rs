@@ -554,7 +554,7 @@ async fn wait(wake: &mut Option<broadcast::Receiver<HubMsg>>, stop: &mut watch::
         match wake.as_mut() {
             Some(rx) => loop {
                 match rx.recv().await {
-                    Ok(HubMsg::Detection(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(HubMsg::Detections(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         return;
                     }
                     Ok(_) => {}

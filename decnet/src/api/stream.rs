@@ -32,7 +32,10 @@ use axum::{
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{data::EVENT_TYPES, error::ApiError, params::Params, state::AppState};
-use crate::hub::{HubMsg, LogBatch, log_json};
+use crate::{
+    hub::{HubMsg, LogBatch, log_json},
+    store::DetectionRow,
+};
 
 /// Rows per replay query.
 const REPLAY_PAGE: i64 = 1000;
@@ -88,6 +91,8 @@ struct Client {
     /// The live batch being sent and the next row in it: rows become events one at a time,
     /// so a client holds one event, not a copy of a whole (up to 10,000-row) batch.
     batch: Option<(Arc<LogBatch>, usize)>,
+    /// The live commit's detections being sent and the next one, as `batch` is for logs.
+    dets: Option<(Arc<[DetectionRow]>, usize)>,
     /// Developer tracing: the `sse.emit_logs` span of the live batch being sent (it ends
     /// with the batch's last row).
     emit: tracing::Span,
@@ -206,8 +211,32 @@ impl Client {
         }
     }
 
-    /// The next event of the live batch, if any is left.
+    /// The next event of the live log batch or detections, if any is left.
     fn next_of_batch(&mut self) -> Option<Event> {
+        self.next_log().or_else(|| self.next_detection())
+    }
+
+    /// The next detection of the live commit that passes the filter, if any is left.
+    fn next_detection(&mut self) -> Option<Event> {
+        let (ds, mut next) = self.dets.take()?;
+        while next < ds.len() {
+            let d = &ds[next];
+            next += 1;
+            if d.id > self.det && self.filter.detection(&d.ip, &d.body) {
+                self.det = d.id;
+                let e = Event::default()
+                    .event("detection")
+                    .id(self.id())
+                    .data(&d.body);
+                self.dets = Some((ds.clone(), next));
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// The next event of the live log batch, if any is left.
+    fn next_log(&mut self) -> Option<Event> {
         let (batch, next) = self.batch.as_mut()?;
         while *next < batch.logs.len() {
             let i = *next;
@@ -245,11 +274,7 @@ impl Client {
                 }
                 self.batch = Some((batch, 0));
             }
-            HubMsg::Detection(d) => {
-                if d.id > self.det && self.filter.detection(&d.ip, &d.body) {
-                    self.push_detection(d.id, &d.body);
-                }
-            }
+            HubMsg::Detections(ds) => self.dets = Some((ds, 0)),
             HubMsg::TokenRotated => {
                 let e = Event::default().event("reset").id(self.id()).data(format!(
                     r#"{{"reason":"API token rotated: reconnect with the new one","resume_after":"{}"}}"#,
@@ -412,6 +437,7 @@ pub async fn stream(
         det,
         pending: VecDeque::from([Event::default().comment("keepalive")]),
         batch: None,
+        dets: None,
         emit: tracing::Span::none(),
         logs_replayed: false,
         dets_replayed: false,
@@ -439,14 +465,8 @@ mod tests {
     use super::*;
     use crate::{api::auth::Auth, stats::PipelineStats, store::Store};
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_first_bytes_arrive_before_the_database_answers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("decnet.db")).await.unwrap();
-        // Every query the stream starts with now takes 3 s.
-        store
-            .delay
-            .store(3000, std::sync::atomic::Ordering::Relaxed);
+    /// Serves the API on loopback with `store` and `hub`, token `t`.
+    async fn serve(store: Store, hub: crate::hub::Hub) -> SocketAddr {
         let state = AppState {
             started: Instant::now(),
             kernel: None,
@@ -457,7 +477,7 @@ mod tests {
             iface_status: None,
             ingest: None,
             store: Some(store),
-            hub: Default::default(),
+            hub,
             auth: Arc::new(Auth::new("t")),
             profile: None,
             alerts: None,
@@ -475,6 +495,18 @@ mod tests {
             .await
             .unwrap();
         });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_bytes_arrive_before_the_database_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("decnet.db")).await.unwrap();
+        // Every query the stream starts with now takes 3 s.
+        store
+            .delay
+            .store(3000, std::sync::atomic::Ordering::Relaxed);
+        let addr = serve(store, Default::default()).await;
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n")
             .await
@@ -504,6 +536,64 @@ mod tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert!(t.elapsed() >= Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    /// A profiler commit in a burst announces thousands of detections at once: a live
+    /// client gets every one, not a reset. One hub message each overran the channel.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_of_thousands_of_detections_reaches_a_live_client_whole() {
+        const N: i64 = 3000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("decnet.db")).await.unwrap();
+        let hub = crate::hub::Hub::default();
+        let addr = serve(store, hub.clone()).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        // Subscribed once the first bytes are out.
+        while !String::from_utf8_lossy(&got).contains(": keepalive") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("first bytes")
+                .unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        hub.detections(
+            (1..=N)
+                .map(|id| crate::store::DetectionRow {
+                    id,
+                    ts: "2026-12-07T00:00:00Z".into(),
+                    ip: format!("10.0.{}.{}", id / 256, id % 256),
+                    body: format!(r#"{{"id":{id},"risk":{{"score":10}}}}"#),
+                })
+                .collect(),
+        );
+        let count = |g: &[u8]| {
+            String::from_utf8_lossy(g)
+                .matches("event: detection")
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count(&got) < N as usize && Instant::now() < deadline {
+            let text = String::from_utf8_lossy(&got);
+            assert!(
+                !text.contains("event: reset"),
+                "reset instead of detections"
+            );
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await
+            {
+                assert!(n > 0, "the stream ended");
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert_eq!(count(&got), N as usize);
+        assert!(!text.contains("event: reset"), "a reset");
+        assert!(text.contains(&format!("id: 0-{N}")), "the last id");
     }
 
     #[test]

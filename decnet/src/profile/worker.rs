@@ -616,9 +616,7 @@ impl Profiler {
         self.stats
             .detections
             .fetch_add(commit.detections.len() as u64, Relaxed);
-        for d in commit.detections {
-            self.hub.detection(d);
-        }
+        self.hub.detections(commit.detections);
         Ok(())
     }
 
