@@ -57,6 +57,18 @@ pub(crate) const STORM_MAX_EVENTS: u64 = 4;
 /// happens to look alike are not one, a storm is thousands.
 pub(crate) const STORM_MIN_SOURCES: usize = 8;
 
+/// Fixes or revises `st`'s campaign key as the rule above says: a template key holds only
+/// while the source still looks like a storm's and is in no campaign yet; a tool key, once
+/// set, for good. False: it has none (and must not be in the index).
+pub(crate) fn refresh_key(st: &mut IpState) -> bool {
+    let provisional = st.campaign_id.is_none()
+        && st.campaign_key.as_deref().is_some_and(is_template_key);
+    if st.campaign_key.is_none() || provisional {
+        st.campaign_key = key(st, &crate::intel::tools::decide(st.tool_votes.iter()));
+    }
+    st.campaign_key.is_some()
+}
+
 /// The campaign key of a source: its tools and fingerprint once tools are attributed, else
 /// its packet template while it looks like one of a spoofed storm's addresses.
 pub fn key(st: &IpState, tools: &[String]) -> Option<String> {

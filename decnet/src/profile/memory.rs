@@ -8,13 +8,11 @@ use std::{
 
 use super::{
     campaign::{self, Campaign, Index},
+    matcher::Matcher,
     state::IpState,
     verdict::Verdict,
 };
-use crate::{
-    intel::tools,
-    store::{DetectionRow, Store, StoreError},
-};
+use crate::store::{DetectionRow, Store, StoreError};
 
 /// The next campaign id; kept in `state` so ids are never reused after a merge.
 pub(crate) const CAMPAIGN_ID_KEY: &str = "campaign_next_id";
@@ -24,9 +22,7 @@ pub(crate) const CAMPAIGN_ID_KEY: &str = "campaign_next_id";
 /// refuses a commit otherwise), so what it holds is what the database holds plus the
 /// changes not committed yet.
 pub(super) struct Memory {
-    pub(super) index: Index,
-    pub(super) campaigns: BTreeMap<i64, Campaign>,
-    pub(super) next_campaign: i64,
+    pub(super) matcher: Matcher,
     pub(super) next_detection: i64,
     /// Streaming states, so a source's next rows need no load and no JSON decode.
     pub(super) hot: HashMap<String, Box<Hot>>,
@@ -49,8 +45,6 @@ pub(super) struct Hot {
 #[derive(Default)]
 pub(super) struct Pending {
     pub(super) sources: BTreeSet<String>,
-    pub(super) campaigns: BTreeSet<i64>,
-    pub(super) dropped: Vec<i64>,
     /// Detections of the batches folded, announced once committed.
     pub(super) detections: Vec<DetectionRow>,
     /// The last log id folded.
@@ -112,9 +106,12 @@ impl Memory {
         let next_campaign =
             stored_next.unwrap_or_else(|| campaigns.keys().next_back().map_or(1, |id| id + 1));
         Ok(Memory {
-            index,
-            campaigns,
-            next_campaign,
+            matcher: Matcher {
+                index,
+                campaigns,
+                next_campaign,
+                ..Matcher::default()
+            },
             next_detection: store.last_detection_id().await? + 1,
             hot: HashMap::new(),
             generation: 0,
@@ -176,115 +173,34 @@ pub(super) struct Work {
 }
 
 impl Work {
-    fn set_campaign(&mut self, mem: &mut Memory, ip: &str, id: i64) {
-        mem.index.set_campaign(ip, id);
-        self.touched.insert(ip.to_owned());
-        match mem.hot.get_mut(ip) {
-            Some(h) => {
-                h.st.campaign_id = Some(id);
-                mem.pending.source(ip);
-            }
-            None => {
-                self.moved.insert(ip.to_owned(), id);
-            }
-        }
-        if let Some(c) = mem.campaigns.get_mut(&id) {
-            c.members.insert(ip.to_owned());
-        }
-        mem.pending.campaigns.insert(id);
-    }
-
     /// Campaign matching for one source the batch touched (rules in `campaign`).
     pub(super) fn match_campaign(&mut self, mem: &mut Memory, ip: &str) {
         let Some(h) = mem.hot.get_mut(ip) else {
             return;
         };
         let st = &mut h.st;
-        // A template key holds only while the source still looks like a storm's and is in
-        // no campaign yet; a tool key, once set, for good.
-        let provisional = st.campaign_id.is_none()
-            && st
-                .campaign_key
-                .as_deref()
-                .is_some_and(campaign::is_template_key);
-        if st.campaign_key.is_none() || provisional {
-            st.campaign_key = campaign::key(st, &tools::decide(st.tool_votes.iter()));
-            if st.campaign_key.is_none() {
-                mem.index.remove(ip);
-            }
+        if !campaign::refresh_key(st) {
+            mem.matcher.index.remove(ip);
         }
         let Some(key) = st.campaign_key.clone() else {
             return;
         };
-        let Some(mut me) = mem.index.summary(ip, st) else {
+        let Some(me) = mem.matcher.index.summary(ip, st) else {
             return;
         };
-        if me.campaign.is_none() {
-            let found = mem.index.matches(&key, &me);
-            let ids = &found.campaigns;
-            let storm = campaign::is_template_key(&key);
-            let enough = !storm || found.loose.len() + 1 >= campaign::STORM_MIN_SOURCES;
-            let target = match (ids.first(), &found.newest) {
-                (Some(id), _) => Some(*id),
-                (None, Some(partner)) if enough => {
-                    let id = mem.next_campaign;
-                    mem.next_campaign += 1;
-                    let mut c = Campaign::new(id, &key, partner);
-                    c.absorb(&me);
-                    mem.campaigns.insert(id, c);
-                    self.set_campaign(mem, &partner.ip, id);
-                    // A storm's sources send one or two packets and are not seen again:
-                    // those already waiting join now.
-                    if storm {
-                        for s in &found.loose {
-                            self.set_campaign(mem, &s.ip, id);
-                            if let Some(c) = mem.campaigns.get_mut(&id) {
-                                c.absorb(s);
-                            }
-                        }
-                    }
-                    Some(id)
+        let (hot, pending) = (&mut mem.hot, &mut mem.pending);
+        mem.matcher.place(&key, me, &mut |ip, id| {
+            self.touched.insert(ip.to_owned());
+            match hot.get_mut(ip) {
+                Some(h) => {
+                    h.st.campaign_id = Some(id);
+                    pending.source(ip);
                 }
-                (None, _) => None,
-            };
-            if let Some(target) = target {
-                self.set_campaign(mem, ip, target);
-                // Related to members of several campaigns: they were one all along.
-                for other in ids.iter().filter(|id| **id != target) {
-                    let Some(gone) = mem.campaigns.remove(other) else {
-                        continue;
-                    };
-                    for m in &gone.members {
-                        self.set_campaign(mem, m, target);
-                        if let Some(s) = mem.index.get(m).cloned()
-                            && let Some(c) = mem.campaigns.get_mut(&target)
-                        {
-                            c.absorb(&s);
-                        }
-                    }
-                    if let Some(c) = mem.campaigns.get_mut(&target) {
-                        c.evidence.insert(format!("merged campaign {other}"));
-                    }
-                    mem.pending.dropped.push(*other);
-                    mem.pending.campaigns.remove(other);
-                }
-                if let Some(c) = mem.campaigns.get_mut(&target) {
-                    for e in &found.evidence {
-                        c.evidence.insert(e.as_str().to_owned());
-                    }
+                None => {
+                    self.moved.insert(ip.to_owned(), id);
                 }
             }
-        }
-        // Matching may have put it in a campaign; nothing else of its summary changed.
-        me.campaign = mem.hot.get(ip).and_then(|h| h.st.campaign_id);
-        if let Some(id) = me.campaign
-            && let Some(c) = mem.campaigns.get_mut(&id)
-        {
-            // A member already (`set_campaign` put it there).
-            c.widen(&me);
-            mem.pending.campaigns.insert(id);
-        }
-        mem.index.upsert(&key, me);
+        });
     }
 }
 
@@ -294,9 +210,10 @@ mod tests {
 
     fn memory(generation: u64) -> Memory {
         Memory {
-            index: Index::default(),
-            campaigns: BTreeMap::new(),
-            next_campaign: 1,
+            matcher: Matcher {
+                next_campaign: 1,
+                ..Matcher::default()
+            },
             next_detection: 1,
             hot: HashMap::new(),
             generation,

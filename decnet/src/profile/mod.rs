@@ -7,7 +7,8 @@
 //! - `risk`: the 0-100 score and its reasons.
 //! - `verdict`: what a state concludes, and the profile and list row shown from it.
 //! - `worker`: the cursor-driven incremental worker (batches, verdicts, commits).
-//! - `memory`: what the worker holds between commits, and campaign matching over it.
+//! - `memory`: what the worker holds between commits.
+//! - `matcher`: campaign matching over the index of keyed sources.
 //! - `detection`: what a change in a source's headline announces.
 //! - `analyst`: one profiler per fleet, by the store's analyst lock, with standbys.
 //! - `commands`: commands in payloads, and exploitation patterns.
@@ -26,6 +27,7 @@ pub mod campaign;
 pub mod classify;
 pub mod commands;
 pub(crate) mod detection;
+mod matcher;
 mod memory;
 pub mod risk;
 pub mod sorted;

@@ -574,15 +574,16 @@ impl Profiler {
             })
             .collect();
         commit.detections = pending.detections;
-        for id in &pending.campaigns {
-            if let Some(c) = mem.campaigns.get(id) {
-                commit.campaigns.push((*id, c.summary().to_string()));
+        let m = &mut mem.matcher;
+        for id in std::mem::take(&mut m.changed) {
+            if let Some(c) = m.campaigns.get(&id) {
+                commit.campaigns.push((id, c.summary().to_string()));
             }
         }
-        commit.dropped_campaigns = pending.dropped;
+        commit.dropped_campaigns = std::mem::take(&mut m.dropped);
         commit
             .state
-            .push((CAMPAIGN_ID_KEY.into(), mem.next_campaign.to_string()));
+            .push((CAMPAIGN_ID_KEY.into(), m.next_campaign.to_string()));
         drop(guard);
         // States folded from here on belong to the next commit: eviction after this one
         // lands keeps them (`Memory::evict`).
