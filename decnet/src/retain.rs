@@ -30,7 +30,6 @@ use tokio::sync::watch;
 
 use crate::{
     counters::{Kind, write_metric},
-    profile::PROFILE_CURSOR_KEY,
     store::{Pruned, Reach, Store, StoreError, sink_cursor_key},
     timefmt,
 };
@@ -276,11 +275,7 @@ impl Retention {
 
     /// How far pruning may reach now (see [`Reach`]).
     async fn reach(&self) -> Result<Reach, StoreError> {
-        let profiled = self
-            .store
-            .get_state_json::<i64>(PROFILE_CURSOR_KEY)
-            .await?
-            .unwrap_or(0);
+        let profiled = crate::profile::coordinator::profiled_through(&self.store).await?;
         let mut detections = self.store.last_detection_id().await? - 1;
         for sink in &self.sinks {
             // A sink without a cursor starts after the newest detection: it needs none.

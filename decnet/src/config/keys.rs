@@ -230,6 +230,13 @@ settings! {
     flag "--retain-days N", env "DECNET_RETAIN_DAYS", default "30",
     arg(long, allow_negative_numbers = true);
 
+    /// Shards the fleet's profiling is split into by source address (PostgreSQL, 1-64):
+    /// each is profiled by whichever analyst holds its lock, one at a time, and the analyst
+    /// holding the fleet's analyst lock matches campaigns over all of them. Every analyst
+    /// of a fleet must be started with the same number.
+    analyst_shards: Option<i64>, file Option<toml::Spanned<i64>>, toml "analyst_shards",
+    flag "--analyst-shards N", env "DECNET_ANALYST_SHARDS", default "1", arg(long);
+
     /// Cap on the SQLite file in MiB (at least 16): past it the oldest rows go first, as
     /// retention does. 0: no cap. (PostgreSQL bounds its own storage: use --retain-days.)
     max_db_mb: Option<i64>, file Option<toml::Spanned<i64>>, toml "max_db_mb",

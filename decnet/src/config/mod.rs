@@ -83,6 +83,8 @@ pub struct RunConfig {
     pub insecure_http: bool,
     /// The `[[sink]]` and `[[alert]]` tables, checked.
     pub alerts: crate::alert::Plan,
+    /// Shards the fleet's profiling is split into (1: one analyst profiles everything).
+    pub analyst_shards: u32,
 }
 
 impl RunConfig {
@@ -248,6 +250,28 @@ impl RunConfig {
             }
             Some((m, _)) => m as u64,
         };
+        let analyst_shards = match number(
+            args.analyst_shards,
+            "--analyst-shards/DECNET_ANALYST_SHARDS",
+            &file.analyst_shards,
+        ) {
+            None | Some((1, _)) => 1,
+            Some((n, o)) if !(1..=64).contains(&n) => {
+                return Err(ConfigError::Parse {
+                    origin: o,
+                    msg: format!(
+                        "analyst_shards {n}: from 1 (one analyst profiles everything) to 64"
+                    ),
+                });
+            }
+            Some((_, o)) if !store.starts_with("postgres") => {
+                return Err(ConfigError::Parse {
+                    origin: o,
+                    msg: "analyst_shards splits a fleet's profiling among analysts on a shared PostgreSQL store; SQLite has one process".into(),
+                });
+            }
+            Some((n, _)) => n as u32,
+        };
         // Only a sensor needs an interface and decoys.
         if decoys.is_empty() && role.sensor() {
             return Err(ConfigError::NoDecoy);
@@ -366,6 +390,7 @@ impl RunConfig {
             },
             tls,
             insecure_http,
+            analyst_shards,
         })
     }
 
@@ -455,6 +480,7 @@ impl RunConfig {
                 .map_or("none".into(), |t| t.key.display().to_string()),
             "insecure_http" => self.insecure_http.to_string(),
             "max_db_mb" => (self.retention.max_db_bytes >> 20).to_string(),
+            "analyst_shards" => self.analyst_shards.to_string(),
             // A key added to the table but not here: the test of describe() fails.
             _ => UNSHOWN.to_owned(),
         }

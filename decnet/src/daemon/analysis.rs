@@ -90,6 +90,7 @@ impl Analysis {
                 Hub::default(),
                 stats.clone(),
                 companion,
+                cfg.analyst_shards,
                 rx,
             )))
         } else {

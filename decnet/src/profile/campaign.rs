@@ -61,8 +61,8 @@ pub(crate) const STORM_MIN_SOURCES: usize = 8;
 /// while the source still looks like a storm's and is in no campaign yet; a tool key, once
 /// set, for good. False: it has none (and must not be in the index).
 pub(crate) fn refresh_key(st: &mut IpState) -> bool {
-    let provisional = st.campaign_id.is_none()
-        && st.campaign_key.as_deref().is_some_and(is_template_key);
+    let provisional =
+        st.campaign_id.is_none() && st.campaign_key.as_deref().is_some_and(is_template_key);
     if st.campaign_key.is_none() || provisional {
         st.campaign_key = key(st, &crate::intel::tools::decide(st.tool_votes.iter()));
     }

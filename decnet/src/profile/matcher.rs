@@ -5,7 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::campaign::{self, Campaign, Index, Summary};
+use super::{
+    campaign::{self, Campaign, Index, Summary},
+    state::IpState,
+};
+use crate::store::{Store, StoreError};
+
+/// The next campaign id; kept in `state` so ids are never reused after a merge.
+pub(crate) const CAMPAIGN_ID_KEY: &str = "campaign_next_id";
 
 /// The index, the campaigns and what changed among them since the last commit.
 #[derive(Default)]
@@ -20,6 +27,52 @@ pub(super) struct Matcher {
 }
 
 impl Matcher {
+    /// The index and campaigns as the database has them: every keyed source's summary,
+    /// and each campaign with the members its states name.
+    pub(super) async fn load(store: &Store) -> Result<Matcher, StoreError> {
+        let mut index = Index::default();
+        let mut members: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+        for (ip, state) in store.keyed_behaviors().await? {
+            let Ok(st) = serde_json::from_str::<IpState>(&state) else {
+                continue;
+            };
+            if let (Some(key), Some(sum)) = (&st.campaign_key, index.summary(&ip, &st)) {
+                index.upsert(key, sum);
+            }
+            if let Some(id) = st.campaign_id {
+                members.entry(id).or_default().insert(ip);
+            }
+        }
+        let mut campaigns = BTreeMap::new();
+        for (id, summary) in store.campaigns().await? {
+            if let Ok(mut c) = serde_json::from_str::<Campaign>(&summary) {
+                c.members = members.remove(&id).unwrap_or_default();
+                campaigns.insert(id, c);
+            }
+        }
+        let stored_next = store
+            .get_state(CAMPAIGN_ID_KEY)
+            .await?
+            .and_then(|v| v.parse().ok());
+        let next_campaign =
+            stored_next.unwrap_or_else(|| campaigns.keys().next_back().map_or(1, |id| id + 1));
+        Ok(Matcher {
+            index,
+            campaigns,
+            next_campaign,
+            ..Matcher::default()
+        })
+    }
+
+    /// Puts `ip` in campaign `id` as a move not applied yet says (sharded analysts): the
+    /// index and the campaign's members follow it; nothing is to be written.
+    pub(super) fn replay_move(&mut self, ip: &str, id: i64) {
+        self.index.set_campaign(ip, id);
+        if let Some(c) = self.campaigns.get_mut(&id) {
+            c.members.insert(ip.to_owned());
+        }
+    }
+
     /// Puts `ip` in campaign `id`; `assign` sets it where its state lives.
     fn join(&mut self, ip: &str, id: i64, assign: &mut dyn FnMut(&str, i64)) {
         self.index.set_campaign(ip, id);

@@ -6,16 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
-    campaign::{self, Campaign, Index},
-    matcher::Matcher,
-    state::IpState,
-    verdict::Verdict,
-};
-use crate::store::{DetectionRow, Store, StoreError};
-
-/// The next campaign id; kept in `state` so ids are never reused after a merge.
-pub(crate) const CAMPAIGN_ID_KEY: &str = "campaign_next_id";
+use super::{campaign, matcher::Matcher, state::IpState, verdict::Verdict};
+use crate::store::{DetectionRow, Shard, Store, StoreError};
 
 /// What the profiler keeps between batches. While it profiles it is the only writer of
 /// the states (one process, or the analyst holding the lock; the cursor's compare-and-set
@@ -24,6 +16,8 @@ pub(crate) const CAMPAIGN_ID_KEY: &str = "campaign_next_id";
 pub(super) struct Memory {
     pub(super) matcher: Matcher,
     pub(super) next_detection: i64,
+    /// A shard analyst's last campaign move applied (see `Profiler::apply_moves`).
+    pub(super) moves_seq: i64,
     /// Streaming states, so a source's next rows need no load and no JSON decode.
     pub(super) hot: HashMap<String, Box<Hot>>,
     /// Commits so far; a state touched since the last one is kept when the rest goes.
@@ -51,6 +45,8 @@ pub(super) struct Pending {
     pub(super) last_id: Option<i64>,
     /// When the first uncommitted row was folded.
     pub(super) since: Option<Instant>,
+    /// Campaign moves were applied (a shard analyst's).
+    pub(super) moves: bool,
 }
 
 /// Changes are committed at the end of every catch-up (when the backlog is drained: live
@@ -78,41 +74,26 @@ impl Pending {
 }
 
 impl Memory {
-    pub(super) async fn load(store: &Store) -> Result<Memory, StoreError> {
-        let mut index = Index::default();
-        let mut members: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
-        for (ip, state) in store.keyed_behaviors().await? {
-            let Ok(st) = serde_json::from_str::<IpState>(&state) else {
-                continue;
-            };
-            if let (Some(key), Some(sum)) = (&st.campaign_key, index.summary(&ip, &st)) {
-                index.upsert(key, sum);
-            }
-            if let Some(id) = st.campaign_id {
-                members.entry(id).or_default().insert(ip);
-            }
+    /// What the profiler of `shard` (None: of every source) starts from: a shard's keeps
+    /// no campaigns (the campaign pass does), only how far it applied the pass's moves.
+    pub(super) async fn load(store: &Store, shard: Option<Shard>) -> Result<Memory, StoreError> {
+        if let Some(shard) = shard {
+            return Ok(Memory {
+                matcher: Matcher::default(),
+                next_detection: store.last_detection_id().await? + 1,
+                moves_seq: store
+                    .get_state_json::<i64>(&shard.moves_key())
+                    .await?
+                    .unwrap_or(0),
+                hot: HashMap::new(),
+                generation: 0,
+                pending: Pending::default(),
+            });
         }
-        let mut campaigns = BTreeMap::new();
-        for (id, summary) in store.campaigns().await? {
-            if let Ok(mut c) = serde_json::from_str::<Campaign>(&summary) {
-                c.members = members.remove(&id).unwrap_or_default();
-                campaigns.insert(id, c);
-            }
-        }
-        let stored_next = store
-            .get_state(CAMPAIGN_ID_KEY)
-            .await?
-            .and_then(|v| v.parse().ok());
-        let next_campaign =
-            stored_next.unwrap_or_else(|| campaigns.keys().next_back().map_or(1, |id| id + 1));
         Ok(Memory {
-            matcher: Matcher {
-                index,
-                campaigns,
-                next_campaign,
-                ..Matcher::default()
-            },
+            matcher: Matcher::load(store).await?,
             next_detection: store.last_detection_id().await? + 1,
+            moves_seq: 0,
             hot: HashMap::new(),
             generation: 0,
             pending: Pending::default(),
@@ -215,6 +196,7 @@ mod tests {
                 ..Matcher::default()
             },
             next_detection: 1,
+            moves_seq: 0,
             hot: HashMap::new(),
             generation,
             pending: Pending::default(),

@@ -10,7 +10,8 @@
 //! - `memory`: what the worker holds between commits.
 //! - `matcher`: campaign matching over the index of keyed sources.
 //! - `detection`: what a change in a source's headline announces.
-//! - `analyst`: one profiler per fleet, by the store's analyst lock, with standbys.
+//! - `analyst`: one profiler per fleet, or one per shard, by the store's locks, with standbys.
+//! - `coordinator`: sharded analysts' campaign pass.
 //! - `commands`: commands in payloads, and exploitation patterns.
 //! - `campaign`: coordinated sources.
 //!
@@ -26,6 +27,7 @@ pub mod analyst;
 pub mod campaign;
 pub mod classify;
 pub mod commands;
+pub(crate) mod coordinator;
 pub(crate) mod detection;
 mod matcher;
 mod memory;

@@ -29,15 +29,17 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use super::{
+    campaign,
     detection::detection,
-    memory::{CAMPAIGN_ID_KEY, Memory, Work},
+    matcher::CAMPAIGN_ID_KEY,
+    memory::{Memory, Work},
 };
 use crate::{
     counters::{Kind, write_metric},
     hub::{Hub, HubMsg, LogBatch},
     ingest::bounty,
     row::{Facts, NewLog},
-    store::{CursorUpdate, DetectionRow, ProfileCommit, ProfileRow, Store, StoreError},
+    store::{CursorUpdate, DetectionRow, ProfileCommit, ProfileRow, Shard, Store, StoreError},
     timefmt,
 };
 
@@ -57,6 +59,9 @@ pub struct Profiler {
     /// A commit still being written when its pass failed: the next pass waits for it to
     /// end before it reads the cursor, so it resumes from what is really committed.
     writing: Option<Writing>,
+    /// Profiles only this shard's sources, and takes their campaigns from the campaign
+    /// pass (`coordinator`) instead of matching them (None: every source).
+    shard: Option<Shard>,
 }
 
 /// A commit handed to the store: it is written while the next batches fold, and the
@@ -144,21 +149,30 @@ impl Feed {
 /// Rows read from the database, each with its parsed fields.
 type Parsed = Vec<(i64, NewLog, Facts)>;
 
-/// Rows after `after`, read from the database and parsed by a task of their own.
+/// Rows after `after`, read from the database and parsed by a task of their own, with the
+/// id through which they are all the rows there are (a shard's reader passes over the
+/// other shards' rows).
 struct ReadAhead {
     after: i64,
     limit: i64,
-    task: tokio::task::JoinHandle<Result<Parsed, StoreError>>,
+    task: tokio::task::JoinHandle<Result<(Parsed, i64), StoreError>>,
 }
 
 impl ReadAhead {
-    fn start(store: &Store, after: i64, limit: i64) -> ReadAhead {
+    fn start(store: &Store, shard: Option<Shard>, after: i64, limit: i64) -> ReadAhead {
         let store = store.clone();
         let task = tokio::spawn(
             async move {
-                let rows = store.logs_after(after, limit).await?;
+                let (rows, through) = match shard {
+                    Some(shard) => store.shard_logs_after(shard, after, limit).await?,
+                    None => {
+                        let rows = store.logs_after(after, limit).await?;
+                        let through = rows.last().map_or(after, |(id, _)| *id);
+                        (rows, through)
+                    }
+                };
                 // Parsing 2,000 rows' fields takes milliseconds: off the runtime's workers.
-                tokio::task::spawn_blocking(move || {
+                let parsed = tokio::task::spawn_blocking(move || {
                     rows.into_iter()
                         .map(|(id, l)| {
                             let f = bounty::facts(&l);
@@ -167,7 +181,8 @@ impl ReadAhead {
                         .collect()
                 })
                 .await
-                .map_err(|e| StoreError::Task(format!("profile read: {e}")))
+                .map_err(|e| StoreError::Task(format!("profile read: {e}")))?;
+                Ok((parsed, through))
             }
             // Its `db.logs_after` belongs to the profiler's run, as when it was read in line.
             .instrument(tracing::Span::current()),
@@ -175,7 +190,7 @@ impl ReadAhead {
         ReadAhead { after, limit, task }
     }
 
-    async fn rows(mut self) -> Result<Parsed, StoreError> {
+    async fn rows(mut self) -> Result<(Parsed, i64), StoreError> {
         (&mut self.task)
             .await
             .map_err(|e| StoreError::Task(format!("profile read: {e}")))?
@@ -269,7 +284,20 @@ impl Profiler {
             stats: Arc::default(),
             feed: None,
             writing: None,
+            shard: None,
         }
+    }
+
+    /// A profiler of `shard`'s sources only (PostgreSQL).
+    pub(crate) fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = Some(shard);
+        self
+    }
+
+    /// The `state` key of this profiler's cursor.
+    fn cursor_key(&self) -> String {
+        self.shard
+            .map_or_else(|| PROFILE_CURSOR_KEY.to_owned(), Shard::cursor_key)
     }
 
     /// Takes rows from the ingester's announcements on `hub` (subscribed now) instead of
@@ -325,16 +353,30 @@ impl Profiler {
             let _ = w.task.await;
         }
         let mut batches = 0u64;
-        let mut prev = self.store.get_state(PROFILE_CURSOR_KEY).await?;
-        let mut cursor: i64 = prev.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let key = self.cursor_key();
+        let mut prev = self.store.get_state(&key).await?;
+        let mut cursor: i64 = match &prev {
+            Some(v) => v.parse().unwrap_or(0),
+            // A new shard of a fleet that profiled unsharded until now: every source's rows
+            // up to that cursor are in its state.
+            None if self.shard.is_some() => self
+                .store
+                .get_state_json::<i64>(PROFILE_CURSOR_KEY)
+                .await?
+                .unwrap_or(0),
+            None => 0,
+        };
         self.stats.cursor.store(cursor.max(0) as u64, Relaxed);
         // Taken out for the pass and put back only when it succeeds: an error anywhere
         // drops it with whatever was not committed, and the next pass rebuilds it from the
         // database and resumes from the committed cursor.
         let mut mem = match self.mem.take() {
             Some(m) => m,
-            None => Memory::load(&self.store).await?,
+            None => Memory::load(&self.store, self.shard).await?,
         };
+        if let Some(shard) = self.shard {
+            self.apply_moves(&mut mem, shard, cursor).await?;
+        }
         let mut absorbed = 0;
         // The next batch, read while this one folds (dropped unread if the pass ends).
         let mut ahead: Option<ReadAhead> = None;
@@ -344,6 +386,7 @@ impl Profiler {
                 None => Err(None),
             };
             let mut read: Parsed = Vec::new();
+            let mut through = cursor;
             let rows: Vec<Row<'_>> = match &fed {
                 Ok(segments) => segments
                     .iter()
@@ -356,9 +399,13 @@ impl Profiler {
                     .collect(),
                 Err(hole) => {
                     let limit = hole.map_or(BATCH, |h| h.min(BATCH));
-                    read = match ahead.take() {
+                    (read, through) = match ahead.take() {
                         Some(a) if a.after == cursor && a.limit == limit => a.rows().await?,
-                        _ => ReadAhead::start(&self.store, cursor, limit).rows().await?,
+                        _ => {
+                            ReadAhead::start(&self.store, self.shard, cursor, limit)
+                                .rows()
+                                .await?
+                        }
                     };
                     // A full batch: more probably follow. Read and parse them while this
                     // one folds (on the runtime's other threads), so folding never waits
@@ -369,15 +416,21 @@ impl Profiler {
                         && read.len() == limit as usize
                         && let Some((last, _, _)) = read.last()
                     {
-                        ahead = Some(ReadAhead::start(&self.store, *last, BATCH));
+                        ahead = Some(ReadAhead::start(&self.store, self.shard, *last, BATCH));
                     }
                     read.iter().map(|(id, l, f)| (*id, l, Some(f))).collect()
                 }
             };
             let Some((last_id, _, _)) = rows.last() else {
+                if through > cursor {
+                    // None of this shard's, up to there: the cursor moves on alone.
+                    mem.pending.last_id = Some(through);
+                    mem.pending.since.get_or_insert_with(Instant::now);
+                }
                 break;
             };
             let (first_id, last_id) = (rows[0].0, *last_id);
+            let through = through.max(last_id);
             crate::telemetry::link_all(
                 span,
                 rows.iter()
@@ -398,7 +451,8 @@ impl Profiler {
                 self.stats.fed.fetch_add(rows.len() as u64, Relaxed);
             }
             self.stats.batches.fetch_add(1, Relaxed);
-            cursor = last_id;
+            mem.pending.last_id = Some(through);
+            cursor = through;
             // A commit written already: its detections go out now, not when the next
             // commit is due (up to a second later under a long backlog).
             if self.writing.as_ref().is_some_and(|w| w.task.is_finished()) {
@@ -454,8 +508,17 @@ impl Profiler {
             mem.pending.source(ip);
         }
         let mut work = Work::default();
-        for ip in &ips {
-            work.match_campaign(mem, ip);
+        if self.shard.is_some() {
+            // The campaign pass matches them, from the keys fixed here.
+            for ip in &ips {
+                if let Some(h) = mem.hot.get_mut(*ip) {
+                    campaign::refresh_key(&mut h.st);
+                }
+            }
+        } else {
+            for ip in &ips {
+                work.match_campaign(mem, ip);
+            }
         }
         if !work.moved.is_empty() {
             let moved: Vec<&str> = work.moved.keys().map(String::as_str).collect();
@@ -467,9 +530,6 @@ impl Profiler {
                 }
             }
         }
-        // Verdicts per batch, as if each batch were committed on its own: which detections
-        // a backlog gives does not depend on when commits fall (a restart's included).
-        let now = timefmt::rfc3339_ns(timefmt::unix_now_ns());
         // The batch's sources and those campaign matching touched, in address order.
         let mut touched = ips.clone();
         touched.extend(
@@ -479,7 +539,61 @@ impl Profiler {
                 .filter(|t| ips.binary_search(t).is_err()),
         );
         touched.sort_unstable();
-        for ip in touched {
+        verdicts(mem, &touched);
+        mem.pending.last_id = rows.last().map(|(id, _, _)| *id);
+        mem.pending.since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Applies the campaign pass's moves of this shard's sources, in order, since the last
+    /// one applied: each source's state takes its campaign, as a matching profiler would
+    /// have set it, and its verdict follows. Committed with the next commit (at the cursor
+    /// it is at, `cursor`, when no row comes).
+    async fn apply_moves(
+        &mut self,
+        mem: &mut Memory,
+        shard: Shard,
+        cursor: i64,
+    ) -> Result<(), StoreError> {
+        const PAGE: i64 = 10_000;
+        loop {
+            let moves = self
+                .store
+                .campaign_moves(Some(shard), mem.moves_seq, PAGE)
+                .await?;
+            let Some((last, _, _)) = moves.last() else {
+                return Ok(());
+            };
+            mem.moves_seq = *last;
+            let mut ips: Vec<&str> = moves.iter().map(|(_, ip, _)| ip.as_str()).collect();
+            ips.sort_unstable();
+            ips.dedup();
+            mem.hold(&self.store, &ips).await?;
+            for (_, ip, id) in &moves {
+                if let Some(h) = mem.hot.get_mut(ip.as_str()) {
+                    h.st.campaign_id = Some(*id);
+                    h.used = mem.generation;
+                }
+                mem.pending.source(ip);
+            }
+            verdicts(mem, &ips);
+            mem.pending.last_id.get_or_insert(cursor);
+            mem.pending.since.get_or_insert_with(Instant::now);
+            mem.pending.moves = true;
+            if (moves.len() as i64) < PAGE {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Each of `touched`'s verdict (in this order) and the detection it raises, if its
+/// headline changed. Per batch, as if each batch were committed on its own: which
+/// detections a backlog gives does not depend on when commits fall (a restart's included).
+fn verdicts(mem: &mut Memory, touched: &[&str]) {
+    {
+        let now = timefmt::rfc3339_ns(timefmt::unix_now_ns());
+        for &ip in touched {
             let Some(h) = mem.hot.get_mut(ip) else {
                 continue;
             };
@@ -519,11 +633,10 @@ impl Profiler {
             }
             h.verdict = Some(Box::new(v));
         }
-        mem.pending.last_id = rows.last().map(|(id, _, _)| *id);
-        mem.pending.since.get_or_insert_with(Instant::now);
-        Ok(())
     }
+}
 
+impl Profiler {
     /// Hands every change since the last commit (profiles and states of the sources that
     /// changed, campaigns, detections) with the cursor after the last row folded to the
     /// store, as one transaction written in the background ([`landed`](Self::landed) waits
@@ -540,7 +653,7 @@ impl Profiler {
         let guard = span.enter();
         let mut commit = ProfileCommit {
             cursor: Some(CursorUpdate {
-                key: PROFILE_CURSOR_KEY.into(),
+                key: self.cursor_key(),
                 prev,
                 value: value.clone(),
             }),
@@ -581,9 +694,19 @@ impl Profiler {
             }
         }
         commit.dropped_campaigns = std::mem::take(&mut m.dropped);
-        commit
-            .state
-            .push((CAMPAIGN_ID_KEY.into(), m.next_campaign.to_string()));
+        match self.shard {
+            // The campaign pass numbers campaigns; a shard says how far it applied its moves.
+            Some(shard) => {
+                if pending.moves {
+                    commit
+                        .state
+                        .push((shard.moves_key(), mem.moves_seq.to_string()));
+                }
+            }
+            None => commit
+                .state
+                .push((CAMPAIGN_ID_KEY.into(), m.next_campaign.to_string())),
+        }
         drop(guard);
         // States folded from here on belong to the next commit: eviction after this one
         // lands keeps them (`Memory::evict`).
@@ -591,8 +714,9 @@ impl Profiler {
         let store = self.store.clone();
         let task = tokio::spawn(
             async move {
+                let mut commit = commit;
                 store
-                    .commit_profiles(&commit, &mut rows.into_iter())
+                    .commit_profiles(&mut commit, &mut rows.into_iter())
                     .await
                     .map(|()| commit)
             }

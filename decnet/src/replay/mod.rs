@@ -457,7 +457,7 @@ mod tests {
             })
             .collect();
         store
-            .commit_profiles(&ProfileCommit::default(), &mut rows.into_iter())
+            .commit_profiles(&mut ProfileCommit::default(), &mut rows.into_iter())
             .await
             .unwrap();
         let table = report_paged(&store, false, 3).await.unwrap();

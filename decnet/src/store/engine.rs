@@ -382,6 +382,22 @@ impl Store {
         })
     }
 
+    /// Sets state `key` to `value`, whatever it was.
+    pub(crate) async fn set_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO state (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
     /// Renames state `from` to `to` unless `to` exists already; true when it did.
     pub(crate) async fn rename_state(&self, from: &str, to: &str) -> Result<bool, StoreError> {
         let _turn = self.write_turn().await;

@@ -1,5 +1,6 @@
-//! Fleet coordination on a shared PostgreSQL: one analyst at a time (a session advisory
-//! lock, with standbys waiting on it) and commit notifications (LISTEN/NOTIFY).
+//! Fleet coordination on a shared PostgreSQL: one analyst at a time, or one per shard
+//! (session advisory locks, with standbys waiting on them), and commit notifications
+//! (LISTEN/NOTIFY).
 
 use std::time::Duration;
 
@@ -8,16 +9,23 @@ use sqlx::AssertSqlSafe;
 use super::{
     engine::{Pool, Store},
     error::StoreError,
+    shard::Shard,
 };
 
-/// The advisory-lock keys (PostgreSQL): one analyst at a time, and ingest commits in id
-/// order (see `commit_batch`). Arbitrary constants, the same in every decnet.
+/// The advisory-lock keys (PostgreSQL): one analyst at a time (with shards: the campaign
+/// pass and the alert sinks), ingest commits in id order (see `commit_batch`), detections
+/// committed in id order (see `commit_profiles`), and shard K's analyst at
+/// `SHARD_LOCKS + K`. Arbitrary constants, the same in every decnet.
 const ANALYST_LOCK: i64 = 0x6465_636e_6574_0001;
 pub(super) const INGEST_LOCK: i64 = 0x6465_636e_6574_0002;
+pub(super) const DETECTION_LOCK: i64 = 0x6465_636e_6574_0003;
+const SHARD_LOCKS: i64 = 0x6465_636e_6574_1000;
 
-/// The PostgreSQL channels: a batch of logs was committed; detections were committed.
+/// The PostgreSQL channels: a batch of logs was committed; detections were committed;
+/// the campaign pass put sources in campaigns (sharded analysts).
 pub const LOGS_CHANNEL: &str = "decnet_logs";
 pub const DETECTIONS_CHANNEL: &str = "decnet_detections";
+pub const CAMPAIGNS_CHANNEL: &str = "decnet_campaigns";
 
 /// This process is the fleet's analyst while this lives (see [`Store::analyst_lock`]).
 pub struct AnalystLock {
@@ -49,6 +57,7 @@ impl AnalystLock {
 pub enum Change {
     Logs,
     Detections,
+    Campaigns,
 }
 
 /// Commit notifications from other processes (PostgreSQL LISTEN).
@@ -61,10 +70,10 @@ impl Changes {
     /// again yet.
     pub async fn next(&mut self) -> Result<Change, StoreError> {
         let n = self.listener.recv().await?;
-        Ok(if n.channel() == DETECTIONS_CHANNEL {
-            Change::Detections
-        } else {
-            Change::Logs
+        Ok(match n.channel() {
+            DETECTIONS_CHANNEL => Change::Detections,
+            CAMPAIGNS_CHANNEL => Change::Campaigns,
+            _ => Change::Logs,
         })
     }
 }
@@ -77,6 +86,25 @@ impl Store {
     /// ends. SQLite serves one process: granted at once.
     pub(crate) async fn analyst_lock(
         &self,
+        wait: Duration,
+    ) -> Result<Option<AnalystLock>, StoreError> {
+        self.advisory_lock(ANALYST_LOCK, wait).await
+    }
+
+    /// [`analyst_lock`](Self::analyst_lock) for the analyst of one shard: whoever holds it
+    /// profiles the shard's sources. PostgreSQL only (SQLite has no shards).
+    pub(crate) async fn shard_lock(
+        &self,
+        shard: Shard,
+        wait: Duration,
+    ) -> Result<Option<AnalystLock>, StoreError> {
+        self.advisory_lock(SHARD_LOCKS + i64::from(shard.index), wait)
+            .await
+    }
+
+    async fn advisory_lock(
+        &self,
+        key: i64,
         wait: Duration,
     ) -> Result<Option<AnalystLock>, StoreError> {
         let Pool::Postgres(pool) = &self.pool else {
@@ -94,7 +122,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let got = sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(ANALYST_LOCK)
+            .bind(key)
             .execute(&mut *tx)
             .await;
         match got {
@@ -122,7 +150,7 @@ impl Store {
         };
         let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
         listener
-            .listen_all([LOGS_CHANNEL, DETECTIONS_CHANNEL])
+            .listen_all([LOGS_CHANNEL, DETECTIONS_CHANNEL, CAMPAIGNS_CHANNEL])
             .await?;
         Ok(Some(Changes { listener }))
     }

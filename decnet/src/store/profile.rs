@@ -8,12 +8,30 @@ use sqlx::{AssertSqlSafe, Row as _};
 use super::{
     engine::{Backend, MultiRow, Pool, ROWS_PER_STMT, Store, on_pool, repository, set_cursor},
     error::StoreError,
-    fleet::DETECTIONS_CHANNEL,
-    rows::{ProfileCommit, ProfileRow},
+    fleet::{CAMPAIGNS_CHANNEL, DETECTION_LOCK, DETECTIONS_CHANNEL},
+    rows::{DetectionRow, ProfileCommit, ProfileRow},
 };
+
+/// Gives `detections` the ids from `first` on, in order, in their rows and bodies (the
+/// body's `id`). A single analyst numbered them so already: then nothing changes.
+fn renumber(detections: &mut [DetectionRow], first: i64) {
+    if detections.first().is_some_and(|d| d.id == first) {
+        return;
+    }
+    for (d, id) in detections.iter_mut().zip(first..) {
+        d.id = id;
+        if let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&d.body) {
+            body["id"] = id.into();
+            d.body = body.to_string();
+        }
+    }
+}
 
 static INSERT_DETECTIONS: MultiRow =
     MultiRow::new("INSERT INTO detections (id, ts, ip, body)", 4, "");
+
+static INSERT_MOVES: MultiRow =
+    MultiRow::new("INSERT INTO campaign_moves (ip, campaign_id)", 2, "");
 
 static UPSERT_ATTACKERS: MultiRow = MultiRow::new(
     "INSERT INTO attackers (ip, first_seen, last_seen, event_count, class, risk_score, campaign_id, summary, updated_at)",
@@ -58,9 +76,14 @@ impl Store {
     /// campaigns, detections and the profiler cursor (compare-and-set), in one transaction.
     /// Rows are drawn from `rows` one statement's worth at a time: rendered all at once, a
     /// commit of 10,000 sources held about 25 MiB of JSON at its peak.
+    ///
+    /// On PostgreSQL the detections are committed in id order, as logs are: several shard
+    /// analysts commit at once, and a reader that has seen id N must never see a lower one
+    /// appear later. So they take their ids here, after the newest committed, under a lock
+    /// held to the commit; `c.detections` says which they got.
     pub async fn commit_profiles(
         &self,
-        c: &ProfileCommit,
+        c: &mut ProfileCommit,
         rows: &mut (dyn Iterator<Item = ProfileRow> + Send),
     ) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;
@@ -119,12 +142,35 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                if self.backend() == Backend::Postgres && !c.detections.is_empty() {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(DETECTION_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
+                    let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0)::BIGINT FROM detections")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    renumber(&mut c.detections, newest + 1);
+                }
                 for chunk in c.detections.chunks(ROWS_PER_STMT) {
                     let mut q = sqlx::query(AssertSqlSafe(INSERT_DETECTIONS.sql(self.backend(), chunk.len())));
                     for d in chunk {
                         q = q.bind(d.id).bind(&d.ts).bind(&d.ip).bind(&d.body);
                     }
                     q.execute(&mut *tx).await?;
+                }
+                for chunk in c.moves.chunks(ROWS_PER_STMT) {
+                    let mut q = sqlx::query(AssertSqlSafe(INSERT_MOVES.sql(self.backend(), chunk.len())));
+                    for (ip, id) in chunk {
+                        q = q.bind(ip).bind(id);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                if let Some(seq) = c.moves_applied {
+                    sqlx::query("DELETE FROM campaign_moves WHERE seq <= $1")
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 for (k, v) in &c.state {
                     sqlx::query(
@@ -141,6 +187,12 @@ impl Store {
                 if self.backend() == Backend::Postgres && !c.detections.is_empty() {
                     sqlx::query("SELECT pg_notify($1, '')")
                         .bind(DETECTIONS_CHANNEL)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if !c.moves.is_empty() {
+                    sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(CAMPAIGNS_CHANNEL)
                         .execute(&mut *tx)
                         .await?;
                 }

@@ -152,6 +152,11 @@ pub struct ProfileCommit {
     /// Extra `state` entries (the next campaign id), written as they are.
     pub state: Vec<(String, String)>,
     pub cursor: Option<CursorUpdate>,
+    /// Sharded analysts' campaign pass: sources put in campaigns, (ip, campaign id), for
+    /// their shards to apply (PostgreSQL `campaign_moves`).
+    pub moves: Vec<(String, i64)>,
+    /// Moves up to this `seq` every shard has applied: deleted.
+    pub moves_applied: Option<i64>,
 }
 
 /// An alert sink's re-arm window for one rule and source (see `alert::rule`).
