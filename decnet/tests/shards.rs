@@ -251,7 +251,11 @@ async fn two_shards_and_the_campaign_pass_profile_as_one_analyst_does() {
         "SELECT count(DISTINCT ip) FROM detections WHERE (body::jsonb->'changes') ? 'campaign'",
     );
     let members: usize = campaigns_two.values().map(BTreeSet::len).sum();
-    assert_eq!(joined, members.to_string(), "sources announced joining a campaign");
+    assert_eq!(
+        joined,
+        members.to_string(),
+        "sources announced joining a campaign"
+    );
     eprintln!(
         "shards: {} rows, {} sources, {} campaigns of {members} members; sources per shard {split}",
         logs.len(),
