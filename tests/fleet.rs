@@ -636,6 +636,140 @@ fn killing_the_analyst_hands_over_and_profiles_match_an_uninterrupted_run() {
     );
 }
 
+/// Waits until the campaign pass of sharded analysts has reached the last log row (every
+/// shard has folded it) and every shard has applied every campaign move of its sources,
+/// and both stay put.
+fn wait_sharded(pg: &Postgres, db: &str, shards: u32, within: Duration) -> String {
+    let sql = format!(
+        "SELECT (SELECT COALESCE(MAX(id), 0) FROM logs)::text || ' ' || \
+         COALESCE((SELECT value FROM state WHERE key = 'campaign_cursor'), '0') || ' ' || \
+         (SELECT count(*) FROM campaign_moves m WHERE m.seq > COALESCE((SELECT value::bigint \
+         FROM state WHERE key = 'campaign_moves_cursor.' || ((hashtext(m.ip) & 2147483647) % {shards}) \
+         || 'of{shards}'), 0))::text"
+    );
+    let mut last = String::new();
+    let mut stable = Instant::now();
+    let deadline = Instant::now() + within;
+    loop {
+        let out = pg.psql(db, &sql);
+        let parts: Vec<&str> = out.split(' ').collect();
+        if out != last {
+            last = out.clone();
+            stable = Instant::now();
+        } else if parts.len() == 3
+            && parts[0] == parts[1]
+            && parts[2] == "0"
+            && stable.elapsed() >= Duration::from_millis(1500)
+        {
+            return parts[0].to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sharded profiles did not catch up (top, campaign cursor, moves not applied): {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `--analyst-shards 2`: one analyst holds the analyst lock (campaign pass) and a shard,
+/// the other the other shard; the first is killed mid-stream, the second takes over its
+/// locks, and the final profiles equal one unsharded analyst's over the same rows.
+#[test]
+fn killing_a_shard_analyst_hands_its_shards_over_and_profiles_match_one_analysts() {
+    if !require_root() {
+        return;
+    }
+    require_tool("hping3");
+    require_tool("nmap");
+    let pg = Postgres::start();
+    let url = pg.create_db("sharded");
+    let lab = Lab::new(44);
+    let dirs: Vec<PathBuf> = ["gs", "ga", "gb", "gref"].iter().map(|n| dir(n)).collect();
+    let mut sensor_proc = sensor(
+        &url,
+        "site",
+        &lab.host_if,
+        &format!("{}=web", lab.decoy),
+        &dirs[0],
+    );
+    let env = [("DECNET_ANALYST_SHARDS", "2")];
+    let mut first = analyst_with(&url, &dirs[1], &env);
+    // Alone: the analyst lock (campaign pass) and both shards.
+    first.wait_log("analyst lock taken", 3, Duration::from_secs(20));
+    // A second analyst queues on the shards: the first hands it one.
+    let mut second = analyst_with(&url, &dirs[2], &env);
+    second.wait_log("analyst lock taken", 1, Duration::from_secs(20));
+    first.wait_log("handed over", 1, Duration::from_secs(5));
+    // Shard locks a process holds now: taken, less handed over.
+    let shards = |p: &Proc| {
+        let text = p.log_text();
+        let taken = text
+            .lines()
+            .filter(|l| l.contains("analyst lock taken") && l.contains("duty=shard"))
+            .count();
+        taken - text.matches("handed over").count()
+    };
+    assert_eq!(
+        (shards(&first), shards(&second)),
+        (1, 1),
+        "each analyst holds one shard:\n{}\n{}",
+        first.log_text(),
+        second.log_text()
+    );
+
+    let ns = lab.ns.clone();
+    let decoy = lab.decoy.clone();
+    let probes = std::thread::spawn(move || hping(&ns, &decoy, 8080, 1500, 2_000));
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Instant::now();
+    first.stop_with(libc::SIGKILL);
+    // The second takes the analyst lock and the first's shard (3 locks taken in all; the
+    // shard after up to 3 s, as a process holding one lets others go first).
+    second.wait_log("analyst lock taken", 3, Duration::from_secs(20));
+    let takeover = killed.elapsed();
+    probes.join().expect("hping3");
+    let out = lab.exec(
+        &["nmap", "-sS", "-n", "-Pn", "-p", "1-300", &lab.decoy],
+        120,
+    );
+    assert!(out.status.success(), "nmap failed");
+    let top = wait_sharded(&pg, "sharded", 2, Duration::from_secs(30));
+    assert!(sensor_proc.stop_with(libc::SIGTERM).success());
+    assert!(second.stop_with(libc::SIGTERM).success());
+    let rows: i64 = pg
+        .psql("sharded", "SELECT COUNT(*) FROM logs")
+        .parse()
+        .expect("count");
+    assert!(rows >= 1500, "{rows} rows");
+
+    // The same rows profiled by one unsharded analyst that nobody interrupts.
+    pg.psql("postgres", "CREATE DATABASE unsharded TEMPLATE sharded");
+    pg.psql(
+        "unsharded",
+        "DELETE FROM attackers; DELETE FROM attacker_behavior; DELETE FROM campaigns; \
+         DELETE FROM detections; DELETE FROM campaign_moves; \
+         DELETE FROM state WHERE key NOT LIKE 'ingest_worker_position%'",
+    );
+    let mut reference = analyst(&pg.url("unsharded"), &dirs[3]);
+    reference.wait_log("analyst lock taken", 1, Duration::from_secs(20));
+    assert_eq!(
+        wait_profiled(&pg, "unsharded", Duration::from_secs(30)),
+        top
+    );
+    assert!(reference.stop_with(libc::SIGTERM).success());
+    let (got, want) = (profiles(&pg, "sharded"), profiles(&pg, "unsharded"));
+    assert!(got.contains(&lab.attacker), "{got}");
+    assert_eq!(
+        got, want,
+        "sharded profiles after the takeover differ from one unsharded analyst's"
+    );
+    eprintln!(
+        "shards: takeover {} ms after SIGKILL; {rows} rows; profiles equal to one unsharded \
+         analyst's",
+        takeover.as_millis()
+    );
+}
+
 /// Journal lines once the journal has stopped growing for a second (bounded: 15 s). The
 /// last probes reach it up to a drain gap and a flush after the tool exits.
 fn settled_journal_lines(data: &Path) -> usize {

@@ -1,7 +1,8 @@
 //! `cargo xtask bench fleet`: ingest into one shared PostgreSQL from 1, 2 and 4 concurrent
 //! sensor ingesters (each the real `decnet ingest --once --store postgres://...` on its own
 //! journal), beside the SQLite figure of the same machine and run; then the analyst
-//! takeover time after the lock holder is SIGKILLed.
+//! takeover time after the lock holder is SIGKILLed; then how fast analysts profile eight
+//! sensors' rows: one unsharded analyst, against two analysts with `--analyst-shards 2`.
 //!
 //! PostgreSQL runs with its defaults (fsync and synchronous_commit on: each ingest batch
 //! waits for its WAL flush); SQLite as decnet opens it (WAL, synchronous=NORMAL).
@@ -70,11 +71,16 @@ fn journals(base: &Path, n: usize, tag: &str) -> Vec<PathBuf> {
 }
 
 fn analyst(url: &str, data: &Path) -> Child {
+    analyst_sharded(url, data, 1)
+}
+
+fn analyst_sharded(url: &str, data: &Path, shards: u32) -> Child {
     let log = std::fs::File::create(data.with_extension("log")).expect("log");
     Command::new(decnet_bin())
         .args(["run", "--role", "analyst", "--user", "root", "--store", url])
         .arg("--data-dir")
         .arg(data)
+        .env("DECNET_ANALYST_SHARDS", shards.to_string())
         .env("DECNET_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -94,6 +100,65 @@ fn wait_log(data: &Path, needle: &str, n: usize, within: Duration) -> Option<Ins
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Lines per sensor journal, and sensors, of the analysts' case.
+const ANALYST_LINES: usize = 50_000;
+const ANALYST_SENSORS: usize = 8;
+
+/// The SQL that is true once the profiles of `db` are complete: the unsharded cursor, or
+/// the campaign pass's with every move applied, at the last log row.
+fn profiled_sql(shards: u32) -> String {
+    if shards <= 1 {
+        return "SELECT COALESCE((SELECT value FROM state WHERE key = 'attacker_worker_cursor'), '0') \
+                = (SELECT MAX(id) FROM logs)::text"
+            .into();
+    }
+    format!(
+        "SELECT COALESCE((SELECT value FROM state WHERE key = 'campaign_cursor'), '0') \
+         = (SELECT MAX(id) FROM logs)::text AND NOT EXISTS (SELECT 1 FROM campaign_moves m \
+         WHERE m.seq > COALESCE((SELECT value::bigint FROM state WHERE key = \
+         'campaign_moves_cursor.' || ((hashtext(m.ip) & 2147483647) % {shards}) || 'of{shards}'), 0))"
+    )
+}
+
+/// Seconds for `procs` analysts of `shards` to profile a fresh copy of `template`'s rows.
+fn profile_backlog(
+    pg: &pg::Postgres,
+    base: &Path,
+    template: &str,
+    procs: usize,
+    shards: u32,
+    round: usize,
+) -> f64 {
+    let db = format!("an{procs}x{shards}r{round}");
+    pg.psql(
+        "postgres",
+        &format!("CREATE DATABASE {db} TEMPLATE {template}"),
+    );
+    let url = pg.url(&db);
+    let done = profiled_sql(shards);
+    let t = Instant::now();
+    let mut children: Vec<Child> = (0..procs)
+        .map(|i| analyst_sharded(&url, &base.join(format!("{db}-{i}")), shards))
+        .collect();
+    let deadline = t + Duration::from_secs(600);
+    while pg.psql(&db, &done) != "t" {
+        assert!(Instant::now() < deadline, "{db}: not profiled in 600 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let sources: i64 = pg
+        .psql(&db, "SELECT COUNT(*) FROM attackers")
+        .parse()
+        .expect("count");
+    assert!(sources > 0, "{db}: no profile");
+    pg.psql("postgres", &format!("DROP DATABASE {db}"));
+    secs
 }
 
 fn main() {
@@ -190,6 +255,56 @@ fn main() {
         percentile(&sorted, 0.5),
         sorted.last().copied().unwrap_or(0.0)
     );
+
+    // Analysts: eight sensors' rows ingested first, then profiled from a fresh copy by each
+    // arrangement in turn, 3 rounds (the machine is shared: medians).
+    println!(
+        "\n== analysts profiling {ANALYST_SENSORS} sensors' rows ({ANALYST_SENSORS} x {ANALYST_LINES} lines, a backlog) =="
+    );
+    let dirs: Vec<PathBuf> = (0..ANALYST_SENSORS)
+        .map(|i| {
+            let d = base.join(format!("an-journal-{i}"));
+            write_journal(&d, ANALYST_LINES, SOURCES, 0x5eed_0000 + i as u64);
+            d
+        })
+        .collect();
+    let url = pg.create_db("analysts");
+    concurrent(&dirs, Some(&url));
+    let rows: f64 = pg
+        .psql("analysts", "SELECT COUNT(*) FROM logs")
+        .parse()
+        .expect("count");
+    let arrangements: [(usize, u32, &str); 3] = [
+        (1, 1, "1 analyst, unsharded"),
+        (2, 2, "2 analysts, --analyst-shards 2"),
+        (1, 2, "1 analyst process, --analyst-shards 2"),
+    ];
+    let mut secs: Vec<Vec<f64>> = vec![Vec::new(); arrangements.len()];
+    for round in 0..3 {
+        for (k, (procs, shards, _)) in arrangements.iter().enumerate() {
+            secs[k].push(profile_backlog(
+                &pg, &base, "analysts", *procs, *shards, round,
+            ));
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        percentile(&v, 0.5)
+    };
+    let baseline = rows / median(&secs[0]);
+    for (k, (_, _, name)) in arrangements.iter().enumerate() {
+        let rate = rows / median(&secs[k]);
+        println!(
+            "{name:<52} {rate:>10.0} rows/s  {:.2}x  (rounds: {} s)",
+            rate / baseline,
+            secs[k]
+                .iter()
+                .map(|s| format!("{s:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     drop(pg);
     let _ = std::fs::remove_dir_all(&base);
 }

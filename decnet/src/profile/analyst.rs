@@ -56,7 +56,22 @@ impl Duty {
 
 /// How long a process already holding K shards waits, per shard held, before it asks for
 /// another free one: an analyst standing by with none asks at once and so takes it first.
+/// A process holding several shards also hands one over when another analyst is queued
+/// on its lock, so analysts started one after another share the shards.
 const SHARE_WAIT: Duration = Duration::from_secs(3);
+
+/// How long one lock request waits: under sqlx's 1 s slow-statement warning, which every
+/// standby's request would raise otherwise.
+const LOCK_WAIT: Duration = Duration::from_millis(900);
+
+/// How holding a lock ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    Shutdown,
+    Lost,
+    /// A shard handed to an analyst queued on it (this process kept another).
+    Yielded,
+}
 
 /// Stands by or profiles until `shutdown`. `hub`: where detections are announced (in a
 /// fleet the API instances read them from the database: pass a hub nobody reads).
@@ -72,12 +87,14 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let held = Arc::new(AtomicU64::new(0));
+    let shards_held = Arc::new(AtomicU64::new(0));
     let go = |duty: Duty, companion: Option<Companion>| {
         let on = Holder {
             store: store.clone(),
             hub: hub.clone(),
             stats: stats.clone(),
             held: held.clone(),
+            shards: shards_held.clone(),
             duty,
         };
         tokio::spawn(on.run(companion, shutdown.clone()))
@@ -110,6 +127,8 @@ struct Holder {
     stats: Arc<ProfileStats>,
     /// Locks this process holds.
     held: Arc<AtomicU64>,
+    /// Shard locks of those.
+    shards: Arc<AtomicU64>,
     duty: Duty,
 }
 
@@ -119,7 +138,7 @@ impl Holder {
         loop {
             if let Duty::Shard(s) = self.duty {
                 // A process holding shards lets those with none take a free one first.
-                let mine = self.held.load(Relaxed);
+                let mine = self.shards.load(Relaxed);
                 if mine > 0 && wait(SHARE_WAIT * mine as u32, &mut shutdown).await {
                     return;
                 }
@@ -137,8 +156,8 @@ impl Holder {
             }
             // Waiting inside the lock request: granted the moment the holder's session ends.
             let lock = match self.duty {
-                Duty::Shard(s) => self.store.shard_lock(s, TICK).await,
-                Duty::Whole | Duty::Campaigns(_) => self.store.analyst_lock(TICK).await,
+                Duty::Shard(s) => self.store.shard_lock(s, LOCK_WAIT).await,
+                Duty::Whole | Duty::Campaigns(_) => self.store.analyst_lock(LOCK_WAIT).await,
             };
             let lock = match lock {
                 Ok(Some(lock)) => lock,
@@ -168,20 +187,33 @@ impl Holder {
             }
             self.stats.takeovers.fetch_add(1, Relaxed);
             self.held.fetch_add(1, Relaxed);
+            if matches!(self.duty, Duty::Shard(_)) {
+                self.shards.fetch_add(1, Relaxed);
+            }
             self.stats.active.store(true, Relaxed);
             tracing::info!(
                 duty = %self.duty.name(),
                 cursor = self.stats.cursor.load(Relaxed),
                 "analyst lock taken: profiling"
             );
-            let stopped = self.hold(companion.as_ref(), lock, &mut shutdown).await;
+            let ended = self.hold(companion.as_ref(), lock, &mut shutdown).await;
             if self.held.fetch_sub(1, Relaxed) == 1 {
                 self.stats.active.store(false, Relaxed);
             }
-            if stopped {
-                return;
+            // A yielded shard was taken off the count when it was given up.
+            if matches!(self.duty, Duty::Shard(_)) && ended != Ended::Yielded {
+                self.shards.fetch_sub(1, Relaxed);
             }
-            tracing::warn!(duty = %self.duty.name(), "analyst lock lost: standing by");
+            match ended {
+                Ended::Shutdown => return,
+                Ended::Lost => {
+                    tracing::warn!(duty = %self.duty.name(), "analyst lock lost: standing by")
+                }
+                Ended::Yielded => tracing::info!(
+                    duty = %self.duty.name(),
+                    "another analyst is queued for this shard: handed over"
+                ),
+            }
         }
     }
 
@@ -220,13 +252,29 @@ impl Holder {
         ))
     }
 
-    /// Profiles while the lock is held. True: shut down; false: the lock was lost.
+    /// Whether to hand this duty's shard to an analyst queued on its lock: only while this
+    /// process holds another shard (it is then taken off the count, so two of its shards
+    /// never both go).
+    async fn give_up_shard(&self) -> bool {
+        let Duty::Shard(s) = self.duty else {
+            return false;
+        };
+        if self.shards.load(Relaxed) < 2 || !self.store.shard_wanted(s).await.unwrap_or(false) {
+            return false;
+        }
+        self.shards
+            .fetch_update(Relaxed, Relaxed, |n| (n > 1).then(|| n - 1))
+            .is_ok()
+    }
+
+    /// Profiles while the lock is held, until shutdown, the lock is lost, or the shard is
+    /// handed over.
     async fn hold(
         &self,
         companion: Option<&Companion>,
         mut lock: crate::store::AnalystLock,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
+    ) -> Ended {
         let (store, hub, stats) = (&self.store, &self.hub, &self.stats);
         let (wake, woken) = watch::channel(0u64);
         let (stop, stop_rx) = watch::channel(false);
@@ -253,7 +301,7 @@ impl Holder {
             }
         };
         let mut ticks = tokio::time::interval(TICK);
-        let shut = loop {
+        let ended = loop {
             tokio::select! {
                 r = async {
                     match changes.as_mut() {
@@ -271,7 +319,10 @@ impl Holder {
                 },
                 _ = ticks.tick() => {
                     if !lock.held().await {
-                        break false;
+                        break Ended::Lost;
+                    }
+                    if self.give_up_shard().await {
+                        break Ended::Yielded;
                     }
                     wake.send_modify(|v| *v += 1);
                 }
@@ -282,12 +333,12 @@ impl Holder {
                         Err(e) => tracing::error!(error = %e, "profiler task panicked"),
                         Ok(Ok(())) => {}
                     }
-                    break false;
+                    break Ended::Lost;
                 }
-                _ = stopped(shutdown) => break true,
+                _ = stopped(shutdown) => break Ended::Shutdown,
             }
         };
-        if !shut {
+        if ended == Ended::Lost {
             // Lost: stop at once, without the final catch-up a shutdown does (the next holder
             // does it; the cursor compare-and-set would refuse it anyway).
             task.abort();
@@ -303,7 +354,8 @@ impl Holder {
                     Ok(Ok(())) => {}
                 }
             }
-            // After the profiler's last batch, so the companions see its detections.
+            // Shut down or handed over: the profiler's last batch is committed first, and the
+            // companions stop after it, so they see its detections.
             let _ = stop_companion.send(true);
             for c in companions {
                 let _ = c.await;
@@ -311,7 +363,7 @@ impl Holder {
         }
         // Dropping the lock closes its session: the next analyst may take over.
         drop(lock);
-        shut
+        ended
     }
 }
 

@@ -102,6 +102,25 @@ impl Store {
             .await
     }
 
+    /// Whether another session is queued for `shard`'s lock (an analyst standing by with no
+    /// shard, which the holder of several hands one to).
+    pub(crate) async fn shard_wanted(&self, shard: Shard) -> Result<bool, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(false);
+        };
+        // A bigint advisory key sits in pg_locks as its high half (classid) and low half
+        // (objid), with objsubid 1.
+        let key = SHARD_LOCKS + i64::from(shard.index);
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid AND objsubid = 1)",
+        )
+        .bind(key)
+        .fetch_one(pool)
+        .await?)
+    }
+
     async fn advisory_lock(
         &self,
         key: i64,
