@@ -147,7 +147,7 @@ impl Holder {
                 match self.store.get_state_json::<u32>(LAYOUT_KEY).await {
                     Ok(Some(n)) if n == s.count => {}
                     Ok(_) | Err(_) => {
-                        if wait(TICK, &mut shutdown).await {
+                        if wait(TICK / 4, &mut shutdown).await {
                             return;
                         }
                         continue;

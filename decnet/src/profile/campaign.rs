@@ -249,6 +249,16 @@ pub struct Found {
 /// One key's summaries by (last activity, address).
 type ByLast = BTreeMap<(i64, Arc<str>), Summary>;
 
+/// What matching reads of a source's state: when it was active, its decoys, its lowest and
+/// highest port, and its campaign.
+pub(crate) struct Facts<'a> {
+    pub(crate) first_ns: i64,
+    pub(crate) last_ns: i64,
+    pub(crate) deckies: &'a [String],
+    pub(crate) ports: (u16, u16),
+    pub(crate) campaign: Option<i64>,
+}
+
 /// Summaries of every keyed source, per key, ordered by last activity. It holds every
 /// keyed source ever profiled (not only the states in memory), so its entries are kept
 /// small: one allocation of each address, shared by its three places, and one of each
@@ -276,6 +286,21 @@ impl Index {
     /// compare), with the address and decoy names this index holds already, so that
     /// [`upsert`](Self::upsert) allocates nothing for a source it knows.
     pub(crate) fn summary(&self, ip: &str, st: &IpState) -> Option<Summary> {
+        Some(self.summary_of(
+            ip,
+            &Facts {
+                first_ns: st.first_ns(),
+                last_ns: st.last_ns(),
+                deckies: &st.deckies,
+                ports: (*st.ports.first()?, *st.ports.last()?),
+                campaign: st.campaign_id,
+            },
+        ))
+    }
+
+    /// [`summary`](Self::summary) from the facts alone (the campaign pass reads only
+    /// these of a stored state).
+    pub(crate) fn summary_of(&self, ip: &str, f: &Facts<'_>) -> Summary {
         let held = self.get(ip);
         let deckies = match held {
             // Mostly the decoys it had: their list is shared as it is.
@@ -283,11 +308,11 @@ impl Index {
                 if h.deckies
                     .iter()
                     .map(|d| &**d)
-                    .eq(st.deckies.iter().map(String::as_str)) =>
+                    .eq(f.deckies.iter().map(String::as_str)) =>
             {
                 h.deckies.clone()
             }
-            _ => st
+            _ => f
                 .deckies
                 .iter()
                 .map(|d| {
@@ -298,15 +323,15 @@ impl Index {
                 })
                 .collect(),
         };
-        Some(Summary {
+        Summary {
             ip: held.map_or_else(|| ip.into(), |h| h.ip.clone()),
-            first_ns: st.first_ns(),
-            last_ns: st.last_ns(),
+            first_ns: f.first_ns,
+            last_ns: f.last_ns,
             deckies,
-            port_min: *st.ports.first()?,
-            port_max: *st.ports.last()?,
-            campaign: st.campaign_id,
-        })
+            port_min: f.ports.0,
+            port_max: f.ports.1,
+            campaign: f.campaign,
+        }
     }
 
     pub(crate) fn upsert(&mut self, key: &str, mut s: Summary) {

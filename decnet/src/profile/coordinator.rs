@@ -20,8 +20,8 @@ use tokio::sync::watch;
 use super::{
     PROFILE_CURSOR_KEY,
     analyst::LAYOUT_KEY,
+    campaign::Facts,
     matcher::{CAMPAIGN_ID_KEY, Matcher},
-    state::IpState,
 };
 use crate::store::{CursorUpdate, ProfileCommit, Shard, Store, StoreError};
 
@@ -118,22 +118,28 @@ impl Coordinator {
         let mut seen = 0;
         while cursor < through {
             let to = through.min(cursor.saturating_add(SPAN));
-            for (ip, state) in self.store.sources_between(cursor, to).await? {
+            for (ip, source) in self.store.sources_between(cursor, to).await? {
                 seen += 1;
-                let st = state.and_then(|s| serde_json::from_str::<IpState>(&s).ok());
-                let Some((st, key)) = st.and_then(|st| {
-                    let key = st.campaign_key.clone()?;
-                    Some((st, key))
-                }) else {
+                let Some(k) = source else {
                     m.index.remove(&ip);
                     continue;
                 };
-                let Some(mut me) = m.index.summary(&ip, &st) else {
+                let Some(ports) = k.ports else {
                     continue;
                 };
+                let mut me = m.index.summary_of(
+                    &ip,
+                    &Facts {
+                        first_ns: k.first_ns,
+                        last_ns: k.last_ns,
+                        deckies: &k.deckies,
+                        ports,
+                        campaign: k.campaign,
+                    },
+                );
                 // The index knows moves the state may not have taken yet.
                 me.campaign = m.index.get(&ip).and_then(|s| s.campaign).or(me.campaign);
-                m.place(&key, me, &mut |ip, id| moves.push((ip.to_owned(), id)));
+                m.place(&k.key, me, &mut |ip, id| moves.push((ip.to_owned(), id)));
             }
             cursor = to;
             tokio::task::yield_now().await;
