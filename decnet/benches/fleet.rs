@@ -17,6 +17,9 @@ mod common;
 use common::{decnet_bin, percentile, write_journal};
 
 // Shared with the decnet-tests crate, where its items are its library's public API.
+#[path = "../../tests/cpu.rs"]
+#[allow(unreachable_pub, dead_code)]
+mod cpu;
 #[path = "../../tests/pg.rs"]
 #[allow(unreachable_pub)]
 mod pg;
@@ -122,7 +125,8 @@ fn profiled_sql(shards: u32) -> String {
     )
 }
 
-/// Seconds for `procs` analysts of `shards` to profile a fresh copy of `template`'s rows.
+/// Seconds for `procs` analysts of `shards` to profile a fresh copy of `template`'s rows,
+/// and the machine's busy cores meanwhile (PostgreSQL's and the analysts' CPU alike).
 fn profile_backlog(
     pg: &pg::Postgres,
     base: &Path,
@@ -130,7 +134,7 @@ fn profile_backlog(
     procs: usize,
     shards: u32,
     round: usize,
-) -> f64 {
+) -> (f64, f64) {
     let db = format!("an{procs}x{shards}r{round}");
     pg.psql(
         "postgres",
@@ -138,6 +142,7 @@ fn profile_backlog(
     );
     let url = pg.url(&db);
     let done = profiled_sql(shards);
+    let busy = cpu::busy_s();
     let t = Instant::now();
     let mut children: Vec<Child> = (0..procs)
         .map(|i| analyst_sharded(&url, &base.join(format!("{db}-{i}")), shards))
@@ -148,6 +153,7 @@ fn profile_backlog(
         std::thread::sleep(Duration::from_millis(200));
     }
     let secs = t.elapsed().as_secs_f64();
+    let cores = (cpu::busy_s() - busy) / secs;
     for c in &mut children {
         let _ = c.kill();
         let _ = c.wait();
@@ -158,7 +164,7 @@ fn profile_backlog(
         .expect("count");
     assert!(sources > 0, "{db}: no profile");
     pg.psql("postgres", &format!("DROP DATABASE {db}"));
-    secs
+    (secs, cores)
 }
 
 fn main() {
@@ -280,11 +286,12 @@ fn main() {
         (1, 2, "1 analyst process, --analyst-shards 2"),
     ];
     let mut secs: Vec<Vec<f64>> = vec![Vec::new(); arrangements.len()];
+    let mut cores: Vec<Vec<f64>> = vec![Vec::new(); arrangements.len()];
     for round in 0..3 {
         for (k, (procs, shards, _)) in arrangements.iter().enumerate() {
-            secs[k].push(profile_backlog(
-                &pg, &base, "analysts", *procs, *shards, round,
-            ));
+            let (s, c) = profile_backlog(&pg, &base, "analysts", *procs, *shards, round);
+            secs[k].push(s);
+            cores[k].push(c);
         }
     }
     let median = |v: &[f64]| {
@@ -296,13 +303,15 @@ fn main() {
     for (k, (_, _, name)) in arrangements.iter().enumerate() {
         let rate = rows / median(&secs[k]);
         println!(
-            "{name:<52} {rate:>10.0} rows/s  {:.2}x  (rounds: {} s)",
+            "{name:<52} {rate:>10.0} rows/s  {:.2}x  (rounds: {} s; busy cores {:.2} of {})",
             rate / baseline,
             secs[k]
                 .iter()
                 .map(|s| format!("{s:.1}"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            median(&cores[k]),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
         );
     }
     drop(pg);
