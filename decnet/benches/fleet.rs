@@ -173,95 +173,98 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("decnet-bench-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
-    for i in 0..4 {
-        write_journal(
-            &base.join(format!("journal-{i}")),
-            LINES,
-            SOURCES,
-            0x9e37_79b9 + i as u64,
-        );
-    }
-    println!("journals: 4 x {LINES} sensor records");
+    // DECNET_BENCH_FLEET=analysts: the analysts' part alone.
+    let only_analysts = std::env::var("DECNET_BENCH_FLEET").is_ok_and(|v| v == "analysts");
     let pg = pg::Postgres::start_with(&[]);
+    if !only_analysts {
+        for i in 0..4 {
+            write_journal(
+                &base.join(format!("journal-{i}")),
+                LINES,
+                SOURCES,
+                0x9e37_79b9 + i as u64,
+            );
+        }
+        println!("journals: 4 x {LINES} sensor records");
 
-    println!("\n== journal -> committed rows, concurrent ingesters ==");
-    let sqlite = concurrent(&journals(&base, 1, "sqlite"), None);
-    println!(
-        "{:<52} {:>10.0} rows/s  1.00x",
-        "SQLite, 1 ingester (decnet ingest --once)", sqlite
-    );
-    for n in [1usize, 2, 4] {
-        let url = pg.create_db(&format!("bench{n}"));
-        let rate = concurrent(&journals(&base, n, &format!("pg{n}")), Some(&url));
-        let rows: usize = pg
-            .psql(&format!("bench{n}"), "SELECT COUNT(*) FROM logs")
-            .parse()
-            .expect("count");
-        assert_eq!(rows, n * LINES, "every row once");
+        println!("\n== journal -> committed rows, concurrent ingesters ==");
+        let sqlite = concurrent(&journals(&base, 1, "sqlite"), None);
         println!(
-            "{:<52} {:>10.0} rows/s  {:.2}x",
-            format!("PostgreSQL, {n} concurrent ingester(s)"),
-            rate,
-            rate / sqlite
+            "{:<52} {:>10.0} rows/s  1.00x",
+            "SQLite, 1 ingester (decnet ingest --once)", sqlite
+        );
+        for n in [1usize, 2, 4] {
+            let url = pg.create_db(&format!("bench{n}"));
+            let rate = concurrent(&journals(&base, n, &format!("pg{n}")), Some(&url));
+            let rows: usize = pg
+                .psql(&format!("bench{n}"), "SELECT COUNT(*) FROM logs")
+                .parse()
+                .expect("count");
+            assert_eq!(rows, n * LINES, "every row once");
+            println!(
+                "{:<52} {:>10.0} rows/s  {:.2}x",
+                format!("PostgreSQL, {n} concurrent ingester(s)"),
+                rate,
+                rate / sqlite
+            );
+        }
+
+        // Takeover: two analysts on the 1-ingester database; kill whichever holds the lock.
+        println!("\n== analyst takeover after SIGKILL of the lock holder (5 rounds) ==");
+        let url = pg.url("bench1");
+        let dirs = [base.join("analyst-a"), base.join("analyst-b")];
+        let mut procs = [analyst(&url, &dirs[0]), analyst(&url, &dirs[1])];
+        // "analyst lock taken" lines in each process's current log.
+        let mut taken = [0usize; 2];
+        let mut holder = loop {
+            if let Some(i) = (0..2)
+                .find(|&i| wait_log(&dirs[i], "analyst lock taken", 1, Duration::ZERO).is_some())
+            {
+                break i;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        taken[holder] = 1;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let standby = 1 - holder;
+            // The standby has tried for the lock at least once.
+            wait_log(&dirs[standby], "standing by", 1, Duration::from_secs(10))
+                .expect("standby never stood by");
+            let t = Instant::now();
+            let _ = procs[holder].kill();
+            let _ = procs[holder].wait();
+            taken[standby] += 1;
+            let at = wait_log(
+                &dirs[standby],
+                "analyst lock taken",
+                taken[standby],
+                Duration::from_secs(10),
+            )
+            .expect("no takeover in 10 s");
+            times.push(at.duration_since(t).as_secs_f64() * 1e3);
+            // The killed one comes back as the next standby (a fresh log).
+            procs[holder] = analyst(&url, &dirs[holder]);
+            taken[holder] = 0;
+            holder = standby;
+        }
+        for p in &mut procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let mut sorted = times.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "takeover ms: {} (median {:.0}, max {:.0}; standbys wait on the lock)",
+            times
+                .iter()
+                .map(|t| format!("{t:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            percentile(&sorted, 0.5),
+            sorted.last().copied().unwrap_or(0.0)
         );
     }
-
-    // Takeover: two analysts on the 1-ingester database; kill whichever holds the lock.
-    println!("\n== analyst takeover after SIGKILL of the lock holder (5 rounds) ==");
-    let url = pg.url("bench1");
-    let dirs = [base.join("analyst-a"), base.join("analyst-b")];
-    let mut procs = [analyst(&url, &dirs[0]), analyst(&url, &dirs[1])];
-    // "analyst lock taken" lines in each process's current log.
-    let mut taken = [0usize; 2];
-    let mut holder = loop {
-        if let Some(i) =
-            (0..2).find(|&i| wait_log(&dirs[i], "analyst lock taken", 1, Duration::ZERO).is_some())
-        {
-            break i;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    taken[holder] = 1;
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let standby = 1 - holder;
-        // The standby has tried for the lock at least once.
-        wait_log(&dirs[standby], "standing by", 1, Duration::from_secs(10))
-            .expect("standby never stood by");
-        let t = Instant::now();
-        let _ = procs[holder].kill();
-        let _ = procs[holder].wait();
-        taken[standby] += 1;
-        let at = wait_log(
-            &dirs[standby],
-            "analyst lock taken",
-            taken[standby],
-            Duration::from_secs(10),
-        )
-        .expect("no takeover in 10 s");
-        times.push(at.duration_since(t).as_secs_f64() * 1e3);
-        // The killed one comes back as the next standby (a fresh log).
-        procs[holder] = analyst(&url, &dirs[holder]);
-        taken[holder] = 0;
-        holder = standby;
-    }
-    for p in &mut procs {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
-    let mut sorted = times.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "takeover ms: {} (median {:.0}, max {:.0}; standbys wait on the lock)",
-        times
-            .iter()
-            .map(|t| format!("{t:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        percentile(&sorted, 0.5),
-        sorted.last().copied().unwrap_or(0.0)
-    );
-
     // Analysts: eight sensors' rows ingested first, then profiled from a fresh copy by each
     // arrangement in turn, 3 rounds (the machine is shared: medians).
     println!(
