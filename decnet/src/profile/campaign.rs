@@ -259,6 +259,39 @@ pub(crate) struct Facts<'a> {
     pub(crate) campaign: Option<i64>,
 }
 
+/// [`Facts`] as stored beside a keyed state (`attacker_behavior.match_facts`):
+/// `[first_ns, last_ns, port_min, port_max, campaign_id, [decoys]]`.
+type FactsRow = (i64, i64, u16, u16, Option<i64>, Vec<String>);
+
+impl Facts<'_> {
+    /// The stored form of a keyed source's facts (None: no key, or no port yet).
+    pub(crate) fn encode(st: &IpState) -> Option<String> {
+        st.campaign_key.as_ref()?;
+        let row = (
+            st.first_ns(),
+            st.last_ns(),
+            *st.ports.first()?,
+            *st.ports.last()?,
+            st.campaign_id,
+            &st.deckies,
+        );
+        serde_json::to_string(&row).ok()
+    }
+
+    /// Reads [`encode`](Self::encode)'s text back and hands the facts to `f`.
+    pub(crate) fn decode<R>(text: &str, f: impl FnOnce(&Facts<'_>) -> R) -> Option<R> {
+        let (first_ns, last_ns, lo, hi, campaign, deckies): FactsRow =
+            serde_json::from_str(text).ok()?;
+        Some(f(&Facts {
+            first_ns,
+            last_ns,
+            deckies: &deckies,
+            ports: (lo, hi),
+            campaign,
+        }))
+    }
+}
+
 /// Summaries of every keyed source, per key, ordered by last activity. It holds every
 /// keyed source ever profiled (not only the states in memory), so its entries are kept
 /// small: one allocation of each address, shared by its three places, and one of each

@@ -118,28 +118,18 @@ impl Coordinator {
         let mut seen = 0;
         while cursor < through {
             let to = through.min(cursor.saturating_add(SPAN));
-            for (ip, source) in self.store.sources_between(cursor, to).await? {
+            for (ip, keyed) in self.store.sources_between(cursor, to).await? {
                 seen += 1;
-                let Some(k) = source else {
+                let Some((key, facts)) = keyed else {
                     m.index.remove(&ip);
                     continue;
                 };
-                let Some(ports) = k.ports else {
+                let Some(mut me) = Facts::decode(&facts, |f| m.index.summary_of(&ip, f)) else {
                     continue;
                 };
-                let mut me = m.index.summary_of(
-                    &ip,
-                    &Facts {
-                        first_ns: k.first_ns,
-                        last_ns: k.last_ns,
-                        deckies: &k.deckies,
-                        ports,
-                        campaign: k.campaign,
-                    },
-                );
                 // The index knows moves the state may not have taken yet.
                 me.campaign = m.index.get(&ip).and_then(|s| s.campaign).or(me.campaign);
-                m.place(&k.key, me, &mut |ip, id| moves.push((ip.to_owned(), id)));
+                m.place(&key, me, &mut |ip, id| moves.push((ip.to_owned(), id)));
             }
             cursor = to;
             tokio::task::yield_now().await;

@@ -662,6 +662,7 @@ impl Profiler {
         // Rendered now, while the states are at this commit's point: the batches folded
         // while it is written change them again.
         let hot = &mut mem.hot;
+        let sharded = self.shard.is_some();
         let rows: Vec<ProfileRow> = pending
             .sources
             .iter()
@@ -683,6 +684,8 @@ impl Profiler {
                     campaign_key: st.campaign_key.clone(),
                     summary: st.summary_text(ip, &v),
                     state: serde_json::to_string(st).unwrap_or_default(),
+                    // The campaign pass of sharded analysts reads these instead of the state.
+                    match_facts: sharded.then(|| campaign::Facts::encode(st)).flatten(),
                 })
             })
             .collect();

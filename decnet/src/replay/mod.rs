@@ -452,6 +452,7 @@ mod tests {
                     risk_score: *risk,
                     campaign_id: None,
                     campaign_key: None,
+                    match_facts: None,
                     ip,
                 }
             })

@@ -38,5 +38,5 @@ pub use rows::{
     AttackerRow, Batch, BountyCount, CursorUpdate, DeadLetter, DetectionRow, NewBounty,
     ProfileCommit, ProfileRow, SinkCommit, SinkSaved, SinkWindow, Tally,
 };
-pub use shard::{KeyedSource, Shard};
+pub use shard::Shard;
 pub use sinks::{sink_cursor_key, sink_digest_key};

@@ -42,10 +42,10 @@ static UPSERT_ATTACKERS: MultiRow = MultiRow::new(
 );
 
 static UPSERT_BEHAVIOR: MultiRow = MultiRow::new(
-    "INSERT INTO attacker_behavior (ip, state, campaign_key, updated_at)",
-    4,
+    "INSERT INTO attacker_behavior (ip, state, campaign_key, updated_at, match_facts)",
+    5,
     "ON CONFLICT (ip) DO UPDATE SET state = excluded.state, campaign_key = excluded.campaign_key, \
-     updated_at = excluded.updated_at",
+     updated_at = excluded.updated_at, match_facts = excluded.match_facts",
 );
 
 // Every call runs inside a `db.<method>` span when developer tracing is on (see
@@ -119,7 +119,8 @@ impl Store {
                             .bind(r.ip)
                             .bind(r.state)
                             .bind(r.campaign_key)
-                            .bind(&now);
+                            .bind(&now)
+                            .bind(r.match_facts);
                     }
                     attackers.execute(&mut *tx).await?;
                     behavior.execute(&mut *tx).await?;

@@ -119,6 +119,8 @@ pub struct ProfileRow {
     pub summary: String,
     /// The serialized streaming state (the public profile is rendered from it on read).
     pub state: String,
+    /// What campaign matching reads of the state (sharded analysts; see `profile::campaign`).
+    pub match_facts: Option<String>,
 }
 
 /// A row of the attackers list: its stored summary, or (rows from before the summary
