@@ -151,24 +151,29 @@ type Parsed = Vec<(i64, NewLog, Facts)>;
 
 /// Rows after `after`, read from the database and parsed by a task of their own, with the
 /// id through which they are all the rows there are (a shard's reader passes over the
-/// other shards' rows).
+/// other shards' rows) and whether more follow.
 struct ReadAhead {
     after: i64,
     limit: i64,
-    task: tokio::task::JoinHandle<Result<(Parsed, i64), StoreError>>,
+    task: tokio::task::JoinHandle<Result<Read, StoreError>>,
 }
+
+/// What a [`ReadAhead`] read: the rows, the id through which they are all there are, and
+/// whether more follow (a full batch, or a shard's window short of the newest row).
+type Read = (Parsed, i64, bool);
 
 impl ReadAhead {
     fn start(store: &Store, shard: Option<Shard>, after: i64, limit: i64) -> ReadAhead {
         let store = store.clone();
         let task = tokio::spawn(
             async move {
-                let (rows, through) = match shard {
+                let (rows, through, more) = match shard {
                     Some(shard) => store.shard_logs_after(shard, after, limit).await?,
                     None => {
                         let rows = store.logs_after(after, limit).await?;
                         let through = rows.last().map_or(after, |(id, _)| *id);
-                        (rows, through)
+                        let full = rows.len() as i64 == limit;
+                        (rows, through, full)
                     }
                 };
                 // Parsing 2,000 rows' fields takes milliseconds: off the runtime's workers.
@@ -182,7 +187,7 @@ impl ReadAhead {
                 })
                 .await
                 .map_err(|e| StoreError::Task(format!("profile read: {e}")))?;
-                Ok((parsed, through))
+                Ok((parsed, through, more))
             }
             // Its `db.logs_after` belongs to the profiler's run, as when it was read in line.
             .instrument(tracing::Span::current()),
@@ -190,7 +195,7 @@ impl ReadAhead {
         ReadAhead { after, limit, task }
     }
 
-    async fn rows(mut self) -> Result<(Parsed, i64), StoreError> {
+    async fn rows(mut self) -> Result<Read, StoreError> {
         (&mut self.task)
             .await
             .map_err(|e| StoreError::Task(format!("profile read: {e}")))?
@@ -387,6 +392,7 @@ impl Profiler {
             };
             let mut read: Parsed = Vec::new();
             let mut through = cursor;
+            let mut more = false;
             let rows: Vec<Row<'_>> = match &fed {
                 Ok(segments) => segments
                     .iter()
@@ -399,7 +405,7 @@ impl Profiler {
                     .collect(),
                 Err(hole) => {
                     let limit = hole.map_or(BATCH, |h| h.min(BATCH));
-                    (read, through) = match ahead.take() {
+                    (read, through, more) = match ahead.take() {
                         Some(a) if a.after == cursor && a.limit == limit => a.rows().await?,
                         _ => {
                             ReadAhead::start(&self.store, self.shard, cursor, limit)
@@ -407,16 +413,12 @@ impl Profiler {
                                 .await?
                         }
                     };
-                    // A full batch: more probably follow. Read and parse them while this
-                    // one folds (on the runtime's other threads), so folding never waits
-                    // for the database. Only without a feed: with one, the next rows are
-                    // probably in memory.
-                    if self.feed.is_none()
-                        && hole.is_none()
-                        && read.len() == limit as usize
-                        && let Some((last, _, _)) = read.last()
-                    {
-                        ahead = Some(ReadAhead::start(&self.store, self.shard, *last, BATCH));
+                    // More follow (a full batch, or a shard's window short of the newest
+                    // row). Read and parse them while this one folds (on the runtime's
+                    // other threads), so folding never waits for the database. Only
+                    // without a feed: with one, the next rows are probably in memory.
+                    if self.feed.is_none() && hole.is_none() && more {
+                        ahead = Some(ReadAhead::start(&self.store, self.shard, through, BATCH));
                     }
                     read.iter().map(|(id, l, f)| (*id, l, Some(f))).collect()
                 }
@@ -426,6 +428,10 @@ impl Profiler {
                     // None of this shard's, up to there: the cursor moves on alone.
                     mem.pending.last_id = Some(through);
                     mem.pending.since.get_or_insert_with(Instant::now);
+                    cursor = through;
+                }
+                if more {
+                    continue;
                 }
                 break;
             };
