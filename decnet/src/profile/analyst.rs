@@ -15,7 +15,10 @@ use std::{
 
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{ProfileStats, Profiler, coordinator::Coordinator};
+use super::{
+    ProfileStats, Profiler,
+    coordinator::{Coordinator, LAYOUT_KEY},
+};
 use crate::{
     hub::Hub,
     store::{Change, Shard, Store},
@@ -29,9 +32,6 @@ pub(crate) const TICK: Duration = Duration::from_secs(1);
 /// with a stop signal when this analyst takes the lock, stopped (and awaited) at shutdown,
 /// aborted when the lock is lost.
 pub type Companion = Arc<dyn Fn(watch::Receiver<bool>) -> Vec<JoinHandle<()>> + Send + Sync>;
-
-/// The `state` key saying how many shards the profiles are laid out in (absent: 1).
-pub(crate) const LAYOUT_KEY: &str = "analyst_shards";
 
 /// What an analyst does while it holds one of the fleet's locks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

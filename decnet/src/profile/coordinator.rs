@@ -19,12 +19,13 @@ use tokio::sync::watch;
 
 use super::{
     PROFILE_CURSOR_KEY,
-    analyst::LAYOUT_KEY,
     campaign::Facts,
     matcher::{CAMPAIGN_ID_KEY, Matcher},
 };
 use crate::store::{CursorUpdate, ProfileCommit, Shard, Store, StoreError};
 
+/// The `state` key saying how many shards the profiles are laid out in (absent: 1).
+pub(crate) const LAYOUT_KEY: &str = "analyst_shards";
 /// The pass's cursor: every source of the logs up to it has been matched.
 pub(crate) const CAMPAIGN_CURSOR_KEY: &str = "campaign_cursor";
 /// Log ids whose sources are read at once.

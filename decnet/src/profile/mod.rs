@@ -7,6 +7,7 @@
 //! - `risk`: the 0-100 score and its reasons.
 //! - `verdict`: what a state concludes, and the profile and list row shown from it.
 //! - `worker`: the cursor-driven incremental worker (batches, verdicts, commits).
+//! - `intake`: where its rows come from: the ingester's announcements or the database.
 //! - `memory`: what the worker holds between commits.
 //! - `matcher`: campaign matching over the index of keyed sources.
 //! - `detection`: what a change in a source's headline announces.
@@ -29,6 +30,7 @@ pub mod classify;
 pub mod commands;
 pub(crate) mod coordinator;
 pub(crate) mod detection;
+mod intake;
 mod matcher;
 mod memory;
 pub mod risk;
