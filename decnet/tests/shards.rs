@@ -1,6 +1,7 @@
 //! Sharded analysts (`analyst_shards`) on a real PostgreSQL: the same rows profiled by one
-//! analyst and by two shards with the campaign pass give the same profiles and the same
-//! campaigns (up to how campaigns are numbered), and detections keep increasing ids.
+//! analyst, by two shards with the campaign pass, and by one analyst and then two shards
+//! give the same profiles and the same campaigns (up to how campaigns are numbered);
+//! detections keep increasing ids; an unsharded analyst refuses sharded profiles.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -256,6 +257,88 @@ async fn two_shards_and_the_campaign_pass_profile_as_one_analyst_does() {
         members.to_string(),
         "sources announced joining a campaign"
     );
+
+    // An unsharded fleet laid out anew: one analyst profiles the first half of the rows,
+    // then two shards carry on from its cursor with the rest; the end is the same.
+    let half = logs.len() / 2;
+    let three = ingest(&pg.create_db("three"), &logs[..half]).await;
+    let mid: i64 = pg
+        .psql("three", "SELECT max(id) FROM logs")
+        .parse()
+        .unwrap();
+    analyse(
+        &pg,
+        "three",
+        &three,
+        1,
+        &format!(
+            "SELECT COALESCE((SELECT value FROM state WHERE key = 'attacker_worker_cursor'), '0') = '{mid}'"
+        ),
+    )
+    .await;
+    for chunk in logs[half..].chunks(700) {
+        three
+            .commit_batch_copy(&Batch {
+                logs: chunk.to_vec(),
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+    }
+    let end: i64 = pg
+        .psql("three", "SELECT max(id) FROM logs")
+        .parse()
+        .unwrap();
+    analyse(
+        &pg,
+        "three",
+        &three,
+        2,
+        &done.replace(&format!("'{last}'"), &format!("'{end}'")),
+    )
+    .await;
+    assert_eq!(
+        pg.psql(
+            "three",
+            "SELECT value FROM state WHERE key = 'analyst_shards'"
+        ),
+        "2"
+    );
+    let (rows_three, campaigns_three) = canonical(&pg, "three");
+    assert_eq!(
+        campaigns_three, campaigns_one,
+        "campaigns, sharded after unsharded"
+    );
+    assert_eq!(rows_three, rows_one, "profiles, sharded after unsharded");
+
+    // Now laid out in two shards: an unsharded analyst refuses to profile (it would fold
+    // the rows again from its own cursor) and returns by itself.
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(15),
+        analyst::run(
+            three.clone(),
+            Hub::default(),
+            Arc::new(ProfileStats::default()),
+            None,
+            1,
+            shutdown,
+        ),
+    )
+    .await;
+    assert!(
+        refused.is_ok(),
+        "an unsharded analyst profiled sharded profiles"
+    );
+    assert_eq!(
+        pg.psql(
+            "three",
+            "SELECT value FROM state WHERE key = 'attacker_worker_cursor'"
+        ),
+        mid.to_string(),
+        "the unsharded cursor moved"
+    );
+
     eprintln!(
         "shards: {} rows, {} sources, {} campaigns of {members} members; sources per shard {split}",
         logs.len(),
