@@ -202,14 +202,25 @@ async fn two_shards_and_the_campaign_pass_profile_as_one_analyst_does() {
         ),
     )
     .await;
-    // Done: the campaign pass has matched every row's source, and each shard has applied
-    // every move of its sources.
+    // Done: the campaign pass has matched every row's source, each shard has applied
+    // every move, and the pass has deleted them all (no shard holds the table back).
     let done = format!(
         "SELECT COALESCE((SELECT value FROM state WHERE key = 'campaign_cursor'), '0') = '{last}' \
-         AND NOT EXISTS (SELECT 1 FROM campaign_moves m WHERE m.seq > COALESCE((SELECT value::bigint \
-         FROM state WHERE key = 'campaign_moves_cursor.' || ((hashtext(m.ip) & 2147483647) % 2) || 'of2'), 0))"
+         AND NOT EXISTS (SELECT 1 FROM campaign_moves)"
     );
     analyse(&pg, "two", &two, 2, &done).await;
+    // Each shard's move cursor stands at the newest move written, its own or not.
+    let newest = pg.psql("two", "SELECT last_value FROM campaign_moves_seq_seq");
+    for k in 0..2 {
+        assert_eq!(
+            pg.psql(
+                "two",
+                &format!("SELECT value FROM state WHERE key = 'campaign_moves_cursor.{k}of2'")
+            ),
+            newest,
+            "shard {k}'s move cursor"
+        );
+    }
 
     // Both shards had sources of their own.
     let split = pg.psql(

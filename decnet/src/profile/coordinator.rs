@@ -35,6 +35,8 @@ pub(crate) struct Coordinator {
     store: Store,
     shards: u32,
     matcher: Option<Matcher>,
+    /// The moves every shard had applied at the last commit, which deleted them.
+    pruned: i64,
 }
 
 /// A cursor's value, or where a new one starts: the unsharded profiler's cursor (a fleet
@@ -71,6 +73,7 @@ impl Coordinator {
             store,
             shards,
             matcher: None,
+            pruned: 0,
         }
     }
 
@@ -94,6 +97,17 @@ impl Coordinator {
             );
         }
         if through <= cursor {
+            // Nothing to match, but the shards may have applied the last pass's moves.
+            if applied > self.pruned {
+                let mut commit = ProfileCommit {
+                    moves_applied: Some(applied),
+                    ..ProfileCommit::default()
+                };
+                self.store
+                    .commit_profiles(&mut commit, &mut std::iter::empty())
+                    .await?;
+                self.pruned = applied;
+            }
             return Ok(0);
         }
         let mut m = match self.matcher.take() {
@@ -103,7 +117,10 @@ impl Coordinator {
                 // Moves written but not applied by every shard: the states do not say them yet.
                 let mut after = applied;
                 loop {
-                    let moves = self.store.campaign_moves(None, after, 10_000).await?;
+                    let moves = self
+                        .store
+                        .campaign_moves(None, after, i64::MAX, 10_000)
+                        .await?;
                     let Some((last, _, _)) = moves.last() else {
                         break;
                     };
@@ -158,6 +175,7 @@ impl Coordinator {
         self.store
             .commit_profiles(&mut commit, &mut std::iter::empty())
             .await?;
+        self.pruned = self.pruned.max(applied);
         self.matcher = Some(m);
         Ok(seen)
     }

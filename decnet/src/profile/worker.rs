@@ -413,6 +413,9 @@ impl Profiler {
     /// one applied: each source's state takes its campaign, as a matching profiler would
     /// have set it, and its verdict follows. Committed with the next commit (at the cursor
     /// it is at, `cursor`, when no row comes).
+    ///
+    /// The shard's move cursor then stands at the newest move of any shard, so that one
+    /// whose sources never join a campaign does not hold back the pass's pruning of moves.
     async fn apply_moves(
         &mut self,
         mem: &mut Memory,
@@ -420,12 +423,22 @@ impl Profiler {
         cursor: i64,
     ) -> Result<(), StoreError> {
         const PAGE: i64 = 10_000;
+        // Read first: a move committed after it waits for the next pass.
+        let newest = self.store.newest_move().await?;
+        if newest <= mem.moves_seq {
+            return Ok(());
+        }
+        // Committed even if none of the moves is this shard's.
+        mem.pending.last_id.get_or_insert(cursor);
+        mem.pending.since.get_or_insert_with(Instant::now);
+        mem.pending.moves = true;
         loop {
             let moves = self
                 .store
-                .campaign_moves(Some(shard), mem.moves_seq, PAGE)
+                .campaign_moves(Some(shard), mem.moves_seq, newest, PAGE)
                 .await?;
             let Some((last, _, _)) = moves.last() else {
+                mem.moves_seq = newest;
                 return Ok(());
             };
             mem.moves_seq = *last;
@@ -441,10 +454,8 @@ impl Profiler {
                 mem.pending.source(ip);
             }
             verdicts(mem, &ips);
-            mem.pending.last_id.get_or_insert(cursor);
-            mem.pending.since.get_or_insert_with(Instant::now);
-            mem.pending.moves = true;
             if (moves.len() as i64) < PAGE {
+                mem.moves_seq = newest;
                 return Ok(());
             }
         }

@@ -106,30 +106,44 @@ impl Store {
         Ok((rows, through, through < top))
     }
 
-    /// Campaign moves after `after_seq` of `shard`'s sources (every shard's: None), in
-    /// order, at most `limit`: (seq, ip, campaign id).
+    /// Campaign moves in (`after_seq`, `through_seq`] of `shard`'s sources (every shard's:
+    /// None), in order, at most `limit`: (seq, ip, campaign id).
     pub async fn campaign_moves(
         &self,
         shard: Option<Shard>,
         after_seq: i64,
+        through_seq: i64,
         limit: i64,
     ) -> Result<Vec<(i64, String, i64)>, StoreError> {
         let pool = postgres(self)?;
         let (index, count) = shard.map_or((0, 1), Shard::binds);
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT seq, ip, campaign_id FROM campaign_moves WHERE seq > $1 AND {MOVE_IN_SHARD} \
-             ORDER BY seq LIMIT $4"
+            "SELECT seq, ip, campaign_id FROM campaign_moves WHERE seq > $1 AND seq <= $5 \
+             AND {MOVE_IN_SHARD} ORDER BY seq LIMIT $4"
         )))
         .bind(after_seq)
         .bind(index)
         .bind(count)
         .bind(limit)
+        .bind(through_seq)
         .fetch_all(pool)
         .await?;
         Ok(rows
             .into_iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
+    }
+
+    /// The newest campaign move's seq (0: none). Only the campaign pass writes moves, one
+    /// transaction at a time, so every move up to it is committed: a shard that has
+    /// applied its own up to there has seen all of them.
+    pub async fn newest_move(&self) -> Result<i64, StoreError> {
+        let pool = postgres(self)?;
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM campaign_moves")
+                .fetch_one(pool)
+                .await?,
+        )
     }
 
     /// The sources with logs in (`after_id`, `through`], by address, each with its
