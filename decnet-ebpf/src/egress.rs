@@ -3,8 +3,8 @@
 
 use aya_ebpf::programs::TcContext;
 use decnet_common::{
-    DecoyKey, EventKind, FAMILY_V4, FAMILY_V6, FLOW_DECOY_OPENED, FLOW_FIN_REV, FLOW_OUTCOME,
-    FLOW_REPORTED, FLOW_REV_PAYLOAD, FLOW_SYNACK, FlowKey, FlowState, OUTCOME_OPT_LEN, OutcomeInfo,
+    EventKind, FAMILY_V4, FAMILY_V6, FLOW_DECOY_OPENED, FLOW_FIN_REV, FLOW_OUTCOME, FLOW_REPORTED,
+    FLOW_REV_PAYLOAD, FLOW_SYNACK, FlowKey, FlowState, OUTCOME_OPT_LEN, OutcomeInfo,
     SUMMARY_EVERY_NS, Stat, flow_end, tcp_flags,
 };
 
@@ -12,7 +12,10 @@ use crate::{
     emit::submit,
     flows::{end_flow, flow_end_of, flow_key, live_flow, new_flow},
     frame::{Frame, Stop, bytes_at, coarse_ns, now_ns},
-    maps::{DECOYS, FLOWS, HOT_ANSWER_NS, SOURCES, WITHHELD_HOT, addr_words, bump, may_be_decoy},
+    maps::{
+        EGRESS, FLOWS, HOT_ANSWER_NS, SOURCES, WITHHELD_HOT, addr_words, bump, decoy_id,
+        may_be_decoy,
+    },
     parse::{
         End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed, addr_tail, parse_ip,
     },
@@ -28,10 +31,8 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Stop> {
     if p.vlan_depth != 0 && !may_be_decoy(u16::from_be_bytes([p.src[14], p.src[15]])) {
         return Err(Stop::Pass);
     }
-    // SAFETY: plain u32 value, read once.
-    let decky_id = match unsafe { DECOYS.get(&DecoyKey { addr: p.src }) } {
-        Some(id) => *id,
-        None => return Err(Stop::Pass),
+    let Some(decky_id) = decoy_id(&p.src, EGRESS) else {
+        return Err(Stop::Pass);
     };
     bump(Stat::EgressFromDecoy);
     match p.proto {

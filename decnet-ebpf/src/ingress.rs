@@ -3,9 +3,9 @@
 
 use aya_ebpf::programs::TcContext;
 use decnet_common::{
-    DecoyKey, EventKind, FLOW_CLIENT_CLOSED, FLOW_DECOY_OPENED, FLOW_FIN_FWD, FLOW_FIN_REV,
-    FLOW_HANDSHAKE, FLOW_OUTCOME, FLOW_REPORTED, FLOW_SEEN_OTHER, FLOW_SEEN_PAYLOAD, FLOW_SEEN_SYN,
-    FLOW_SEQ, FLOW_SYNACK, Stat, flow_end, tcp_flags,
+    EventKind, FLOW_CLIENT_CLOSED, FLOW_DECOY_OPENED, FLOW_FIN_FWD, FLOW_FIN_REV, FLOW_HANDSHAKE,
+    FLOW_OUTCOME, FLOW_REPORTED, FLOW_SEEN_OTHER, FLOW_SEEN_PAYLOAD, FLOW_SEEN_SYN, FLOW_SEQ,
+    FLOW_SYNACK, Stat, flow_end, tcp_flags,
 };
 
 use crate::{
@@ -13,7 +13,7 @@ use crate::{
     flows::{end_flow, first_of_flow, flow_end_of, flow_key, live_flow, new_flow},
     frame::{Frame, Stop, bytes_at, coarse_ns, now_ns},
     guard::guard,
-    maps::{DECOYS, FLOWS, WITHHELD_HOT, addr_words, bump, may_be_decoy},
+    maps::{FLOWS, INGRESS, WITHHELD_HOT, addr_words, bump, decoy_id, may_be_decoy},
     parse::{
         End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed, addr_tail, parse_ip,
     },
@@ -50,11 +50,8 @@ pub(crate) fn ingress<F: Frame>(ctx: &F) -> Result<(), Stop> {
     if p.vlan_depth != 0 && !may_be_decoy(u16::from_be_bytes([p.dst[14], p.dst[15]])) {
         return Err(Stop::Pass);
     }
-    let key = DecoyKey { addr: p.dst };
-    // SAFETY: plain u32 value, read once.
-    let decky_id = match unsafe { DECOYS.get(&key) } {
-        Some(id) => *id,
-        None => return Err(Stop::Pass),
+    let Some(decky_id) = decoy_id(&p.dst, INGRESS) else {
+        return Err(Stop::Pass);
     };
     bump(Stat::PacketsToDecoy);
     match p.proto {

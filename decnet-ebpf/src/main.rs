@@ -1,14 +1,15 @@
 //! decnet kernel side: the XDP ingress program and the TC egress program on a decoy
 //! interface.
 //!
-//! Ingress: every packet costs one decoy-map lookup; only packets to a decoy become events,
+//! Ingress: every packet costs a prefilter bit; one that may be to a decoy, a compare with
+//! this CPU's last decoy or else a decoy-map lookup. Only packets to a decoy become events,
 //! and TCP/UDP packets to a decoy update their flow's state. Egress: packets *from* a decoy
 //! are its answers; a SYN-ACK, RST or ICMP unreachable answering a reported probe becomes a
 //! `probe_outcome`, and every decoy packet counts into its flow. A flow that ends (FIN both
 //! ways, or RST) and carried more than a scan probe becomes a `tcp_flow` summary.
 //!
-//! A flood costs per packet a decoy lookup and the source's guard state on ingress, and a
-//! decoy lookup and a per-CPU note on egress: a withheld SYN and its answer never touch the
+//! A flood of one decoy costs per packet a per-CPU compare and the source's guard state on
+//! ingress, and a per-CPU compare and a per-CPU note on egress: a withheld SYN and its answer never touch the
 //! flow table (`WITHHELD_HOT`).
 //!
 //! Neither program drops or redirects anything: they observe. Every path, including parse

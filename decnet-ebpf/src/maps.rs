@@ -16,6 +16,51 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 
 #[map(name = "DECOYS")]
 pub(crate) static DECOYS: HashMap<DecoyKey, u32> = HashMap::with_max_entries(MAX_DECOYS, 0);
 
+/// The decoy each program (slot [`INGRESS`] or [`EGRESS`]) found last on this CPU, so that
+/// a run of packets to one decoy (a scan, a flood) skips the 16-byte hash in [`DECOYS`]: a
+/// per-CPU array read is inlined by the verifier. Not pinned: each load starts empty, and
+/// decoys change only at load. Neither program nests in itself on a CPU (softirq, or
+/// bottom halves off on egress), so a slot is never half written when read.
+#[map(name = "LAST_DECOY")]
+pub(crate) static LAST_DECOY: PerCpuArray<LastDecoy> = PerCpuArray::with_max_entries(2, 0);
+
+pub(crate) const INGRESS: u32 = 0;
+pub(crate) const EGRESS: u32 = 1;
+
+#[repr(C)]
+pub(crate) struct LastDecoy {
+    /// The address as two native-order words; id 0 (no decky has it) means empty.
+    addr: [u64; 2],
+    id: u32,
+    _pad: u32,
+}
+
+/// The decky id of `addr`, if it is a decoy: from this CPU's note of the last one `slot`
+/// found, else from [`DECOYS`] (and noted).
+#[inline(always)]
+pub(crate) fn decoy_id(addr: &[u8; 16], slot: u32) -> Option<u32> {
+    let words = addr_words(addr);
+    let last = LAST_DECOY.get_ptr_mut(slot);
+    if let Some(l) = last {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU (see LAST_DECOY).
+        unsafe {
+            if (*l).id != 0 && (*l).addr == words {
+                return Some((*l).id);
+            }
+        }
+    }
+    // SAFETY: plain u32 value, read once.
+    let id = *unsafe { DECOYS.get(&DecoyKey { addr: *addr }) }?;
+    if let Some(l) = last {
+        // SAFETY: as above.
+        unsafe {
+            (*l).addr = words;
+            (*l).id = id;
+        }
+    }
+    Some(id)
+}
+
 /// The decoy prefilter (decnet_common::decoy_filter_slot): a clear bit means "no decoy".
 #[map(name = "DECOY_FILTER")]
 pub(crate) static DECOY_FILTER: Array<u64> = Array::with_max_entries(DECOY_FILTER_WORDS, 0);

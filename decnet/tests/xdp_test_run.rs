@@ -469,6 +469,43 @@ fn the_decoy_prefilter_never_changes_a_verdict() {
     assert_eq!(r.counters().egress_from_decoy, before + 1);
 }
 
+/// Each program notes, per CPU, the decoy it found last, so a run of packets to one decoy
+/// skips the decoy table: packets alternating between the two decoys and an address that
+/// shares their prefilter bit must each still get their own verdict and decky id, on
+/// ingress and in the outcomes egress matches to them.
+#[test]
+fn the_last_decoy_note_never_names_the_wrong_decky() {
+    let Some(mut r) = rig() else { return };
+    let mut port = 42_000;
+    for _ in 0..3 {
+        for (src, dst, want) in [
+            (ATTACKER, DECOY, Some(1)),
+            (ATTACKER6, DECOY6, Some(2)),
+            (ATTACKER, "10.77.0.1", None),
+            (ATTACKER, DECOY, Some(1)),
+            (ATTACKER6, "fd00:77::1", None),
+            (ATTACKER6, DECOY6, Some(2)),
+        ] {
+            port += 1;
+            let evs = r.run(&Frame::new(src, dst, L4::syn(port, 22)).build());
+            assert_eq!(
+                evs.iter().map(|p| p.decky_id).collect::<Vec<_>>(),
+                want.into_iter().collect::<Vec<_>>(),
+                "SYN to {dst}"
+            );
+            // The answer, from the decoy (or the look-alike, which is no decoy).
+            let out = r.egress(&Frame::new(dst, src, L4::tcp(22, port, SYN | ACK, &[])).build());
+            assert_eq!(
+                out.iter().map(|p| (p.kind, p.decky_id)).collect::<Vec<_>>(),
+                want.map(|id| (EventKind::ProbeOutcome, id))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+                "answer from {dst}"
+            );
+        }
+    }
+}
+
 #[test]
 fn frames_cut_short_anywhere_are_malformed_and_pass() {
     let Some(mut r) = rig() else { return };
