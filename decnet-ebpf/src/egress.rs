@@ -13,11 +13,12 @@ use crate::{
     flows::{end_flow, flow_end_of, flow_key, live_flow, new_flow},
     frame::{Frame, Stop, bytes_at, coarse_ns, now_ns},
     maps::{
-        EGRESS, FLOWS, HOT_ANSWER_NS, SOURCES, WITHHELD_HOT, addr_words, bump, decoy_id,
-        may_be_decoy,
+        EGRESS, FLOWS, FORWARD, HOT_ANSWER_NS, PARSED, SOURCES, WITHHELD_HOT, addr_words, bump,
+        decoy_id, may_be_decoy,
     },
     parse::{
-        End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed, addr_tail, parse_ip,
+        End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L4_OFF_MAX, Parsed, addr_tail,
+        parse_ip,
     },
 };
 
@@ -27,7 +28,13 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Stop> {
     if addr_tail(ctx, End::Src).is_some_and(|t| !may_be_decoy(t)) {
         return Err(Stop::Pass);
     }
-    let p = parse_ip(ctx)?;
+    let Some(p) = PARSED.get_ptr_mut(EGRESS) else {
+        return Err(Stop::Pass);
+    };
+    // SAFETY: this program's per-CPU slot, ours for this run (see PARSED).
+    let p = unsafe { &mut *p };
+    parse_ip(ctx, p)?;
+    let p = &*p;
     if p.vlan_depth != 0 && !may_be_decoy(u16::from_be_bytes([p.src[14], p.src[15]])) {
         return Err(Stop::Pass);
     }
@@ -36,37 +43,42 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Stop> {
     };
     bump(Stat::EgressFromDecoy);
     match p.proto {
-        IPPROTO_TCP if p.l4_off != 0 => egress_tcp(ctx, &p, decky_id),
-        IPPROTO_UDP if p.l4_off != 0 => egress_udp(ctx, &p),
-        IPPROTO_ICMP if p.l4_off != 0 && p.family == FAMILY_V4 => egress_icmp(ctx, &p, decky_id),
-        IPPROTO_ICMPV6 if p.l4_off != 0 && p.family == FAMILY_V6 => egress_icmp(ctx, &p, decky_id),
+        IPPROTO_TCP if p.l4_off != 0 => egress_tcp(ctx, p, decky_id),
+        IPPROTO_UDP if p.l4_off != 0 => egress_udp(ctx, p),
+        IPPROTO_ICMP if p.l4_off != 0 && p.family == FAMILY_V4 => egress_icmp(ctx, p, decky_id),
+        IPPROTO_ICMPV6 if p.l4_off != 0 && p.family == FAMILY_V6 => egress_icmp(ctx, p, decky_id),
         _ => Ok(()),
     }
 }
 
-/// The attacker -> decoy view of a decoy packet's flow, for the events it causes.
+/// The attacker -> decoy view of a decoy packet's flow, for the events it causes: in
+/// `PARSED`'s slot [`FORWARD`], off the stack as the packet's own headers are.
 #[inline(always)]
-pub(crate) fn forward(p: &Parsed, proto: u8) -> Parsed {
-    Parsed {
-        src: p.dst,
-        dst: p.src,
-        family: p.family,
-        ttl: p.ttl,
-        tos: p.tos,
-        df: p.df,
-        ip_id: p.ip_id,
-        ip_len: p.ip_len,
-        proto,
-        l4_off: 0,
-        l4_len: 0,
-        vlan_depth: p.vlan_depth,
-        vlan_id: p.vlan_id,
-    }
+pub(crate) fn forward(p: &Parsed, proto: u8) -> Result<&'static Parsed, Stop> {
+    let Some(f) = PARSED.get_ptr_mut(FORWARD) else {
+        return Err(Stop::Pass);
+    };
+    // SAFETY: the egress program's per-CPU slot, ours for this run (see PARSED).
+    let f = unsafe { &mut *f };
+    f.src = p.dst;
+    f.dst = p.src;
+    f.family = p.family;
+    f.ttl = p.ttl;
+    f.tos = p.tos;
+    f.df = p.df;
+    f.ip_id = p.ip_id;
+    f.ip_len = p.ip_len;
+    f.proto = proto;
+    f.l4_off = 0;
+    f.l4_len = 0;
+    f.vlan_depth = p.vlan_depth;
+    f.vlan_id = p.vlan_id;
+    Ok(f)
 }
 
 #[inline(always)]
 pub(crate) fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
-    let off = p.l4_off & 0xffff;
+    let off = p.l4_off & L4_OFF_MAX;
     let th = bytes_at(ctx, off, 20)?;
     let doff = ((th.u8(12) >> 4) as usize) * 4;
     if doff < 20 || doff as u32 > p.l4_len {
@@ -75,8 +87,8 @@ pub(crate) fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(
     let flags = th.be16(12) & 0x01ff;
     let window = th.raw16(14);
     let payload_len = p.l4_len - doff as u32;
-    let fwd = forward(p, IPPROTO_TCP);
-    let key = flow_key(&fwd, th.raw16(2), th.raw16(0));
+    let fwd = forward(p, IPPROTO_TCP)?;
+    let key = flow_key(fwd, th.raw16(2), th.raw16(0));
     use tcp_flags::*;
     let answer = flags & (SYN | ACK) == SYN | ACK || flags & RST != 0;
     // The guard's clock first: under a flood nearly every answer stops here.
@@ -126,10 +138,10 @@ pub(crate) fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(
         flow_end_of(flags, seen, flow_end::DECOY_RST)
     };
     if answer {
-        outcome(ctx, &fwd, decky_id, &key, st, flags, 0, 0, window, now);
+        outcome(ctx, fwd, decky_id, &key, st, flags, 0, 0, window, now);
     }
     if end != flow_end::OPEN {
-        end_flow(ctx, &fwd, decky_id, &key, st, end, now);
+        end_flow(ctx, fwd, decky_id, &key, st, end, now);
     }
     Ok(())
 }
@@ -141,8 +153,8 @@ pub(crate) fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(
 /// off, an answer to a probe whose flow was already evicted can still do so.
 #[inline(always)]
 pub(crate) fn egress_udp(ctx: &TcContext, p: &Parsed) -> Result<(), Stop> {
-    let uh = bytes_at(ctx, p.l4_off & 0xffff, 8)?;
-    let key = flow_key(&forward(p, IPPROTO_UDP), uh.raw16(2), uh.raw16(0));
+    let uh = bytes_at(ctx, p.l4_off & L4_OFF_MAX, 8)?;
+    let key = flow_key(forward(p, IPPROTO_UDP)?, uh.raw16(2), uh.raw16(0));
     if FLOWS.get_ptr_mut(&key).is_none() && SOURCES.get_ptr_mut(&key.src).is_none() {
         new_flow(&key, coarse_ns(), FLOW_DECOY_OPENED, 0, 0, false);
     }
@@ -155,7 +167,7 @@ pub(crate) const ICMPV6_DEST_UNREACH: u8 = 1;
 /// An ICMP destination-unreachable from the decoy: the quoted header names the probe.
 #[inline(always)]
 pub(crate) fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
-    let off = p.l4_off & 0xffff;
+    let off = p.l4_off & L4_OFF_MAX;
     let ih = bytes_at(ctx, off, 8)?;
     let (ty, code) = (ih.u8(0), ih.u8(1));
     let v4 = p.family == FAMILY_V4;
@@ -207,8 +219,8 @@ pub(crate) fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<
             (*st).reply_ns = now;
         }
     }
-    let fwd = forward(p, key.proto);
-    outcome(ctx, &fwd, decky_id, &key, st, 0, ty, code, 0, now);
+    let fwd = forward(p, key.proto)?;
+    outcome(ctx, fwd, decky_id, &key, st, 0, ty, code, 0, now);
     Ok(())
 }
 

@@ -13,9 +13,10 @@ use crate::{
     flows::{end_flow, first_of_flow, flow_end_of, flow_key, live_flow, new_flow},
     frame::{Frame, Stop, bytes_at, coarse_ns, now_ns},
     guard::guard,
-    maps::{FLOWS, INGRESS, WITHHELD_HOT, addr_words, bump, decoy_id, may_be_decoy},
+    maps::{FLOWS, INGRESS, PARSED, WITHHELD_HOT, addr_words, bump, decoy_id, may_be_decoy},
     parse::{
-        End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed, addr_tail, parse_ip,
+        End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L4_OFF_MAX, Parsed, addr_tail,
+        parse_ip,
     },
 };
 
@@ -46,7 +47,13 @@ pub(crate) fn ingress<F: Frame>(ctx: &F) -> Result<(), Stop> {
     if addr_tail(ctx, End::Dst).is_some_and(|t| !may_be_decoy(t)) {
         return Err(Stop::Pass);
     }
-    let p = parse_ip(ctx)?;
+    let Some(p) = PARSED.get_ptr_mut(INGRESS) else {
+        return Err(Stop::Pass);
+    };
+    // SAFETY: this program's per-CPU slot, ours for this run (see PARSED).
+    let p = unsafe { &mut *p };
+    parse_ip(ctx, p)?;
+    let p = &*p;
     if p.vlan_depth != 0 && !may_be_decoy(u16::from_be_bytes([p.dst[14], p.dst[15]])) {
         return Err(Stop::Pass);
     }
@@ -55,14 +62,14 @@ pub(crate) fn ingress<F: Frame>(ctx: &F) -> Result<(), Stop> {
     };
     bump(Stat::PacketsToDecoy);
     match p.proto {
-        IPPROTO_TCP if p.l4_off != 0 => tcp(ctx, &p, decky_id),
-        IPPROTO_UDP if p.l4_off != 0 => udp(ctx, &p, decky_id),
-        IPPROTO_ICMP | IPPROTO_ICMPV6 if p.l4_off != 0 => icmp(ctx, &p, decky_id),
+        IPPROTO_TCP if p.l4_off != 0 => tcp(ctx, p, decky_id),
+        IPPROTO_UDP if p.l4_off != 0 => udp(ctx, p, decky_id),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if p.l4_off != 0 => icmp(ctx, p, decky_id),
         _ => {
-            if first_of_flow(&p, 0, 0, FLOW_SEEN_OTHER) {
+            if first_of_flow(p, 0, 0, FLOW_SEEN_OTHER) {
                 emit(
                     ctx,
-                    &p,
+                    p,
                     decky_id,
                     EventKind::IpOther,
                     0,
@@ -80,7 +87,7 @@ pub(crate) fn ingress<F: Frame>(ctx: &F) -> Result<(), Stop> {
 
 #[inline(always)]
 pub(crate) fn tcp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
-    let off = p.l4_off & 0xffff;
+    let off = p.l4_off & L4_OFF_MAX;
     let th = bytes_at(ctx, off, 20)?;
     let doff = ((th.u8(12) >> 4) as usize) * 4;
     if doff < 20 || doff as u32 > p.l4_len {
@@ -254,7 +261,7 @@ pub(crate) fn tcp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), St
 
 #[inline(always)]
 pub(crate) fn udp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
-    let off = p.l4_off & 0xffff;
+    let off = p.l4_off & L4_OFF_MAX;
     let uh = bytes_at(ctx, off, 8)?;
     if p.l4_len < 8 {
         return Err(Stop::Malformed);
@@ -311,7 +318,7 @@ pub(crate) fn udp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), St
 
 #[inline(always)]
 pub(crate) fn icmp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), Stop> {
-    let off = p.l4_off & 0xffff;
+    let off = p.l4_off & L4_OFF_MAX;
     let ih = bytes_at(ctx, off, 8)?;
     if p.l4_len < 8 {
         return Err(Stop::Malformed);

@@ -1,6 +1,7 @@
 //! The maps both programs share with userspace, and the per-CPU scratch and notes that
 //! keep large values off the 512-byte stack.
 
+use crate::parse::Parsed;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -24,8 +25,19 @@ pub(crate) static DECOYS: HashMap<DecoyKey, u32> = HashMap::with_max_entries(MAX
 #[map(name = "LAST_DECOY")]
 pub(crate) static LAST_DECOY: PerCpuArray<LastDecoy> = PerCpuArray::with_max_entries(2, 0);
 
+/// The headers of the packet each program (slot [`INGRESS`] or [`EGRESS`], and [`FORWARD`])
+/// is handling,
+/// filled by `parse::parse_ip`. On the stack, the address bytes of the two families' parses
+/// met in byte-sized values that LLVM spilled to 8-byte slots, over half of a 512-byte stack;
+/// in map memory they are stored as read. Never shared by two runs at once (see
+/// [`LAST_DECOY`]).
+#[map(name = "PARSED")]
+pub(crate) static PARSED: PerCpuArray<Parsed> = PerCpuArray::with_max_entries(3, 0);
+
 pub(crate) const INGRESS: u32 = 0;
 pub(crate) const EGRESS: u32 = 1;
+/// `PARSED`'s slot for egress's attacker -> decoy view of the packet (`egress::forward`).
+pub(crate) const FORWARD: u32 = 2;
 
 #[repr(C)]
 pub(crate) struct LastDecoy {

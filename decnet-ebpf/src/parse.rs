@@ -22,6 +22,12 @@ pub(crate) const IPV6_AH: u8 = 51;
 pub(crate) const IPV6_DSTOPTS: u8 = 60;
 pub(crate) const IPV6_MAX_EXT: usize = 6;
 
+/// The bound of `Parsed::l4_off` (IPv6 extension chains are cut there; an IPv4 header ends
+/// far below), masked in before each use: read back from map memory, the offset is only as
+/// bounded as the mask says, and the verifier accepts `off + len` against the packet's end
+/// only below 64 KiB.
+pub(crate) const L4_OFF_MAX: usize = 0x3fff;
+
 /// Header facts gathered before the decision to emit.
 ///
 /// 8-byte aligned, tried against the byte-at-a-time `memmove` calls in address copies. It
@@ -38,7 +44,8 @@ pub(crate) struct Parsed {
     pub(crate) ip_id: u16,
     pub(crate) ip_len: u32,
     pub(crate) proto: u8,
-    /// Offset of the transport header; 0 for a non-first fragment (no L4 header).
+    /// Offset of the transport header; 0 for a non-first fragment (no L4 header). At most
+    /// [`L4_OFF_MAX`].
     pub(crate) l4_off: usize,
     /// Bytes from l4_off to the end of the IP packet.
     pub(crate) l4_len: u32,
@@ -46,8 +53,10 @@ pub(crate) struct Parsed {
     pub(crate) vlan_id: u16,
 }
 
+/// Parses the frame's link and IP headers into `p`, overwriting every field (`p` is a
+/// per-CPU slot that held the previous packet's; see `maps::PARSED` for why).
 #[inline(always)]
-pub(crate) fn parse_ip<F: Frame>(ctx: &F) -> Result<Parsed, Stop> {
+pub(crate) fn parse_ip<F: Frame>(ctx: &F, p: &mut Parsed) -> Result<(), Stop> {
     let eth = bytes_at(ctx, 0, ETH_HLEN)?;
     let mut ethertype = eth.be16(12);
     let mut off = ETH_HLEN;
@@ -65,9 +74,11 @@ pub(crate) fn parse_ip<F: Frame>(ctx: &F) -> Result<Parsed, Stop> {
         vlan_depth += 1;
     }
     let avail = ctx.wire_len();
+    p.vlan_depth = vlan_depth;
+    p.vlan_id = vlan_id;
     match ethertype {
-        ETH_P_IP => parse_v4(ctx, off, avail, vlan_depth, vlan_id),
-        ETH_P_IPV6 => parse_v6(ctx, off, avail, vlan_depth, vlan_id),
+        ETH_P_IP => parse_v4(ctx, off, avail, p),
+        ETH_P_IPV6 => parse_v6(ctx, off, avail, p),
         _ => Err(Stop::Pass),
     }
 }
@@ -103,9 +114,8 @@ pub(crate) fn parse_v4<F: Frame>(
     ctx: &F,
     off: usize,
     avail: u32,
-    vlan_depth: u8,
-    vlan_id: u16,
-) -> Result<Parsed, Stop> {
+    p: &mut Parsed,
+) -> Result<(), Stop> {
     let ip = bytes_at(ctx, off, 20)?;
     // SAFETY: 20 bytes checked above.
     let vihl = ip.u8(0);
@@ -120,30 +130,25 @@ pub(crate) fn parse_v4<F: Frame>(
         return Err(Stop::Malformed);
     }
     let frag = ip.be16(6);
-    let mut dst = [0u8; 16];
-    let mut src = [0u8; 16];
-    dst[10] = 0xff;
-    dst[11] = 0xff;
-    src[10] = 0xff;
-    src[11] = 0xff;
-    ip.copy_to(12, &mut src[12..]);
-    ip.copy_to(16, &mut dst[12..]);
+    // IPv4-mapped: ::ffff:a.b.c.d.
+    for a in [&mut p.src, &mut p.dst] {
+        for (k, b) in a.iter_mut().take(12).enumerate() {
+            *b = if k < 10 { 0 } else { 0xff };
+        }
+    }
+    ip.copy_to(12, &mut p.src[12..]);
+    ip.copy_to(16, &mut p.dst[12..]);
     let first_fragment = frag & 0x1fff == 0;
-    Ok(Parsed {
-        src,
-        dst,
-        family: FAMILY_V4,
-        tos: ip.u8(1),
-        ttl: ip.u8(8),
-        proto: ip.u8(9),
-        df: ((frag & 0x4000) != 0) as u8,
-        ip_id: ip.raw16(4),
-        ip_len: tot_len,
-        l4_off: if first_fragment { off + ihl } else { 0 },
-        l4_len: tot_len - ihl as u32,
-        vlan_depth,
-        vlan_id,
-    })
+    p.family = FAMILY_V4;
+    p.tos = ip.u8(1);
+    p.ttl = ip.u8(8);
+    p.proto = ip.u8(9);
+    p.df = ((frag & 0x4000) != 0) as u8;
+    p.ip_id = ip.raw16(4);
+    p.ip_len = tot_len;
+    p.l4_off = if first_fragment { off + ihl } else { 0 };
+    p.l4_len = tot_len - ihl as u32;
+    Ok(())
 }
 
 #[inline(always)]
@@ -151,9 +156,8 @@ pub(crate) fn parse_v6<F: Frame>(
     ctx: &F,
     off: usize,
     avail: u32,
-    vlan_depth: u8,
-    vlan_id: u16,
-) -> Result<Parsed, Stop> {
+    p: &mut Parsed,
+) -> Result<(), Stop> {
     let ip = bytes_at(ctx, off, 40)?;
     if ip.u8(0) >> 4 != 6 {
         return Err(Stop::Malformed);
@@ -162,10 +166,6 @@ pub(crate) fn parse_v6<F: Frame>(
     if off as u32 + 40 + payload_len > avail {
         return Err(Stop::Malformed);
     }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    ip.copy_to(8, &mut src);
-    ip.copy_to(24, &mut dst);
     let mut next = ip.u8(6);
     let mut l4 = off + 40;
     let mut first_fragment = true;
@@ -191,28 +191,25 @@ pub(crate) fn parse_v6<F: Frame>(
         let h = bytes_at(ctx, l4, 1)?;
         next = h.u8(0);
         // Keep the offset bounded for the verifier; real chains are far shorter.
-        l4 = (l4 + ext_len) & 0x3fff;
+        l4 = (l4 + ext_len) & L4_OFF_MAX;
     }
     let ext_total = (l4 - (off + 40)) as u32;
     if ext_total > payload_len {
         return Err(Stop::Malformed);
     }
+    ip.copy_to(8, &mut p.src);
+    ip.copy_to(24, &mut p.dst);
     let vtc = ip.be16(0);
-    Ok(Parsed {
-        src,
-        dst,
-        family: FAMILY_V6,
-        tos: ((vtc >> 4) & 0xff) as u8,
-        ttl: ip.u8(7),
-        proto: next,
-        df: 0,
-        ip_id: 0,
-        ip_len: 40 + payload_len,
-        l4_off: if first_fragment { l4 } else { 0 },
-        l4_len: payload_len - ext_total,
-        vlan_depth,
-        vlan_id,
-    })
+    p.family = FAMILY_V6;
+    p.tos = ((vtc >> 4) & 0xff) as u8;
+    p.ttl = ip.u8(7);
+    p.proto = next;
+    p.df = 0;
+    p.ip_id = 0;
+    p.ip_len = 40 + payload_len;
+    p.l4_off = if first_fragment { l4 } else { 0 };
+    p.l4_len = payload_len - ext_total;
+    Ok(())
 }
 
 /// Copies an address byte by byte with volatile stores: a plain copy from a slot whose
