@@ -193,6 +193,12 @@ fn main() -> anyhow::Result<()> {
                 .arg(root().join("target/ebpf-clippy"))
                 .args(["--", "-D", "warnings"]))?;
             run(cargo().args(["build", "-p", "decnet"]))?;
+            // The kernel programs just built, within their stack budget.
+            if std::env::var_os("AYA_BUILD_SKIP").is_some() {
+                eprintln!("skipping: the kernel stack budget (AYA_BUILD_SKIP: no eBPF object)");
+            } else {
+                kernel::report(None)?;
+            }
             let bin = root().join("target/debug/decnet");
             // The soak runs the binary users run.
             run(cargo().args(["build", "--release", "-p", "decnet"]))?;
