@@ -8,7 +8,10 @@ use decnet_common::{
 
 use crate::{
     frame::{Frame, now_ns, ring_flags},
-    maps::{EVENTS, GUARD, SOURCE_SCRATCH, SOURCES, WITHHELD_HOT, addr_words, bump, zero_words},
+    maps::{
+        EVENTS, FIRST_SEEN, FIRST_SEEN_SLOTS, GUARD, SOURCE_SCRATCH, SOURCES, WITHHELD_HOT,
+        addr_words, bump, zero_words,
+    },
     parse::{Parsed, fill_common},
 };
 
@@ -25,17 +28,29 @@ pub(crate) fn guard<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, port: u16, now
     if interval == 0 {
         return true;
     }
-    let Some(st) = SOURCES.get_ptr_mut(&p.src) else {
-        // A new source: this is its first event.
-        if let Some(fresh) = SOURCE_SCRATCH.get_ptr_mut(0) {
+    let st = match SOURCES.get_ptr_mut(&p.src) {
+        Some(st) => st,
+        None => {
+            // A source without state: its first event leaves only a fingerprint (see
+            // FIRST_SEEN). At its second, the state its first would have made (as if just
+            // now) is put in, and this event is judged against it as any other.
+            if first_sighting(&p.src) {
+                return true;
+            }
+            let Some(fresh) = SOURCE_SCRATCH.get_ptr_mut(0) else {
+                return true;
+            };
             // SAFETY: per-CPU scratch slot, ours for this run.
             unsafe {
                 zero_words(fresh);
                 (*fresh).tat_ns = now + interval;
                 let _ = SOURCES.insert(&p.src, &*fresh, 0);
             }
+            match SOURCES.get_ptr_mut(&p.src) {
+                Some(st) => st,
+                None => return true,
+            }
         }
-        return true;
     };
     // SAFETY: LRU value pointer, valid for this run. Plain read-modify-write: the BPF
     // target has no 64-bit atomics in `core`, so two CPUs racing on one source may let one
@@ -75,6 +90,35 @@ pub(crate) fn guard<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, port: u16, now
         summarize(ctx, p, decky_id, st, now_ns());
     }
     false
+}
+
+/// True when `src` is not in [`FIRST_SEEN`] (it is then put there): its first event, as
+/// far as the flood guard can tell. The slot and the stored tag are the two halves of a
+/// hash with full avalanche (murmur3's 64-bit finalizer): an IPv4 address varies only in a
+/// few bytes of one word, which a bare multiply leaves out of its low bits. The tag is never
+/// 0, the empty slot.
+#[inline(always)]
+fn first_sighting(src: &[u8; 16]) -> bool {
+    let [a, b] = addr_words(src);
+    let mut h = a ^ b.rotate_left(32);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    let tag = (h >> 32) as u32 | 1;
+    let Some(slot) = FIRST_SEEN.get_ptr_mut(h as u32 & (FIRST_SEEN_SLOTS - 1)) else {
+        return false;
+    };
+    // SAFETY: an array slot, valid for this run; two CPUs racing on one slot leave one of
+    // the two tags, which at worst gives one source one more unmetered event.
+    unsafe {
+        if *slot == tag {
+            return false;
+        }
+        *slot = tag;
+    }
+    true
 }
 
 /// The bitmap bit of a port: murmur3's finalizer, so that linear counting over the bitmap

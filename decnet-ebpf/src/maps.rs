@@ -106,6 +106,19 @@ pub(crate) static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 pub(crate) static SOURCES: LruHashMap<[u8; 16], SourceState> =
     LruHashMap::with_max_entries(MAX_SOURCES, 0);
 
+/// Slots of [`FIRST_SEEN`] (a power of two): 64 KiB of fingerprints.
+pub(crate) const FIRST_SEEN_SLOTS: u32 = 16384;
+
+/// Sources the flood guard has seen once, by fingerprint (direct-mapped, shared by the
+/// CPUs; a slot holds its latest source). Most of the internet's background radiation is
+/// one packet per source, and making a SOURCES state for each cost an LRU insert (and,
+/// with the table full, an eviction) per packet, and a bigger userspace sweep. So a source
+/// gets its state at its second event while its fingerprint is still here; under heavy
+/// churn a slow source may get a few more unmetered events, each far below any budget.
+/// Not pinned: a restart forgets who was seen once.
+#[map(name = "FIRST_SEEN")]
+pub(crate) static FIRST_SEEN: Array<u32> = Array::with_max_entries(FIRST_SEEN_SLOTS, 0);
+
 /// What this CPU's flood guard withheld last: the source, and the last SYN with its ports.
 /// The decoy answers a probe on the CPU that received it, in the same softirq, so the
 /// egress program finds an answer to a withheld SYN here and skips the flow table (the SYN

@@ -53,6 +53,17 @@ pub(crate) struct Parsed {
     pub(crate) vlan_id: u16,
 }
 
+impl Parsed {
+    /// Sets word `i` of the addresses (0-3: `src`, 4-7: `dst`; wire order) with one aligned
+    /// 4-byte store, not four byte stores.
+    #[inline(always)]
+    fn set_addr_word(&mut self, i: usize, w: u32) {
+        // SAFETY: Parsed is 8-aligned and begins with src and dst, 32 bytes; word i & 7 lies
+        // inside them, 4-aligned.
+        unsafe { (self as *mut Parsed).cast::<u32>().add(i & 7).write(w) }
+    }
+}
+
 /// Parses the frame's link and IP headers into `p`, overwriting every field (`p` is a
 /// per-CPU slot that held the previous packet's; see `maps::PARSED` for why).
 #[inline(always)]
@@ -131,13 +142,12 @@ pub(crate) fn parse_v4<F: Frame>(
     }
     let frag = ip.be16(6);
     // IPv4-mapped: ::ffff:a.b.c.d.
-    for a in [&mut p.src, &mut p.dst] {
-        for (k, b) in a.iter_mut().take(12).enumerate() {
-            *b = if k < 10 { 0 } else { 0xff };
-        }
+    for (base, from) in [(0, 12), (4, 16)] {
+        p.set_addr_word(base, 0);
+        p.set_addr_word(base + 1, 0);
+        p.set_addr_word(base + 2, u32::from_ne_bytes([0, 0, 0xff, 0xff]));
+        p.set_addr_word(base + 3, ip.raw32(from));
     }
-    ip.copy_to(12, &mut p.src[12..]);
-    ip.copy_to(16, &mut p.dst[12..]);
     let first_fragment = frag & 0x1fff == 0;
     p.family = FAMILY_V4;
     p.tos = ip.u8(1);
@@ -197,8 +207,10 @@ pub(crate) fn parse_v6<F: Frame>(
     if ext_total > payload_len {
         return Err(Stop::Malformed);
     }
-    ip.copy_to(8, &mut p.src);
-    ip.copy_to(24, &mut p.dst);
+    for k in 0..8 {
+        // src at 8..24, dst at 24..40: the 8 words from 8 on.
+        p.set_addr_word(k, ip.raw32(8 + 4 * k));
+    }
     let vtc = ip.be16(0);
     p.family = FAMILY_V6;
     p.tos = ((vtc >> 4) & 0xff) as u8;

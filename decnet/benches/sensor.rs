@@ -198,6 +198,33 @@ fn main() {
         let ns = kernel(&mut g, &mut gr, XDP_PROGRAM, &syn, n);
         println!("{:<34} {:>9.1} ns  {:.2}x", label, ns, ns / base);
     }
+    // Background radiation: each SYN from a source never seen, so with the guard on (the
+    // default budget) it opens a flow and a source state. One run each, as the fresh flows.
+    let strangers: Vec<Vec<u8>> = (0..fresh.len() as u32)
+        .map(|i| {
+            Frame::new(
+                &format!("10.{}.{}.{}", 20 + i / 65_536, (i / 256) % 256, i % 256),
+                DECOY,
+                L4::syn(40_000, 22),
+            )
+            .build()
+        })
+        .collect();
+    let mut g = Sensor::load(&decoys, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
+    let mut gr = g.take_ring().expect("ring");
+    let stranger = one_each(&mut g, &mut gr, XDP_PROGRAM, &strangers);
+    println!(
+        "{:<34} {:>9.1} ns  {:.2}x  (over the baseline: {:.1} ns; {:.1} ns more than a fresh \
+         flow with the guard off: the new source's state, {} sources in a table of {})",
+        "decnet, SYN from a new source",
+        stranger,
+        stranger / base_one,
+        stranger - base_one,
+        stranger - new_flow,
+        strangers.len(),
+        decnet_common::MAX_SOURCES
+    );
 
     // 2. Userspace drain rate from a pre-filled ring.
     let fill = |s: &mut Sensor, events: u32| {

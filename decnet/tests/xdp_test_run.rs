@@ -657,6 +657,33 @@ fn withheld_written(journal: &[serde_json::Value]) -> Vec<u64> {
         .collect()
 }
 
+/// Background radiation is mostly one packet per source: a source's first event leaves
+/// only a fingerprint, and its guard state (an LRU insert) comes with its second. Every event
+/// still goes out, and the budget holds exactly as before (the test below).
+#[test]
+fn a_source_seen_once_has_no_guard_state_until_its_second_event() {
+    let Some(mut r) = rig_with(LoadOptions {
+        flood: FloodBudget::default(),
+        ..LoadOptions::default()
+    }) else {
+        return;
+    };
+    let sources = r.sensor.take_sources().expect("sources map");
+    let from = |i: u32| format!("10.50.{}.{}", i / 200, i % 200 + 1);
+    for i in 0..64 {
+        let evs = r.run(&Frame::new(&from(i), DECOY, L4::syn(40_000, 22)).build());
+        assert_eq!(evs.len(), 1, "first SYN from {}", from(i));
+    }
+    assert_eq!(sources.len(), 0, "sources seen once hold no state");
+    for i in 0..32 {
+        let evs = r.run(&Frame::new(&from(i), DECOY, L4::syn(40_001, 22)).build());
+        assert_eq!(evs.len(), 1, "second SYN from {}", from(i));
+    }
+    assert_eq!(sources.len(), 32, "sources seen twice");
+    let c = r.counters();
+    assert_eq!((c.events_emitted, c.suppressed), (96, 0));
+}
+
 #[test]
 fn flood_guard_caps_a_source_and_its_summaries_count_exactly_what_it_withheld() {
     let budget = FloodBudget {

@@ -67,6 +67,11 @@ impl Sources {
         Self { map }
     }
 
+    /// How many sources the kernel holds guard state for (sources seen once hold none).
+    pub fn len(&self) -> usize {
+        self.map.keys().filter(Result::is_ok).count()
+    }
+
     /// Writes a summary for each source whose withheld events are not all reported and which
     /// has been quiet for a second (every such source when `force`, at shutdown). Returns the
     /// summaries written.
