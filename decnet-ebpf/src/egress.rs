@@ -87,16 +87,19 @@ pub(crate) fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(
     let flags = th.be16(12) & 0x01ff;
     let window = th.raw16(14);
     let payload_len = p.l4_len - doff as u32;
-    let fwd = forward(p, IPPROTO_TCP)?;
-    let key = flow_key(fwd, th.raw16(2), th.raw16(0));
+    // The probe's ports, as its flow key has them (the attacker's first).
+    let ports = [th.raw16(2), th.raw16(0)];
     use tcp_flags::*;
     let answer = flags & (SYN | ACK) == SYN | ACK || flags & RST != 0;
-    // The guard's clock first: under a flood nearly every answer stops here.
+    // The guard's clock first: under a flood nearly every answer stops here, before the
+    // forward view and the flow key are built.
     let coarse = coarse_ns();
-    if answer && answers_withheld_syn(&key, coarse) {
+    if answer && answers_withheld_syn(&p.dst, ports, coarse) {
         bump(Stat::OutcomesWithheld);
         return Ok(());
     }
+    let fwd = forward(p, IPPROTO_TCP)?;
+    let key = flow_key(fwd, ports[0], ports[1]);
     let (live, seen) = live_flow(&key);
     let Some(st) = live else {
         if answer {
@@ -224,18 +227,18 @@ pub(crate) fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<
     Ok(())
 }
 
-/// True when `key` is the SYN this CPU's flood guard withheld just now: a SYN-ACK or RST
-/// on it answers that SYN (which was reported nowhere and opened no flow). `now`:
+/// True when the probe from `attacker` on `ports` (its flow key's order) is the SYN this
+/// CPU's flood guard withheld just now: a SYN-ACK or RST on it answers that SYN (which was reported nowhere and opened no flow). `now`:
 /// [`coarse_ns`], the clock the note was taken on.
 #[inline(always)]
-pub(crate) fn answers_withheld_syn(key: &FlowKey, now: u64) -> bool {
+pub(crate) fn answers_withheld_syn(attacker: &[u8; 16], ports: [u16; 2], now: u64) -> bool {
     let Some(hot) = WITHHELD_HOT.get_ptr(0) else {
         return false;
     };
     // SAFETY: per-CPU slot, plain loads.
     unsafe {
-        (*hot).syn_ports == [key.src_port, key.dst_port]
-            && (*hot).syn_addr == addr_words(&key.src)
+        (*hot).syn_ports == ports
+            && (*hot).syn_addr == addr_words(attacker)
             && now.saturating_sub((*hot).syn_ns) < HOT_ANSWER_NS
     }
 }
