@@ -25,12 +25,11 @@ pub(crate) static DECOYS: HashMap<DecoyKey, u32> = HashMap::with_max_entries(MAX
 #[map(name = "LAST_DECOY")]
 pub(crate) static LAST_DECOY: PerCpuArray<LastDecoy> = PerCpuArray::with_max_entries(2, 0);
 
-/// The headers of the packet each program (slot [`INGRESS`] or [`EGRESS`], and [`FORWARD`])
-/// is handling,
-/// filled by `parse::parse_ip`. On the stack, the address bytes of the two families' parses
-/// met in byte-sized values that LLVM spilled to 8-byte slots, over half of a 512-byte stack;
-/// in map memory they are stored as read. Never shared by two runs at once (see
-/// [`LAST_DECOY`]).
+/// The headers of the packet each program is handling (slot [`INGRESS`] or [`EGRESS`]; and
+/// [`FORWARD`], egress's attacker -> decoy view), filled by `parse::parse_ip`. On the stack,
+/// the address bytes of the two families' parses met in byte-sized values that LLVM spilled
+/// to 8-byte slots, over half of a 512-byte stack; in map memory they are stored as read.
+/// Never shared by two runs at once (see [`LAST_DECOY`]).
 #[map(name = "PARSED")]
 pub(crate) static PARSED: PerCpuArray<Parsed> = PerCpuArray::with_max_entries(3, 0);
 
