@@ -34,6 +34,7 @@ mod emit;
 mod flows;
 mod frame;
 mod guard;
+mod headers;
 mod ingress;
 mod maps;
 mod parse;

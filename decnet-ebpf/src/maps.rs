@@ -1,7 +1,7 @@
 //! The maps both programs share with userspace, and the per-CPU scratch and notes that
 //! keep large values off the 512-byte stack.
 
-use crate::parse::Parsed;
+use crate::headers::Parsed;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},

@@ -4,6 +4,7 @@
 use decnet_common::{EventKind, FAMILY_V4, FAMILY_V6, RawEvent};
 
 use crate::frame::{Frame, Stop, bytes_at};
+pub(crate) use crate::headers::{L4_OFF_MAX, Parsed};
 
 pub(crate) const ETH_HLEN: usize = 14;
 pub(crate) const ETH_P_IP: u16 = 0x0800;
@@ -21,37 +22,6 @@ pub(crate) const IPV6_FRAGMENT: u8 = 44;
 pub(crate) const IPV6_AH: u8 = 51;
 pub(crate) const IPV6_DSTOPTS: u8 = 60;
 pub(crate) const IPV6_MAX_EXT: usize = 6;
-
-/// The bound of `Parsed::l4_off` (IPv6 extension chains are cut there; an IPv4 header ends
-/// far below), masked in before each use: read back from map memory, the offset is only as
-/// bounded as the mask says, and the verifier accepts `off + len` against the packet's end
-/// only below 64 KiB.
-pub(crate) const L4_OFF_MAX: usize = 0x3fff;
-
-/// Header facts gathered before the decision to emit.
-///
-/// 8-byte aligned, tried against the byte-at-a-time `memmove` calls in address copies. It
-/// did not remove them (LLVM splits the struct and loses the alignment); `copy_addr` does.
-/// It is kept only because the verified object was built with it.
-#[repr(C, align(8))]
-pub(crate) struct Parsed {
-    pub(crate) src: [u8; 16],
-    pub(crate) dst: [u8; 16],
-    pub(crate) family: u8,
-    pub(crate) ttl: u8,
-    pub(crate) tos: u8,
-    pub(crate) df: u8,
-    pub(crate) ip_id: u16,
-    pub(crate) ip_len: u32,
-    pub(crate) proto: u8,
-    /// Offset of the transport header; 0 for a non-first fragment (no L4 header). At most
-    /// [`L4_OFF_MAX`].
-    pub(crate) l4_off: usize,
-    /// Bytes from l4_off to the end of the IP packet.
-    pub(crate) l4_len: u32,
-    pub(crate) vlan_depth: u8,
-    pub(crate) vlan_id: u16,
-}
 
 impl Parsed {
     /// Sets word `i` of the addresses (0-3: `src`, 4-7: `dst`; wire order) with one aligned

@@ -674,12 +674,12 @@ fn a_source_seen_once_has_no_guard_state_until_its_second_event() {
         let evs = r.run(&Frame::new(&from(i), DECOY, L4::syn(40_000, 22)).build());
         assert_eq!(evs.len(), 1, "first SYN from {}", from(i));
     }
-    assert_eq!(sources.len(), 0, "sources seen once hold no state");
+    assert_eq!(sources.held(), 0, "sources seen once hold no state");
     for i in 0..32 {
         let evs = r.run(&Frame::new(&from(i), DECOY, L4::syn(40_001, 22)).build());
         assert_eq!(evs.len(), 1, "second SYN from {}", from(i));
     }
-    assert_eq!(sources.len(), 32, "sources seen twice");
+    assert_eq!(sources.held(), 32, "sources seen twice");
     let c = r.counters();
     assert_eq!((c.events_emitted, c.suppressed), (96, 0));
 }

@@ -68,7 +68,7 @@ impl Sources {
     }
 
     /// How many sources the kernel holds guard state for (sources seen once hold none).
-    pub fn len(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.map.keys().filter(Result::is_ok).count()
     }
 
