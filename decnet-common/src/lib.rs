@@ -31,7 +31,7 @@ pub const fn decoy_filter_slot(tail: u16) -> (u32, u64) {
 
 /// Name of the per-CPU stats array, indexed by [`Stat`].
 pub const STATS_MAP: &str = "STATS";
-/// Name of the LRU flow map used for "first of flow" decisions.
+/// Name of the flow table (an array of [`FlowSlot`]s) used for "first of flow" decisions.
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Name of the one-entry array holding the flood guard's [`GuardConfig`].
 pub const GUARD_MAP: &str = "GUARD";
@@ -49,8 +49,24 @@ pub const MAX_SOURCES: u32 = 65536;
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 /// Maximum number of decoy addresses.
 pub const MAX_DECOYS: u32 = 4096;
-/// Flows remembered for "first of flow" decisions; the oldest are evicted first.
+/// Slots of the flow table (a power of two). A flow lives in one of the [`FLOW_WAYS`] slots
+/// of its set ([`FlowKey::set`]); a new flow takes the set's free or ended slot, else the
+/// one quiet longest.
 pub const MAX_FLOWS: u32 = 65536;
+/// Slots per set of the flow table.
+pub const FLOW_WAYS: u32 = 2;
+
+/// murmur3's 64-bit finalizer: every input bit reaches every output bit. An IPv4 address
+/// varies in a few bytes of one word, which a bare multiply leaves out of the low bits a
+/// table is indexed by.
+#[inline(always)]
+pub const fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
 
 /// Longest TCP option block (60-byte header minus the fixed 20).
 pub const TCP_OPTIONS_MAX: usize = 40;
@@ -295,8 +311,9 @@ pub struct DecoyKey {
 const _: () = assert!(core::mem::size_of::<DecoyKey>() == 16);
 
 /// Flow identity (attacker -> decoy direction). For ICMP the ports hold type and code.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// 8-aligned, so that it hashes and compares as five words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub src: [u8; 16],
     pub dst: [u8; 16],
@@ -306,6 +323,55 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+impl FlowKey {
+    /// The key as five native-order words (every byte of it, `_pad` included).
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 5] {
+        // SAFETY: 40 initialised bytes (repr(C), no implicit padding), 8-aligned.
+        unsafe { *(self as *const Self).cast::<[u64; 5]>() }
+    }
+
+    /// True when `self` and `other` are the same key (word by word, without the byte-wise
+    /// `memcmp` a derived comparison may compile to on BPF).
+    #[inline(always)]
+    pub fn same(&self, other: &Self) -> bool {
+        let (a, b) = (self.words(), other.words());
+        let mut d = 0;
+        let mut i = 0;
+        while i < 5 {
+            d |= a[i] ^ b[i];
+            i += 1;
+        }
+        d == 0
+    }
+
+    /// The first slot of this key's set in the flow table. The kernel and userspace both
+    /// find a flow by it, so it must never change without the pinned layout's version.
+    #[inline(always)]
+    pub fn set(&self) -> u32 {
+        let w = self.words();
+        let mut h = 0u64;
+        let mut i = 0;
+        while i < 5 {
+            h = (h ^ w[i])
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(31);
+            i += 1;
+        }
+        fmix64(h) as u32 & (MAX_FLOWS - 1) & !(FLOW_WAYS - 1)
+    }
+}
+
+/// One slot of the flow table: a flow's key and state. Free while `state.first_ns` is 0.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowSlot {
+    pub key: FlowKey,
+    pub state: FlowState,
+}
+const _: () = assert!(core::mem::size_of::<FlowSlot>() == 128);
+const _: () = assert!(MAX_FLOWS.is_power_of_two() && FLOW_WAYS.is_power_of_two());
 
 /// Bits in [`FlowState::seen`].
 /// A SYN opened the flow.
@@ -352,7 +418,7 @@ pub mod flow_end {
     pub const DECOY_RST: u8 = 3;
     /// Userspace: no packet for the idle timeout.
     pub const IDLE: u8 = 4;
-    /// Userspace: the LRU map evicted it before it ended.
+    /// Userspace: a new flow took its slot in the flow table before it ended.
     pub const EVICTED: u8 = 5;
     /// Userspace: still open when the daemon stopped.
     pub const SHUTDOWN: u8 = 6;
@@ -532,6 +598,8 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::FlowState {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::FlowSlot {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::RawEvent {}
     // SAFETY: see above.

@@ -10,11 +10,11 @@ use decnet_common::{
 
 use crate::{
     emit::submit,
-    flows::{end_flow, flow_end_of, flow_key, live_flow, new_flow},
+    flows::{end_flow, flow_end_of, flow_key, flow_state, live_flow, new_flow},
     frame::{Frame, Stop, bytes_at, coarse_ns, now_ns},
     maps::{
-        EGRESS, FLOWS, FORWARD, HOT_ANSWER_NS, PARSED, SOURCES, WITHHELD_HOT, addr_words, bump,
-        decoy_id, may_be_decoy,
+        EGRESS, FORWARD, HOT_ANSWER_NS, PARSED, SOURCES, WITHHELD_HOT, addr_words, bump, decoy_id,
+        may_be_decoy,
     },
     parse::{
         End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L4_OFF_MAX, Parsed, addr_tail,
@@ -116,7 +116,7 @@ pub(crate) fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(
         return Ok(());
     }
     let now = now_ns();
-    // SAFETY: st is the flow's live LRU value.
+    // SAFETY: st is the flow's live state in its table slot.
     let end = unsafe {
         // A GSO skb from the decoy's stack is several wire packets.
         (*st).pkts_rev += ctx.segs();
@@ -158,7 +158,7 @@ pub(crate) fn egress_tcp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<(
 pub(crate) fn egress_udp(ctx: &TcContext, p: &Parsed) -> Result<(), Stop> {
     let uh = bytes_at(ctx, p.l4_off & L4_OFF_MAX, 8)?;
     let key = flow_key(forward(p, IPPROTO_UDP)?, uh.raw16(2), uh.raw16(0));
-    if FLOWS.get_ptr_mut(&key).is_none() && SOURCES.get_ptr_mut(&key.src).is_none() {
+    if flow_state(&key).is_none() && SOURCES.get_ptr_mut(&key.src).is_none() {
         new_flow(&key, coarse_ns(), FLOW_DECOY_OPENED, 0, 0, false);
     }
     Ok(())
@@ -215,7 +215,7 @@ pub(crate) fn egress_icmp(ctx: &TcContext, p: &Parsed, decky_id: u32) -> Result<
         return Ok(());
     };
     let now = now_ns();
-    // SAFETY: st is the flow's live LRU value.
+    // SAFETY: st is the flow's live state in its table slot.
     unsafe {
         (*st).last_ns = now;
         if (*st).reply_ns == 0 {
@@ -291,7 +291,7 @@ pub(crate) fn outcome(
     window: u16,
     now: u64,
 ) {
-    // SAFETY: st is the flow's live LRU value.
+    // SAFETY: st is the flow's live state in its table slot.
     let (seen, info) = unsafe {
         (
             (*st).seen,
@@ -304,7 +304,7 @@ pub(crate) fn outcome(
     if seen & FLOW_OUTCOME != 0 {
         return;
     }
-    // SAFETY: st is this flow's live LRU value (read above); one store.
+    // SAFETY: st is this flow's live state (read above); one store.
     unsafe { (*st).seen = seen | FLOW_OUTCOME };
     if seen & FLOW_REPORTED == 0 {
         bump(Stat::OutcomesWithheld);

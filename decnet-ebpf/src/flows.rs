@@ -2,14 +2,14 @@
 //! `tcp_flow` summary.
 
 use decnet_common::{
-    EventKind, FLOW_ENDED, FLOW_FIN_FWD, FLOW_FIN_REV, FLOW_REPORTED, FLOW_STATE_SIZE, FlowKey,
-    FlowState, Stat, flow_end, tcp_flags,
+    EventKind, FLOW_ENDED, FLOW_FIN_FWD, FLOW_FIN_REV, FLOW_REPORTED, FLOW_STATE_SIZE, FLOW_WAYS,
+    FlowKey, FlowSlot, FlowState, Stat, flow_end, tcp_flags,
 };
 
 use crate::{
     emit::{Emitted, emit},
     frame::{Frame, now_ns},
-    maps::{FLOW_SCRATCH, FLOWS, bump, zero_words},
+    maps::{FLOWS, bump, zero_words},
     parse::Parsed,
 };
 
@@ -25,7 +25,44 @@ pub(crate) fn flow_key(p: &Parsed, sport: u16, dport: u16) -> FlowKey {
     }
 }
 
-/// Inserts a fresh flow opened by a probe seen at `now` (`reported`: its event went out).
+/// The state of `key`'s flow, if the table holds it (ended or not).
+#[inline(always)]
+pub(crate) fn flow_state(key: &FlowKey) -> Option<*mut FlowState> {
+    let set = key.set();
+    for way in 0..FLOW_WAYS {
+        if let Some(s) = FLOWS.get_ptr_mut(set | way) {
+            // SAFETY: an array slot, valid for this run: its key read, its state's address.
+            unsafe {
+                if (*s).key.same(key) {
+                    return Some(&raw mut (*s).state);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// How willing a slot is to give way to a new flow: lowest first. Free and ended slots
+/// (0) before live ones, and of live ones the one quiet longest.
+///
+/// # Safety
+/// `s` is a flow table slot, valid for this run.
+#[inline(always)]
+unsafe fn keep_rank(s: *const FlowSlot) -> u64 {
+    // SAFETY: as the caller promises.
+    unsafe {
+        if (*s).state.seen & FLOW_ENDED != 0 {
+            0
+        } else {
+            (*s).state.last_ns
+        }
+    }
+}
+
+/// Puts a fresh flow opened by a probe seen at `now` (`reported`: its event went out) in
+/// its set: in the slot that holds its key already (an ended flow of the same four-tuple),
+/// else the free, ended or quietest one. A live flow that gives way is summarised by
+/// userspace as evicted (sensor::flows), as when an LRU map evicted it.
 #[inline(always)]
 pub(crate) fn new_flow(
     key: &FlowKey,
@@ -35,11 +72,22 @@ pub(crate) fn new_flow(
     ip_len: u32,
     reported: bool,
 ) {
-    let Some(st) = FLOW_SCRATCH.get_ptr_mut(0) else {
+    const { assert!(FLOW_WAYS == 2) };
+    let set = key.set();
+    let (Some(a), Some(b)) = (FLOWS.get_ptr_mut(set), FLOWS.get_ptr_mut(set | 1)) else {
         return;
     };
-    // SAFETY: per-CPU scratch slot, ours for this run.
+    // SAFETY: array slots, valid for this run. Two CPUs opening flows in one set at once
+    // may pick one slot and interleave their stores: at worst one of the two flows is
+    // lost or starts with the other's first packet, as racing LRU value updates could.
     unsafe {
+        let s = if (*b).key.same(key) || (!(*a).key.same(key) && keep_rank(b) < keep_rank(a)) {
+            b
+        } else {
+            a
+        };
+        (*s).key = *key;
+        let st = &raw mut (*s).state;
         zero_words(st);
         (*st).first_ns = now;
         (*st).last_ns = now;
@@ -49,7 +97,6 @@ pub(crate) fn new_flow(
         (*st).flags_fwd = probe_flags;
         (*st).probe_flags = probe_flags;
         (*st).seen = seen | if reported { FLOW_REPORTED } else { 0 };
-        let _ = FLOWS.insert(key, &*st, 0);
     }
 }
 
@@ -57,8 +104,8 @@ pub(crate) fn new_flow(
 #[inline(always)]
 pub(crate) fn first_of_flow(p: &Parsed, sport: u16, dport: u16, bit: u32) -> bool {
     let key = flow_key(p, sport, dport);
-    if let Some(st) = FLOWS.get_ptr_mut(&key) {
-        // SAFETY: LRU value pointer valid for this program run; racing updates on two CPUs
+    if let Some(st) = flow_state(&key) {
+        // SAFETY: a flow table slot, valid for this program run; racing updates on two CPUs
         // at worst emit one extra event, never lose one.
         unsafe {
             if (*st).seen & bit != 0 {
@@ -72,13 +119,13 @@ pub(crate) fn first_of_flow(p: &Parsed, sport: u16, dport: u16, bit: u32) -> boo
     true
 }
 
-/// The live (not ended) state of a flow, and the `seen` bits of whatever the map holds
+/// The live (not ended) state of a flow, and the `seen` bits of whatever the table holds
 /// (0 when nothing).
 #[inline(always)]
 pub(crate) fn live_flow(key: &FlowKey) -> (Option<*mut FlowState>, u32) {
-    match FLOWS.get_ptr_mut(key) {
+    match flow_state(key) {
         Some(st) => {
-            // SAFETY: an LRU value pointer, valid for this run.
+            // SAFETY: a flow table slot, valid for this run.
             let seen = unsafe { (*st).seen };
             let live = if seen & FLOW_ENDED == 0 {
                 Some(st)
@@ -116,7 +163,7 @@ pub(crate) fn end_flow<F: Frame>(
     end: u8,
     now: u64,
 ) {
-    // SAFETY: st is the flow's live LRU value.
+    // SAFETY: st is the flow's live state in its table slot.
     let summarised = unsafe {
         (*st).seen |= FLOW_ENDED;
         (*st).end = end;

@@ -3,7 +3,7 @@
 
 use decnet_common::{
     EventKind, PAYLOAD_MAX, PORT_BITS, RawEvent, SUMMARY_EVERY_NS, SUMMARY_OPT_LEN, SourceState,
-    Stat, SuppressedSummary,
+    Stat, SuppressedSummary, fmix64,
 };
 
 use crate::{
@@ -94,18 +94,11 @@ pub(crate) fn guard<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32, port: u16, now
 
 /// True when `src` is not in [`FIRST_SEEN`] (it is then put there): its first event, as
 /// far as the flood guard can tell. The slot and the stored tag are the two halves of a
-/// hash with full avalanche (murmur3's 64-bit finalizer): an IPv4 address varies only in a
-/// few bytes of one word, which a bare multiply leaves out of its low bits. The tag is never
-/// 0, the empty slot.
+/// hash with full avalanche ([`fmix64`]). The tag is never 0, the empty slot.
 #[inline(always)]
 fn first_sighting(src: &[u8; 16]) -> bool {
     let [a, b] = addr_words(src);
-    let mut h = a ^ b.rotate_left(32);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
+    let h = fmix64(a ^ b.rotate_left(32));
     let tag = (h >> 32) as u32 | 1;
     let Some(slot) = FIRST_SEEN.get_ptr_mut(h as u32 & (FIRST_SEEN_SLOTS - 1)) else {
         return false;

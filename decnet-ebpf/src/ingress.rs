@@ -10,10 +10,10 @@ use decnet_common::{
 
 use crate::{
     emit::{Emitted, copy_payload, emit},
-    flows::{end_flow, first_of_flow, flow_end_of, flow_key, live_flow, new_flow},
+    flows::{end_flow, first_of_flow, flow_end_of, flow_key, flow_state, live_flow, new_flow},
     frame::{Frame, Stop, bytes_at, coarse_ns, now_ns},
     guard::guard,
-    maps::{FLOWS, INGRESS, PARSED, WITHHELD_HOT, addr_words, bump, decoy_id, may_be_decoy},
+    maps::{INGRESS, PARSED, WITHHELD_HOT, addr_words, bump, decoy_id, may_be_decoy},
     parse::{
         End, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L4_OFF_MAX, Parsed, addr_tail,
         parse_ip,
@@ -148,7 +148,7 @@ pub(crate) fn tcp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), St
             // The tail of a connection that already ended (its last ACK, a late RST).
             None => None,
             Some(st) => {
-                // SAFETY: st is this flow's live LRU value, valid for
+                // SAFETY: st is this flow's live table state, valid for
                 // this run; plain loads and stores.
                 let seen = unsafe { (*st).seen };
                 if payload_len > 0 && seen & FLOW_SEEN_PAYLOAD == 0 {
@@ -212,7 +212,7 @@ pub(crate) fn tcp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), St
         return Ok(());
     };
     let segs = ctx.segs();
-    // SAFETY: st is the live LRU value of this flow (see guard() on racing CPUs).
+    // SAFETY: st is the live table state of this flow (see guard() on racing CPUs).
     let end = unsafe {
         (*st).pkts_fwd += segs;
         (*st).bytes_fwd += p.ip_len as u64;
@@ -271,9 +271,9 @@ pub(crate) fn udp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), St
     let sport = uh.raw16(0);
     let dport = uh.raw16(2);
     let key = flow_key(p, sport, dport);
-    let flow = FLOWS.get_ptr_mut(&key);
+    let flow = flow_state(&key);
     if let Some(st) = flow {
-        // SAFETY: LRU value pointer, valid for this run.
+        // SAFETY: a flow table slot's state, valid for this run.
         if unsafe { (*st).seen } & FLOW_DECOY_OPENED != 0 {
             // An answer to a datagram the decoy sent first (its own lookup).
             bump(Stat::DecoyOwnTraffic);
@@ -300,7 +300,7 @@ pub(crate) fn udp<F: Frame>(ctx: &F, p: &Parsed, decky_id: u32) -> Result<(), St
     let emitted = status == Emitted::Sent;
     let segs = ctx.segs();
     match flow {
-        // SAFETY: LRU value pointer, valid for this run.
+        // SAFETY: a flow table slot's state, valid for this run.
         Some(st) => unsafe {
             (*st).pkts_fwd += segs;
             (*st).bytes_fwd += p.ip_len as u64;

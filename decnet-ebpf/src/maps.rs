@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use decnet_common::{
-    DECOY_FILTER_WORDS, DEFAULT_RING_BYTES, DecoyKey, FlowKey, FlowState, GuardConfig, MAX_DECOYS,
-    MAX_FLOWS, MAX_SOURCES, STAT_COUNT, SourceState, Stat,
+    DECOY_FILTER_WORDS, DEFAULT_RING_BYTES, DecoyKey, FlowSlot, GuardConfig, MAX_DECOYS, MAX_FLOWS,
+    MAX_SOURCES, STAT_COUNT, SourceState, Stat,
 };
 
 #[map(name = "EVENTS")]
@@ -87,9 +87,12 @@ pub(crate) fn may_be_decoy(tail: u16) -> bool {
     }
 }
 
+/// The flow table: `decnet_common::FLOW_WAYS`-way sets of slots (decnet_common::FlowKey::set). A new
+/// flow costs the one set's cache lines, where an LRU hash map's insert cost a bucket, an
+/// element from the LRU free lists and, once full, an eviction (perf: half of a fresh
+/// flow's time). An array lookup is inlined by the verifier.
 #[map(name = "FLOWS")]
-pub(crate) static FLOWS: LruHashMap<FlowKey, FlowState> =
-    LruHashMap::with_max_entries(MAX_FLOWS, 0);
+pub(crate) static FLOWS: Array<FlowSlot> = Array::with_max_entries(MAX_FLOWS, 0);
 
 #[map(name = "STATS")]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
@@ -168,10 +171,6 @@ pub(crate) unsafe fn zero_words<T>(p: *mut T) {
 /// A zeroed SourceState to insert from: 176 bytes are too many for the 512-byte stack.
 #[map(name = "SOURCE_SCRATCH")]
 pub(crate) static SOURCE_SCRATCH: PerCpuArray<SourceState> = PerCpuArray::with_max_entries(1, 0);
-
-/// Where a new FlowState is built before insertion (kept off the stack like SourceState).
-#[map(name = "FLOW_SCRATCH")]
-pub(crate) static FLOW_SCRATCH: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub(crate) fn bump(stat: Stat) {

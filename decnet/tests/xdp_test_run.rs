@@ -1418,6 +1418,110 @@ fn a_sweep_of_many_flows_copies_the_map_and_misses_none() {
     assert_eq!(ports, want, "each open flow summarised once");
 }
 
+/// The flow table is two-way sets. A new flow whose set is full takes the slot of an ended
+/// flow first, else of the flow quiet longest; the sweep summarises a watched flow that gave
+/// way as `evicted`, from the state it read last, and the flow that stayed keeps its state.
+#[test]
+fn a_new_flow_in_a_full_set_takes_the_ended_or_quietest_slot() {
+    let Some(mut r) = rig_with(LoadOptions {
+        flood: FloodBudget { rate: 0, burst: 0 },
+        ..LoadOptions::default()
+    }) else {
+        return;
+    };
+    let mut flows = r
+        .flows
+        .take()
+        .unwrap()
+        .with_idle(std::time::Duration::from_secs(5));
+    let stats = decnet::stats::PipelineStats::default();
+    // The kernel's key of ATTACKER:sport -> DECOY:dport (IPv4-mapped, ports in wire order).
+    let mapped = |a: &str| {
+        a.parse::<std::net::Ipv4Addr>()
+            .unwrap()
+            .to_ipv6_mapped()
+            .octets()
+    };
+    let key = |(sport, dport): (u16, u16)| decnet_common::FlowKey {
+        src: mapped(ATTACKER),
+        dst: mapped(DECOY),
+        src_port: sport.to_be(),
+        dst_port: dport.to_be(),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    // Four flows of one set, among 16 x 35,000 four-tuples (about 17 per set).
+    let set = key((30000, 80)).set();
+    let same_set: Vec<(u16, u16)> = (80..96)
+        .flat_map(|dport| (30000..65000).map(move |sport| (sport, dport)))
+        .filter(|&t| key(t).set() == set)
+        .take(4)
+        .collect();
+    let [a, b, c, d] = same_set[..] else {
+        panic!("four flows in one set: {same_set:?}")
+    };
+    let syn = |(sport, dport): (u16, u16)| v4(L4::syn(sport, dport)).build();
+    let seg = |(sport, dport): (u16, u16), flags, data: &[u8]| {
+        v4(L4::tcp(sport, dport, flags, data)).build()
+    };
+    let answer =
+        |(sport, dport): (u16, u16), flags| reply(L4::tcp(dport, sport, flags, &[])).build();
+    let talk = |r: &mut Rig, t, flows: &mut decnet::sensor::flows::Flows| {
+        let mut evs = r.run(&syn(t));
+        evs.extend(r.egress(&answer(t, SYN | ACK)));
+        evs.extend(r.run(&seg(t, ACK | PSH, b"hello")));
+        for p in &evs {
+            flows.note(p, &stats);
+        }
+    };
+    talk(&mut r, a, &mut flows);
+    talk(&mut r, b, &mut flows);
+    assert_eq!(flows.watched(), 2);
+    let journal = journal_by(FloodBudget::default(), &[], |out| {
+        let now = decnet::sensor::guard::mono_now_ns();
+        assert_eq!(flows.sweep(now, false, out), 0, "both live, neither idle");
+        // c finds the set full of live flows and takes the slot of a, the quieter.
+        assert_eq!(r.run(&syn(c)).len(), 1);
+        assert_eq!(
+            flows.sweep(now, false, out),
+            1,
+            "a is summarised as evicted"
+        );
+        assert_eq!(flows.watched(), 1);
+        // b kept its slot and its state: its RST ends it in the kernel, summarised there.
+        let ended = r.run(&seg(b, RST, &[]));
+        let summary = ended.iter().find(|p| p.kind == EventKind::TcpFlow);
+        assert_eq!(
+            summary.and_then(|p| p.flow.as_ref()).map(|f| f.payload_fwd),
+            Some(5)
+        );
+        for p in &ended {
+            flows.note(p, &stats);
+        }
+        assert_eq!(flows.watched(), 0);
+        // d finds b ended and c live (and now the quieter): it takes b's slot, so the
+        // decoy's answer to c still links to c's probe.
+        let probe_d = r.run(&syn(d));
+        assert_eq!(probe_d.len(), 1);
+        let to_c = r.egress(&answer(c, SYN | ACK));
+        assert_eq!(to_c.len(), 1, "{to_c:?}");
+        assert!(to_c[0].outcome.is_some(), "{to_c:?}");
+        let to_d = r.egress(&answer(d, SYN | ACK));
+        assert_eq!(to_d.len(), 1, "{to_d:?}");
+        assert_eq!(
+            to_d[0].outcome.expect("an outcome").info.probe_ns,
+            probe_d[0].mono_ns
+        );
+    });
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(journal[0]["event_type"], "tcp_flow");
+    assert_eq!(journal[0]["fields"]["end"], "evicted");
+    assert_eq!(journal[0]["fields"]["src_port"], u64::from(a.0));
+    assert_eq!(journal[0]["fields"]["dst_port"], u64::from(a.1));
+    assert_eq!(journal[0]["fields"]["attacker_payload_bytes"], 5);
+    assert_eq!(r.counters().outcomes_unmatched, 0);
+}
+
 /// Seeds for mutation: one frame of every shape the parsers know, both directions.
 fn seed_frames() -> Vec<Vec<u8>> {
     let mut seeds = vec![];

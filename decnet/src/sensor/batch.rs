@@ -1,4 +1,4 @@
-//! Reading a whole hash map in a few syscalls.
+//! Reading a whole map (a hash, or the flow table's array) in a few syscalls.
 //!
 //! aya 0.14 walks a map with two syscalls per entry (next key, then lookup). The sweeps
 //! read the flood guard's map, up to 65,536 sources, every second: under a storm of
@@ -6,7 +6,8 @@
 //! `map_lookup_elem` and `map_get_next_key`). `BPF_MAP_LOOKUP_BATCH` (Linux 5.6) copies
 //! thousands of entries per call. Each bucket is copied under its lock, so an entry that
 //! lives through the whole walk is always seen; one added or removed meanwhile may or may
-//! not be, as with the per-entry walk.
+//! not be, as with the per-entry walk. An array is copied slot by slot (its index is the
+//! key and the resume token), each slot as one copy, racing the programs' stores to it.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
@@ -18,7 +19,7 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// answers ENOSPC.
 const CHUNK: usize = 4096;
 
-/// Every (key, value) of a hash map (not per-CPU) whose entries are plain old data of
+/// Every (key, value) of a hash map or array (not per-CPU) whose entries are plain old data of
 /// `K` and `V` (as aya's typed map checked when it was opened). Fails as the kernel does
 /// (EINVAL before Linux 5.6): the caller then walks the map entry by entry.
 pub(crate) fn entries<K: aya::Pod, V: aya::Pod, M: IterableMap<K, V>>(
@@ -30,7 +31,7 @@ pub(crate) fn entries<K: aya::Pod, V: aya::Pod, M: IterableMap<K, V>>(
     let mut keys = vec![0u8; CHUNK * ks];
     let mut values = vec![0u8; CHUNK * vs];
     let mut out = Vec::new();
-    // The kernel's resume token for hash maps: a bucket index.
+    // The kernel's resume token: a bucket index for hash maps, a slot index for arrays.
     let mut token: u32 = 0;
     let mut first = true;
     loop {

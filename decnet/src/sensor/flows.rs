@@ -1,22 +1,24 @@
 //! The flow table's userspace half.
 //!
-//! The kernel keeps per-flow state in the `FLOWS` LRU map and submits a `tcp_flow` summary
-//! when a flow ends with FIN both ways or a RST. Two endings it cannot see without timers: a
-//! flow that simply goes quiet, and one the LRU map evicts to make room. So userspace
-//! watches every flow that may need a summary (from the first non-SYN segment or payload the
-//! kernel reported) and once a second looks each one up:
+//! The kernel keeps per-flow state in the `FLOWS` table (an array of [`FlowSlot`]s in
+//! two-way sets, found by [`FlowKey::set`]) and submits a `tcp_flow` summary when a flow
+//! ends with FIN both ways or a RST. Two endings it cannot see without timers: a flow that
+//! simply goes quiet, and one whose slot a new flow takes. So userspace watches every flow
+//! that may need a summary (from the first non-SYN segment or payload the kernel reported)
+//! and once a second looks each one up:
 //! - ended in the kernel: forgotten (the kernel summarised it, or it was a scan probe);
-//! - quiet for the idle timeout: summarised here as `idle` and marked ended in the map;
-//! - gone from the map: evicted; summarised from the last state read;
+//! - quiet for the idle timeout: summarised here as `idle` and marked ended in the table;
+//! - gone from its set: evicted; summarised from the last state read;
 //! - at shutdown, still open: summarised as `shutdown`, so nothing is left unsaid.
 //!
-//! One lookup per watched flow per second (or, for many, one copy of the map); the watch
-//! list is capped and what does not fit is counted. Scan probes (SYN / RST) never enter it.
+//! One set read per watched flow per second (or, for many, one copy of the table); the
+//! watch list is capped and what does not fit is counted. Scan probes (SYN / RST) never
+//! enter it.
 
 use std::collections::HashMap as StdMap;
 
-use aya::maps::{HashMap, MapData, MapError};
-use decnet_common::{EventKind, FLOW_ENDED, FlowKey, FlowState, flow_end};
+use aya::maps::{Array, MapData, MapError};
+use decnet_common::{EventKind, FLOW_ENDED, FLOW_WAYS, FlowKey, FlowSlot, FlowState, flow_end};
 
 use super::{
     decode::Probe,
@@ -28,7 +30,7 @@ use crate::stats::PipelineStats;
 /// Flows watched at most (the kernel map's own size).
 pub(crate) const MAX_WATCHED: usize = decnet_common::MAX_FLOWS as usize;
 
-/// Watched flows from which a sweep copies the whole map instead of looking each one up.
+/// Watched flows from which a sweep copies the whole table instead of looking each one up.
 pub const COPY_FROM: usize = 1024;
 
 /// What userspace remembers of a watched flow.
@@ -39,8 +41,40 @@ struct Watched {
     ifindex: u32,
 }
 
+/// The table's slots, as the kernel's programs see them.
+type Table = Array<MapData, FlowSlot>;
+
+/// Where the table holds `key`'s flow: its slot and state (none when a new flow took it).
+fn find(map: &Table, key: &FlowKey) -> Result<Option<(u32, FlowState)>, MapError> {
+    let set = key.set();
+    for way in 0..FLOW_WAYS {
+        let slot = map.get(&(set | way), 0)?;
+        if slot.key == *key {
+            return Ok(Some((set | way, slot.state)));
+        }
+    }
+    Ok(None)
+}
+
+/// Every flow in the table, by key: its slot and state. One copy in a few syscalls
+/// (`BPF_MAP_LOOKUP_BATCH`), else (before Linux 5.6) one lookup per slot.
+fn occupied(map: &Table) -> Result<StdMap<FlowKey, (u32, FlowState)>, MapError> {
+    let slots: Vec<(u32, FlowSlot)> = match super::batch::entries(map) {
+        Ok(all) => all,
+        Err(_) => (0..)
+            .zip(map.iter())
+            .map(|(i, s)| s.map(|s| (i, s)))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(slots
+        .into_iter()
+        .filter(|(_, s)| s.state.first_ns != 0)
+        .map(|(i, s)| (s.key, (i, s.state)))
+        .collect())
+}
+
 pub struct Flows {
-    map: HashMap<MapData, FlowKey, FlowState>,
+    map: Table,
     watched: StdMap<FlowKey, Watched>,
     idle_ns: u64,
 }
@@ -58,7 +92,7 @@ pub(crate) fn key_of(p: &Probe) -> FlowKey {
 }
 
 impl Flows {
-    pub fn new(map: HashMap<MapData, FlowKey, FlowState>) -> Self {
+    pub fn new(map: Table) -> Self {
         Self {
             map,
             watched: StdMap::new(),
@@ -113,10 +147,10 @@ impl Flows {
         decky_of: impl Fn(std::net::IpAddr) -> u32,
         ifindex: u32,
     ) -> usize {
-        let open: Vec<(FlowKey, FlowState)> = self
-            .map
-            .iter()
-            .flatten()
+        let open: Vec<(FlowKey, FlowState)> = occupied(&self.map)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, (_, st))| (key, st))
             .filter(|(_, st)| st.seen & FLOW_ENDED == 0 && (st.pkts_fwd > 1 || st.payload_fwd > 0))
             .collect();
         for (key, st) in open.into_iter().take(MAX_WATCHED) {
@@ -147,31 +181,30 @@ impl Flows {
         let _span = crate::dev_span!(parent: None, "flows.sweep", force).entered();
         let mut written = 0;
         let idle_ns = self.idle_ns;
-        // Many watched flows: the whole map in a few syscalls beats one lookup each (a
-        // copy of up to 65,536 entries against a syscall per flow).
-        let copy: Option<StdMap<FlowKey, FlowState>> = (self.watched.len() >= COPY_FROM)
-            .then(|| super::batch::entries(&self.map).ok())
-            .flatten()
-            .map(|all| all.into_iter().collect());
+        // Many watched flows: the whole table in a few syscalls beats one set read each (a
+        // copy of 65,536 slots against two syscalls per flow).
+        let copy = (self.watched.len() >= COPY_FROM)
+            .then(|| occupied(&self.map).ok())
+            .flatten();
         let map = &mut self.map;
         self.watched.retain(|key, w| {
             let now = match &copy {
-                Some(c) => c.get(key).copied().ok_or(MapError::KeyNotFound),
-                None => map.get(key, 0),
+                Some(c) => Ok(c.get(key).copied()),
+                None => find(map, key),
             };
-            let end = match now {
-                Ok(st) if st.seen & FLOW_ENDED != 0 => return false,
-                Ok(st) => {
+            let (end, slot) = match now {
+                Ok(Some((_, st))) if st.seen & FLOW_ENDED != 0 => return false,
+                Ok(Some((slot, st))) => {
                     w.last = st;
                     if force {
-                        flow_end::SHUTDOWN
+                        (flow_end::SHUTDOWN, slot)
                     } else if now_mono.saturating_sub(st.last_ns) >= idle_ns {
-                        flow_end::IDLE
+                        (flow_end::IDLE, slot)
                     } else {
                         return true;
                     }
                 }
-                Err(MapError::KeyNotFound) => flow_end::EVICTED,
+                Ok(None) => (flow_end::EVICTED, 0),
                 // A transient error: try again next sweep.
                 Err(_) => return true,
             };
@@ -179,8 +212,18 @@ impl Flows {
             st.end = end;
             st.seen |= FLOW_ENDED;
             if end == flow_end::IDLE {
-                // Ended in the map too, so a late packet does not restart what was summarised.
-                let _ = map.insert(key, st, 0);
+                // Ended in the table too, so a late packet does not restart what was
+                // summarised; unless a new flow took the slot since it was read.
+                if map.get(&slot, 0).is_ok_and(|s| s.key == *key) {
+                    let _ = map.set(
+                        slot,
+                        FlowSlot {
+                            key: *key,
+                            state: st,
+                        },
+                        0,
+                    );
+                }
             }
             if st.summarised() {
                 out.push_swept_flow(&summary_probe(key, w, st, now_mono));
@@ -192,7 +235,7 @@ impl Flows {
     }
 }
 
-/// A `tcp_flow` probe built from the map (the kernel builds the same when a flow ends).
+/// A `tcp_flow` probe built from the table (the kernel builds the same when a flow ends).
 fn summary_probe(key: &FlowKey, w: &Watched, st: FlowState, now_mono: u64) -> Probe {
     let mut p = Probe::summary(
         EventKind::TcpFlow,

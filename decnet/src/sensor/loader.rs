@@ -507,13 +507,13 @@ impl Sensor {
         Ok(Sources::new(map))
     }
 
-    /// Takes the flow map out of the object (once), for the flow sweeper.
+    /// Takes the flow table out of the object (once), for the flow sweeper.
     pub fn take_flows(&mut self) -> Result<Flows, SensorError> {
         let map = self
             .ebpf
             .take_map(FLOWS_MAP)
             .ok_or(SensorError::MissingMap(FLOWS_MAP))?;
-        let map = aya::maps::HashMap::try_from(map).map_err(|e| SensorError::Map(FLOWS_MAP, e))?;
+        let map = aya::maps::Array::try_from(map).map_err(|e| SensorError::Map(FLOWS_MAP, e))?;
         Ok(Flows::new(map))
     }
 

@@ -23,9 +23,9 @@ use std::{
 };
 
 use decnet_common::{
-    DECOY_FILTER_MAP, DECOY_FILTER_WORDS, DECOYS_MAP, EVENTS_MAP, FLOW_STATE_SIZE, FLOWS_MAP,
-    GUARD_MAP, MAX_DECOYS, MAX_FLOWS, MAX_SOURCES, RAW_EVENT_SIZE, SOURCES_MAP, STAT_COUNT,
-    STATS_MAP,
+    DECOY_FILTER_MAP, DECOY_FILTER_WORDS, DECOYS_MAP, EVENTS_MAP, FLOW_STATE_SIZE, FLOW_WAYS,
+    FLOWS_MAP, GUARD_MAP, MAX_DECOYS, MAX_FLOWS, MAX_SOURCES, RAW_EVENT_SIZE, SOURCES_MAP,
+    STAT_COUNT, STATS_MAP,
 };
 
 use serde::Serialize;
@@ -43,8 +43,9 @@ pub(crate) const PINNED_MAPS: [&str; 7] = [
     FLOWS_MAP,
 ];
 
-/// Bumped by hand when a map's meaning changes without its size changing.
-const LAYOUT_VERSION: u64 = 1;
+/// Bumped by hand when a map's meaning changes without its size changing. 2: `FLOWS` is an
+/// array of two-way sets, each flow in the set `FlowKey::set` hashes it to.
+const LAYOUT_VERSION: u64 = 2;
 
 /// bpffs' `f_type` (linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -73,6 +74,7 @@ fn layout(ring_bytes: u32) -> String {
         MAX_DECOYS as u64,
         DECOY_FILTER_WORDS as u64,
         MAX_FLOWS as u64,
+        FLOW_WAYS as u64,
         MAX_SOURCES as u64,
         ring_bytes as u64,
     ];
