@@ -216,7 +216,8 @@ fn main() {
     let stranger = one_each(&mut g, &mut gr, XDP_PROGRAM, &strangers);
     println!(
         "{:<34} {:>9.1} ns  {:.2}x  (over the baseline: {:.1} ns; {:.1} ns more than a fresh \
-         flow with the guard off: the new source's state, {} sources in a table of {})",
+         flow with the guard off: the guard's lookup and first-sighting note, {} sources, \
+         {} slots for source states)",
         "decnet, SYN from a new source",
         stranger,
         stranger / base_one,
